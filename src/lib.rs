@@ -8,11 +8,15 @@
 pub mod assets;
 pub mod data;
 pub mod embed;
+pub mod fsutil;
 pub mod hub;
 pub mod inspect;
 pub mod models;
 pub mod quickstart;
+pub mod strategy;
+pub mod tasks;
 pub mod tokenize;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
 
+use headstart::data::table;
 use headstart::embed::SentenceEncoder;
+use headstart::train::{self, TrainConfig, Verbosity};
 use headstart::{assets, data, find_model, inspect};
 
 #[derive(Parser)]
@@ -41,6 +43,50 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
         /// Texts to embed, after those of --file.
+        texts: Vec<String>,
+    },
+    /// Tune a pretrained model, or train the same architecture from scratch.
+    Train {
+        #[command(flatten)]
+        config: Box<TrainConfig>,
+        /// Continue the interrupted run in this directory (its settings are reused).
+        #[arg(long, conflicts_with_all = ["train", "out"])]
+        resume: Option<PathBuf>,
+        /// Print nothing but errors.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix.
+    Eval {
+        /// A run directory or an exported model directory.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Default: the column the model was trained with.
+        #[arg(long)]
+        text_column: Option<String>,
+        #[arg(long)]
+        label_column: Option<String>,
+        #[arg(long)]
+        skip_bad_rows: bool,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Labels, probabilities and logits as JSON lines.
+    Predict {
+        /// A run directory or an exported model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// One text per line (blank lines skipped), or a .csv/.tsv/.jsonl file with the text column.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        text_column: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
         texts: Vec<String>,
     },
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
@@ -109,6 +155,86 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             texts,
         } => embed(&model, file, normalize, max_length, batch_size, texts),
+        Command::Train {
+            config,
+            resume,
+            quiet,
+        } => {
+            let verbosity = if quiet {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            };
+            let outcome = match resume {
+                Some(dir) => train::train(None, Some(&dir), verbosity)?,
+                None => train::train(Some(*config), None, verbosity)?,
+            };
+            if let Some(m) = &outcome.best_val {
+                println!(
+                    "best validation accuracy {:.4}, macro-F1 {:.4} (step {})",
+                    m.accuracy,
+                    m.macro_f1,
+                    outcome.state.best_step.unwrap_or(0)
+                );
+            }
+            println!("model: {}", outcome.model_dir.display());
+            println!(
+                "metrics: {}",
+                outcome.run_dir.join("metrics.jsonl").display()
+            );
+            Ok(())
+        }
+        Command::Eval {
+            model,
+            data,
+            text_column,
+            label_column,
+            skip_bad_rows,
+            batch_size,
+            json,
+        } => {
+            let device = Device::default();
+            let mut loaded = train::load_classifier(&model, &device)?;
+            let meta = loaded.meta.clone();
+            let text = text_column
+                .or_else(|| meta.as_ref().map(|m| m.text_column.clone()))
+                .unwrap_or_else(|| "text".into());
+            let label = label_column
+                .or_else(|| meta.as_ref().map(|m| m.label_column.clone()))
+                .unwrap_or_else(|| "label".into());
+            let read = table::read_examples(
+                &data,
+                &table::Columns {
+                    text: &text,
+                    label: Some(&label),
+                    skip_bad_rows,
+                },
+            )?;
+            let m = loaded.evaluate(
+                &read.examples,
+                &data.display().to_string(),
+                batch_size,
+                &device,
+            )?;
+            if json {
+                let mut v = serde_json::to_value(&m)?;
+                v["skipped_rows"] = read.skipped.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", m.to_text());
+                if read.skipped > 0 {
+                    println!("{} bad rows skipped", read.skipped);
+                }
+            }
+            Ok(())
+        }
+        Command::Predict {
+            model,
+            file,
+            text_column,
+            batch_size,
+            texts,
+        } => predict(&model, file, text_column, batch_size, texts),
         Command::Inspect { model, json } => {
             let dir = find_model(&model)?;
             let report = inspect::inspect(&dir)?;
@@ -177,6 +303,94 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Texts from --file: plain lines, or the text column of a CSV/TSV/JSONL file.
+fn read_texts(path: &std::path::Path, text_column: Option<&str>) -> Result<Vec<String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(ext, "csv" | "tsv" | "jsonl" | "ndjson") {
+        let read = table::read_examples(
+            path,
+            &table::Columns {
+                text: text_column.unwrap_or("text"),
+                label: None,
+                skip_bad_rows: false,
+            },
+        )?;
+        return Ok(read.examples.into_iter().map(|e| e.text).collect());
+    }
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot open --file {}", path.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut texts = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| {
+            format!(
+                "{} line {}: not readable as UTF-8 text",
+                path.display(),
+                i + 1
+            )
+        })?;
+        let line = line.trim_end_matches('\r');
+        if !line.trim().is_empty() {
+            texts.push(line.to_string());
+        }
+    }
+    Ok(texts)
+}
+
+fn predict(
+    model: &std::path::Path,
+    file: Option<PathBuf>,
+    text_column: Option<String>,
+    batch_size: usize,
+    args: Vec<String>,
+) -> Result<()> {
+    let device = Device::default();
+    let mut loaded = train::load_classifier(model, &device)?;
+    let column = text_column.or_else(|| loaded.meta.as_ref().map(|m| m.text_column.clone()));
+    let mut texts = match &file {
+        Some(p) => read_texts(p, column.as_deref())?,
+        None => Vec::new(),
+    };
+    texts.extend(args);
+    if texts.is_empty() {
+        bail!("nothing to predict: give texts as arguments or --file FILE");
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let logits = loaded.logits(&refs, batch_size, &device)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for (text, l) in texts.iter().zip(logits) {
+        let p = train::softmax(&l);
+        let best = p
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+        let probabilities: serde_json::Map<String, serde_json::Value> = loaded
+            .labels
+            .labels
+            .iter()
+            .zip(&p)
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "text": text,
+                "label": loaded.labels.labels[best],
+                "probabilities": probabilities,
+                "logits": l,
+            }),
+        )?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn embed(
     model: &str,
     file: Option<PathBuf>,
@@ -185,29 +399,10 @@ fn embed(
     batch_size: usize,
     args: Vec<String>,
 ) -> Result<()> {
-    let mut texts = Vec::new();
-    if let Some(path) = &file {
-        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("cannot open --file {}", path.display()))?;
-            Box::new(std::io::BufReader::new(f))
-        };
-        for (i, line) in reader.lines().enumerate() {
-            let line = line.with_context(|| {
-                format!(
-                    "{} line {}: not readable as UTF-8 text",
-                    path.display(),
-                    i + 1
-                )
-            })?;
-            let line = line.trim_end_matches('\r');
-            if !line.trim().is_empty() {
-                texts.push(line.to_string());
-            }
-        }
-    }
+    let mut texts = match &file {
+        Some(p) => read_texts(p, None)?,
+        None => Vec::new(),
+    };
     texts.extend(args);
     if texts.is_empty() {
         bail!("nothing to embed: give texts as arguments or --file FILE (one text per line)");

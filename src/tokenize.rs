@@ -183,6 +183,57 @@ impl TextTokenizer {
     }
 }
 
+/// One text's token ids without padding, as produced once per dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Tokenises each text on its own (no padding), truncated to `max_length`.
+    pub fn encode_each(&mut self, texts: &[&str], max_length: usize) -> Result<Vec<Encoded>> {
+        let b = self.encode_batch(texts, max_length)?;
+        Ok((0..b.batch)
+            .map(|i| {
+                let n = b.length(i);
+                let row = i * b.seq_len;
+                Encoded {
+                    ids: b.input_ids[row..row + n]
+                        .iter()
+                        .map(|&x| x as u32)
+                        .collect(),
+                    type_ids: b.token_type_ids[row..row + n]
+                        .iter()
+                        .map(|&x| x as u32)
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Pads pre-tokenised texts to the longest of them (right padding).
+pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> TokenBatch {
+    let batch = items.len();
+    let seq_len = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let mut out = TokenBatch {
+        batch,
+        seq_len,
+        input_ids: vec![pad_id as i64; batch * seq_len],
+        token_type_ids: vec![0; batch * seq_len],
+        attention_mask: vec![0; batch * seq_len],
+    };
+    for (i, e) in items.iter().enumerate() {
+        for (j, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
+            out.input_ids[i * seq_len + j] = id as i64;
+            out.token_type_ids[i * seq_len + j] = ty as i64;
+            out.attention_mask[i * seq_len + j] = 1;
+        }
+    }
+    out
+}
+
 fn read_json_if_exists(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -271,6 +322,17 @@ mod tests {
 
         let t = tok.encode_batch(&["The Lungs are clear."], 4).unwrap();
         assert_eq!(t.input_ids, vec![2, 5, 6, 3]);
+    }
+
+    #[test]
+    fn encode_each_then_pad_equals_batch_encoding() {
+        let dir = vocab_dir(true);
+        let mut tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        let texts = ["The Lungs are clear.", "No effusion"];
+        let each = tok.encode_each(&texts, 16).unwrap();
+        assert_eq!(each[1].ids, vec![2, 11, 12, 3]);
+        let padded = pad_batch(&[&each[0], &each[1]], tok.pad_id);
+        assert_eq!(padded, tok.encode_batch(&texts, 16).unwrap());
     }
 
     #[test]

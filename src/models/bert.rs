@@ -19,7 +19,10 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::params::{GroupCounts, LoadReport, ParamBuilder};
+use super::params::{
+    GroupCounts, LoadReport, NamedTensors, ParamBuilder, export_embedding, export_layer_norm,
+    export_linear,
+};
 use crate::hub::Checkpoint;
 
 /// `config.json` of a BERT-family model, with transformers' field names and
@@ -408,6 +411,54 @@ impl BertModel {
         Some(pooler.forward(first).tanh())
     }
 
+    /// Every parameter under its checkpoint key (`prefix` is `""` or `"bert."`),
+    /// in PyTorch's layout: the inverse of [`BertModel::build`].
+    pub fn export(&self, prefix: &str, out: &mut NamedTensors) {
+        let e = format!("{prefix}embeddings");
+        export_embedding(
+            out,
+            &format!("{e}.word_embeddings"),
+            &self.embeddings.word_embeddings,
+        );
+        export_embedding(
+            out,
+            &format!("{e}.position_embeddings"),
+            &self.embeddings.position_embeddings,
+        );
+        export_embedding(
+            out,
+            &format!("{e}.token_type_embeddings"),
+            &self.embeddings.token_type_embeddings,
+        );
+        export_layer_norm(out, &format!("{e}.LayerNorm"), &self.embeddings.layer_norm);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let l = format!("{prefix}encoder.layer.{i}");
+            export_linear(out, &format!("{l}.attention.self.query"), &layer.query);
+            export_linear(out, &format!("{l}.attention.self.key"), &layer.key);
+            export_linear(out, &format!("{l}.attention.self.value"), &layer.value);
+            export_linear(
+                out,
+                &format!("{l}.attention.output.dense"),
+                &layer.attention_output,
+            );
+            export_layer_norm(
+                out,
+                &format!("{l}.attention.output.LayerNorm"),
+                &layer.attention_layer_norm,
+            );
+            export_linear(out, &format!("{l}.intermediate.dense"), &layer.intermediate);
+            export_linear(out, &format!("{l}.output.dense"), &layer.output);
+            export_layer_norm(
+                out,
+                &format!("{l}.output.LayerNorm"),
+                &layer.output_layer_norm,
+            );
+        }
+        if let Some(p) = &self.pooler {
+            export_linear(out, &format!("{prefix}pooler.dense"), p);
+        }
+    }
+
     /// Parameter counts per layer group, in the order data flows; the group
     /// names are those freezing strategies refer to.
     pub fn group_counts(&self) -> GroupCounts {
@@ -419,6 +470,82 @@ impl BertModel {
             groups.push(("pooler".to_string(), p.num_params()));
         }
         groups
+    }
+}
+
+/// Hugging Face `BertForSequenceClassification`: the encoder, the pooler,
+/// dropout and a linear layer to `num_labels` logits.
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    pub bert: BertModel,
+    pub dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl BertClassifier {
+    /// Builds encoder and head. With a checkpoint that has no `classifier.*`
+    /// keys (a base model), the head is new and said to be so in the report.
+    pub fn build(
+        config: &BertConfig,
+        builder: &mut ParamBuilder<'_>,
+        num_labels: usize,
+    ) -> Result<Self> {
+        if num_labels < 2 {
+            bail!("a classifier needs at least 2 labels, the data has {num_labels}");
+        }
+        let prefix = match builder.checkpoint() {
+            Some(c) => checkpoint_prefix(c)?,
+            None => "bert.".to_string(),
+        };
+        builder.expect_new_head("classifier.");
+        let bert = BertModel::build(config, builder, &prefix, true)?;
+        let classifier = builder.linear(
+            "classifier",
+            config.hidden_size,
+            num_labels,
+            config.initializer_range,
+        )?;
+        let p = config
+            .classifier_dropout
+            .unwrap_or(config.hidden_dropout_prob);
+        Ok(Self {
+            bert,
+            dropout: DropoutConfig::new(p).init(),
+            classifier,
+        })
+    }
+
+    /// Logits `[batch, num_labels]`.
+    pub fn forward(&self, input: &BertInput) -> Tensor<2> {
+        let hidden = self.bert.forward(input);
+        self.head(self.first_token(hidden))
+    }
+
+    /// The [CLS] hidden state, `[batch, hidden]`: what the head reads.
+    pub fn first_token(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [batch, _, h] = hidden.dims();
+        hidden.narrow(1, 0, 1).reshape([batch, h])
+    }
+
+    /// Pooler, dropout, classifier: `[batch, hidden]` -> `[batch, num_labels]`.
+    pub fn head(&self, cls: Tensor<2>) -> Tensor<2> {
+        let pooled = match &self.bert.pooler {
+            Some(p) => p.forward(cls).tanh(),
+            None => cls,
+        };
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// All parameters under transformers' key names (`bert.*`, `classifier.*`).
+    pub fn export(&self) -> NamedTensors {
+        let mut out = Vec::new();
+        self.bert.export("bert.", &mut out);
+        export_linear(&mut out, "classifier", &self.classifier);
+        out
     }
 }
 
@@ -522,6 +649,52 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
         assert!(max < 1e-5, "padding changed real outputs by {max}");
+    }
+
+    #[test]
+    fn classifier_export_is_the_inverse_of_loading() {
+        let c = tiny_config();
+        let device = Device::default();
+        let mut b = ParamBuilder::scratch(&device, 5);
+        let m = BertClassifier::build(&c, &mut b, 3).unwrap();
+        let exported = m.export();
+        assert!(
+            exported
+                .iter()
+                .any(|(k, s, _)| k == "classifier.weight" && s == &[3, 16])
+        );
+        assert!(
+            exported
+                .iter()
+                .all(|(k, _, _)| k.starts_with("bert.") || k.starts_with("classifier."))
+        );
+        let checkpoint = crate::hub::Checkpoint {
+            tensors: exported
+                .iter()
+                .map(|(k, s, v)| {
+                    (
+                        k.clone(),
+                        crate::hub::HostTensor {
+                            shape: s.clone(),
+                            dtype: crate::hub::DType::F32,
+                            data: v.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            files: vec![],
+        };
+        let mut b = ParamBuilder::pretrained(&checkpoint, &device, 0);
+        let again = BertClassifier::build(&c, &mut b, 3).unwrap();
+        let report = b.finish();
+        assert!(
+            report.missing.is_empty() && report.new_head.is_empty() && report.unexpected.is_empty()
+        );
+        assert_eq!(again.export(), exported);
+        let input = BertInput::from_host(&[2, 7, 9, 3], &[0; 4], &[1; 4], 1, 4, &device);
+        let (_, a) = super::super::params::host(&m.forward(&input));
+        let (_, b) = super::super::params::host(&again.forward(&input));
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -336,6 +336,40 @@ impl<'a> ParamBuilder<'a> {
     }
 }
 
+/// Tensors in checkpoint layout, ready for `hub::write_safetensors`.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// `{key}.weight` ([out, in], PyTorch's layout) and `{key}.bias` of a Linear.
+pub fn export_linear(out: &mut NamedTensors, key: &str, linear: &Linear) {
+    let (shape, w) = host(&linear.weight.val());
+    let (d_in, d_out) = (shape[0], shape[1]);
+    out.push((
+        format!("{key}.weight"),
+        vec![d_out, d_in],
+        transpose(&w, d_in, d_out),
+    ));
+    if let Some(b) = &linear.bias {
+        let (shape, v) = host(&b.val());
+        out.push((format!("{key}.bias"), shape, v));
+    }
+}
+
+/// `{key}.weight` and `{key}.bias` of a LayerNorm.
+pub fn export_layer_norm(out: &mut NamedTensors, key: &str, ln: &LayerNorm) {
+    let (shape, g) = host(&ln.gamma.val());
+    out.push((format!("{key}.weight"), shape, g));
+    if let Some(b) = &ln.beta {
+        let (shape, v) = host(&b.val());
+        out.push((format!("{key}.bias"), shape, v));
+    }
+}
+
+/// `{key}.weight` of an Embedding.
+pub fn export_embedding(out: &mut NamedTensors, key: &str, emb: &Embedding) {
+    let (shape, w) = host(&emb.weight.val());
+    out.push((format!("{key}.weight"), shape, w));
+}
+
 /// Row-major [rows, cols] -> [cols, rows].
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];

@@ -1,0 +1,3 @@
+//! Tasks: heads, losses, label handling and metrics.
+
+pub mod classification;

@@ -1,0 +1,1260 @@
+//! The training loop for text classification, top to bottom: configuration,
+//! data, model, optimizer, loop, evaluation, checkpoint, resume, export.
+//!
+//! A run directory holds `config.json` (every setting used), `metrics.jsonl`,
+//! `checkpoints/` (the last complete one named by `checkpoints/LAST`),
+//! `best/` (the weights with the best validation score) and `model/` (the
+//! exported Hugging Face directory).
+
+pub mod optim;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::data::table::{self, Columns, Example};
+use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::hub::{Checkpoint, read_safetensors, write_safetensors};
+use crate::models::bert::{BertClassifier, BertConfig, BertInput};
+use crate::models::params::{ParamBuilder, SeededRng, host};
+use crate::strategy::Strategy;
+use crate::tasks::classification::{LabelMap, MetricName, Metrics};
+use crate::tokenize::{Encoded, TextTokenizer, pad_batch};
+use optim::{AdamW, AdamWConfig, Decay, GradAccumulator, schedule};
+
+/// Every setting of a training run; saved as the run's `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// The task; text-classification for now.
+    #[arg(long, default_value = "text-classification")]
+    pub task: String,
+    /// Pretrained model: HF directory, hub id or packaged short name.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// scratch | full | freeze:N | head | lr-decay:F | gradual
+    #[arg(long, default_value = "full", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Training data (.csv, .tsv or .jsonl).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Validation data; without it, --val-fraction of the training data (stratified, seeded).
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Skip rows with a missing text or label (counted) instead of stopping.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Use only this many training examples (a seeded random subset).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Epochs (default: the strategy's, 3).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate (default: the strategy's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Fraction of the steps spent warming up linearly (default: the strategy's).
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: Decay,
+    /// Clip gradients to this global L2 norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Validate every K optimizer steps as well as at each epoch's end.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Metric for the best checkpoint and early stopping.
+    #[arg(long, value_enum, default_value = "accuracy")]
+    pub metric: MetricName,
+    /// Stop after this many validations without improvement.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Write a resumable checkpoint every K optimizer steps (always at each epoch's end).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Run directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+/// Settings with the strategy's defaults filled in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Resolved {
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+    pub warmup_steps: usize,
+}
+
+/// What `config.json` of a run holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub config: TrainConfig,
+    pub resolved: Resolved,
+    pub labels: LabelMap,
+    pub model_dir: PathBuf,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub skipped_rows: usize,
+}
+
+/// Where a run stands; saved with every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub epoch: usize,
+    /// Next micro-batch within `epoch`.
+    pub batch_in_epoch: usize,
+    pub best_score: Option<f64>,
+    pub best_step: Option<usize>,
+    pub evals_since_best: usize,
+    pub stopped_early: bool,
+    pub optimizer_steps: std::collections::BTreeMap<String, u64>,
+}
+
+/// How much the loop prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+}
+
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub model_dir: PathBuf,
+    pub best_val: Option<Metrics>,
+    pub state: TrainState,
+    pub seconds: f64,
+}
+
+/// Tokenised examples with label ids.
+struct Split {
+    items: Vec<Encoded>,
+    labels: Vec<usize>,
+}
+
+/// Starts a run (`resume` None) or continues one from its last checkpoint.
+pub fn train(
+    config: Option<TrainConfig>,
+    resume: Option<&Path>,
+    verbosity: Verbosity,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let log = |msg: &str| {
+        if verbosity != Verbosity::Quiet {
+            eprintln!("{msg}");
+        }
+    };
+    // 1. configuration
+    let (run_dir, run_config, resume_from) = match resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot resume: {} is not a run directory (no config.json)",
+                    dir.display()
+                )
+            })?;
+            let rc: RunConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a run configuration", path.display()))?;
+            let last = last_checkpoint(dir)?;
+            (dir.to_path_buf(), Some(rc), last)
+        }
+        None => {
+            let c = config.as_ref().context("no configuration")?;
+            let out = c
+                .out
+                .clone()
+                .context("--out DIR is required: where the run goes")?;
+            if out.join("config.json").exists() {
+                bail!(
+                    "{} already holds a run; continue it with --resume {} or choose another --out",
+                    out.display(),
+                    out.display()
+                );
+            }
+            (out, None, None)
+        }
+    };
+    let config = match &run_config {
+        Some(rc) => rc.config.clone(),
+        None => config.context("no configuration")?,
+    };
+    if config.task != "text-classification" {
+        bail!(
+            "task `{}` is not supported yet (text-classification)",
+            config.task
+        );
+    }
+    if config.batch_size == 0 || config.grad_accum == 0 {
+        bail!("--batch-size and --grad-accum must be at least 1");
+    }
+
+    // 2. data
+    let model_dir = match &run_config {
+        Some(rc) => rc.model_dir.clone(),
+        None => crate::find_model(&config.model)?,
+    };
+    let bert_config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    config.strategy.check(bert_config.num_hidden_layers)?;
+    if config.max_length > bert_config.max_position_embeddings {
+        bail!(
+            "--max-length {} exceeds the model's max_position_embeddings ({})",
+            config.max_length,
+            bert_config.max_position_embeddings
+        );
+    }
+    let mut tokenizer = TextTokenizer::from_dir(&model_dir)?;
+    let (train_examples, val_examples, skipped) = read_data(&config)?;
+    let labels = match &run_config {
+        Some(rc) => rc.labels.clone(),
+        None => LabelMap::from_examples(&train_examples)?,
+    };
+    let train_file = config
+        .train
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let val_file = config
+        .val
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| train_file.clone());
+    let train_split = tokenise(
+        &mut tokenizer,
+        &train_examples,
+        &labels,
+        &train_file,
+        config.max_length,
+    )?;
+    let val_split = tokenise(
+        &mut tokenizer,
+        &val_examples,
+        &labels,
+        &val_file,
+        config.max_length,
+    )?;
+
+    // 3. schedule
+    let defaults = config.strategy.defaults();
+    let micro_per_epoch = train_split.items.len().div_ceil(config.batch_size);
+    let steps_per_epoch = micro_per_epoch.div_ceil(config.grad_accum);
+    let epochs = config.epochs.unwrap_or(defaults.epochs);
+    let total_steps = config
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(epochs * steps_per_epoch);
+    let warmup_ratio = config.warmup_ratio.unwrap_or(defaults.warmup_ratio);
+    let resolved = Resolved {
+        lr: config.lr.unwrap_or(defaults.lr),
+        warmup_ratio,
+        weight_decay: config.weight_decay.unwrap_or(defaults.weight_decay),
+        epochs,
+        steps_per_epoch,
+        total_steps,
+        warmup_steps: (warmup_ratio * total_steps as f64).round() as usize,
+    };
+    let run_config = RunConfig {
+        config: config.clone(),
+        resolved: resolved.clone(),
+        labels: labels.clone(),
+        model_dir: model_dir.clone(),
+        train_examples: train_split.items.len(),
+        val_examples: val_split.items.len(),
+        skipped_rows: skipped,
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    if resume.is_none() {
+        write_json_atomic(&run_dir.join("config.json"), &run_config)?;
+    }
+    log(&format!(
+        "{} on {} training / {} validation examples, labels {}; {} epochs x {} steps, lr {:.1e}, warmup {} steps{}",
+        config.strategy,
+        train_split.items.len(),
+        val_split.items.len(),
+        labels.labels.join(", "),
+        epochs,
+        steps_per_epoch,
+        resolved.lr,
+        resolved.warmup_steps,
+        if skipped > 0 {
+            format!("; {skipped} bad rows skipped")
+        } else {
+            String::new()
+        }
+    ));
+
+    // 4. model and optimizer
+    let device = Device::default();
+    let train_device = device.clone().autodiff();
+    let (mut model, mut state, mut opt) = match &resume_from {
+        Some(ckpt_dir) => {
+            let checkpoint = Checkpoint::load(ckpt_dir)?;
+            let mut builder = ParamBuilder::pretrained(&checkpoint, &train_device, config.seed);
+            let model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
+            let state: TrainState = read_json(&ckpt_dir.join("state.json"))?;
+            let opt_tensors = read_safetensors(&ckpt_dir.join("optimizer.safetensors"))?;
+            let opt = AdamW::import(
+                adamw_config(&resolved),
+                &opt_tensors,
+                &state.optimizer_steps,
+                &train_device,
+            )?;
+            truncate_metrics(&run_dir.join("metrics.jsonl"), state.step)?;
+            log(&format!(
+                "resuming {} at step {} (epoch {}, batch {})",
+                run_dir.display(),
+                state.step,
+                state.epoch + 1,
+                state.batch_in_epoch
+            ));
+            (model, state, opt)
+        }
+        None => {
+            let model = if config.strategy.uses_pretrained_weights() {
+                let checkpoint = Checkpoint::load(&model_dir)?;
+                let mut builder = ParamBuilder::pretrained(&checkpoint, &train_device, config.seed);
+                let model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
+                for line in builder.finish().lines() {
+                    log(&line);
+                }
+                model
+            } else {
+                let mut builder = ParamBuilder::scratch(&train_device, config.seed);
+                let model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
+                for line in builder.finish().lines() {
+                    log(&line);
+                }
+                model
+            };
+            let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+            (
+                model,
+                TrainState::default(),
+                AdamW::new(adamw_config(&resolved)),
+            )
+        }
+    };
+
+    // 5. the loop
+    let layers = bert_config.num_hidden_layers;
+    let lr_scale = config.strategy.lr_scale(layers);
+    let mut metrics_log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
+    let mut progress = Progress::new(verbosity, resolved.total_steps);
+    let abort_after: Option<usize> = std::env::var("HEADSTART_ABORT_AFTER_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut best_val: Option<Metrics> = None;
+    let mut acc = GradAccumulator::default();
+    'epochs: while state.epoch < epochs && state.step < total_steps && !state.stopped_early {
+        let epoch = state.epoch;
+        model = apply_freeze(model, &config.strategy.trainable(layers, epoch));
+        let order = epoch_order(train_split.items.len(), config.seed, epoch);
+        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        let mut step_started = Instant::now();
+        let mut step_samples = 0usize;
+        let mut step_loss = 0.0;
+        while state.batch_in_epoch < batches.len() {
+            let bi = state.batch_in_epoch;
+            let chunk = batches[bi];
+            // Dropout masks depend on (seed, position) only, so a resumed run
+            // draws exactly the masks the uninterrupted one would have.
+            train_device.seed(
+                config
+                    .seed
+                    .wrapping_mul(0x9E37_79B9)
+                    .wrapping_add((epoch * micro_per_epoch + bi) as u64),
+            );
+            let (input, targets) =
+                batch_tensors(&train_split, chunk, tokenizer.pad_id, &train_device);
+            let logits = model.forward(&input);
+            let loss = cross_entropy(logits, targets);
+            let loss_value = host(&loss).1[0] as f64;
+            let mut grads = (loss / config.grad_accum as f64).backward();
+            acc.add(&model, &mut grads);
+            step_loss += loss_value;
+            step_samples += chunk.len();
+            state.batch_in_epoch += 1;
+            let micro_in_step = (bi + 1) % config.grad_accum;
+            if micro_in_step != 0 && state.batch_in_epoch < batches.len() {
+                continue;
+            }
+            // optimizer step
+            let grad_norm = acc.global_norm();
+            let scale = if config.clip_norm > 0.0 && grad_norm > config.clip_norm {
+                config.clip_norm / (grad_norm + 1e-6)
+            } else {
+                1.0
+            };
+            let factor = schedule(
+                state.step,
+                resolved.warmup_steps,
+                resolved.total_steps,
+                config.schedule,
+            );
+            let lr = resolved.lr * factor;
+            let lr_of = |path: &str| lr * lr_scale[group_of(path, layers)];
+            model = opt.step(model, &mut acc, &lr_of, scale);
+            state.step += 1;
+            let secs = step_started.elapsed().as_secs_f64();
+            let micro = if micro_in_step == 0 {
+                config.grad_accum
+            } else {
+                micro_in_step
+            };
+            let line = StepLine {
+                step: state.step,
+                epoch: epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64,
+                loss: step_loss / micro as f64,
+                lr,
+                grad_norm,
+                samples_per_s: step_samples as f64 / secs.max(1e-9),
+            };
+            metrics_log.write(&serde_json::to_value(&line)?)?;
+            progress.step(&line, epoch + 1, epochs);
+            step_started = Instant::now();
+            step_samples = 0;
+            step_loss = 0.0;
+
+            let end_of_epoch = state.batch_in_epoch == batches.len();
+            let eval_now = end_of_epoch
+                || config
+                    .eval_every
+                    .is_some_and(|k| state.step.is_multiple_of(k))
+                || state.step == total_steps;
+            if eval_now {
+                let m = evaluate(
+                    &model,
+                    &val_split,
+                    &labels,
+                    config.batch_size,
+                    tokenizer.pad_id,
+                    &device,
+                );
+                progress.clear();
+                log(&format!(
+                    "step {} (epoch {}): validation accuracy {:.4}, macro-F1 {:.4}, loss {:.4}",
+                    state.step,
+                    epoch + 1,
+                    m.accuracy,
+                    m.macro_f1,
+                    m.loss
+                ));
+                metrics_log.write(&serde_json::json!({
+                    "step": state.step,
+                    "epoch": line.epoch,
+                    "eval": {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "loss": m.loss},
+                }))?;
+                let score = m.score(config.metric);
+                if state.best_score.is_none_or(|b| score > b) {
+                    state.best_score = Some(score);
+                    state.best_step = Some(state.step);
+                    state.evals_since_best = 0;
+                    save_weights(&model, &run_dir.join("best"))?;
+                    write_json_atomic(&run_dir.join("best").join("metrics.json"), &m)?;
+                    best_val = Some(m);
+                } else {
+                    state.evals_since_best += 1;
+                    if config.patience.is_some_and(|p| state.evals_since_best >= p) {
+                        log(&format!(
+                            "early stopping: no better {:?} in {} validations",
+                            config.metric, state.evals_since_best
+                        ));
+                        state.stopped_early = true;
+                    }
+                }
+            }
+            if end_of_epoch {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+            let ckpt_now = end_of_epoch
+                || state.stopped_early
+                || state.step == total_steps
+                || config
+                    .checkpoint_every
+                    .is_some_and(|k| state.step.is_multiple_of(k));
+            if ckpt_now {
+                save_checkpoint(&run_dir, &model, &opt, &mut state)?;
+            }
+            if abort_after == Some(state.step) {
+                // Test hook: die like a killed process, with no cleanup.
+                std::process::abort();
+            }
+            if state.stopped_early || state.step >= total_steps {
+                break 'epochs;
+            }
+            if end_of_epoch {
+                break;
+            }
+        }
+    }
+    progress.clear();
+    if best_val.is_none() && run_dir.join("best").join("metrics.json").exists() {
+        best_val = Some(read_json(&run_dir.join("best").join("metrics.json"))?);
+    }
+
+    // 6. export the best weights (or the last, if never validated)
+    let export_dir = run_dir.join("model");
+    let best_dir = run_dir.join("best");
+    if best_dir.join("model.safetensors").exists() {
+        let checkpoint = Checkpoint::load(&best_dir)?;
+        let mut builder = ParamBuilder::pretrained(&checkpoint, &device, 0);
+        model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
+    }
+    export(&model, &model_dir, &export_dir, &labels, &config)?;
+    let seconds = started.elapsed().as_secs_f64();
+    log(&format!(
+        "done in {seconds:.1} s; model in {}, metrics in {}",
+        export_dir.display(),
+        run_dir.join("metrics.jsonl").display()
+    ));
+    Ok(TrainOutcome {
+        run_dir,
+        model_dir: export_dir,
+        best_val,
+        state,
+        seconds,
+    })
+}
+
+fn adamw_config(r: &Resolved) -> AdamWConfig {
+    AdamWConfig {
+        weight_decay: r.weight_decay,
+        ..AdamWConfig::default()
+    }
+}
+
+/// Layer group of a parameter path: 0 embeddings, i + 1 encoder layer i,
+/// layers + 1 the head (pooler and classifier).
+pub fn group_of(path: &str, layers: usize) -> usize {
+    if path.starts_with("bert.embeddings") {
+        0
+    } else if let Some(rest) = path.strip_prefix("bert.layers.") {
+        rest.split('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .map_or(layers + 1, |i| i + 1)
+    } else {
+        layers + 1
+    }
+}
+
+/// Freezes (no gradient, inference mode) or unfreezes each layer group.
+pub fn apply_freeze(mut model: BertClassifier, trainable: &[bool]) -> BertClassifier {
+    fn set<M: Module>(m: M, train: bool) -> M {
+        if train { m.unfreeze() } else { m.freeze() }
+    }
+    let layers = model.bert.layers.len();
+    model.bert.embeddings = set(model.bert.embeddings, trainable[0]);
+    model.bert.layers = model
+        .bert
+        .layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| set(l, trainable[i + 1]))
+        .collect();
+    let head = trainable[layers + 1];
+    model.bert.pooler = model.bert.pooler.map(|p| set(p, head));
+    model.dropout = set(model.dropout, head);
+    model.classifier = set(model.classifier, head);
+    model
+}
+
+/// A permutation of 0..n that depends only on the seed and the epoch.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = SeededRng::new(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+fn batch_tensors(
+    split: &Split,
+    idx: &[usize],
+    pad_id: u32,
+    device: &Device,
+) -> (BertInput, Tensor<1, Int>) {
+    let items: Vec<&Encoded> = idx.iter().map(|&i| &split.items[i]).collect();
+    let b = pad_batch(&items, pad_id);
+    let input = BertInput::from_host(
+        &b.input_ids,
+        &b.token_type_ids,
+        &b.attention_mask,
+        b.batch,
+        b.seq_len,
+        device,
+    );
+    let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
+    let n = y.len();
+    (input, Tensor::from_data(TensorData::new(y, [n]), device))
+}
+
+/// Mean negative log-likelihood of the targets.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    let logp = log_softmax(logits, 1);
+    logp.gather(1, targets.reshape([batch, 1])).neg().mean()
+}
+
+/// Validation metrics, computed without autodiff and without dropout.
+fn evaluate(
+    model: &BertClassifier,
+    split: &Split,
+    labels: &LabelMap,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Metrics {
+    let model = model.valid();
+    let (predicted, loss_sum) = predict_ids(
+        &model,
+        &split.items,
+        Some(&split.labels),
+        batch_size,
+        pad_id,
+        device,
+    )
+    .0;
+    Metrics::compute(labels, &split.labels, &predicted, loss_sum)
+}
+
+/// Predicted ids, summed loss (when labels are given) and the logits of every
+/// item; items are batched by length to save padding work.
+#[allow(clippy::type_complexity)]
+pub fn predict_ids(
+    model: &BertClassifier,
+    items: &[Encoded],
+    labels: Option<&[usize]>,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> ((Vec<usize>, f64), Vec<Vec<f32>>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+    let mut predicted = vec![0usize; items.len()];
+    let mut all_logits = vec![Vec::new(); items.len()];
+    let mut loss_sum = 0.0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
+        let b = pad_batch(&batch, pad_id);
+        let input = BertInput::from_host(
+            &b.input_ids,
+            &b.token_type_ids,
+            &b.attention_mask,
+            b.batch,
+            b.seq_len,
+            device,
+        );
+        let logits = model.forward(&input);
+        let (shape, values) = host(&logits);
+        let k = shape[1];
+        for (row, &i) in chunk.iter().enumerate() {
+            let l = &values[row * k..(row + 1) * k];
+            predicted[i] = argmax(l);
+            if let Some(y) = labels {
+                loss_sum += nll(l, y[i]);
+            }
+            all_logits[i] = l.to_vec();
+        }
+    }
+    ((predicted, loss_sum), all_logits)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// -log softmax(logits)[target], computed stably in f64.
+fn nll(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    lse - logits[target] as f64
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize)> {
+    let train_path = config
+        .train
+        .as_ref()
+        .context("--train FILE is required (CSV, TSV or JSONL with a text and a label column)")?;
+    let cols = Columns {
+        text: &config.text_column,
+        label: Some(&config.label_column),
+        skip_bad_rows: config.skip_bad_rows,
+    };
+    let train = table::read_examples(train_path, &cols)?;
+    let mut skipped = train.skipped;
+    let mut train_examples = train.examples;
+    let val_examples = match &config.val {
+        Some(p) => {
+            let v = table::read_examples(p, &cols)?;
+            skipped += v.skipped;
+            v.examples
+        }
+        None => {
+            if !(config.val_fraction > 0.0 && config.val_fraction < 1.0) {
+                bail!("--val-fraction must be in (0, 1) when no --val file is given");
+            }
+            let (t, v) = stratified_split(train_examples, config.val_fraction, config.seed);
+            train_examples = t;
+            v
+        }
+    };
+    if let Some(limit) = config.train_limit
+        && limit < train_examples.len()
+    {
+        let order = epoch_order(train_examples.len(), config.seed, usize::MAX);
+        let mut keep: Vec<usize> = order.into_iter().take(limit).collect();
+        keep.sort_unstable();
+        train_examples = keep
+            .into_iter()
+            .map(|i| train_examples[i].clone())
+            .collect();
+    }
+    if train_examples.is_empty() {
+        bail!("{}: no training examples", train_path.display());
+    }
+    if val_examples.is_empty() {
+        bail!("no validation examples: give --val FILE or a larger --val-fraction");
+    }
+    Ok((train_examples, val_examples, skipped))
+}
+
+/// Per label, a seeded shuffle; `fraction` of each label goes to the second part.
+pub fn stratified_split(
+    examples: Vec<Example>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<Example>, Vec<Example>) {
+    let mut by_label: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, e) in examples.iter().enumerate() {
+        by_label.entry(e.label.clone()).or_default().push(i);
+    }
+    let mut rng = SeededRng::new(seed ^ 0x5EED_5EED);
+    let mut is_val = vec![false; examples.len()];
+    for idx in by_label.values_mut() {
+        for i in (1..idx.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            idx.swap(i, j);
+        }
+        let k = (idx.len() as f64 * fraction).round() as usize;
+        for &i in idx.iter().take(k) {
+            is_val[i] = true;
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (e, v) in examples.into_iter().zip(is_val) {
+        if v { b.push(e) } else { a.push(e) }
+    }
+    (a, b)
+}
+
+fn tokenise(
+    tokenizer: &mut TextTokenizer,
+    examples: &[Example],
+    labels: &LabelMap,
+    file: &str,
+    max_length: usize,
+) -> Result<Split> {
+    let ids = labels.ids(examples, file)?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let mut items = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        items.extend(tokenizer.encode_each(chunk, max_length)?);
+    }
+    Ok(Split { items, labels: ids })
+}
+
+#[derive(Serialize)]
+struct StepLine {
+    step: usize,
+    epoch: f64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    samples_per_s: f64,
+}
+
+/// Appends JSON lines, flushed after each so a kill loses at most the line being written.
+struct MetricsLog {
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self { file })
+    }
+    fn write(&mut self, v: &serde_json::Value) -> Result<()> {
+        let mut line = serde_json::to_string(v)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// On resume, drops the lines a killed run wrote after its last checkpoint,
+/// which the resumed run writes again.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step")?.as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    write_atomic(path, |w| {
+        for l in kept {
+            w.write_all(l.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
+fn save_weights(model: &BertClassifier, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_safetensors(&dir.join("model.safetensors"), &model.export(), None)
+}
+
+/// Writes `checkpoints/step-N/` completely, then points `checkpoints/LAST` at
+/// it, then removes older ones: a kill at any moment leaves LAST naming a
+/// complete checkpoint.
+fn save_checkpoint(
+    run_dir: &Path,
+    model: &BertClassifier,
+    opt: &AdamW,
+    state: &mut TrainState,
+) -> Result<()> {
+    let root = run_dir.join("checkpoints");
+    let name = format!("step-{:08}", state.step);
+    let dir = root.join(&name);
+    save_weights(model, &dir)?;
+    let (tensors, steps) = opt.export();
+    state.optimizer_steps = steps;
+    write_safetensors(&dir.join("optimizer.safetensors"), &tensors, None)?;
+    write_json_atomic(&dir.join("state.json"), state)?;
+    write_atomic(&root.join("LAST"), |w| Ok(w.write_all(name.as_bytes())?))?;
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with("step-") && n != name {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn last_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let pointer = run_dir.join("checkpoints").join("LAST");
+    match std::fs::read_to_string(&pointer) {
+        Ok(name) => {
+            let dir = run_dir.join("checkpoints").join(name.trim());
+            if !dir.join("state.json").exists() {
+                bail!(
+                    "{} names {}, which is incomplete",
+                    pointer.display(),
+                    dir.display()
+                );
+            }
+            Ok(Some(dir))
+        }
+        Err(_) => bail!(
+            "cannot resume {}: it has no checkpoint yet (checkpoints/LAST); start it again",
+            run_dir.display()
+        ),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// What `eval` and `predict` need besides the HF files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportMeta {
+    pub text_column: String,
+    pub label_column: String,
+    pub max_length: usize,
+    pub strategy: String,
+    pub base_model: String,
+}
+
+/// Writes an HF directory that `AutoModelForSequenceClassification` loads.
+pub fn export(
+    model: &BertClassifier,
+    base_dir: &Path,
+    out: &Path,
+    labels: &LabelMap,
+    config: &TrainConfig,
+) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let raw = std::fs::read_to_string(base_dir.join("config.json"))?;
+    let mut hf: serde_json::Value = serde_json::from_str(&raw)?;
+    let obj = hf
+        .as_object_mut()
+        .context("config.json is not a JSON object")?;
+    obj.insert(
+        "architectures".into(),
+        serde_json::json!(["BertForSequenceClassification"]),
+    );
+    obj.insert("model_type".into(), serde_json::json!("bert"));
+    let id2label: serde_json::Map<String, serde_json::Value> = labels
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+        .collect();
+    let label2id: serde_json::Map<String, serde_json::Value> = labels
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+        .collect();
+    obj.insert("id2label".into(), id2label.into());
+    obj.insert("label2id".into(), label2id.into());
+    obj.insert(
+        "problem_type".into(),
+        serde_json::json!("single_label_classification"),
+    );
+    obj.remove("_name_or_path");
+    write_json_atomic(&out.join("config.json"), &hf)?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_safetensors(&out.join("model.safetensors"), &model.export(), Some(meta))?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
+        let src = base_dir.join(f);
+        if src.is_file() {
+            let bytes = std::fs::read(&src)?;
+            write_atomic(&out.join(f), |w| Ok(w.write_all(&bytes)?))?;
+        }
+    }
+    write_json_atomic(
+        &out.join("headstart.json"),
+        &ExportMeta {
+            text_column: config.text_column.clone(),
+            label_column: config.label_column.clone(),
+            max_length: config.max_length,
+            strategy: config.strategy.to_string(),
+            base_model: config.model.clone(),
+        },
+    )
+}
+
+/// A trained classifier loaded from an exported (or any HF
+/// `BertForSequenceClassification`) directory.
+pub struct LoadedClassifier {
+    pub model: BertClassifier,
+    pub labels: LabelMap,
+    pub tokenizer: TextTokenizer,
+    pub meta: Option<ExportMeta>,
+    pub dir: PathBuf,
+}
+
+/// `dir` may be a run directory (its `model/` is used) or an HF directory.
+pub fn load_classifier(dir: &Path, device: &Device) -> Result<LoadedClassifier> {
+    let dir = if dir.join("model").join("config.json").exists() {
+        dir.join("model")
+    } else {
+        dir.to_path_buf()
+    };
+    let config_path = dir.join("config.json");
+    let config = BertConfig::from_file(&config_path)?;
+    let raw: serde_json::Value = read_json(&config_path)?;
+    let id2label = raw
+        .get("id2label")
+        .and_then(|v| v.as_object())
+        .with_context(|| {
+            format!(
+                "{} has no id2label: not a trained classifier",
+                config_path.display()
+            )
+        })?;
+    let mut pairs: Vec<(usize, String)> = id2label
+        .iter()
+        .map(|(k, v)| {
+            let id = k
+                .parse::<usize>()
+                .with_context(|| format!("id2label key `{k}` is not an integer"))?;
+            Ok((id, v.as_str().unwrap_or_default().to_string()))
+        })
+        .collect::<Result<_>>()?;
+    pairs.sort();
+    let labels = LabelMap {
+        labels: pairs.into_iter().map(|(_, l)| l).collect(),
+    };
+    let checkpoint = Checkpoint::load(&dir)?;
+    if !checkpoint.tensors.contains_key("classifier.weight") {
+        bail!(
+            "{} has no classifier weights (classifier.weight): it is a base model, not one trained with `headstart train`",
+            dir.display()
+        );
+    }
+    let mut builder = ParamBuilder::pretrained(&checkpoint, device, 0);
+    let model = BertClassifier::build(&config, &mut builder, labels.len())?;
+    let report = builder.finish();
+    if !report.missing.is_empty() {
+        bail!(
+            "{}: the checkpoint lacks {}",
+            dir.display(),
+            report.missing.join(", ")
+        );
+    }
+    let tokenizer = TextTokenizer::from_dir(&dir)?;
+    let meta = read_json(&dir.join("headstart.json")).ok();
+    Ok(LoadedClassifier {
+        model,
+        labels,
+        tokenizer,
+        meta,
+        dir,
+    })
+}
+
+impl LoadedClassifier {
+    pub fn max_length(&self) -> usize {
+        self.meta.as_ref().map_or(128, |m| m.max_length)
+    }
+
+    /// Logits of each text, in order.
+    pub fn logits(
+        &mut self,
+        texts: &[&str],
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let max_length = self.max_length();
+        let mut items = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(256) {
+            items.extend(self.tokenizer.encode_each(chunk, max_length)?);
+        }
+        Ok(predict_ids(
+            &self.model,
+            &items,
+            None,
+            batch_size,
+            self.tokenizer.pad_id,
+            device,
+        )
+        .1)
+    }
+
+    /// Metrics on labelled examples; an unknown label is an error naming its line.
+    pub fn evaluate(
+        &mut self,
+        examples: &[Example],
+        file: &str,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Metrics> {
+        let max_length = self.max_length();
+        let split = tokenise(
+            &mut self.tokenizer,
+            examples,
+            &self.labels,
+            file,
+            max_length,
+        )?;
+        let ((predicted, loss), _) = predict_ids(
+            &self.model,
+            &split.items,
+            Some(&split.labels),
+            batch_size,
+            self.tokenizer.pad_id,
+            device,
+        );
+        Ok(Metrics::compute(
+            &self.labels,
+            &split.labels,
+            &predicted,
+            loss,
+        ))
+    }
+}
+
+/// A progress bar on a terminal, plain lines otherwise, nothing when quiet.
+struct Progress {
+    verbosity: Verbosity,
+    terminal: bool,
+    total: usize,
+    started: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new(verbosity: Verbosity, total: usize) -> Self {
+        Self {
+            verbosity,
+            terminal: std::io::stderr().is_terminal(),
+            total,
+            started: Instant::now(),
+            drawn: false,
+        }
+    }
+
+    fn step(&mut self, line: &StepLine, epoch: usize, epochs: usize) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let done = line.step.min(self.total).max(1);
+        let eta = elapsed / done as f64 * (self.total.saturating_sub(done)) as f64;
+        let text = format!(
+            "epoch {epoch}/{epochs} step {}/{} loss {:.4} lr {:.2e} {:.1} samples/s ETA {}",
+            line.step,
+            self.total,
+            line.loss,
+            line.lr,
+            line.samples_per_s,
+            format_secs(eta)
+        );
+        if self.terminal {
+            let width = 24;
+            let filled = width * done / self.total.max(1);
+            eprint!(
+                "\r[{}{}] {text}\x1b[K",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+            self.drawn = true;
+        } else if line.step.is_multiple_of(10) || line.step == self.total {
+            eprintln!("{text}");
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+}
+
+fn format_secs(s: f64) -> String {
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_of_parameter_paths() {
+        assert_eq!(group_of("bert.embeddings.word_embeddings.weight", 6), 0);
+        assert_eq!(group_of("bert.layers.0.query.weight", 6), 1);
+        assert_eq!(group_of("bert.layers.5.output_layer_norm.beta", 6), 6);
+        assert_eq!(group_of("bert.pooler.weight", 6), 7);
+        assert_eq!(group_of("classifier.bias", 6), 7);
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 1, 0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(100, 1, 0));
+        assert_ne!(a, epoch_order(100, 1, 1));
+        assert_ne!(a, epoch_order(100, 2, 0));
+    }
+
+    #[test]
+    fn stratified_split_keeps_label_shares() {
+        let ex: Vec<Example> = (0..100)
+            .map(|i| Example {
+                text: format!("t{i}"),
+                label: if i < 30 { "a".into() } else { "b".into() },
+                line: i + 2,
+            })
+            .collect();
+        let (t, v) = stratified_split(ex, 0.1, 3);
+        assert_eq!(v.len(), 10);
+        assert_eq!(v.iter().filter(|e| e.label == "a").count(), 3);
+        assert_eq!(t.len(), 90);
+    }
+
+    #[test]
+    fn softmax_and_nll_agree() {
+        let l = [1.0f32, 2.0, 0.5];
+        let p = softmax(&l);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((nll(&l, 1) + p[1].ln()).abs() < 1e-9);
+        assert_eq!(argmax(&l), 1);
+    }
+}

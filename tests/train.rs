@@ -1,0 +1,338 @@
+//! `headstart train` end to end on the tiny BERT fixture (nothing fetched):
+//! frozen weights stay bit-identical, same seed gives the same run, a killed
+//! run resumes to the same result, bad rows are reported by line; then eval
+//! and predict on the exported model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use headstart::hub::read_safetensors;
+
+use common::fixtures;
+
+fn headstart(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headstart"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running headstart")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// 48 short reports in the tiny vocabulary, two labels.
+fn write_data(dir: &Path) -> PathBuf {
+    let normal = [
+        "the lungs are clear.",
+        "no focal consolidation.",
+        "heart size is normal.",
+        "no pleural effusion or pneumothorax.",
+        "the lungs are clear, heart size is normal.",
+        "no effusion.",
+    ];
+    let abnormal = [
+        "mild right base atelectasis.",
+        "stable left pleural effusion.",
+        "focal consolidation in the right lung.",
+        "mild atelectasis with effusion.",
+        "left base consolidation.",
+        "right pleural effusion and atelectasis.",
+    ];
+    let mut csv = String::from("id,text,label\n");
+    for i in 0..4 {
+        for (j, t) in normal.iter().enumerate() {
+            csv.push_str(&format!("n{i}{j},\"{t}\",normal\n"));
+        }
+        for (j, t) in abnormal.iter().enumerate() {
+            csv.push_str(&format!("a{i}{j},\"{t}\",abnormal\n"));
+        }
+    }
+    let path = dir.join("train.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, strategy: &'a str) -> Vec<&'a str> {
+    let model = Box::leak(
+        fixtures()
+            .join("tiny-bert")
+            .to_string_lossy()
+            .into_owned()
+            .into_boxed_str(),
+    );
+    vec![
+        "train",
+        "--model",
+        model,
+        "--train",
+        data,
+        "--strategy",
+        strategy,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--lr",
+        "1e-3",
+        "--val-fraction",
+        "0.25",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+    ]
+}
+
+/// metrics.jsonl without the timing fields, which differ from run to run.
+fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("samples_per_s");
+            v
+        })
+        .collect()
+}
+
+fn weights(run: &Path) -> std::collections::BTreeMap<String, headstart::hub::HostTensor> {
+    read_safetensors(&run.join("model/model.safetensors")).unwrap()
+}
+
+#[test]
+fn frozen_weights_stay_bit_identical_and_the_rest_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let original = read_safetensors(&fixtures().join("tiny-bert/model.safetensors")).unwrap();
+    for (strategy, frozen_prefixes, trained_prefix) in [
+        (
+            "freeze:1",
+            vec!["embeddings.", "encoder.layer.0."],
+            "encoder.layer.1.",
+        ),
+        (
+            "head",
+            vec!["embeddings.", "encoder.layer.0.", "encoder.layer.1."],
+            "pooler.",
+        ),
+    ] {
+        let out = tmp.path().join(strategy.replace(':', "-"));
+        ok(&headstart(
+            &train_args(data.to_str().unwrap(), out.to_str().unwrap(), strategy),
+            &[],
+        ));
+        let trained = weights(&out);
+        let mut frozen_checked = 0;
+        let mut trained_changed = 0;
+        for (key, before) in &original {
+            if key.ends_with("position_ids") {
+                continue;
+            }
+            let after = &trained[&format!("bert.{key}")];
+            if frozen_prefixes.iter().any(|p| key.starts_with(p)) {
+                // bit-identical, not just close
+                let same = before
+                    .data
+                    .iter()
+                    .zip(&after.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{strategy}: frozen {key} changed");
+                frozen_checked += 1;
+            } else if key.starts_with(trained_prefix) && before.data != after.data {
+                trained_changed += 1;
+            }
+        }
+        assert!(frozen_checked >= 5, "{strategy}: checked {frozen_checked}");
+        assert!(
+            trained_changed > 0,
+            "{strategy}: nothing under {trained_prefix} trained"
+        );
+        // Frozen parameters get no optimizer state.
+        let ckpt = std::fs::read_to_string(out.join("checkpoints/LAST")).unwrap();
+        let state = read_safetensors(
+            &out.join("checkpoints")
+                .join(ckpt.trim())
+                .join("optimizer.safetensors"),
+        )
+        .unwrap();
+        assert!(
+            state.keys().all(|k| !k.starts_with("bert.embeddings")),
+            "{strategy}"
+        );
+        assert!(state.keys().any(|k| k.starts_with("classifier.weight")));
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_run_and_resume_after_a_kill_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let data = data.to_str().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let c = tmp.path().join("c");
+    ok(&headstart(
+        &train_args(data, a.to_str().unwrap(), "full"),
+        &[],
+    ));
+    ok(&headstart(
+        &train_args(data, b.to_str().unwrap(), "full"),
+        &[],
+    ));
+    let ma = metrics_without_timing(&a);
+    assert!(ma.len() > 10);
+    assert_eq!(
+        ma,
+        metrics_without_timing(&b),
+        "two runs with one seed differ"
+    );
+    assert_eq!(
+        std::fs::read(a.join("model/model.safetensors")).unwrap(),
+        std::fs::read(b.join("model/model.safetensors")).unwrap()
+    );
+
+    // Killed after step 7 (mid-epoch 2; last checkpoint at step 6), then resumed.
+    let killed = headstart(
+        &train_args(data, c.to_str().unwrap(), "full"),
+        &[("HEADSTART_ABORT_AFTER_STEP", "7")],
+    );
+    assert!(!killed.status.success());
+    assert!(!c.join("model").exists());
+    assert_eq!(
+        std::fs::read_to_string(c.join("checkpoints/LAST"))
+            .unwrap()
+            .trim(),
+        "step-00000006"
+    );
+    let resumed = ok(&headstart(
+        &["train", "--resume", c.to_str().unwrap(), "--quiet"],
+        &[],
+    ));
+    assert!(resumed.contains("model:"));
+    assert_eq!(
+        ma,
+        metrics_without_timing(&c),
+        "resumed run differs from uninterrupted"
+    );
+    assert_eq!(
+        std::fs::read(a.join("model/model.safetensors")).unwrap(),
+        std::fs::read(c.join("model/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn bad_rows_are_reported_by_line_or_skipped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let mut csv = std::fs::read_to_string(&data).unwrap();
+    csv.push_str("x1,\"the lungs are clear.\",\n");
+    std::fs::write(&data, csv).unwrap();
+    let out = tmp.path().join("run");
+    let args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "head");
+    let failed = headstart(&args, &[]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("train.csv line 50") && err.contains("--skip-bad-rows"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    let mut args = args.clone();
+    args.push("--skip-bad-rows");
+    ok(&headstart(&args, &[]));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["skipped_rows"], 1);
+}
+
+#[test]
+fn eval_and_predict_use_the_exported_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "full");
+    let i = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[i + 1] = "12";
+    ok(&headstart(&args, &[]));
+    let model = out.join("model");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["id2label"]["0"], "abnormal");
+    assert_eq!(config["label2id"]["normal"], 1);
+
+    let report = ok(&headstart(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    ));
+    let m: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let acc = m["accuracy"].as_f64().unwrap();
+    // The synthetic labels follow the words; a trained model separates them.
+    assert!(acc >= 0.9, "training accuracy {acc}");
+    assert_eq!(m["confusion"].as_array().unwrap().len(), 2);
+    assert!(m["macro_f1"].as_f64().unwrap() > 0.0);
+
+    let lines = ok(&headstart(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "the lungs are clear.",
+            "mild right base atelectasis.",
+        ],
+        &[],
+    ));
+    let preds: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(preds.len(), 2);
+    assert_eq!(preds[0]["label"], "normal");
+    assert_eq!(preds[1]["label"], "abnormal");
+    let p = &preds[0]["probabilities"];
+    let sum = p["normal"].as_f64().unwrap() + p["abnormal"].as_f64().unwrap();
+    assert!((sum - 1.0).abs() < 1e-9);
+    assert_eq!(preds[0]["logits"].as_array().unwrap().len(), 2);
+
+    // An unknown label in eval data names the file and line.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "text,label\nthe lungs are clear.,maybe\n").unwrap();
+    let failed = headstart(
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--data",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("bad.csv line 2") && err.contains("maybe"),
+        "{err}"
+    );
+}
