@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::hub::Checkpoint;
@@ -67,7 +66,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     let config = BertConfig::from_file(&config_path)?;
     let checkpoint = Checkpoint::load(dir)?;
     let prefix = checkpoint_prefix(&checkpoint)?;
-    let device = Device::default();
+    let device = crate::compute_device()?;
     let mut builder = ParamBuilder::pretrained(&checkpoint, &device, 0);
     let model = BertModel::build(&config, &mut builder, &prefix, true)?;
     let report = builder.finish();

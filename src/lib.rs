@@ -6,6 +6,8 @@
 //! models and data that the tests and the default job use.
 
 pub mod assets;
+pub mod bench;
+pub mod cost;
 pub mod data;
 pub mod embed;
 pub mod fsutil;
@@ -31,4 +33,31 @@ pub fn find_model(spec: &str) -> Result<PathBuf> {
         return Ok(dir);
     }
     Ok(hub::resolve_model(spec)?.path)
+}
+
+/// The device computations run on: `HEADSTART_DEVICE` (`cpu`, `cuda` or
+/// `cuda:N`) if set; else the first CUDA GPU when built with the `cuda`
+/// feature; else the pure-Rust CPU backend.
+pub fn compute_device() -> Result<burn::tensor::Device> {
+    let choice = std::env::var("HEADSTART_DEVICE").unwrap_or_default();
+    let choice = choice.trim();
+    match choice {
+        "" if cfg!(feature = "cuda") => cuda_device(0),
+        "" | "cpu" => Ok(burn::tensor::Device::flex()),
+        "cuda" => cuda_device(0),
+        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => cuda_device(i),
+            None => anyhow::bail!("HEADSTART_DEVICE=`{other}`: use cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(index: usize) -> Result<burn::tensor::Device> {
+    Ok(burn::tensor::Device::cuda(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_index: usize) -> Result<burn::tensor::Device> {
+    anyhow::bail!("this headstart was built without CUDA: rebuild with `--features cuda`")
 }

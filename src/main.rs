@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 use clap::{Parser, Subcommand};
 
 use headstart::data::table;
@@ -88,6 +87,21 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
         texts: Vec<String>,
+    },
+    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
+    Bench {
+        #[arg(long, default_value = "all-MiniLM-L6-v2")]
+        model: String,
+        #[arg(long, default_value = "full,freeze:4,head")]
+        strategies: String,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
     },
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
     Inspect {
@@ -193,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             json,
         } => {
-            let device = Device::default();
+            let device = headstart::compute_device()?;
             let mut loaded = train::load_classifier(&model, &device)?;
             let meta = loaded.meta.clone();
             let text = text_column
@@ -235,6 +249,37 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             texts,
         } => predict(&model, file, text_column, batch_size, texts),
+        Command::Bench {
+            model,
+            strategies,
+            batch,
+            seq,
+            steps,
+            warmup,
+        } => {
+            let dir = find_model(&model)?;
+            let strategies: Vec<headstart::strategy::Strategy> = strategies
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_>>()?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let peak = headstart::cost::peak::cpu_peak(threads);
+            eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
+            let device = headstart::compute_device()?;
+            for r in headstart::bench::train_steps(
+                &dir,
+                &strategies,
+                batch,
+                seq,
+                steps,
+                warmup,
+                &peak,
+                &device,
+            )? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(())
+        }
         Command::Inspect { model, json } => {
             let dir = find_model(&model)?;
             let report = inspect::inspect(&dir)?;
@@ -348,7 +393,7 @@ fn predict(
     batch_size: usize,
     args: Vec<String>,
 ) -> Result<()> {
-    let device = Device::default();
+    let device = headstart::compute_device()?;
     let mut loaded = train::load_classifier(model, &device)?;
     let column = text_column.or_else(|| loaded.meta.as_ref().map(|m| m.text_column.clone()));
     let mut texts = match &file {
@@ -408,7 +453,7 @@ fn embed(
         bail!("nothing to embed: give texts as arguments or --file FILE (one text per line)");
     }
     let dir = find_model(model)?;
-    let device = Device::default();
+    let device = headstart::compute_device()?;
     let mut encoder = SentenceEncoder::load(&dir, &device, max_length)?;
     for line in encoder.report.lines() {
         eprintln!("{line}");

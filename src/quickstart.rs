@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 
 use crate::assets;
 use crate::data::{iu, table};
@@ -73,7 +72,7 @@ pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<Quicks
     let mut train = table::read_examples(&splits_dir.join("train.csv"), &cols)?.examples;
     train.truncate(opts.train_limit);
     let test = table::read_examples(&splits_dir.join("test.csv"), &cols)?.examples;
-    let device = Device::default();
+    let device = crate::compute_device()?;
     let mut encoder = SentenceEncoder::load(&model_dir, &device, Some(opts.max_length))?;
     let started = Instant::now();
     let texts: Vec<String> = train.iter().chain(&test).map(|e| e.text.clone()).collect();

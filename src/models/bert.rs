@@ -16,6 +16,8 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
@@ -254,12 +256,31 @@ impl BertLayer {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
-        let probs = self.attention_dropout.forward(softmax(scores, 3));
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let dropout_active = self.attention_dropout.prob > 0.0
+            && self.attention_dropout.training.is_enabled()
+            && x.device().is_autodiff();
+        let context = if dropout_active {
+            // Dropout on the attention probabilities needs them materialised.
+            let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
+            let probs = self.attention_dropout.forward(softmax(scores, 3));
+            probs.matmul(v)
+        } else {
+            // The backend's fused attention (on autodiff backends it is the
+            // same decomposition as above, with a correct backward).
+            attention(
+                q,
+                k,
+                v,
+                None,
+                Some(mask_bias.expand([batch, heads, seq, seq])),
+                AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: false,
+                },
+            )
+        };
+        let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
 
         let attended = self
             .hidden_dropout
@@ -519,6 +540,35 @@ impl BertClassifier {
     pub fn forward(&self, input: &BertInput) -> Tensor<2> {
         let hidden = self.bert.forward(input);
         self.head(self.first_token(hidden))
+    }
+
+    /// Logits, with the bottom `frozen` layer groups (0 = embeddings, i =
+    /// encoder layer i - 1) run on the plain device, outside autodiff: no
+    /// graph is recorded for them and the backend's inference kernels are used.
+    /// The result equals [`BertClassifier::forward`] with those groups frozen.
+    pub fn forward_frozen_prefix(&self, input: &BertInput, frozen: usize) -> Tensor<2> {
+        let layers = self.bert.layers.len();
+        if frozen == 0 || !input.input_ids.device().is_autodiff() {
+            return self.forward(input);
+        }
+        let mask = BertModel::mask_bias(input.attention_mask.clone());
+        let plain_mask = mask.clone().inner();
+        let mut x = self.bert.embeddings.valid().forward(
+            input.input_ids.clone().inner(),
+            input.token_type_ids.clone().inner(),
+        );
+        let frozen_layers = (frozen - 1).min(layers);
+        for layer in &self.bert.layers[..frozen_layers] {
+            x = layer.valid().forward(x, plain_mask.clone());
+        }
+        if frozen > layers + 1 {
+            return Tensor::from_inner(self.valid().head(self.first_token(x)));
+        }
+        let mut x = Tensor::from_inner(x);
+        for layer in &self.bert.layers[frozen_layers..] {
+            x = layer.forward(x, mask.clone());
+        }
+        self.head(self.first_token(x))
     }
 
     /// The [CLS] hidden state, `[batch, hidden]`: what the head reads.

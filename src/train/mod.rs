@@ -320,7 +320,7 @@ pub fn train(
     ));
 
     // 4. model and optimizer
-    let device = Device::default();
+    let device = crate::compute_device()?;
     let train_device = device.clone().autodiff();
     let (mut model, mut state, mut opt) = match &resume_from {
         Some(ckpt_dir) => {
@@ -383,7 +383,9 @@ pub fn train(
     let mut acc = GradAccumulator::default();
     'epochs: while state.epoch < epochs && state.step < total_steps && !state.stopped_early {
         let epoch = state.epoch;
-        model = apply_freeze(model, &config.strategy.trainable(layers, epoch));
+        let trainable = config.strategy.trainable(layers, epoch);
+        let frozen_prefix = trainable.iter().take_while(|t| !**t).count();
+        model = apply_freeze(model, &trainable);
         let order = epoch_order(train_split.items.len(), config.seed, epoch);
         let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
         let mut step_started = Instant::now();
@@ -402,7 +404,7 @@ pub fn train(
             );
             let (input, targets) =
                 batch_tensors(&train_split, chunk, tokenizer.pad_id, &train_device);
-            let logits = model.forward(&input);
+            let logits = model.forward_frozen_prefix(&input, frozen_prefix);
             let loss = cross_entropy(logits, targets);
             let loss_value = host(&loss).1[0] as f64;
             let mut grads = (loss / config.grad_accum as f64).backward();
