@@ -32,17 +32,31 @@ pub struct BenchResult {
     pub mfu: f64,
 }
 
-/// Times `steps` training steps (after `warmup` untimed ones) of each strategy.
+/// The work each timed step does.
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape {
+    pub batch: usize,
+    pub seq: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps first.
+    pub warmup: usize,
+}
+
+/// Times training steps of each strategy.
 pub fn train_steps(
     model_dir: &Path,
     strategies: &[Strategy],
-    batch: usize,
-    seq: usize,
-    steps: usize,
-    warmup: usize,
+    shape_of_step: StepShape,
     peak: &Peak,
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
+    let StepShape {
+        batch,
+        seq,
+        steps,
+        warmup,
+    } = shape_of_step;
     let config = BertConfig::from_file(&model_dir.join("config.json"))?;
     let checkpoint = Checkpoint::load(model_dir)?;
     let train_device = device.clone().autodiff();

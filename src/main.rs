@@ -111,14 +111,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The default job: fetch the real model and data, inspect, embed and classify IU reports.
+    /// The default job: fetch the real model and data, fine-tune on the IU reports, evaluate.
     Quickstart {
-        /// Where the report splits go.
+        /// Where the report splits and the run go.
         #[arg(long, default_value = "runs/quickstart")]
         out: PathBuf,
-        /// Training reports used for the class centroids.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value = "freeze:2", value_parser = parse_strategy)]
+        strategy: headstart::strategy::Strategy,
+        /// Training reports used.
+        #[arg(long, default_value_t = 600)]
         train_limit: usize,
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
         #[arg(long, default_value_t = 128)]
         max_length: usize,
         #[arg(long, default_value_t = 13)]
@@ -146,6 +150,10 @@ enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
+}
+
+fn parse_strategy(s: &str) -> std::result::Result<headstart::strategy::Strategy, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -269,10 +277,12 @@ fn run(cli: Cli) -> Result<()> {
             for r in headstart::bench::train_steps(
                 &dir,
                 &strategies,
-                batch,
-                seq,
-                steps,
-                warmup,
+                headstart::bench::StepShape {
+                    batch,
+                    seq,
+                    steps,
+                    warmup,
+                },
                 &peak,
                 &device,
             )? {
@@ -292,25 +302,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quickstart {
             out,
+            strategy,
             train_limit,
+            epochs,
             max_length,
             seed,
         } => {
             let opts = headstart::quickstart::QuickstartOptions {
                 out,
+                strategy,
                 train_limit,
+                epochs,
                 max_length,
                 seed,
             };
             let r = headstart::quickstart::run(&opts, &mut |line| println!("{line}"))?;
             println!(
-                "done: frozen all-MiniLM-L6-v2 embeddings classify {} IU test reports with accuracy {:.3} \
-                 (majority class {:.3}); splits in {}",
-                r.test_size,
-                r.accuracy,
-                r.majority_accuracy,
-                r.splits_dir.display()
+                "done: fine-tuned all-MiniLM-L6-v2 ({}) classifies {} IU test reports with accuracy {:.3}, \
+                 macro-F1 {:.3} (majority class alone: {:.3}); training took {:.0} s",
+                opts.strategy, r.test_size, r.accuracy, r.macro_f1, r.majority_accuracy, r.seconds
             );
+            println!("model:   {}", r.model_dir.display());
+            println!("metrics: {}", r.run_dir.join("metrics.jsonl").display());
+            println!("splits:  {}", r.splits_dir.display());
             Ok(())
         }
         Command::Data { command } => match command {

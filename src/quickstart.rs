@@ -1,30 +1,36 @@
 //! The README's main job on the embedded default: fetch the real model and
-//! data, write the IU report splits, inspect all-MiniLM-L6-v2, and show what
-//! its frozen sentence embeddings alone can tell normal from abnormal reports
-//! (nearest class centroid), the baseline any tuning has to beat.
+//! data, write the IU report splits, inspect all-MiniLM-L6-v2, fine-tune it
+//! to tell normal from abnormal reports, and evaluate on the held-out test
+//! split.
 
+use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::time::Instant;
-
-use anyhow::{Context, Result, bail};
 
 use crate::assets;
 use crate::data::{iu, table};
-use crate::embed::{SentenceEncoder, cosine, l2_normalize};
 use crate::inspect;
+use crate::strategy::Strategy;
+use crate::tasks::classification::MetricName;
+use crate::train::{self, TrainConfig, optim::Decay};
 
 pub struct QuickstartOptions {
     pub out: PathBuf,
+    pub strategy: Strategy,
     pub train_limit: usize,
+    pub epochs: usize,
     pub max_length: usize,
     pub seed: u64,
 }
 
 pub struct QuickstartResult {
     pub splits_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub model_dir: PathBuf,
     pub accuracy: f64,
+    pub macro_f1: f64,
     pub test_size: usize,
     pub majority_accuracy: f64,
+    pub seconds: f64,
 }
 
 pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<QuickstartResult> {
@@ -43,6 +49,16 @@ pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<Quicks
 
     log("2/4 writing the IU chest x-ray report splits");
     let splits_dir = opts.out.join("iu-reports");
+    let run_dir = opts.out.join("run");
+    if run_dir.exists() {
+        // The quickstart is a fresh run each time; a user's own runs live elsewhere.
+        std::fs::remove_dir_all(&run_dir).with_context(|| {
+            format!(
+                "cannot clear the previous quickstart run {}",
+                run_dir.display()
+            )
+        })?;
+    }
     let reports = iu::read_reports(&reports_dir)?;
     let s = iu::write_splits(&reports, &splits_dir, opts.seed, 0.1, 0.2)?;
     log(&format!(
@@ -63,70 +79,62 @@ pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<Quicks
         log(&format!("    {line}"));
     }
 
-    log("4/4 frozen sentence embeddings, nearest class centroid on the test split");
+    log(&format!(
+        "4/4 fine-tuning all-MiniLM-L6-v2 ({}, {} training reports, {} epoch(s), max length {})",
+        opts.strategy, opts.train_limit, opts.epochs, opts.max_length
+    ));
+    let config = TrainConfig {
+        task: "text-classification".into(),
+        model: model_dir.display().to_string(),
+        strategy: opts.strategy,
+        train: Some(splits_dir.join("train.csv")),
+        val: Some(splits_dir.join("val.csv")),
+        val_fraction: 0.1,
+        text_column: "findings".into(),
+        label_column: "label".into(),
+        skip_bad_rows: false,
+        train_limit: Some(opts.train_limit),
+        batch_size: 16,
+        epochs: Some(opts.epochs),
+        max_steps: None,
+        lr: None,
+        warmup_ratio: None,
+        weight_decay: None,
+        schedule: Decay::Linear,
+        clip_norm: 1.0,
+        grad_accum: 1,
+        max_length: opts.max_length,
+        seed: opts.seed,
+        eval_every: None,
+        metric: MetricName::Accuracy,
+        patience: None,
+        checkpoint_every: None,
+        out: Some(run_dir.clone()),
+    };
+    let outcome = train::train(Some(config), None, train::Verbosity::Normal)?;
+    let device = crate::compute_device()?;
+    let mut loaded = train::load_classifier(&outcome.model_dir, &device)?;
     let cols = table::Columns {
         text: "findings",
         label: Some("label"),
         skip_bad_rows: false,
     };
-    let mut train = table::read_examples(&splits_dir.join("train.csv"), &cols)?.examples;
-    train.truncate(opts.train_limit);
-    let test = table::read_examples(&splits_dir.join("test.csv"), &cols)?.examples;
-    let device = crate::compute_device()?;
-    let mut encoder = SentenceEncoder::load(&model_dir, &device, Some(opts.max_length))?;
-    let started = Instant::now();
-    let texts: Vec<String> = train.iter().chain(&test).map(|e| e.text.clone()).collect();
-    let vectors = encoder.encode(&texts, 32, true)?;
-    let secs = started.elapsed().as_secs_f64();
-    log(&format!(
-        "    embedded {} reports in {secs:.1} s ({:.1} reports/s, max length {})",
-        texts.len(),
-        texts.len() as f64 / secs,
-        opts.max_length
-    ));
-    let (train_vecs, test_vecs) = vectors.split_at(train.len());
-    let labels = ["normal", "abnormal"];
-    let mut centroids = Vec::new();
-    for label in labels {
-        let members: Vec<&Vec<f32>> = train
-            .iter()
-            .zip(train_vecs)
-            .filter(|(e, _)| e.label == label)
-            .map(|(_, v)| v)
-            .collect();
-        if members.is_empty() {
-            bail!("no `{label}` report in the training split");
-        }
-        let mut c = vec![0.0f32; members[0].len()];
-        for v in &members {
-            c.iter_mut().zip(v.iter()).for_each(|(a, b)| *a += b);
-        }
-        l2_normalize(&mut c);
-        centroids.push(c);
+    let test_path = splits_dir.join("test.csv");
+    let test = table::read_examples(&test_path, &cols)?.examples;
+    let metrics = loaded.evaluate(&test, &test_path.display().to_string(), 32, &device)?;
+    for line in metrics.to_text().lines() {
+        log(&format!("    {line}"));
     }
-    let correct = test
-        .iter()
-        .zip(test_vecs)
-        .filter(|(e, v)| {
-            let best = if cosine(v, &centroids[0]) >= cosine(v, &centroids[1]) {
-                labels[0]
-            } else {
-                labels[1]
-            };
-            best == e.label
-        })
-        .count();
-    let accuracy = correct as f64 / test.len().max(1) as f64;
     let abnormal = test.iter().filter(|e| e.label == "abnormal").count();
     let majority = abnormal.max(test.len() - abnormal) as f64 / test.len().max(1) as f64;
-    log(&format!(
-        "    test accuracy {accuracy:.3} on {} reports (majority class alone: {majority:.3})",
-        test.len()
-    ));
     Ok(QuickstartResult {
         splits_dir,
-        accuracy,
+        run_dir,
+        model_dir: outcome.model_dir,
+        accuracy: metrics.accuracy,
+        macro_f1: metrics.macro_f1,
         test_size: test.len(),
         majority_accuracy: majority,
+        seconds: outcome.seconds,
     })
 }

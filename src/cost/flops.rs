@@ -55,13 +55,18 @@ impl BertShape {
             return total;
         };
         // Groups 1..=layers are encoder layers; group layers+1 is the head.
-        for g in first.max(1)..=self.layers + 1 {
+        for (g, &trains) in trainable
+            .iter()
+            .enumerate()
+            .take(self.layers + 2)
+            .skip(first.max(1))
+        {
             let fwd = if g == self.layers + 1 {
                 self.head_forward(batch)
             } else {
                 self.layer_forward(batch, seq)
             };
-            total += if trainable[g] { 2.0 * fwd } else { fwd };
+            total += if trains { 2.0 * fwd } else { fwd };
         }
         total
     }

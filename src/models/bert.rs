@@ -251,7 +251,10 @@ impl BertLayer {
         let [batch, seq, hidden] = x.dims();
         let heads = self.num_heads;
         let head_dim = hidden / heads;
-        let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+        // Projections run on [batch * seq, hidden]: one large matrix product
+        // per weight instead of one per sequence.
+        let x = x.reshape([batch * seq, hidden]);
+        let split = |t: Tensor<2>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
 
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
@@ -280,7 +283,7 @@ impl BertLayer {
                 },
             )
         };
-        let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
+        let context = context.swap_dims(1, 2).reshape([batch * seq, hidden]);
 
         let attended = self
             .hidden_dropout
@@ -289,7 +292,9 @@ impl BertLayer {
 
         let inner = self.activation.apply(self.intermediate.forward(x.clone()));
         let out = self.hidden_dropout.forward(self.output.forward(inner));
-        self.output_layer_norm.forward(out + x)
+        self.output_layer_norm
+            .forward(out + x)
+            .reshape([batch, seq, hidden])
     }
 }
 

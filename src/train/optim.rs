@@ -347,7 +347,7 @@ mod tests {
         let mut grads = loss.backward();
         let mut acc = GradAccumulator::default();
         acc.add(&model, &mut grads);
-        assert_eq!(acc.grads.len(), 3);
+        assert_eq!(acc.grads.len(), 2); // weight [2, 1] and bias [1]
         assert!((acc.global_norm() - 6f64.sqrt()).abs() < 1e-6);
         let mut opt = AdamW::new(AdamWConfig {
             weight_decay: 0.1,
