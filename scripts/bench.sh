@@ -4,14 +4,19 @@
 # in the same run, printed as the BENCHMARKS.md table.
 #
 # Usage: scripts/bench.sh [PYTHON]   (PYTHON has scripts/requirements-bench.txt installed)
+# HEADSTART_BIN=path uses an already built binary instead of building --release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
 STEPS=${STEPS:-5}
 out=$(mktemp -d)
 export RAYON_NUM_THREADS=2
-cargo build --release --quiet
-./target/release/headstart bench --strategies full,freeze:4,head --steps "$STEPS" --warmup 1 > "$out/headstart.jsonl"
+BIN=${HEADSTART_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN=./target/release/headstart
+fi
+"$BIN" bench --strategies full,freeze:4,head --steps "$STEPS" --warmup 1 > "$out/headstart.jsonl"
 for attn in sdpa eager; do
   "$PY" scripts/bench_pytorch.py --strategies full,freeze:4,head --steps "$STEPS" --threads 2 --attn $attn > "$out/torch-$attn.jsonl"
 done
