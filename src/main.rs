@@ -428,21 +428,28 @@ fn predict(
             .iter()
             .enumerate()
             .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
-        let probabilities: serde_json::Map<String, serde_json::Value> = loaded
+        // Written by hand so that `probabilities` keeps the model's label
+        // order (a JSON map would sort its keys).
+        let probabilities: Vec<String> = loaded
             .labels
             .labels
             .iter()
             .zip(&p)
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-            .collect();
-        serde_json::to_writer(
-            &mut out,
-            &serde_json::json!({
-                "text": text,
-                "label": loaded.labels.labels[best],
-                "probabilities": probabilities,
-                "logits": l,
-            }),
+            .map(|(k, v)| {
+                Ok(format!(
+                    "{}:{}",
+                    serde_json::to_string(k)?,
+                    serde_json::to_string(v)?
+                ))
+            })
+            .collect::<Result<_>>()?;
+        write!(
+            out,
+            "{{\"text\":{},\"label\":{},\"probabilities\":{{{}}},\"logits\":{}}}",
+            serde_json::to_string(text)?,
+            serde_json::to_string(&loaded.labels.labels[best])?,
+            probabilities.join(","),
+            serde_json::to_string(&l)?
         )?;
         out.write_all(b"\n")?;
     }
