@@ -35,12 +35,27 @@ pub fn write_atomic(
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable; not every platform can sync a directory.
+        if let Some(parent) = path.parent()
+            && let Ok(dir) = File::open(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })
+        {
+            let _ = dir.sync_all();
+        }
         Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    result.with_context(|| {
+        format!(
+            "cannot write {} (via a temporary file beside it)",
+            path.display()
+        )
+    })
 }
 
 /// Writes `value` as pretty JSON, atomically.

@@ -344,13 +344,8 @@ fn share(n: usize, fraction: f64) -> usize {
 }
 
 fn write_csv_atomically(path: &Path, rows: &[&Report]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .context("split path has no file name")?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut writer = csv::Writer::from_path(&tmp)?;
+    crate::fsutil::write_atomic(path, |w| {
+        let mut writer = csv::Writer::from_writer(w);
         writer.write_record(CSV_COLUMNS)?;
         for r in rows {
             writer.write_record([
@@ -362,17 +357,8 @@ fn write_csv_atomically(path: &Path, rows: &[&Report]) -> Result<()> {
             ])?;
         }
         writer.flush()?;
-        writer
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
-        fs::rename(&tmp, path)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 /// splitmix64 (Steele, Lea & Flood 2014): small, fast, and fixed here so

@@ -5,10 +5,9 @@
 //! then the tensor bytes, offsets relative to the end of the header.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ::safetensors::tensor::{Metadata, TensorInfo};
 use ::safetensors::{Dtype, SafeTensors};
@@ -217,17 +216,7 @@ pub fn write_safetensors(
             parent.display()
         );
     }
-    // Unique per process and call, so concurrent writers never share a temp file.
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}-{}",
-        file_label(path),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> Result<()> {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+    crate::fsutil::write_atomic(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
         let mut buf = Vec::with_capacity(1 << 16);
@@ -238,30 +227,14 @@ pub fn write_safetensors(
                 w.write_all(&buf)?;
             }
         }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e.context(format!(
-            "cannot write {} (via temporary file {})",
-            path.display(),
-            tmp.display()
-        )));
-    }
-    // Make the rename itself durable; not all platforms allow syncing a directory.
-    if let Ok(dir) = File::open(&parent) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_with_metadata() {
