@@ -336,3 +336,25 @@ fn eval_and_predict_use_the_exported_model() {
         "{err}"
     );
 }
+
+#[test]
+fn early_stopping_ends_the_run_after_patience_validations_without_improvement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "full");
+    // A zero learning rate never improves on the first validation.
+    let i = args.iter().position(|a| *a == "--lr").unwrap();
+    args[i + 1] = "0";
+    args.extend(["--eval-every", "1", "--patience", "2", "--metric", "loss"]);
+    ok(&headstart(&args, &[]));
+    let lines = metrics_without_timing(&out);
+    let evals: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("eval").is_some()).collect();
+    // step 1 sets the best; steps 2 and 3 do not beat it; the run stops at step 3 of 15.
+    assert_eq!(evals.len(), 3, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["step"], 3);
+    assert!(out.join("model/model.safetensors").exists());
+    let state = std::fs::read_to_string(out.join("checkpoints/step-00000003/state.json")).unwrap();
+    assert!(state.contains("\"stopped_early\": true"), "{state}");
+    assert!(state.contains("\"best_step\": 1"), "{state}");
+}
