@@ -110,10 +110,6 @@ fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn weights(run: &Path) -> std::collections::BTreeMap<String, headstart::hub::HostTensor> {
-    read_safetensors(&run.join("model/model.safetensors")).unwrap()
-}
-
 #[test]
 fn frozen_weights_stay_bit_identical_and_the_rest_trains() {
     let tmp = tempfile::tempdir().unwrap();
