@@ -182,14 +182,7 @@ impl SentenceEncoder {
 
     fn encode_batch(&mut self, texts: &[&str], normalize: bool) -> Result<Vec<Vec<f32>>> {
         let b = self.tokenizer.encode_batch(texts, self.max_length)?;
-        let input = BertInput::from_host(
-            &b.input_ids,
-            &b.token_type_ids,
-            &b.attention_mask,
-            b.batch,
-            b.seq_len,
-            &self.device,
-        );
+        let input = BertInput::from_batch(&b, &self.device);
         let hidden = self.model.forward(&input);
         let pooled = pool(hidden, input.attention_mask, &self.spec.pooling);
         let (shape, values) = host(&pooled);

@@ -116,7 +116,7 @@ enum Command {
         /// Where the report splits and the run go.
         #[arg(long, default_value = "runs/quickstart")]
         out: PathBuf,
-        #[arg(long, default_value = "freeze:2", value_parser = parse_strategy)]
+        #[arg(long, default_value = "freeze:2", value_parser = train::parse_strategy)]
         strategy: headstart::strategy::Strategy,
         /// Training reports used.
         #[arg(long, default_value_t = 600)]
@@ -150,10 +150,6 @@ enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
-}
-
-fn parse_strategy(s: &str) -> std::result::Result<headstart::strategy::Strategy, String> {
-    s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -192,10 +192,12 @@ pub struct Encoded {
 
 impl TextTokenizer {
     /// Tokenises each text on its own (no padding), truncated to `max_length`.
+    /// Works through `texts` 256 at a time, so padding never spans a whole dataset.
     pub fn encode_each(&mut self, texts: &[&str], max_length: usize) -> Result<Vec<Encoded>> {
-        let b = self.encode_batch(texts, max_length)?;
-        Ok((0..b.batch)
-            .map(|i| {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(256) {
+            let b = self.encode_batch(chunk, max_length)?;
+            out.extend((0..b.batch).map(|i| {
                 let n = b.length(i);
                 let row = i * b.seq_len;
                 Encoded {
@@ -208,8 +210,9 @@ impl TextTokenizer {
                         .map(|&x| x as u32)
                         .collect(),
                 }
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 }
 

@@ -179,6 +179,18 @@ pub struct BertInput {
 }
 
 impl BertInput {
+    /// From a tokenised, padded batch.
+    pub fn from_batch(b: &crate::tokenize::TokenBatch, device: &Device) -> Self {
+        Self::from_host(
+            &b.input_ids,
+            &b.token_type_ids,
+            &b.attention_mask,
+            b.batch,
+            b.seq_len,
+            device,
+        )
+    }
+
     /// From row-major host arrays of `batch * seq` entries.
     pub fn from_host(
         input_ids: &[i64],

@@ -395,11 +395,6 @@ pub fn host<const D: usize>(t: &Tensor<D>) -> (Vec<usize>, Vec<f32>) {
 /// Parameter counts keyed by group name, in the order given.
 pub type GroupCounts = Vec<(String, usize)>;
 
-/// Sums per group; handy for `inspect`.
-pub fn total(groups: &GroupCounts) -> usize {
-    groups.iter().map(|(_, n)| n).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

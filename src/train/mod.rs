@@ -103,7 +103,8 @@ pub struct TrainConfig {
     pub out: Option<PathBuf>,
 }
 
-fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
+/// `--strategy` as clap parses it.
+pub fn parse_strategy(s: &str) -> std::result::Result<Strategy, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 
@@ -617,14 +618,7 @@ fn batch_tensors(
 ) -> (BertInput, Tensor<1, Int>) {
     let items: Vec<&Encoded> = idx.iter().map(|&i| &split.items[i]).collect();
     let b = pad_batch(&items, pad_id);
-    let input = BertInput::from_host(
-        &b.input_ids,
-        &b.token_type_ids,
-        &b.attention_mask,
-        b.batch,
-        b.seq_len,
-        device,
-    );
+    let input = BertInput::from_batch(&b, device);
     let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
     let n = y.len();
     (input, Tensor::from_data(TensorData::new(y, [n]), device))
@@ -678,14 +672,7 @@ pub fn predict_ids(
     for chunk in order.chunks(batch_size.max(1)) {
         let batch: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
         let b = pad_batch(&batch, pad_id);
-        let input = BertInput::from_host(
-            &b.input_ids,
-            &b.token_type_ids,
-            &b.attention_mask,
-            b.batch,
-            b.seq_len,
-            device,
-        );
+        let input = BertInput::from_batch(&b, device);
         let logits = model.forward(&input);
         let (shape, values) = host(&logits);
         let k = shape[1];
@@ -816,10 +803,7 @@ fn tokenise(
 ) -> Result<Split> {
     let ids = labels.ids(examples, file)?;
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let mut items = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(256) {
-        items.extend(tokenizer.encode_each(chunk, max_length)?);
-    }
+    let items = tokenizer.encode_each(&texts, max_length)?;
     Ok(Split { items, labels: ids })
 }
 
@@ -1097,10 +1081,7 @@ impl LoadedClassifier {
         device: &Device,
     ) -> Result<Vec<Vec<f32>>> {
         let max_length = self.max_length();
-        let mut items = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(256) {
-            items.extend(self.tokenizer.encode_each(chunk, max_length)?);
-        }
+        let items = self.tokenizer.encode_each(texts, max_length)?;
         Ok(predict_ids(
             &self.model,
             &items,
