@@ -2,11 +2,14 @@
 //!
 //! The modules follow a batch from disk to loss: `hub` finds and reads
 //! checkpoints, `models` builds architectures, `tokenize` and `data` turn
-//! files into batches, `embed` pools encoder outputs; `assets` fetches the real
-//! models and data that the tests and the default job use.
+//! files into batches, `embed` pools encoder outputs, `train` tunes, `cost`
+//! measures what a run costs and `compare` sets strategies side by side
+//! (`report` draws its plots); `assets` fetches the real models and data that
+//! the tests and the default job use.
 
 pub mod assets;
 pub mod bench;
+pub mod compare;
 pub mod cost;
 pub mod data;
 pub mod embed;
@@ -15,6 +18,7 @@ pub mod hub;
 pub mod inspect;
 pub mod models;
 pub mod quickstart;
+pub mod report;
 pub mod strategy;
 pub mod tasks;
 pub mod tokenize;
@@ -49,6 +53,28 @@ pub fn compute_device() -> Result<burn::tensor::Device> {
             Some(i) => cuda_device(i),
             None => anyhow::bail!("HEADSTART_DEVICE=`{other}`: use cpu, cuda or cuda:N"),
         },
+    }
+}
+
+/// The CUDA device index computations run on, if they run on a GPU.
+pub fn gpu_index() -> Option<u32> {
+    let choice = std::env::var("HEADSTART_DEVICE").unwrap_or_default();
+    match choice.trim() {
+        "" if cfg!(feature = "cuda") => Some(0),
+        "cuda" => Some(0),
+        other => other.strip_prefix("cuda:").and_then(|i| i.parse().ok()),
+    }
+}
+
+/// The peak f32 FLOP rate of the compute device, for model FLOPs utilisation.
+pub fn compute_peak() -> cost::peak::Peak {
+    match gpu_index() {
+        Some(_) => cost::peak::gpu_peak(),
+        None => cost::peak::cpu_peak(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
     }
 }
 

@@ -55,6 +55,14 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Strategies side by side on the same data and budget, several seeds each, tested on
+    /// held-out data: a table, learning curves and report.md / report.html / report.json.
+    Compare {
+        #[command(flatten)]
+        config: Box<TrainConfig>,
+        #[command(flatten)]
+        options: headstart::compare::CompareOptions,
+    },
     /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix.
     Eval {
         /// A run directory or an exported model directory.
@@ -113,20 +121,21 @@ enum Command {
     },
     /// The default job: fetch the real model and data, fine-tune on the IU reports, evaluate.
     Quickstart {
-        /// Where the report splits and the run go.
+        /// Where the report splits, the runs and the report go.
         #[arg(long, default_value = "runs/quickstart")]
         out: PathBuf,
-        #[arg(long, default_value = "freeze:2", value_parser = train::parse_strategy)]
-        strategy: headstart::strategy::Strategy,
-        /// Training reports used.
-        #[arg(long, default_value_t = 600)]
-        train_limit: usize,
-        #[arg(long, default_value_t = 2)]
-        epochs: usize,
-        #[arg(long, default_value_t = 128)]
-        max_length: usize,
-        #[arg(long, default_value_t = 13)]
-        seed: u64,
+        /// A small setting of the same job (48 reports, 1 epoch, 96 test reports), for tests and a first look.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds per strategy (default 1 for the ten-minute budget).
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// Training reports per run (default 400).
+        #[arg(long)]
+        train_limit: Option<usize>,
+        /// Budget per run (default 2ep).
+        #[arg(long)]
+        budget: Option<headstart::compare::stats::Budget>,
     },
     /// Real models and datasets from the package registries.
     Data {
@@ -200,6 +209,15 @@ fn run(cli: Cli) -> Result<()> {
                 "metrics: {}",
                 outcome.run_dir.join("metrics.jsonl").display()
             );
+            Ok(())
+        }
+        Command::Compare { config, options } => {
+            let c = headstart::compare::compare(&config, &options, &mut |l| eprintln!("{l}"))?;
+            print!("{}", headstart::compare::report::table_text(&c));
+            let out = config.out.clone().unwrap_or_default();
+            println!("report: {}", out.join("report.html").display());
+            println!("        {}", out.join("report.md").display());
+            println!("        {}", out.join("report.json").display());
             Ok(())
         }
         Command::Eval {
@@ -298,29 +316,31 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quickstart {
             out,
-            strategy,
+            quick,
+            seeds,
             train_limit,
-            epochs,
-            max_length,
-            seed,
+            budget,
         } => {
-            let opts = headstart::quickstart::QuickstartOptions {
-                out,
-                strategy,
-                train_limit,
-                epochs,
-                max_length,
-                seed,
+            use headstart::quickstart::{QuickstartOptions, run};
+            let mut opts = if quick {
+                QuickstartOptions::quick(out)
+            } else {
+                QuickstartOptions::default_job(out)
             };
-            let r = headstart::quickstart::run(&opts, &mut |line| println!("{line}"))?;
+            opts.seeds = seeds.unwrap_or(opts.seeds);
+            opts.train_limit = train_limit.unwrap_or(opts.train_limit);
+            opts.budget = budget.unwrap_or(opts.budget);
+            let r = run(&opts, &mut |line| println!("{line}"))?;
+            println!();
+            print!("{}", headstart::compare::report::table_text(&r.comparison));
             println!(
-                "done: fine-tuned all-MiniLM-L6-v2 ({}) classifies {} IU test reports with accuracy {:.3}, \
-                 macro-F1 {:.3} (majority class alone: {:.3}); training took {:.0} s",
-                opts.strategy, r.test_size, r.accuracy, r.macro_f1, r.majority_accuracy, r.seconds
+                "done in {:.0} s: {} IU test reports; the majority class alone scores accuracy {:.3}",
+                r.seconds, r.comparison.test_examples, r.majority_accuracy
             );
-            println!("model:   {}", r.model_dir.display());
-            println!("metrics: {}", r.run_dir.join("metrics.jsonl").display());
-            println!("splits:  {}", r.splits_dir.display());
+            println!("report: {}", r.compare_dir.join("report.html").display());
+            println!("        {}", r.compare_dir.join("report.md").display());
+            println!("runs:   {}", r.compare_dir.join("runs").display());
+            println!("splits: {}", r.splits_dir.display());
             Ok(())
         }
         Command::Data { command } => match command {

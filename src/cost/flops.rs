@@ -72,6 +72,21 @@ impl BertShape {
     }
 }
 
+impl BertShape {
+    /// Forward FLOPs of the bottom `frozen` layer groups (the embedding
+    /// lookup counts as nothing, so that is `frozen - 1` encoder layers).
+    pub fn prefix_forward(&self, batch: usize, seq: usize, frozen: usize) -> f64 {
+        frozen.saturating_sub(1).min(self.layers) as f64 * self.layer_forward(batch, seq)
+    }
+
+    /// A training step that reads the frozen prefix's output from a feature
+    /// cache: [`BertShape::train_step`] without the prefix's forward.
+    pub fn train_step_cached(&self, batch: usize, seq: usize, trainable: &[bool]) -> f64 {
+        let frozen = trainable.iter().take_while(|t| !**t).count();
+        self.train_step(batch, seq, trainable) - self.prefix_forward(batch, seq, frozen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +132,29 @@ mod tests {
         assert_eq!(MINILM.train_step(16, 128, &h), 6.0 * layer + 3.0 * head);
         // ~137.7 GFLOP for the full step, as the PyTorch script counts
         assert!((MINILM.train_step(16, 128, &all) / 1e9 - 137.72).abs() < 0.01);
+    }
+
+    #[test]
+    fn cached_steps_skip_the_frozen_forward() {
+        // b=1, s=2, h=2, f=4: a layer is 160 FLOPs forward, the head 16.
+        let s = BertShape {
+            layers: 3,
+            hidden: 2,
+            ffn: 4,
+            labels: 2,
+        };
+        // freeze:1 -> groups 0, 1 frozen; layers 1, 2 and head train.
+        let t = [false, false, true, true, true];
+        assert_eq!(s.prefix_forward(1, 2, 2), 160.0);
+        assert_eq!(
+            s.train_step(1, 2, &t),
+            3.0 * 160.0 + 16.0 + 2.0 * (2.0 * 160.0 + 16.0)
+        );
+        assert_eq!(s.train_step_cached(1, 2, &t), 3.0 * (2.0 * 160.0 + 16.0));
+        // head: everything below is read from the cache; 3x the head alone.
+        let h = [false, false, false, false, true];
+        assert_eq!(s.train_step_cached(1, 2, &h), 48.0);
+        assert_eq!(s.prefix_forward(5, 7, 0), 0.0);
     }
 
     #[test]

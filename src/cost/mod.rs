@@ -1,5 +1,10 @@
 //! What a run costs. FLOPs are counted analytically from the architecture;
-//! the hardware's peak comes from the CPU's features, core count and clock.
+//! the hardware's peak comes from the CPU's features, core count and clock
+//! (or a GPU table); energy is measured (RAPL, NVML) where the machine
+//! allows and estimated otherwise; CO2 and money follow from the energy.
 
+pub mod carbon;
+pub mod energy;
 pub mod flops;
 pub mod peak;
+pub mod run;

@@ -57,6 +57,53 @@ pub fn cpu_peak(threads: usize) -> Peak {
     }
 }
 
+/// Dense f32 peaks (no tensor cores, no sparsity) of common NVIDIA GPUs,
+/// TFLOP/s, from NVIDIA's data sheets.
+const GPU_PEAKS: &[(&str, f64)] = &[
+    ("H200", 67.0),
+    ("H100 PCIe", 51.0),
+    ("H100", 67.0),
+    ("A100", 19.5),
+    ("A10G", 31.2),
+    ("A10", 31.2),
+    ("L40S", 91.6),
+    ("L4", 30.3),
+    ("V100", 15.7),
+    ("T4", 8.1),
+    ("RTX 4090", 82.6),
+    ("RTX 3090", 35.6),
+];
+
+/// The f32 peak of the GPU named `name` (as the driver reports it), if known.
+pub fn gpu_peak_of(name: &str) -> Option<Peak> {
+    GPU_PEAKS
+        .iter()
+        .find(|(k, _)| name.contains(k))
+        .map(|(k, t)| Peak {
+            flops_per_s: t * 1e12,
+            how: format!("{name}: {t} TFLOP/s dense f32 (data-sheet table, entry {k})"),
+        })
+}
+
+/// The first GPU's f32 peak, its name read from the NVIDIA driver's /proc
+/// entry; an unknown GPU is taken as an A100 and said to be.
+pub fn gpu_peak() -> Peak {
+    let name = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .and_then(|e| std::fs::read_to_string(e.path().join("information")).ok())
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown GPU".into());
+    gpu_peak_of(&name).unwrap_or(Peak {
+        flops_per_s: 19.5e12,
+        how: format!("{name}: not in the table; assumed 19.5 TFLOP/s (A100 f32)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +113,15 @@ mod tests {
         assert_eq!(flops_per_cycle(false, true), 32.0);
         assert_eq!(flops_per_cycle(true, true), 64.0);
         assert_eq!(flops_per_cycle(false, false), 8.0);
+    }
+
+    #[test]
+    fn gpu_table_lookup() {
+        let p = gpu_peak_of("NVIDIA H100 80GB HBM3").unwrap();
+        assert_eq!(p.flops_per_s, 67e12);
+        assert_eq!(gpu_peak_of("NVIDIA H100 PCIe").unwrap().flops_per_s, 51e12);
+        assert_eq!(gpu_peak_of("Tesla T4").unwrap().flops_per_s, 8.1e12);
+        assert!(gpu_peak_of("Voodoo 2").is_none());
     }
 
     #[test]

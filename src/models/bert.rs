@@ -511,6 +511,19 @@ impl BertModel {
     }
 }
 
+/// The output of a frozen prefix, as the trainable part above it reads it.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // built once per batch, never stored
+pub enum FrozenOutput {
+    /// Hidden states `[batch, seq, hidden]` and the `[batch, seq]` 0/1 mask.
+    Hidden {
+        x: Tensor<3>,
+        attention_mask: Tensor<2>,
+    },
+    /// The [CLS] vector `[batch, hidden]` after the last encoder layer.
+    First(Tensor<2>),
+}
+
 /// Hugging Face `BertForSequenceClassification`: the encoder, the pooler,
 /// dropout and a linear layer to `num_labels` logits.
 #[derive(Module, Debug)]
@@ -586,6 +599,43 @@ impl BertClassifier {
             x = layer.forward(x, mask.clone());
         }
         self.head(self.first_token(x))
+    }
+
+    /// What the bottom `frozen` layer groups output (`frozen` >= 1): hidden
+    /// states `[batch, seq, hidden]` after encoder layer `frozen - 2` (after
+    /// the embeddings for `frozen` = 1). Run it on a model in inference mode
+    /// ([`Module::valid`]) to get the values training sees from a frozen prefix.
+    pub fn frozen_output(&self, input: &BertInput, frozen: usize) -> Tensor<3> {
+        let frozen_layers = frozen.saturating_sub(1).min(self.bert.layers.len());
+        let mask = BertModel::mask_bias(input.attention_mask.clone());
+        let mut x = self
+            .bert
+            .embeddings
+            .forward(input.input_ids.clone(), input.token_type_ids.clone());
+        for layer in &self.bert.layers[..frozen_layers] {
+            x = layer.forward(x, mask.clone());
+        }
+        x
+    }
+
+    /// Logits from what the bottom `frozen` groups output: the layers above
+    /// the boundary, then the head. With `frozen` = layers + 1 (every encoder
+    /// layer frozen) only the [CLS] vector is needed ([`FrozenOutput::First`]).
+    pub fn forward_from_frozen(&self, input: FrozenOutput, frozen: usize) -> Tensor<2> {
+        match input {
+            FrozenOutput::First(cls) => self.head(cls),
+            FrozenOutput::Hidden {
+                mut x,
+                attention_mask,
+            } => {
+                let frozen_layers = frozen.saturating_sub(1).min(self.bert.layers.len());
+                let mask = BertModel::mask_bias(attention_mask);
+                for layer in &self.bert.layers[frozen_layers..] {
+                    x = layer.forward(x, mask.clone());
+                }
+                self.head(self.first_token(x))
+            }
+        }
     }
 
     /// The [CLS] hidden state, `[batch, hidden]`: what the head reads.

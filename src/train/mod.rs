@@ -6,6 +6,7 @@
 //! `best/` (the weights with the best validation score) and `model/` (the
 //! exported Hugging Face directory).
 
+pub mod cache;
 pub mod optim;
 
 use std::io::{IsTerminal, Write};
@@ -18,6 +19,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::cost::flops::BertShape;
+use crate::cost::run::{CostOptions, FlopCount, Phases, RunCost};
 use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::hub::{Checkpoint, read_safetensors, write_safetensors};
@@ -26,6 +29,7 @@ use crate::models::params::{ParamBuilder, SeededRng, host};
 use crate::strategy::Strategy;
 use crate::tasks::classification::{LabelMap, MetricName, Metrics};
 use crate::tokenize::{Encoded, TextTokenizer, pad_batch};
+use cache::{CacheDtype, CacheMode, CacheReport, Features, KeyHasher, Positions};
 use optim::{AdamW, AdamWConfig, Decay, GradAccumulator, schedule};
 
 /// Every setting of a training run; saved as the run's `config.json`.
@@ -101,6 +105,50 @@ pub struct TrainConfig {
     /// Run directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Compute what frozen layers output once and train from it:
+    /// auto (in memory within --cache-memory-mb, else on disk) | off | memory | disk.
+    #[arg(long, value_enum, default_value = "auto")]
+    #[serde(default)]
+    pub feature_cache: CacheMode,
+    /// Where feature-cache files go (default: $HEADSTART_HOME/feature-cache).
+    #[arg(long)]
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Memory the feature cache may hold before it goes to disk, in MB.
+    #[arg(long, default_value_t = 2048)]
+    #[serde(default = "default_cache_memory_mb")]
+    pub cache_memory_mb: u64,
+    /// Dtype of feature-cache files: f32 (exact) or f16 (half the size).
+    #[arg(long, value_enum, default_value = "f32")]
+    #[serde(default)]
+    pub cache_dtype: CacheDtype,
+    /// Stop (validate, checkpoint, export) once the run has taken this many seconds.
+    #[arg(long)]
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
+    /// Stop once the run has used this much energy, in Wh.
+    #[arg(long)]
+    #[serde(default)]
+    pub max_wh: Option<f64>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub cost: CostOptions,
+}
+
+impl Default for TrainConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: TrainConfig,
+        }
+        <Cli as clap::Parser>::parse_from(["headstart"]).config
+    }
+}
+
+fn default_cache_memory_mb() -> u64 {
+    2048
 }
 
 /// `--strategy` as clap parses it.
@@ -144,6 +192,9 @@ pub struct TrainState {
     pub best_step: Option<usize>,
     pub evals_since_best: usize,
     pub stopped_early: bool,
+    /// Which budget (--max-seconds, --max-wh) ended the run, if one did.
+    #[serde(default)]
+    pub budget_reached: Option<String>,
     pub optimizer_steps: std::collections::BTreeMap<String, u64>,
 }
 
@@ -160,6 +211,44 @@ pub struct TrainOutcome {
     pub best_val: Option<Metrics>,
     pub state: TrainState,
     pub seconds: f64,
+    /// The feature caches the run used (one per freeze boundary).
+    pub caches: Vec<CacheUse>,
+    /// Time, FLOPs, energy, CO2 and money of this process's part of the run.
+    pub cost: RunCost,
+}
+
+/// A feature cache as one run used it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheUse {
+    /// Frozen layer groups below the cached output.
+    pub boundary: usize,
+    pub train: CacheReport,
+    pub val: CacheReport,
+    /// Training micro-batches and validations served from the cache.
+    pub train_batches: usize,
+    pub val_passes: usize,
+    /// Micro-batches in one epoch.
+    pub batches_per_epoch: usize,
+}
+
+impl CacheUse {
+    /// Seconds the cache saved: each pass it served would have recomputed
+    /// the frozen prefix (its compute time), less what building or reading
+    /// it cost. An estimate: a step's frozen forward is timed as the build's.
+    pub fn seconds_saved(&self) -> f64 {
+        let train_passes = self.train_batches as f64 / self.batches_per_epoch.max(1) as f64;
+        train_passes * self.train.compute_seconds
+            + self.val_passes as f64 * self.val.compute_seconds
+            - self.train.seconds
+            - self.val.seconds
+    }
+}
+
+/// The feature cache in use: the boundary it was computed at and both splits.
+struct ActiveCache {
+    use_: CacheUse,
+    train: Features,
+    val: Features,
 }
 
 /// Tokenised examples with label ids.
@@ -180,6 +269,9 @@ pub fn train(
             eprintln!("{msg}");
         }
     };
+    let mut phases = Phases::default();
+    let mut flops = FlopCount::default();
+    let mut phase = Instant::now();
     // 1. configuration
     let (run_dir, run_config, resume_from) = match resume {
         Some(dir) => {
@@ -215,6 +307,7 @@ pub fn train(
         Some(rc) => rc.config.clone(),
         None => config.context("no configuration")?,
     };
+    let meter = config.cost.start_meter()?;
     if config.task != "text-classification" {
         bail!(
             "task `{}` is not supported yet (text-classification)",
@@ -270,6 +363,7 @@ pub fn train(
         config.max_length,
     )?;
 
+    phases.data += lap(&mut phase);
     // 3. schedule
     let defaults = config.strategy.defaults();
     let micro_per_epoch = train_split.items.len().div_ceil(config.batch_size);
@@ -372,8 +466,15 @@ pub fn train(
         }
     };
 
+    phases.load += lap(&mut phase);
     // 5. the loop
     let layers = bert_config.num_hidden_layers;
+    let shape = BertShape {
+        layers,
+        hidden: bert_config.hidden_size,
+        ffn: bert_config.intermediate_size,
+        labels: labels.len(),
+    };
     let lr_scale = config.strategy.lr_scale(layers);
     let mut metrics_log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
     let mut progress = Progress::new(verbosity, resolved.total_steps);
@@ -382,11 +483,48 @@ pub fn train(
         .and_then(|v| v.parse().ok());
     let mut best_val: Option<Metrics> = None;
     let mut acc = GradAccumulator::default();
-    'epochs: while state.epoch < epochs && state.step < total_steps && !state.stopped_early {
+    let mut active: Option<ActiveCache> = None;
+    let mut caches: Vec<CacheUse> = Vec::new();
+    'epochs: while state.epoch < epochs
+        && state.step < total_steps
+        && !state.stopped_early
+        && state.budget_reached.is_none()
+    {
         let epoch = state.epoch;
         let trainable = config.strategy.trainable(layers, epoch);
         let frozen_prefix = trainable.iter().take_while(|t| !**t).count();
         model = apply_freeze(model, &trainable);
+        if cache_wanted(&config, frozen_prefix) {
+            if active.as_ref().map(|c| c.use_.boundary) != Some(frozen_prefix) {
+                caches.extend(active.take().map(|c| c.use_));
+                phases.train += lap(&mut phase);
+                let c = build_cache(
+                    &model,
+                    &bert_config,
+                    &model_dir,
+                    &config,
+                    frozen_prefix,
+                    [&train_split, &val_split],
+                    tokenizer.pad_id,
+                    micro_per_epoch,
+                    &device,
+                )?;
+                log(&c.describe());
+                for (report, split) in [(&c.use_.train, &train_split), (&c.use_.val, &val_split)] {
+                    if report.built {
+                        flops.feature_cache += split
+                            .items
+                            .iter()
+                            .map(|e| shape.prefix_forward(1, e.ids.len(), frozen_prefix))
+                            .sum::<f64>();
+                    }
+                }
+                phases.feature_cache += lap(&mut phase);
+                active = Some(c);
+            }
+        } else {
+            caches.extend(active.take().map(|c| c.use_));
+        }
         let order = epoch_order(train_split.items.len(), config.seed, epoch);
         let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
         let mut step_started = Instant::now();
@@ -403,9 +541,27 @@ pub fn train(
                     .wrapping_mul(0x9E37_79B9)
                     .wrapping_add((epoch * micro_per_epoch + bi) as u64),
             );
-            let (input, targets) =
-                batch_tensors(&train_split, chunk, tokenizer.pad_id, &train_device);
-            let logits = model.forward_frozen_prefix(&input, frozen_prefix);
+            let targets = batch_targets(&train_split, chunk, &train_device);
+            let seq = chunk
+                .iter()
+                .map(|&i| train_split.items[i].ids.len())
+                .max()
+                .unwrap_or(0);
+            flops.train += if active.is_some() {
+                shape.train_step_cached(chunk.len(), seq, &trainable)
+            } else {
+                shape.train_step(chunk.len(), seq, &trainable)
+            };
+            let logits = match active.as_mut() {
+                Some(c) => {
+                    c.use_.train_batches += 1;
+                    model.forward_from_frozen(c.train.batch(chunk, &train_device), frozen_prefix)
+                }
+                None => {
+                    let input = batch_input(&train_split, chunk, tokenizer.pad_id, &train_device);
+                    model.forward_frozen_prefix(&input, frozen_prefix)
+                }
+            };
             let loss = cross_entropy(logits, targets);
             let loss_value = host(&loss).1[0] as f64;
             let mut grads = (loss / config.grad_accum as f64).backward();
@@ -455,20 +611,50 @@ pub fn train(
             step_loss = 0.0;
 
             let end_of_epoch = state.batch_in_epoch == batches.len();
-            let eval_now = end_of_epoch
+            if state.budget_reached.is_none() {
+                state.budget_reached = budget_reached(&config, &started, &meter);
+            }
+            let out_of_budget = state.budget_reached.is_some();
+            let eval_now = out_of_budget
+                || end_of_epoch
                 || config
                     .eval_every
                     .is_some_and(|k| state.step.is_multiple_of(k))
                 || state.step == total_steps;
             if eval_now {
-                let m = evaluate(
-                    &model,
-                    &val_split,
-                    &labels,
-                    config.batch_size,
-                    tokenizer.pad_id,
-                    &device,
-                );
+                phases.train += lap(&mut phase);
+                let cached = active.is_some();
+                for chunk in val_split.items.chunks(config.batch_size.max(1)) {
+                    let seq = chunk.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+                    flops.eval += shape.forward(chunk.len(), seq)
+                        - if cached {
+                            shape.prefix_forward(chunk.len(), seq, frozen_prefix)
+                        } else {
+                            0.0
+                        };
+                }
+                let m = match active.as_mut() {
+                    Some(c) => {
+                        c.use_.val_passes += 1;
+                        evaluate_cached(
+                            &model,
+                            &c.val,
+                            &val_split,
+                            &labels,
+                            config.batch_size,
+                            frozen_prefix,
+                            &device,
+                        )
+                    }
+                    None => evaluate(
+                        &model,
+                        &val_split,
+                        &labels,
+                        config.batch_size,
+                        tokenizer.pad_id,
+                        &device,
+                    ),
+                };
                 progress.clear();
                 log(&format!(
                     "step {} (epoch {}): validation accuracy {:.4}, macro-F1 {:.4}, loss {:.4}",
@@ -478,10 +664,15 @@ pub fn train(
                     m.macro_f1,
                     m.loss
                 ));
+                phases.eval += lap(&mut phase);
                 metrics_log.write(&serde_json::json!({
                     "step": state.step,
                     "epoch": line.epoch,
                     "eval": {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "loss": m.loss},
+                    "elapsed": {
+                        "seconds": started.elapsed().as_secs_f64(),
+                        "energy_wh": meter.snapshot().total_kwh * 1000.0,
+                    },
                 }))?;
                 let score = m.score(config.metric);
                 if state.best_score.is_none_or(|b| score > b) {
@@ -491,6 +682,7 @@ pub fn train(
                     save_weights(&model, &run_dir.join("best"))?;
                     write_json_atomic(&run_dir.join("best").join("metrics.json"), &m)?;
                     best_val = Some(m);
+                    phases.checkpoint += lap(&mut phase);
                 } else {
                     state.evals_since_best += 1;
                     if config.patience.is_some_and(|p| state.evals_since_best >= p) {
@@ -507,17 +699,29 @@ pub fn train(
                 state.batch_in_epoch = 0;
             }
             let ckpt_now = end_of_epoch
+                || out_of_budget
                 || state.stopped_early
                 || state.step == total_steps
                 || config
                     .checkpoint_every
                     .is_some_and(|k| state.step.is_multiple_of(k));
             if ckpt_now {
+                phases.train += lap(&mut phase);
                 save_checkpoint(&run_dir, &model, &opt, &mut state)?;
+                phases.checkpoint += lap(&mut phase);
             }
             if abort_after == Some(state.step) {
                 // Test hook: die like a killed process, with no cleanup.
                 std::process::abort();
+            }
+            if let Some(why) = &state.budget_reached
+                && out_of_budget
+            {
+                log(&format!(
+                    "budget reached: {why}; stopping at step {}",
+                    state.step
+                ));
+                break 'epochs;
             }
             if state.stopped_early || state.step >= total_steps {
                 break 'epochs;
@@ -528,6 +732,8 @@ pub fn train(
         }
     }
     progress.clear();
+    phases.train += lap(&mut phase);
+    caches.extend(active.take().map(|c| c.use_));
     if best_val.is_none() && run_dir.join("best").join("metrics.json").exists() {
         best_val = Some(read_json(&run_dir.join("best").join("metrics.json"))?);
     }
@@ -541,11 +747,27 @@ pub fn train(
         model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
     }
     export(&model, &model_dir, &export_dir, &labels, &config)?;
+    phases.export += lap(&mut phase);
     let seconds = started.elapsed().as_secs_f64();
+    let saved: f64 = caches.iter().map(CacheUse::seconds_saved).sum();
+    let cost = RunCost::new(
+        &config.cost,
+        seconds,
+        phases,
+        flops,
+        crate::compute_peak(),
+        meter.stop(),
+        saved,
+    )?;
+    cost.save(&run_dir, &config.cost)?;
+    for line in cost.summary_lines() {
+        log(&line);
+    }
     log(&format!(
-        "done in {seconds:.1} s; model in {}, metrics in {}",
+        "done in {seconds:.1} s; model in {}, metrics in {}, cost in {}",
         export_dir.display(),
-        run_dir.join("metrics.jsonl").display()
+        run_dir.join("metrics.jsonl").display(),
+        run_dir.join("cost.json").display()
     ));
     Ok(TrainOutcome {
         run_dir,
@@ -553,6 +775,8 @@ pub fn train(
         best_val,
         state,
         seconds,
+        caches,
+        cost,
     })
 }
 
@@ -563,12 +787,17 @@ fn adamw_config(r: &Resolved) -> AdamWConfig {
     }
 }
 
-/// Layer group of a parameter path: 0 embeddings, i + 1 encoder layer i,
-/// layers + 1 the head (pooler and classifier).
+/// Layer group of a parameter: 0 embeddings, i + 1 encoder layer i, layers + 1
+/// the head (pooler and classifier). Takes module paths (`bert.layers.3.query.weight`)
+/// and checkpoint keys (`bert.encoder.layer.3.attention.self.query.weight`).
 pub fn group_of(path: &str, layers: usize) -> usize {
-    if path.starts_with("bert.embeddings") {
+    let path = path.strip_prefix("bert.").unwrap_or(path);
+    if path.starts_with("embeddings") {
         0
-    } else if let Some(rest) = path.strip_prefix("bert.layers.") {
+    } else if let Some(rest) = path
+        .strip_prefix("layers.")
+        .or_else(|| path.strip_prefix("encoder.layer."))
+    {
         rest.split('.')
             .next()
             .and_then(|i| i.parse::<usize>().ok())
@@ -610,18 +839,192 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-fn batch_tensors(
-    split: &Split,
-    idx: &[usize],
-    pad_id: u32,
-    device: &Device,
-) -> (BertInput, Tensor<1, Int>) {
+/// Seconds since `*t`, and restarts it.
+fn lap(t: &mut Instant) -> f64 {
+    let s = t.elapsed().as_secs_f64();
+    *t = Instant::now();
+    s
+}
+
+/// Which budget, if any, the run has used up.
+fn budget_reached(
+    config: &TrainConfig,
+    started: &Instant,
+    meter: &crate::cost::energy::EnergyMeter,
+) -> Option<String> {
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(max) = config.max_seconds
+        && secs >= max
+    {
+        return Some(format!("{secs:.0} s of --max-seconds {max}"));
+    }
+    if let Some(max) = config.max_wh {
+        let wh = meter.snapshot().total_kwh * 1000.0;
+        if wh >= max {
+            return Some(format!("{wh:.2} Wh of --max-wh {max}"));
+        }
+    }
+    None
+}
+
+fn batch_input(split: &Split, idx: &[usize], pad_id: u32, device: &Device) -> BertInput {
     let items: Vec<&Encoded> = idx.iter().map(|&i| &split.items[i]).collect();
-    let b = pad_batch(&items, pad_id);
-    let input = BertInput::from_batch(&b, device);
+    BertInput::from_batch(&pad_batch(&items, pad_id), device)
+}
+
+fn batch_targets(split: &Split, idx: &[usize], device: &Device) -> Tensor<1, Int> {
     let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
     let n = y.len();
-    (input, Tensor::from_data(TensorData::new(y, [n]), device))
+    Tensor::from_data(TensorData::new(y, [n]), device)
+}
+
+/// Whether this epoch trains from a feature cache: there is a frozen prefix
+/// and the cache is not off. `auto` leaves `gradual` alone: its boundary
+/// moves every epoch, so a cache would be used for one epoch and thrown away.
+fn cache_wanted(config: &TrainConfig, frozen_prefix: usize) -> bool {
+    frozen_prefix > 0
+        && match config.feature_cache {
+            CacheMode::Off => false,
+            CacheMode::Auto => config.strategy != Strategy::Gradual,
+            CacheMode::Memory | CacheMode::Disk => true,
+        }
+}
+
+/// Computes (or reads) the frozen prefix's output for the training and
+/// validation splits. The key covers what the values depend on; see
+/// [`cache`].
+#[allow(clippy::too_many_arguments)]
+fn build_cache(
+    model: &BertClassifier,
+    bert_config: &BertConfig,
+    model_dir: &Path,
+    config: &TrainConfig,
+    frozen: usize,
+    splits: [&Split; 2],
+    pad_id: u32,
+    batches_per_epoch: usize,
+    device: &Device,
+) -> Result<ActiveCache> {
+    let layers = bert_config.num_hidden_layers;
+    let plain = model.valid();
+    let positions = if frozen > layers {
+        Positions::First
+    } else {
+        Positions::All
+    };
+    let key = cache_key(&plain, bert_config, model_dir, config, frozen, positions)?;
+    let dir = config
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| crate::assets::home().join("feature-cache"));
+    let mut reports = Vec::new();
+    let mut features = Vec::new();
+    for split in splits {
+        let examples: Vec<(&[u32], &[u32])> = split
+            .items
+            .iter()
+            .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
+            .collect();
+        let req = cache::Request {
+            mode: config.feature_cache,
+            dir: &dir,
+            dtype: config.cache_dtype,
+            memory_budget: config.cache_memory_mb * 1_000_000,
+            key: key.clone().examples(&examples).hex(),
+            positions,
+            hidden: bert_config.hidden_size,
+            lengths: split.items.iter().map(|e| e.ids.len()).collect(),
+        };
+        let (f, report) = cache::get_or_build(&req, 32, |idx| {
+            let input = batch_input(split, idx, pad_id, device);
+            let x = plain.frozen_output(&input, frozen);
+            Ok(match positions {
+                Positions::First => host(&plain.first_token(x)).1,
+                Positions::All => host(&x).1,
+            })
+        })?;
+        reports.push(report);
+        features.push(f);
+    }
+    let val = features.pop().unwrap();
+    let train = features.pop().unwrap();
+    let val_report = reports.pop().unwrap();
+    let train_report = reports.pop().unwrap();
+    Ok(ActiveCache {
+        use_: CacheUse {
+            boundary: frozen,
+            train: train_report,
+            val: val_report,
+            train_batches: 0,
+            val_passes: 0,
+            batches_per_epoch,
+        },
+        train,
+        val,
+    })
+}
+
+/// What the frozen prefix's output depends on, short of the examples.
+fn cache_key(
+    plain: &BertClassifier,
+    bert_config: &BertConfig,
+    model_dir: &Path,
+    config: &TrainConfig,
+    frozen: usize,
+    positions: Positions,
+) -> Result<KeyHasher> {
+    let layers = bert_config.num_hidden_layers;
+    let mut key = KeyHasher::default();
+    key.field("architecture", format!("{bert_config:?}").as_bytes())
+        .field("boundary", &(frozen as u64).to_le_bytes())
+        .field("positions", format!("{positions:?}").as_bytes())
+        .field("max_length", &(config.max_length as u64).to_le_bytes())
+        .field("dtype", format!("{:?}", config.cache_dtype).as_bytes());
+    for (name, shape, values) in plain.export() {
+        if group_of(&name, layers) < frozen {
+            let dims: Vec<u8> = shape
+                .iter()
+                .flat_map(|d| (*d as u64).to_le_bytes())
+                .collect();
+            key.field(&name, &dims).floats(&name, &values);
+        }
+    }
+    for file in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        let path = model_dir.join(file);
+        if path.is_file() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            key.field(file, &bytes);
+        }
+    }
+    Ok(key)
+}
+
+impl ActiveCache {
+    fn describe(&self) -> String {
+        let u = &self.use_;
+        let at = if u.boundary == 1 {
+            "the embeddings".to_string()
+        } else {
+            format!("encoder layer {}", u.boundary - 2)
+        };
+        let mut line = format!(
+            "feature cache of the frozen layers (output of {at}): train {}; validation {}",
+            u.train.describe(),
+            u.val.describe()
+        );
+        for r in [&u.train, &u.val] {
+            if let Some(why) = &r.rejected {
+                line.push_str(&format!("\n  cache file not used: {why}"));
+            }
+        }
+        line
+    }
 }
 
 /// Mean negative log-likelihood of the targets.
@@ -629,6 +1032,35 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [batch, _] = logits.dims();
     let logp = log_softmax(logits, 1);
     logp.gather(1, targets.reshape([batch, 1])).neg().mean()
+}
+
+/// Validation metrics from cached frozen outputs: the layers above the
+/// boundary and the head, in inference mode, batched as [`evaluate`] batches.
+fn evaluate_cached(
+    model: &BertClassifier,
+    features: &Features,
+    split: &Split,
+    labels: &LabelMap,
+    batch_size: usize,
+    frozen: usize,
+    device: &Device,
+) -> Metrics {
+    let model = model.valid();
+    let mut order: Vec<usize> = (0..split.items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(split.items[i].ids.len()));
+    let mut predicted = vec![0usize; split.items.len()];
+    let mut loss_sum = 0.0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        let logits = model.forward_from_frozen(features.batch(chunk, device), frozen);
+        let (shape, values) = host(&logits);
+        let k = shape[1];
+        for (row, &i) in chunk.iter().enumerate() {
+            let l = &values[row * k..(row + 1) * k];
+            predicted[i] = argmax(l);
+            loss_sum += nll(l, split.labels[i]);
+        }
+    }
+    Metrics::compute(labels, &split.labels, &predicted, loss_sum)
 }
 
 /// Validation metrics, computed without autodiff and without dropout.
@@ -1204,6 +1636,11 @@ mod tests {
         assert_eq!(group_of("bert.layers.5.output_layer_norm.beta", 6), 6);
         assert_eq!(group_of("bert.pooler.weight", 6), 7);
         assert_eq!(group_of("classifier.bias", 6), 7);
+        // checkpoint keys, with and without the prefix
+        assert_eq!(group_of("bert.encoder.layer.2.output.dense.weight", 6), 3);
+        assert_eq!(group_of("encoder.layer.0.attention.self.key.bias", 6), 1);
+        assert_eq!(group_of("embeddings.LayerNorm.weight", 6), 0);
+        assert_eq!(group_of("bert.pooler.dense.weight", 6), 7);
     }
 
     #[test]

@@ -1,0 +1,644 @@
+//! `headstart compare`: every strategy (and training-set size) on the same
+//! data under the same budget, over several seeds, tested on held-out data;
+//! then a report of what each reached and what it cost.
+//!
+//! Layout of `--out DIR`: `data/` (the held-out split, when `--test` is not
+//! given), `runs/<size>-<strategy>-seed<k>/` (one training run each, with its
+//! `cost.json` and `test.json`), `plots/`, `report.md`, `report.html` and
+//! `report.json`. A run that finished is reused when the comparison is run
+//! again with the same settings, so an interrupted comparison continues.
+
+pub mod report;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::cost::run::{self as run_cost, RunCost};
+use crate::data::table::{self, Columns, Example};
+use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::models::bert::BertConfig;
+use crate::strategy::Strategy;
+use crate::tasks::classification::{MetricName, Metrics};
+use crate::train::{self, TrainConfig, Verbosity};
+use stats::{Budget, MeanCi};
+
+/// `headstart compare`'s own options; the data, model and training flags are
+/// [`TrainConfig`]'s.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CompareOptions {
+    /// Held-out data the table reports on (default: a stratified, seeded 20% of --train, kept out of training).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Strategies to compare; `freeze:A..B` expands to every depth (B may be `L`, the model's layer count).
+    #[arg(long, default_value = "scratch,head,freeze:4,full")]
+    pub strategies: String,
+    /// Seeds per strategy (the table shows mean and 95% interval).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// The same for every strategy: epochs (3ep), optimizer steps (500steps), wall time (10m, 90s) or energy (5Wh).
+    #[arg(long, default_value = "3ep")]
+    pub budget: Budget,
+    /// A validation score (of --metric) whose time and energy to reach are reported, e.g. 0.90.
+    #[arg(long)]
+    pub target: Option<f64>,
+    /// Training-set sizes for a data-efficiency sweep, e.g. 100,300,1000.
+    #[arg(long, value_delimiter = ',')]
+    pub train_sizes: Vec<usize>,
+    /// Validations per run, for the learning curves.
+    #[arg(long, default_value_t = 8)]
+    pub curve_points: usize,
+    /// Examples of the held-out set to test on (default: all).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+/// One point of a learning curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub seconds: f64,
+    pub energy_wh: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+}
+
+impl CurvePoint {
+    pub fn score(&self, metric: MetricName) -> f64 {
+        match metric {
+            MetricName::Accuracy => self.accuracy,
+            MetricName::MacroF1 => self.macro_f1,
+            // compare refuses --metric loss
+            MetricName::Loss => f64::NAN,
+        }
+    }
+}
+
+/// One training run of the comparison, tested.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// Training examples (after the validation split).
+    pub train_examples: usize,
+    /// `--train-sizes` entry, if sweeping.
+    pub train_size: Option<usize>,
+    pub dir: PathBuf,
+    pub test: Metrics,
+    pub steps: usize,
+    pub cost: RunCost,
+    pub curve: Vec<CurvePoint>,
+    /// Seconds to test the exported model on the held-out set.
+    pub test_seconds: f64,
+}
+
+impl RunRecord {
+    pub fn score(&self, metric: MetricName) -> f64 {
+        match metric {
+            MetricName::Accuracy => self.test.accuracy,
+            MetricName::MacroF1 => self.test.macro_f1,
+            MetricName::Loss => f64::NAN,
+        }
+    }
+
+    /// First validation at or above `target`: (seconds, Wh).
+    pub fn to_target(&self, target: f64, metric: MetricName) -> Option<(f64, f64)> {
+        self.curve
+            .iter()
+            .find(|p| p.score(metric) >= target)
+            .map(|p| (p.seconds, p.energy_wh))
+    }
+}
+
+/// Everything `compare` measured; `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Comparison {
+    pub model: String,
+    pub train_file: String,
+    pub test_file: String,
+    pub test_examples: usize,
+    pub metric: MetricName,
+    pub budget: Budget,
+    pub seeds: usize,
+    pub target: Option<f64>,
+    pub strategies: Vec<Strategy>,
+    pub train_sizes: Vec<usize>,
+    pub layers: usize,
+    pub runs: Vec<RunRecord>,
+    pub summary: Vec<Summary>,
+    pub date: String,
+}
+
+/// One strategy at one training-set size, over seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub strategy: Strategy,
+    pub train_size: Option<usize>,
+    pub train_examples: usize,
+    pub score: MeanCi,
+    pub accuracy: MeanCi,
+    pub macro_f1: MeanCi,
+    pub seconds: MeanCi,
+    pub flops: MeanCi,
+    pub energy_wh: MeanCi,
+    pub co2_g: MeanCi,
+    pub money: MeanCi,
+    pub mfu: MeanCi,
+    pub energy_measured: bool,
+    /// Seeds that reached --target, and the mean time and energy they took.
+    pub reached_target: usize,
+    pub seconds_to_target: Option<f64>,
+    pub wh_to_target: Option<f64>,
+    pub cache_saved_seconds: f64,
+    pub cache_saved_wh: f64,
+}
+
+/// Expands `scratch,head,freeze:0..L,full` for a model of `layers` layers.
+pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(range) = item.strip_prefix("freeze:")
+            && let Some((a, b)) = range.split_once("..")
+        {
+            let bound = |s: &str| -> Result<usize> {
+                let s = s.trim().trim_start_matches('=');
+                if s.eq_ignore_ascii_case("l") {
+                    return Ok(layers);
+                }
+                s.parse()
+                    .with_context(|| format!("`{item}`: `{s}` is not a layer count"))
+            };
+            let (a, b) = (bound(a)?, bound(b)?);
+            if a > b {
+                bail!("`{item}`: the range is empty");
+            }
+            for n in a..=b {
+                out.push(Strategy::Freeze(n));
+            }
+        } else {
+            out.push(item.parse()?);
+        }
+    }
+    if out.is_empty() {
+        bail!("--strategies is empty");
+    }
+    for s in &out {
+        s.check(layers)?;
+    }
+    let mut seen = Vec::new();
+    out.retain(|s| {
+        let new = !seen.contains(s);
+        seen.push(*s);
+        new
+    });
+    Ok(out)
+}
+
+fn run_name(strategy: Strategy, size: Option<usize>, seed: usize) -> String {
+    let s = strategy.to_string().replace([':', '.'], "-");
+    match size {
+        Some(n) => format!("n{n}-{s}-seed{seed}"),
+        None => format!("{s}-seed{seed}"),
+    }
+}
+
+/// Runs the comparison and writes the report; returns it.
+pub fn compare(
+    base: &TrainConfig,
+    opts: &CompareOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Comparison> {
+    let out = base
+        .out
+        .clone()
+        .context("--out DIR is required: where the runs and the report go")?;
+    if base.strategy != Strategy::Full {
+        bail!("compare takes --strategies (a list), not --strategy");
+    }
+    if opts.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    if base.metric == MetricName::Loss {
+        bail!("compare reports accuracy or macro-f1: use --metric accuracy or --metric macro-f1");
+    }
+    base.cost.check()?;
+    let train_file = base
+        .train
+        .clone()
+        .context("--train FILE is required: the data to train on")?;
+    let model_dir = crate::find_model(&base.model)?;
+    let layers = BertConfig::from_file(&model_dir.join("config.json"))?.num_hidden_layers;
+    let strategies = parse_strategies(&opts.strategies, layers)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    // Held-out data: given, or a stratified split of the training file.
+    let cols = Columns {
+        text: &base.text_column,
+        label: Some(&base.label_column),
+        skip_bad_rows: base.skip_bad_rows,
+    };
+    let (train_path, test_path) = match &opts.test {
+        Some(t) => (train_file.clone(), t.clone()),
+        None => {
+            let all = table::read_examples(&train_file, &cols)?.examples;
+            let (train_part, test_part) = train::stratified_split(all, 0.2, base.seed);
+            let dir = out.join("data");
+            let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
+            write_csv(&a, &train_part, &base.text_column, &base.label_column)?;
+            write_csv(&b, &test_part, &base.text_column, &base.label_column)?;
+            log(&format!(
+                "held out {} of {} examples of {} as the test set ({})",
+                test_part.len(),
+                test_part.len() + train_part.len(),
+                train_file.display(),
+                b.display()
+            ));
+            (a, b)
+        }
+    };
+    let mut test = table::read_examples(&test_path, &cols)?.examples;
+    let mut test_path = test_path;
+    if let Some(k) = opts.test_limit
+        && k < test.len()
+    {
+        // A stratified, seeded subset, written out so the numbers can be checked.
+        let fraction = k as f64 / test.len() as f64;
+        test = train::stratified_split(test, fraction, base.seed).1;
+        test_path = out.join("data").join("test-subset.csv");
+        write_csv(&test_path, &test, &base.text_column, &base.label_column)?;
+    }
+    if test.is_empty() {
+        bail!("the test set {} has no examples", test_path.display());
+    }
+
+    let sizes: Vec<Option<usize>> = if opts.train_sizes.is_empty() {
+        vec![base.train_limit]
+    } else {
+        let mut s = opts.train_sizes.clone();
+        s.sort_unstable();
+        s.dedup();
+        s.into_iter().map(Some).collect()
+    };
+    let total = sizes.len() * strategies.len() * opts.seeds;
+    let mut runs = Vec::new();
+    let device = crate::compute_device()?;
+    let mut k = 0;
+    for &size in &sizes {
+        for &strategy in &strategies {
+            for seed in 0..opts.seeds {
+                k += 1;
+                let dir = out.join("runs").join(run_name(strategy, size, seed));
+                let mut config = base.clone();
+                config.strategy = strategy;
+                config.seed = base.seed + seed as u64;
+                config.train = Some(train_path.clone());
+                config.train_limit = size;
+                config.out = Some(dir.clone());
+                apply_budget(&mut config, opts.budget);
+                config.eval_every = Some(eval_every(&config, opts, &train_path, &cols)?);
+                let record = match reuse(&dir, &config)? {
+                    Some(r) => {
+                        log(&format!(
+                            "[{k}/{total}] {strategy}, seed {seed}{}: done before, reused",
+                            size.map(|n| format!(", {n} examples")).unwrap_or_default()
+                        ));
+                        r
+                    }
+                    None => {
+                        log(&format!(
+                            "[{k}/{total}] {strategy}, seed {seed}{}: training ({})",
+                            size.map(|n| format!(", {n} examples")).unwrap_or_default(),
+                            opts.budget
+                        ));
+                        if dir.exists() {
+                            std::fs::remove_dir_all(&dir).with_context(|| {
+                                format!("cannot clear the unfinished run {}", dir.display())
+                            })?;
+                        }
+                        let outcome = train::train(Some(config.clone()), None, Verbosity::Quiet)?;
+                        let started = std::time::Instant::now();
+                        let mut model = train::load_classifier(&outcome.model_dir, &device)?;
+                        let metrics =
+                            model.evaluate(&test, &test_path.display().to_string(), 32, &device)?;
+                        let test_seconds = started.elapsed().as_secs_f64();
+                        let record = RunRecord {
+                            strategy,
+                            seed: config.seed,
+                            train_examples: read_run_examples(&dir)?,
+                            train_size: size,
+                            dir: dir.clone(),
+                            test: metrics,
+                            steps: outcome.state.step,
+                            cost: outcome.cost,
+                            curve: read_curve(&dir)?,
+                            test_seconds,
+                        };
+                        write_json_atomic(&dir.join("test.json"), &record)?;
+                        record
+                    }
+                };
+                log(&format!(
+                    "    test accuracy {:.4}, macro-F1 {:.4}; {:.1} s, {:.2} Wh, {:.3} TFLOP",
+                    record.test.accuracy,
+                    record.test.macro_f1,
+                    record.cost.seconds,
+                    record.cost.energy.kwh * 1000.0,
+                    record.cost.flops_total / 1e12
+                ));
+                runs.push(record);
+            }
+        }
+    }
+
+    let summary = summarise(&runs, &strategies, &sizes, base.metric, opts.target);
+    let comparison = Comparison {
+        model: base.model.clone(),
+        train_file: train_file.display().to_string(),
+        test_file: test_path.display().to_string(),
+        test_examples: test.len(),
+        metric: base.metric,
+        budget: opts.budget,
+        seeds: opts.seeds,
+        target: opts.target,
+        strategies,
+        train_sizes: opts.train_sizes.clone(),
+        layers,
+        runs,
+        summary,
+        date: report::today(),
+    };
+    report::write(&comparison, &out)?;
+    Ok(comparison)
+}
+
+/// Sets the run's limits from the budget. Time and energy budgets stop the
+/// run when used up; its learning-rate schedule still spans the epochs of
+/// `--epochs` (default the strategy's), so set those to about what fits.
+fn apply_budget(config: &mut TrainConfig, budget: Budget) {
+    match budget {
+        Budget::Epochs(n) => config.epochs = Some(n),
+        Budget::Steps(n) => {
+            config.max_steps = Some(n);
+            // every epoch has at least one step, so n epochs never end first
+            config.epochs = Some(n);
+        }
+        Budget::Seconds(s) => config.max_seconds = Some(s),
+        Budget::WattHours(w) => config.max_wh = Some(w),
+    }
+}
+
+/// Validate often enough for `curve_points` points per run.
+fn eval_every(
+    config: &TrainConfig,
+    opts: &CompareOptions,
+    train_path: &Path,
+    cols: &Columns,
+) -> Result<usize> {
+    let n = table::read_examples(train_path, cols)?.examples.len();
+    let n = config.train_limit.map_or(n, |k| k.min(n));
+    let n_train = if config.val.is_some() {
+        n
+    } else {
+        n - (n as f64 * config.val_fraction).round() as usize
+    };
+    let per_epoch = n_train
+        .div_ceil(config.batch_size.max(1))
+        .div_ceil(config.grad_accum.max(1))
+        .max(1);
+    let total = match opts.budget {
+        Budget::Steps(s) => s,
+        Budget::Epochs(e) => e * per_epoch,
+        _ => config.epochs.unwrap_or(3) * per_epoch,
+    };
+    Ok((total / opts.curve_points.max(1)).max(1))
+}
+
+/// A finished run of the same settings, if `dir` holds one.
+fn reuse(dir: &Path, config: &TrainConfig) -> Result<Option<RunRecord>> {
+    let (record, cfg) = (dir.join("test.json"), dir.join("config.json"));
+    if !record.is_file() || !cfg.is_file() {
+        return Ok(None);
+    }
+    let saved: train::RunConfig = match serde_json::from_str(&std::fs::read_to_string(&cfg)?) {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    let same = serde_json::to_value(&saved.config)? == serde_json::to_value(config)?;
+    if !same {
+        return Ok(None);
+    }
+    Ok(serde_json::from_str(&std::fs::read_to_string(&record)?).ok())
+}
+
+fn read_run_examples(dir: &Path) -> Result<usize> {
+    let rc: train::RunConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    Ok(rc.train_examples)
+}
+
+/// The validation points of a run's metrics.jsonl.
+pub fn read_curve(dir: &Path) -> Result<Vec<CurvePoint>> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} has a line that is not JSON", path.display()))?;
+        if let (Some(e), Some(t)) = (v.get("eval"), v.get("elapsed")) {
+            let f = |x: &serde_json::Value, k: &str| x.get(k).and_then(|v| v.as_f64());
+            out.push(CurvePoint {
+                step: v.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize,
+                seconds: f(t, "seconds").unwrap_or(0.0),
+                energy_wh: f(t, "energy_wh").unwrap_or(0.0),
+                accuracy: f(e, "accuracy").unwrap_or(f64::NAN),
+                macro_f1: f(e, "macro_f1").unwrap_or(f64::NAN),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes examples as a two-column CSV (atomically).
+pub fn write_csv(path: &Path, examples: &[Example], text: &str, label: &str) -> Result<()> {
+    write_atomic(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record([text, label])?;
+        for e in examples {
+            csv.write_record([e.text.as_str(), e.label.as_str()])?;
+        }
+        csv.flush()?;
+        Ok(())
+    })
+}
+
+/// Mean and interval per (size, strategy).
+pub fn summarise(
+    runs: &[RunRecord],
+    strategies: &[Strategy],
+    sizes: &[Option<usize>],
+    metric: MetricName,
+    target: Option<f64>,
+) -> Vec<Summary> {
+    let mut out = Vec::new();
+    for &size in sizes {
+        for &strategy in strategies {
+            let rs: Vec<&RunRecord> = runs
+                .iter()
+                .filter(|r| r.strategy == strategy && r.train_size == size)
+                .collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let of = |f: &dyn Fn(&RunRecord) -> f64| {
+                MeanCi::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let reached: Vec<(f64, f64)> = target
+                .map(|t| rs.iter().filter_map(|r| r.to_target(t, metric)).collect())
+                .unwrap_or_default();
+            let mean =
+                |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            out.push(Summary {
+                strategy,
+                train_size: size,
+                train_examples: rs[0].train_examples,
+                score: of(&|r| r.score(metric)),
+                accuracy: of(&|r| r.test.accuracy),
+                macro_f1: of(&|r| r.test.macro_f1),
+                seconds: of(&|r| r.cost.seconds),
+                flops: of(&|r| r.cost.flops_total),
+                energy_wh: of(&|r| r.cost.energy.kwh * 1000.0),
+                co2_g: of(&|r| r.cost.co2_kg * 1000.0),
+                money: of(&|r| r.cost.money.total),
+                mfu: of(&|r| r.cost.mfu),
+                energy_measured: rs.iter().all(|r| r.cost.energy.measured),
+                reached_target: reached.len(),
+                seconds_to_target: mean(reached.iter().map(|r| r.0).collect()),
+                wh_to_target: mean(reached.iter().map(|r| r.1).collect()),
+                cache_saved_seconds: rs.iter().map(|r| r.cost.cache_saved_seconds).sum::<f64>()
+                    / rs.len() as f64,
+                cache_saved_wh: rs.iter().map(|r| r.cost.cache_saved_wh).sum::<f64>()
+                    / rs.len() as f64,
+            });
+        }
+    }
+    out
+}
+
+/// How many times more data `scratch` needed to match the best tuned
+/// strategy at the smallest size: `Ok(multiplier)`, or `Err(best scratch
+/// score)` when it never did within the sizes tried. `None` without a
+/// sweep or without scratch.
+pub fn data_multiplier(summary: &[Summary]) -> Option<(Strategy, usize, Result<f64, f64>)> {
+    let mut sizes: Vec<usize> = summary.iter().filter_map(|s| s.train_size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let smallest = *sizes.first()?;
+    if sizes.len() < 2 {
+        return None;
+    }
+    let tuned = summary
+        .iter()
+        .filter(|s| s.train_size == Some(smallest) && s.strategy != Strategy::Scratch)
+        .max_by(|a, b| a.score.mean.total_cmp(&b.score.mean))?;
+    let mut scratch: Vec<&Summary> = summary
+        .iter()
+        .filter(|s| s.strategy == Strategy::Scratch && s.train_size.is_some())
+        .collect();
+    if scratch.is_empty() {
+        return None;
+    }
+    scratch.sort_by_key(|s| s.train_size);
+    let result = match scratch.iter().find(|s| s.score.mean >= tuned.score.mean) {
+        Some(s) => Ok(s.train_size.unwrap() as f64 / smallest as f64),
+        None => Err(scratch
+            .iter()
+            .map(|s| s.score.mean)
+            .fold(f64::NEG_INFINITY, f64::max)),
+    };
+    Some((tuned.strategy, smallest, result))
+}
+
+/// Reads a finished comparison's report.json.
+pub fn load(dir: &Path) -> Result<Comparison> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a comparison", path.display()))
+}
+
+/// A run's saved cost, for callers that only have its directory.
+pub fn run_cost(dir: &Path) -> Result<RunCost> {
+    run_cost::load(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_lists_expand_freeze_ranges() {
+        let s = parse_strategies("scratch, head,freeze:0..L,full", 3).unwrap();
+        let names: Vec<String> = s.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "scratch", "head", "freeze:0", "freeze:1", "freeze:2", "freeze:3", "full"
+            ]
+        );
+        assert_eq!(
+            parse_strategies("freeze:1..2,freeze:2", 6).unwrap().len(),
+            2
+        );
+        assert!(parse_strategies("freeze:2..9", 6).is_err());
+        assert!(parse_strategies("freeze:3..1", 6).is_err());
+        assert!(parse_strategies("", 6).is_err());
+        assert!(parse_strategies("warp", 6).is_err());
+    }
+
+    fn summary(strategy: Strategy, size: usize, score: f64) -> Summary {
+        let m = MeanCi::of(&[score]);
+        Summary {
+            strategy,
+            train_size: Some(size),
+            train_examples: size,
+            score: m,
+            accuracy: m,
+            macro_f1: m,
+            seconds: m,
+            flops: m,
+            energy_wh: m,
+            co2_g: m,
+            money: m,
+            mfu: m,
+            energy_measured: false,
+            reached_target: 0,
+            seconds_to_target: None,
+            wh_to_target: None,
+            cache_saved_seconds: 0.0,
+            cache_saved_wh: 0.0,
+        }
+    }
+
+    #[test]
+    fn data_multiplier_finds_the_size_scratch_needs() {
+        let s = vec![
+            summary(Strategy::Scratch, 100, 0.70),
+            summary(Strategy::Full, 100, 0.90),
+            summary(Strategy::Head, 100, 0.85),
+            summary(Strategy::Scratch, 300, 0.85),
+            summary(Strategy::Scratch, 1000, 0.91),
+        ];
+        let (best, smallest, m) = data_multiplier(&s).unwrap();
+        assert_eq!((best, smallest, m), (Strategy::Full, 100, Ok(10.0)));
+        let never = vec![
+            summary(Strategy::Scratch, 100, 0.70),
+            summary(Strategy::Full, 100, 0.90),
+            summary(Strategy::Scratch, 300, 0.80),
+        ];
+        assert_eq!(data_multiplier(&never).unwrap().2, Err(0.80));
+        assert!(data_multiplier(&s[..3]).is_none(), "one size is no sweep");
+    }
+}

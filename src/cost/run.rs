@@ -1,0 +1,376 @@
+//! What one run cost, as saved in `cost.json` and printed at its end: wall
+//! time by phase, FLOPs and model FLOPs utilisation, energy (measured or
+//! estimated, and how), CO2 and money.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use serde::{Deserialize, Serialize};
+
+use super::carbon::{self, Intensity, Prices};
+use super::energy::{EnergyMeter, EnergyReading, MeterOptions};
+use super::peak::Peak;
+use crate::fsutil::write_json_atomic;
+
+/// Where the electricity comes from and what it costs (`train`, `eval`, `compare`).
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+pub struct CostOptions {
+    /// Country whose grid carbon intensity applies (ISO 3166 code, e.g. FR or FRA); default: the world average.
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Cloud region whose grid applies (e.g. us-east-1, europe-west1, westeurope); wins over --country.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Power usage effectiveness of the site, multiplied into the energy (1.0 counts none).
+    #[arg(long, default_value_t = 1.0)]
+    pub pue: f64,
+    /// Electricity price per kWh (default: 0.15, in USD).
+    #[arg(long)]
+    pub price_kwh: Option<f64>,
+    /// Machine price per hour, e.g. a cloud instance's (default: 0).
+    #[arg(long)]
+    pub price_hour: Option<f64>,
+}
+
+impl Default for CostOptions {
+    fn default() -> Self {
+        Self {
+            country: None,
+            region: None,
+            pue: 1.0,
+            price_kwh: None,
+            price_hour: None,
+        }
+    }
+}
+
+impl CostOptions {
+    /// Checks the options and starts measuring energy (the GPU too when
+    /// computing on one).
+    pub fn start_meter(&self) -> Result<EnergyMeter> {
+        self.check()?;
+        let gpu = crate::gpu_index();
+        Ok(EnergyMeter::start(MeterOptions {
+            pue: self.pue,
+            gpu,
+            ..MeterOptions::default()
+        }))
+    }
+
+    /// Rejects a PUE below 1 and an unknown country or region.
+    pub fn check(&self) -> Result<()> {
+        if !(self.pue.is_finite() && self.pue >= 1.0) {
+            return Err(anyhow!(
+                "--pue {} is not a power usage effectiveness (1.0 or more)",
+                self.pue
+            ));
+        }
+        self.intensity()?;
+        Ok(())
+    }
+
+    pub fn intensity(&self) -> Result<Intensity> {
+        carbon::intensity(self.country.as_deref(), self.region.as_deref()).map_err(|e| anyhow!(e))
+    }
+
+    pub fn prices(&self) -> Prices {
+        let mut p = Prices::default();
+        if let Some(v) = self.price_kwh {
+            p.per_kwh = v;
+        }
+        if let Some(v) = self.price_hour {
+            p.per_hour = v;
+        }
+        p
+    }
+}
+
+/// Wall-clock seconds by phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Reading the configuration, data and tokenising.
+    pub data: f64,
+    /// Loading or initialising the model and optimizer.
+    pub load: f64,
+    /// Computing (or reading) the feature cache.
+    pub feature_cache: f64,
+    /// Forward, backward and optimizer steps.
+    pub train: f64,
+    /// Validation.
+    pub eval: f64,
+    /// Writing checkpoints and the best weights.
+    pub checkpoint: f64,
+    /// Writing the Hugging Face model.
+    pub export: f64,
+}
+
+impl Phases {
+    pub fn total(&self) -> f64 {
+        self.data
+            + self.load
+            + self.feature_cache
+            + self.train
+            + self.eval
+            + self.checkpoint
+            + self.export
+    }
+}
+
+/// FLOPs by phase, counted from the architecture ([`super::flops`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlopCount {
+    pub train: f64,
+    pub eval: f64,
+    pub feature_cache: f64,
+}
+
+impl FlopCount {
+    pub fn total(&self) -> f64 {
+        self.train + self.eval + self.feature_cache
+    }
+}
+
+/// Energy of a run, as saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Energy {
+    /// Total, after PUE.
+    pub kwh: f64,
+    pub cpu_kwh: f64,
+    pub gpu_kwh: Option<f64>,
+    pub ram_kwh: f64,
+    pub cpu_watts: f64,
+    pub gpu_watts: Option<f64>,
+    pub ram_watts: f64,
+    pub pue: f64,
+    /// Every component read from a hardware counter.
+    pub measured: bool,
+    /// How each component was obtained.
+    pub cpu_how: String,
+    pub gpu_how: Option<String>,
+    pub ram_how: String,
+    pub cpu_model: String,
+    pub gpu_model: Option<String>,
+    pub cpu_count: usize,
+    pub ram_total_gb: f64,
+}
+
+impl From<&EnergyReading> for Energy {
+    fn from(r: &EnergyReading) -> Self {
+        Self {
+            kwh: r.total_kwh,
+            cpu_kwh: r.cpu.kwh,
+            gpu_kwh: r.gpu.as_ref().map(|g| g.kwh),
+            ram_kwh: r.ram.kwh,
+            cpu_watts: r.cpu.mean_watts,
+            gpu_watts: r.gpu.as_ref().map(|g| g.mean_watts),
+            ram_watts: r.ram.mean_watts,
+            pue: r.pue,
+            measured: r.measured(),
+            cpu_how: r.cpu.how.clone(),
+            gpu_how: r.gpu.as_ref().map(|g| g.how.clone()),
+            ram_how: r.ram.how.clone(),
+            cpu_model: r.cpu_model.clone(),
+            gpu_model: r.gpu_model.clone(),
+            cpu_count: r.cpu_count,
+            ram_total_gb: r.ram_total_gb,
+        }
+    }
+}
+
+/// The carbon intensity a run was priced at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IntensityUsed {
+    pub g_per_kwh: f64,
+    pub code: String,
+    pub name: String,
+    pub source: String,
+    pub year: u16,
+}
+
+/// Money: energy at the electricity price plus hours at the machine price.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Money {
+    pub total: f64,
+    pub electricity: f64,
+    pub machine: f64,
+    pub per_kwh: f64,
+    pub per_hour: f64,
+    pub currency: String,
+}
+
+/// Everything a run cost; `cost.json` of a run directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunCost {
+    pub seconds: f64,
+    pub phases: Phases,
+    pub flops: FlopCount,
+    pub flops_total: f64,
+    pub peak_flops_per_s: f64,
+    /// How the peak was derived.
+    pub peak_how: String,
+    /// FLOPs of the whole run over (seconds x peak).
+    pub mfu: f64,
+    /// Training FLOPs over (training seconds x peak).
+    pub train_mfu: f64,
+    pub energy: Energy,
+    pub co2_kg: f64,
+    pub intensity: IntensityUsed,
+    pub money: Money,
+    /// Seconds the feature cache saved (estimated; 0 without a cache).
+    pub cache_saved_seconds: f64,
+    /// Energy the feature cache saved, at the run's mean power.
+    pub cache_saved_wh: f64,
+}
+
+impl RunCost {
+    pub fn new(
+        options: &CostOptions,
+        seconds: f64,
+        phases: Phases,
+        flops: FlopCount,
+        peak: Peak,
+        reading: EnergyReading,
+        cache_saved_seconds: f64,
+    ) -> Result<Self> {
+        let intensity = options.intensity()?;
+        let prices = options.prices();
+        let energy = Energy::from(&reading);
+        let hours = seconds / 3600.0;
+        let electricity = energy.kwh * prices.per_kwh;
+        let machine = hours * prices.per_hour;
+        let mean_watts = if seconds > 0.0 {
+            energy.kwh * 3.6e6 / seconds
+        } else {
+            0.0
+        };
+        let safe_div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Ok(Self {
+            seconds,
+            phases,
+            flops,
+            flops_total: flops.total(),
+            peak_flops_per_s: peak.flops_per_s,
+            peak_how: peak.how,
+            mfu: safe_div(flops.total(), seconds * peak.flops_per_s),
+            train_mfu: safe_div(flops.train, phases.train * peak.flops_per_s),
+            co2_kg: carbon::co2_kg(energy.kwh, &intensity),
+            intensity: IntensityUsed {
+                g_per_kwh: intensity.g_per_kwh,
+                code: intensity.code.clone(),
+                name: intensity.name.clone(),
+                source: intensity.source.to_string(),
+                year: intensity.year,
+            },
+            money: Money {
+                total: electricity + machine,
+                electricity,
+                machine,
+                per_kwh: prices.per_kwh,
+                per_hour: prices.per_hour,
+                currency: prices.currency.to_string(),
+            },
+            energy,
+            cache_saved_seconds: cache_saved_seconds.max(0.0),
+            cache_saved_wh: cache_saved_seconds.max(0.0) * mean_watts / 3600.0,
+        })
+    }
+
+    /// Writes `cost.json` and appends a row to `emissions.csv` (CodeCarbon's
+    /// columns) in `dir`.
+    pub fn save(&self, dir: &Path, options: &CostOptions) -> Result<()> {
+        write_json_atomic(&dir.join("cost.json"), self)?;
+        let path = dir.join("emissions.csv");
+        carbon::append_emissions_csv(&path, &self.emissions_row(options, dir)?)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+    }
+
+    /// This run as a row of CodeCarbon's `emissions.csv`.
+    pub fn emissions_row(&self, options: &CostOptions, dir: &Path) -> Result<carbon::EmissionsRow> {
+        let intensity = options.intensity()?;
+        let e = &self.energy;
+        let mut row = carbon::EmissionsRow {
+            experiment_id: dir.display().to_string(),
+            duration: self.seconds,
+            cpu_power: e.cpu_watts,
+            gpu_power: e.gpu_watts.unwrap_or(0.0),
+            ram_power: e.ram_watts,
+            // CodeCarbon's component energies include PUE; its powers do not.
+            cpu_energy: e.cpu_kwh * e.pue,
+            gpu_energy: e.gpu_kwh.unwrap_or(0.0) * e.pue,
+            ram_energy: e.ram_kwh * e.pue,
+            energy_consumed: e.kwh,
+            cpu_count: e.cpu_count,
+            cpu_model: e.cpu_model.clone(),
+            gpu_count: usize::from(e.gpu_kwh.is_some()),
+            gpu_model: e.gpu_model.clone().unwrap_or_default(),
+            ram_total_size: e.ram_total_gb,
+            pue: e.pue,
+            ..Default::default()
+        };
+        row.set_location(&intensity);
+        row.set_emissions(&intensity);
+        Ok(row)
+    }
+
+    /// Lines for the end of a run.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let p = &self.phases;
+        let mut lines = vec![format!(
+            "time {:.1} s: data {:.1}, load {:.1}, feature cache {:.1}, train {:.1}, validation {:.1}, checkpoints {:.1}, export {:.1}",
+            self.seconds, p.data, p.load, p.feature_cache, p.train, p.eval, p.checkpoint, p.export
+        )];
+        lines.push(format!(
+            "compute {:.3} TFLOP (train {:.3}, validation {:.3}, feature cache {:.3}); MFU {:.1}% overall, {:.1}% in training, of {:.1} GFLOP/s peak ({})",
+            self.flops_total / 1e12,
+            self.flops.train / 1e12,
+            self.flops.eval / 1e12,
+            self.flops.feature_cache / 1e12,
+            100.0 * self.mfu,
+            100.0 * self.train_mfu,
+            self.peak_flops_per_s / 1e9,
+            self.peak_how
+        ));
+        let e = &self.energy;
+        lines.push(format!(
+            "energy {:.3} Wh, {}: CPU {} | RAM {}{}; PUE {:.2}",
+            e.kwh * 1000.0,
+            if e.measured { "measured" } else { "estimated" },
+            e.cpu_how,
+            e.ram_how,
+            e.gpu_how
+                .as_ref()
+                .map(|g| format!(" | GPU {g}"))
+                .unwrap_or_default(),
+            e.pue
+        ));
+        lines.push(format!(
+            "CO2 {:.3} g at {:.0} gCO2e/kWh ({}, {} {}); money {:.5} {} ({:.3} {}/kWh, {:.2} {}/h)",
+            self.co2_kg * 1000.0,
+            self.intensity.g_per_kwh,
+            self.intensity.name,
+            self.intensity.source,
+            self.intensity.year,
+            self.money.total,
+            self.money.currency,
+            self.money.per_kwh,
+            self.money.currency,
+            self.money.per_hour,
+            self.money.currency
+        ));
+        if self.cache_saved_seconds > 0.0 {
+            lines.push(format!(
+                "the feature cache saved about {:.1} s and {:.3} Wh",
+                self.cache_saved_seconds, self.cache_saved_wh
+            ));
+        }
+        lines
+    }
+}
+
+/// Reads a run's `cost.json`.
+pub fn load(dir: &Path) -> Result<RunCost> {
+    let path = dir.join("cost.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("{} is not a cost record: {e}", path.display()))
+}
