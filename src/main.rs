@@ -81,6 +81,8 @@ enum Command {
         batch_size: usize,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cost: headstart::cost::run::CostOptions,
     },
     /// Labels, probabilities and logits as JSON lines.
     Predict {
@@ -228,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
             skip_bad_rows,
             batch_size,
             json,
+            cost,
         } => {
             let device = headstart::compute_device()?;
             let mut loaded = train::load_classifier(&model, &device)?;
@@ -246,21 +249,26 @@ fn run(cli: Cli) -> Result<()> {
                     skip_bad_rows,
                 },
             )?;
-            let m = loaded.evaluate(
+            let (m, cost) = loaded.evaluate_with_cost(
                 &read.examples,
                 &data.display().to_string(),
                 batch_size,
                 &device,
+                &cost,
             )?;
             if json {
                 let mut v = serde_json::to_value(&m)?;
                 v["skipped_rows"] = read.skipped.into();
+                v["cost"] = serde_json::to_value(&cost)?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", m.to_text());
                 if read.skipped > 0 {
                     println!("{} bad rows skipped", read.skipped);
                 }
+            }
+            for line in cost.summary_lines() {
+                eprintln!("{line}");
             }
             Ok(())
         }

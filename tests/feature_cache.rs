@@ -243,11 +243,7 @@ fn cache_files_are_reused_only_for_the_same_inputs_and_rebuilt_when_damaged() {
 
     let copy = |name: &str| {
         let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in std::fs::read_dir(&fixture).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
-        }
+        common::copy_dir(&fixture, &dir);
         dir
     };
     let tokenizer = copy("other-tokenizer");
@@ -261,18 +257,12 @@ fn cache_files_are_reused_only_for_the_same_inputs_and_rebuilt_when_damaged() {
     changed("tokenizer", run(&tokenizer, &data, "freeze:1", 32));
 
     let weights = copy("other-weights");
-    let path = weights.join("model.safetensors");
-    let mut tensors = headstart::hub::read_safetensors(&path).unwrap();
-    let t = tensors
-        .get_mut("embeddings.LayerNorm.weight")
-        .expect("fixture key");
-    t.data[0] += 0.25;
-    let named: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
-        .into_iter()
-        .filter(|(k, _)| !k.ends_with("position_ids"))
-        .map(|(k, v)| (k, v.shape, v.data))
-        .collect();
-    headstart::hub::write_safetensors(&path, &named, None).unwrap();
+    common::nudge_weight(
+        &weights.join("model.safetensors"),
+        "embeddings.LayerNorm.weight",
+        0,
+        0.25,
+    );
     changed("frozen weights", run(&weights, &data, "freeze:1", 32));
 
     // Damage the first file: detected by its checksum and rebuilt.

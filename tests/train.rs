@@ -149,23 +149,29 @@ fn frozen_weights_stay_bit_identical_and_the_rest_trains() {
                 .join("model.safetensors"),
         )
         .unwrap();
+        let exported = read_safetensors(&out.join("model/model.safetensors")).unwrap();
         let mut frozen_checked = 0;
         let mut trained_changed = 0;
         for (key, before) in &original {
             if key.ends_with("position_ids") {
                 continue;
             }
-            let after = &trained[&format!("bert.{key}")];
+            let k = format!("bert.{key}");
             if frozen_prefixes.iter().any(|p| key.starts_with(p)) {
-                // bit-identical, not just close
+                // Never trained, so never written to a checkpoint; the
+                // exported model has them bit-identical, not just close.
+                assert!(
+                    !trained.contains_key(&k),
+                    "{strategy}: frozen {key} in a checkpoint"
+                );
                 let same = before
                     .data
                     .iter()
-                    .zip(&after.data)
+                    .zip(&exported[&k].data)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{strategy}: frozen {key} changed");
                 frozen_checked += 1;
-            } else if key.starts_with(trained_prefix) && before.data != after.data {
+            } else if key.starts_with(trained_prefix) && before.data != trained[&k].data {
                 trained_changed += 1;
             }
         }
@@ -369,4 +375,58 @@ fn early_stopping_ends_the_run_after_patience_validations_without_improvement() 
     let state = std::fs::read_to_string(out.join("checkpoints/step-00000003/state.json")).unwrap();
     assert!(state.contains("\"stopped_early\": true"), "{state}");
     assert!(state.contains("\"best_step\": 1"), "{state}");
+}
+
+#[test]
+fn a_frozen_strategy_resumes_from_its_partial_checkpoint_and_notices_a_changed_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let data = data.to_str().unwrap();
+    // A private copy of the base model, so it can be changed.
+    let base = tmp.path().join("base");
+    common::copy_dir(&fixtures().join("tiny-bert"), &base);
+    let with_base = |out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = train_args(data, out.to_str().unwrap(), "freeze:1")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let i = args.iter().position(|a| a == "--model").unwrap();
+        args[i + 1] = base.to_string_lossy().into_owned();
+        args
+    };
+    let run = |args: &[String], env: &[(&str, &str)]| {
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        headstart(&refs, env)
+    };
+    let a = tmp.path().join("a");
+    let c = tmp.path().join("c");
+    ok(&run(&with_base(&a), &[]));
+    assert!(a.join("checkpoints").read_dir().unwrap().count() >= 2);
+    let killed = run(&with_base(&c), &[("HEADSTART_ABORT_AFTER_STEP", "7")]);
+    assert!(!killed.status.success());
+    ok(&headstart(
+        &["train", "--resume", c.to_str().unwrap(), "--quiet"],
+        &[],
+    ));
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&c));
+    assert_eq!(
+        std::fs::read(a.join("model/model.safetensors")).unwrap(),
+        std::fs::read(c.join("model/model.safetensors")).unwrap()
+    );
+
+    // A run killed, then its base model's frozen weights changed: resuming
+    // says so instead of mixing two models.
+    let d = tmp.path().join("d");
+    let killed = run(&with_base(&d), &[("HEADSTART_ABORT_AFTER_STEP", "7")]);
+    assert!(!killed.status.success());
+    common::nudge_weight(
+        &base.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+        5,
+        1.0,
+    );
+    let resumed = headstart(&["train", "--resume", d.to_str().unwrap(), "--quiet"], &[]);
+    assert!(!resumed.status.success());
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(err.contains("have changed since the run started"), "{err}");
 }

@@ -393,6 +393,20 @@ fn notes(c: &Comparison) -> Vec<String> {
             r.cost.money.currency
         ));
     }
+    let (secs, wh, co2): (f64, f64, f64) = c.runs.iter().fold((0.0, 0.0, 0.0), |a, r| {
+        (
+            a.0 + r.cost.seconds + r.test_seconds,
+            a.1 + r.cost.energy.kwh * 1000.0,
+            a.2 + r.cost.co2_kg * 1000.0,
+        )
+    });
+    notes.push(format!(
+        "All {} runs together: {} s of training (and testing), {} Wh, {} g CO2.",
+        c.runs.len(),
+        sig(secs),
+        sig(wh),
+        sig(co2)
+    ));
     let saved: f64 = main_summary(c)
         .iter()
         .map(|s| s.cache_saved_seconds * s.score.n as f64)

@@ -452,24 +452,40 @@ impl BertModel {
     /// Every parameter under its checkpoint key (`prefix` is `""` or `"bert."`),
     /// in PyTorch's layout: the inverse of [`BertModel::build`].
     pub fn export(&self, prefix: &str, out: &mut NamedTensors) {
+        self.export_groups(prefix, out, &|_| true);
+    }
+
+    /// [`BertModel::export`] of the layer groups `keep` accepts (0 the
+    /// embeddings, i + 1 encoder layer i, layers + 1 the pooler).
+    pub fn export_groups(
+        &self,
+        prefix: &str,
+        out: &mut NamedTensors,
+        keep: &dyn Fn(usize) -> bool,
+    ) {
         let e = format!("{prefix}embeddings");
-        export_embedding(
-            out,
-            &format!("{e}.word_embeddings"),
-            &self.embeddings.word_embeddings,
-        );
-        export_embedding(
-            out,
-            &format!("{e}.position_embeddings"),
-            &self.embeddings.position_embeddings,
-        );
-        export_embedding(
-            out,
-            &format!("{e}.token_type_embeddings"),
-            &self.embeddings.token_type_embeddings,
-        );
-        export_layer_norm(out, &format!("{e}.LayerNorm"), &self.embeddings.layer_norm);
+        if keep(0) {
+            export_embedding(
+                out,
+                &format!("{e}.word_embeddings"),
+                &self.embeddings.word_embeddings,
+            );
+            export_embedding(
+                out,
+                &format!("{e}.position_embeddings"),
+                &self.embeddings.position_embeddings,
+            );
+            export_embedding(
+                out,
+                &format!("{e}.token_type_embeddings"),
+                &self.embeddings.token_type_embeddings,
+            );
+            export_layer_norm(out, &format!("{e}.LayerNorm"), &self.embeddings.layer_norm);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
+            if !keep(i + 1) {
+                continue;
+            }
             let l = format!("{prefix}encoder.layer.{i}");
             export_linear(out, &format!("{l}.attention.self.query"), &layer.query);
             export_linear(out, &format!("{l}.attention.self.key"), &layer.key);
@@ -492,7 +508,9 @@ impl BertModel {
                 &layer.output_layer_norm,
             );
         }
-        if let Some(p) = &self.pooler {
+        if let Some(p) = &self.pooler
+            && keep(self.layers.len() + 1)
+        {
             export_linear(out, &format!("{prefix}pooler.dense"), p);
         }
     }
@@ -659,9 +677,17 @@ impl BertClassifier {
 
     /// All parameters under transformers' key names (`bert.*`, `classifier.*`).
     pub fn export(&self) -> NamedTensors {
+        self.export_groups(&|_| true)
+    }
+
+    /// [`BertClassifier::export`] of the layer groups `keep` accepts
+    /// (layers + 1, the head, holds the classifier too).
+    pub fn export_groups(&self, keep: &dyn Fn(usize) -> bool) -> NamedTensors {
         let mut out = Vec::new();
-        self.bert.export("bert.", &mut out);
-        export_linear(&mut out, "classifier", &self.classifier);
+        self.bert.export_groups("bert.", &mut out, keep);
+        if keep(self.bert.layers.len() + 1) {
+            export_linear(&mut out, "classifier", &self.classifier);
+        }
         out
     }
 }

@@ -25,7 +25,7 @@ use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::hub::{Checkpoint, read_safetensors, write_safetensors};
 use crate::models::bert::{BertClassifier, BertConfig, BertInput};
-use crate::models::params::{ParamBuilder, SeededRng, host};
+use crate::models::params::{NamedTensors, ParamBuilder, SeededRng, host};
 use crate::strategy::Strategy;
 use crate::tasks::classification::{LabelMap, MetricName, Metrics};
 use crate::tokenize::{Encoded, TextTokenizer, pad_batch};
@@ -99,7 +99,8 @@ pub struct TrainConfig {
     /// Stop after this many validations without improvement.
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Write a resumable checkpoint every K optimizer steps (always at each epoch's end).
+    /// Write a resumable checkpoint every K optimizer steps (and at the end of
+    /// each epoch that ends a minute or more after the last checkpoint, and at the end).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Run directory.
@@ -419,7 +420,7 @@ pub fn train(
     let train_device = device.clone().autodiff();
     let (mut model, mut state, mut opt) = match &resume_from {
         Some(ckpt_dir) => {
-            let checkpoint = Checkpoint::load(ckpt_dir)?;
+            let checkpoint = load_weights(ckpt_dir, bert_config.num_hidden_layers)?;
             let mut builder = ParamBuilder::pretrained(&checkpoint, &train_device, config.seed);
             let model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
             let state: TrainState = read_json(&ckpt_dir.join("state.json"))?;
@@ -483,6 +484,9 @@ pub fn train(
         .and_then(|v| v.parse().ok());
     let mut best_val: Option<Metrics> = None;
     let mut acc = GradAccumulator::default();
+    let store = WeightStore::new(config.strategy, layers, epochs, &model_dir)?;
+    let mut best_pending: Option<(NamedTensors, Metrics)> = None;
+    let mut last_checkpoint_at = Instant::now();
     let mut active: Option<ActiveCache> = None;
     let mut caches: Vec<CacheUse> = Vec::new();
     'epochs: while state.epoch < epochs
@@ -679,10 +683,10 @@ pub fn train(
                     state.best_score = Some(score);
                     state.best_step = Some(state.step);
                     state.evals_since_best = 0;
-                    save_weights(&model, &run_dir.join("best"))?;
-                    write_json_atomic(&run_dir.join("best").join("metrics.json"), &m)?;
+                    // Written with the next checkpoint, so best/ always
+                    // matches the state a resume starts from.
+                    best_pending = Some((store.tensors(&model), m.clone()));
                     best_val = Some(m);
-                    phases.checkpoint += lap(&mut phase);
                 } else {
                     state.evals_since_best += 1;
                     if config.patience.is_some_and(|p| state.evals_since_best >= p) {
@@ -698,7 +702,10 @@ pub fn train(
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
             }
-            let ckpt_now = end_of_epoch
+            // Epoch ends checkpoint unless the last checkpoint is recent:
+            // epochs trained from a feature cache take well under a second.
+            let ckpt_now = (end_of_epoch
+                && last_checkpoint_at.elapsed().as_secs_f64() >= EPOCH_CHECKPOINT_INTERVAL_S)
                 || out_of_budget
                 || state.stopped_early
                 || state.step == total_steps
@@ -707,7 +714,12 @@ pub fn train(
                     .is_some_and(|k| state.step.is_multiple_of(k));
             if ckpt_now {
                 phases.train += lap(&mut phase);
-                save_checkpoint(&run_dir, &model, &opt, &mut state)?;
+                if let Some((tensors, m)) = best_pending.take() {
+                    store.write(&tensors, &run_dir.join("best"))?;
+                    write_json_atomic(&run_dir.join("best").join("metrics.json"), &m)?;
+                }
+                save_checkpoint(&run_dir, &store, &model, &opt, &mut state)?;
+                last_checkpoint_at = Instant::now();
                 phases.checkpoint += lap(&mut phase);
             }
             if abort_after == Some(state.step) {
@@ -733,6 +745,11 @@ pub fn train(
     }
     progress.clear();
     phases.train += lap(&mut phase);
+    if let Some((tensors, m)) = best_pending.take() {
+        store.write(&tensors, &run_dir.join("best"))?;
+        write_json_atomic(&run_dir.join("best").join("metrics.json"), &m)?;
+        phases.checkpoint += lap(&mut phase);
+    }
     caches.extend(active.take().map(|c| c.use_));
     if best_val.is_none() && run_dir.join("best").join("metrics.json").exists() {
         best_val = Some(read_json(&run_dir.join("best").join("metrics.json"))?);
@@ -742,7 +759,7 @@ pub fn train(
     let export_dir = run_dir.join("model");
     let best_dir = run_dir.join("best");
     if best_dir.join("model.safetensors").exists() {
-        let checkpoint = Checkpoint::load(&best_dir)?;
+        let checkpoint = load_weights(&best_dir, bert_config.num_hidden_layers)?;
         let mut builder = ParamBuilder::pretrained(&checkpoint, &device, 0);
         model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
     }
@@ -838,6 +855,9 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     }
     order
 }
+
+/// An epoch's end writes a checkpoint when the last one is at least this old.
+const EPOCH_CHECKPOINT_INTERVAL_S: f64 = 60.0;
 
 /// Seconds since `*t`, and restarts it.
 fn lap(t: &mut Instant) -> f64 {
@@ -1295,9 +1315,141 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     })
 }
 
-fn save_weights(model: &BertClassifier, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    write_safetensors(&dir.join("model.safetensors"), &model.export(), None)
+/// What a run's checkpoints (and `best/`) hold: every parameter, or, when
+/// the strategy leaves some layer groups frozen for the whole run, only the
+/// groups it trains. The frozen rest is the base model's, recorded in
+/// `base.json` with a SHA-256 of those tensors and checked when the
+/// checkpoint is read back. A `head` checkpoint of MiniLM is then 0.6 MB
+/// instead of 90 MB.
+struct WeightStore {
+    /// Groups written; `None`: all.
+    saved: Option<Vec<bool>>,
+    model_dir: PathBuf,
+    /// SHA-256 of the base tensors not written.
+    base_hash: Option<String>,
+}
+
+/// `base.json` of a checkpoint that holds only the trained groups.
+#[derive(Serialize, Deserialize)]
+struct BaseRef {
+    model_dir: PathBuf,
+    groups_saved: Vec<bool>,
+    /// SHA-256 of the base model's tensors of the other groups.
+    sha256: String,
+}
+
+impl WeightStore {
+    /// For a partial store, hashes the base model's frozen tensors now, so
+    /// later saves cost only the trained groups.
+    fn new(strategy: Strategy, layers: usize, epochs: usize, model_dir: &Path) -> Result<Self> {
+        let mut saved = vec![false; layers + 2];
+        for e in 0..epochs.min(layers + 2) {
+            for (g, t) in strategy.trainable(layers, e).iter().enumerate() {
+                saved[g] |= *t;
+            }
+        }
+        let partial = strategy.uses_pretrained_weights() && saved.iter().any(|t| !t);
+        let base_hash = if partial {
+            Some(base_rest(model_dir, &saved, layers)?.1)
+        } else {
+            None
+        };
+        Ok(Self {
+            saved: partial.then_some(saved),
+            model_dir: model_dir.to_path_buf(),
+            base_hash,
+        })
+    }
+
+    /// The parameters a save writes.
+    fn tensors(&self, model: &BertClassifier) -> NamedTensors {
+        match &self.saved {
+            Some(saved) => model.export_groups(&|g| saved[g]),
+            None => model.export(),
+        }
+    }
+
+    fn save(&self, model: &BertClassifier, dir: &Path) -> Result<()> {
+        self.write(&self.tensors(model), dir)
+    }
+
+    fn write(&self, tensors: &NamedTensors, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        if let (Some(saved), Some(sha256)) = (&self.saved, &self.base_hash) {
+            let r = BaseRef {
+                model_dir: self.model_dir.clone(),
+                groups_saved: saved.clone(),
+                sha256: sha256.clone(),
+            };
+            write_json_atomic(&dir.join("base.json"), &r)?;
+        }
+        write_safetensors(&dir.join("model.safetensors"), tensors, None)
+    }
+}
+
+/// The base model's tensors of the groups not in `saved`, under the run's
+/// key names (`bert.`-prefixed), and their SHA-256.
+#[allow(clippy::type_complexity)]
+fn base_rest(
+    model_dir: &Path,
+    saved: &[bool],
+    layers: usize,
+) -> Result<(Vec<(String, crate::hub::HostTensor)>, String)> {
+    use sha2::{Digest, Sha256};
+    let base = Checkpoint::load(model_dir)?;
+    let mut hasher = Sha256::new();
+    let mut rest = Vec::new();
+    for (k, t) in base.tensors {
+        let key = if k.starts_with("bert.") {
+            k
+        } else {
+            format!("bert.{k}")
+        };
+        let body = &key["bert.".len()..];
+        let encoder_part = ["embeddings", "encoder", "pooler"]
+            .iter()
+            .any(|p| body.starts_with(p));
+        if !encoder_part || saved[group_of(&key, layers)] {
+            continue;
+        }
+        hasher.update(key.as_bytes());
+        for d in &t.shape {
+            hasher.update((*d as u64).to_le_bytes());
+        }
+        for v in &t.data {
+            hasher.update(v.to_le_bytes());
+        }
+        rest.push((key, t));
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((rest, hex))
+}
+
+/// Reads weights written by [`WeightStore::save`]: complete, or completed
+/// from the base model after checking it is the one the run started from.
+fn load_weights(dir: &Path, layers: usize) -> Result<Checkpoint> {
+    let mut checkpoint = Checkpoint::load(dir)?;
+    let base_json = dir.join("base.json");
+    if base_json.is_file() {
+        let r: BaseRef = read_json(&base_json)?;
+        let (rest, hash) = base_rest(&r.model_dir, &r.groups_saved, layers)?;
+        if hash != r.sha256 {
+            bail!(
+                "{} holds only the layers this run trains; the frozen rest comes from the base model {}, \
+                 whose weights have changed since the run started (their SHA-256 is {hash}, was {}): \
+                 put that model back as it was to resume or export this run",
+                dir.display(),
+                r.model_dir.display(),
+                r.sha256
+            );
+        }
+        checkpoint.tensors.extend(rest);
+    }
+    Ok(checkpoint)
 }
 
 /// Writes `checkpoints/step-N/` completely, then points `checkpoints/LAST` at
@@ -1305,6 +1457,7 @@ fn save_weights(model: &BertClassifier, dir: &Path) -> Result<()> {
 /// complete checkpoint.
 fn save_checkpoint(
     run_dir: &Path,
+    store: &WeightStore,
     model: &BertClassifier,
     opt: &AdamW,
     state: &mut TrainState,
@@ -1312,7 +1465,7 @@ fn save_checkpoint(
     let root = run_dir.join("checkpoints");
     let name = format!("step-{:08}", state.step);
     let dir = root.join(&name);
-    save_weights(model, &dir)?;
+    store.save(model, &dir)?;
     let (tensors, steps) = opt.export();
     state.optimizer_steps = steps;
     write_safetensors(&dir.join("optimizer.safetensors"), &tensors, None)?;
@@ -1533,6 +1686,26 @@ impl LoadedClassifier {
         batch_size: usize,
         device: &Device,
     ) -> Result<Metrics> {
+        let cost = CostOptions::default();
+        Ok(self
+            .evaluate_with_cost(examples, file, batch_size, device, &cost)?
+            .0)
+    }
+
+    /// [`LoadedClassifier::evaluate`] with what it cost: time, forward FLOPs
+    /// (batches of similar length, as evaluated), energy, CO2 and money.
+    pub fn evaluate_with_cost(
+        &mut self,
+        examples: &[Example],
+        file: &str,
+        batch_size: usize,
+        device: &Device,
+        cost: &CostOptions,
+    ) -> Result<(Metrics, RunCost)> {
+        let meter = cost.start_meter()?;
+        let started = Instant::now();
+        let mut phase = Instant::now();
+        let mut phases = Phases::default();
         let max_length = self.max_length();
         let split = tokenise(
             &mut self.tokenizer,
@@ -1541,6 +1714,23 @@ impl LoadedClassifier {
             file,
             max_length,
         )?;
+        phases.data = lap(&mut phase);
+        let mut lengths: Vec<usize> = split.items.iter().map(|e| e.ids.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        let layer = &self.model.bert.layers[0];
+        let shape = BertShape {
+            layers: self.model.bert.layers.len(),
+            hidden: layer.query.weight.dims()[0],
+            ffn: layer.intermediate.weight.dims()[1],
+            labels: self.labels.len(),
+        };
+        let flops = FlopCount {
+            eval: lengths
+                .chunks(batch_size.max(1))
+                .map(|c| shape.forward(c.len(), c[0]))
+                .sum(),
+            ..FlopCount::default()
+        };
         let ((predicted, loss), _) = predict_ids(
             &self.model,
             &split.items,
@@ -1549,12 +1739,18 @@ impl LoadedClassifier {
             self.tokenizer.pad_id,
             device,
         );
-        Ok(Metrics::compute(
-            &self.labels,
-            &split.labels,
-            &predicted,
-            loss,
-        ))
+        phases.eval = lap(&mut phase);
+        let metrics = Metrics::compute(&self.labels, &split.labels, &predicted, loss);
+        let cost = RunCost::new(
+            cost,
+            started.elapsed().as_secs_f64(),
+            phases,
+            flops,
+            crate::compute_peak(),
+            meter.stop(),
+            0.0,
+        )?;
+        Ok((metrics, cost))
     }
 }
 

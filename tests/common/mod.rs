@@ -54,3 +54,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Adds `delta` to element `index` of tensor `key` in a model.safetensors
+/// (position_ids, an integer tensor, is dropped: the loaders do not need it).
+pub fn nudge_weight(path: &Path, key: &str, index: usize, delta: f32) {
+    let mut tensors = headstart::hub::read_safetensors(path).unwrap();
+    tensors.get_mut(key).expect("tensor in the fixture").data[index] += delta;
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("position_ids"))
+        .map(|(k, v)| (k, v.shape, v.data))
+        .collect();
+    headstart::hub::write_safetensors(path, &named, None).unwrap();
+}
