@@ -183,6 +183,15 @@ impl TextTokenizer {
     }
 }
 
+/// The files of a model directory that define its tokenizer (those present
+/// are copied on export and hashed into feature-cache keys).
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+];
+
 /// One text's token ids without padding, as produced once per dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cost::run::{self as run_cost, RunCost};
+use crate::cost::run::RunCost;
 use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::models::bert::BertConfig;
@@ -239,8 +239,11 @@ pub fn compare(
         label: Some(&base.label_column),
         skip_bad_rows: base.skip_bad_rows,
     };
-    let (train_path, test_path) = match &opts.test {
-        Some(t) => (train_file.clone(), t.clone()),
+    let (train_path, test_path, train_rows) = match &opts.test {
+        Some(t) => {
+            let rows = table::read_examples(&train_file, &cols)?.examples.len();
+            (train_file.clone(), t.clone(), rows)
+        }
         None => {
             let all = table::read_examples(&train_file, &cols)?.examples;
             let (train_part, test_part) = train::stratified_split(all, 0.2, base.seed);
@@ -255,7 +258,7 @@ pub fn compare(
                 train_file.display(),
                 b.display()
             ));
-            (a, b)
+            (a, b, train_part.len())
         }
     };
     let mut test = table::read_examples(&test_path, &cols)?.examples;
@@ -297,7 +300,7 @@ pub fn compare(
                 config.train_limit = size;
                 config.out = Some(dir.clone());
                 apply_budget(&mut config, opts.budget);
-                config.eval_every = Some(eval_every(&config, opts, &train_path, &cols)?);
+                config.eval_every = Some(eval_every(&config, opts, train_rows));
                 let record = match reuse(&dir, &config)? {
                     Some(r) => {
                         log(&format!(
@@ -389,14 +392,8 @@ fn apply_budget(config: &mut TrainConfig, budget: Budget) {
     }
 }
 
-/// Validate often enough for `curve_points` points per run.
-fn eval_every(
-    config: &TrainConfig,
-    opts: &CompareOptions,
-    train_path: &Path,
-    cols: &Columns,
-) -> Result<usize> {
-    let n = table::read_examples(train_path, cols)?.examples.len();
+/// Validate often enough for `curve_points` points per run on `n` training rows.
+fn eval_every(config: &TrainConfig, opts: &CompareOptions, n: usize) -> usize {
     let n = config.train_limit.map_or(n, |k| k.min(n));
     let n_train = if config.val.is_some() {
         n
@@ -412,7 +409,7 @@ fn eval_every(
         Budget::Epochs(e) => e * per_epoch,
         _ => config.epochs.unwrap_or(3) * per_epoch,
     };
-    Ok((total / opts.curve_points.max(1)).max(1))
+    (total / opts.curve_points.max(1)).max(1)
 }
 
 /// A finished run of the same settings, if `dir` holds one.
@@ -559,19 +556,6 @@ pub fn data_multiplier(summary: &[Summary]) -> Option<(Strategy, usize, Result<f
             .fold(f64::NEG_INFINITY, f64::max)),
     };
     Some((tuned.strategy, smallest, result))
-}
-
-/// Reads a finished comparison's report.json.
-pub fn load(dir: &Path) -> Result<Comparison> {
-    let path = dir.join("report.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a comparison", path.display()))
-}
-
-/// A run's saved cost, for callers that only have its directory.
-pub fn run_cost(dir: &Path) -> Result<RunCost> {
-    run_cost::load(dir)
 }
 
 #[cfg(test)]

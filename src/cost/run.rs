@@ -366,11 +366,3 @@ impl RunCost {
         lines
     }
 }
-
-/// Reads a run's `cost.json`.
-pub fn load(dir: &Path) -> Result<RunCost> {
-    let path = dir.join("cost.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("{} is not a cost record: {e}", path.display()))
-}

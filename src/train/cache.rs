@@ -127,6 +127,15 @@ impl KeyHasher {
         self.field(label, &bytes)
     }
 
+    /// A named tensor: its shape and values.
+    pub fn tensor(&mut self, name: &str, shape: &[usize], values: &[f32]) -> &mut Self {
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|d| (*d as u64).to_le_bytes())
+            .collect();
+        self.field(name, &dims).floats(name, values)
+    }
+
     /// Token ids and segment ids of every example, in order.
     pub fn examples(&mut self, lengths_and_ids: &[(&[u32], &[u32])]) -> &mut Self {
         let mut bytes = Vec::new();

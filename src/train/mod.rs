@@ -28,7 +28,7 @@ use crate::models::bert::{BertClassifier, BertConfig, BertInput};
 use crate::models::params::{NamedTensors, ParamBuilder, SeededRng, host};
 use crate::strategy::Strategy;
 use crate::tasks::classification::{LabelMap, MetricName, Metrics};
-use crate::tokenize::{Encoded, TextTokenizer, pad_batch};
+use crate::tokenize::{Encoded, TOKENIZER_FILES, TextTokenizer, pad_batch};
 use cache::{CacheDtype, CacheMode, CacheReport, Features, KeyHasher, Positions};
 use optim::{AdamW, AdamWConfig, Decay, GradAccumulator, schedule};
 
@@ -418,9 +418,12 @@ pub fn train(
     // 4. model and optimizer
     let device = crate::compute_device()?;
     let train_device = device.clone().autodiff();
+    let layers = bert_config.num_hidden_layers;
+    let mut store = WeightStore::new(config.strategy, layers, epochs, &model_dir);
     let (mut model, mut state, mut opt) = match &resume_from {
         Some(ckpt_dir) => {
-            let checkpoint = load_weights(ckpt_dir, bert_config.num_hidden_layers)?;
+            let (checkpoint, base_hash) = load_weights(ckpt_dir, layers)?;
+            store.base_hash = base_hash;
             let mut builder = ParamBuilder::pretrained(&checkpoint, &train_device, config.seed);
             let model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
             let state: TrainState = read_json(&ckpt_dir.join("state.json"))?;
@@ -449,6 +452,7 @@ pub fn train(
                 for line in builder.finish().lines() {
                     log(&line);
                 }
+                store.hash_base(checkpoint, layers);
                 model
             } else {
                 let mut builder = ParamBuilder::scratch(&train_device, config.seed);
@@ -467,15 +471,20 @@ pub fn train(
         }
     };
 
+    if store.saved.is_some() && store.base_hash.is_none() {
+        // resumed from a complete checkpoint of a frozen strategy
+        store.hash_base(Checkpoint::load(&model_dir)?, layers);
+    }
+    let store = store;
     phases.load += lap(&mut phase);
     // 5. the loop
-    let layers = bert_config.num_hidden_layers;
     let shape = BertShape {
         layers,
         hidden: bert_config.hidden_size,
         ffn: bert_config.intermediate_size,
         labels: labels.len(),
     };
+    let val_lengths: Vec<usize> = val_split.items.iter().map(|e| e.ids.len()).collect();
     let lr_scale = config.strategy.lr_scale(layers);
     let mut metrics_log = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
     let mut progress = Progress::new(verbosity, resolved.total_steps);
@@ -484,7 +493,6 @@ pub fn train(
         .and_then(|v| v.parse().ok());
     let mut best_val: Option<Metrics> = None;
     let mut acc = GradAccumulator::default();
-    let store = WeightStore::new(config.strategy, layers, epochs, &model_dir)?;
     let mut best_pending: Option<(NamedTensors, Metrics)> = None;
     let mut last_checkpoint_at = Instant::now();
     let mut active: Option<ActiveCache> = None;
@@ -627,16 +635,8 @@ pub fn train(
                 || state.step == total_steps;
             if eval_now {
                 phases.train += lap(&mut phase);
-                let cached = active.is_some();
-                for chunk in val_split.items.chunks(config.batch_size.max(1)) {
-                    let seq = chunk.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-                    flops.eval += shape.forward(chunk.len(), seq)
-                        - if cached {
-                            shape.prefix_forward(chunk.len(), seq, frozen_prefix)
-                        } else {
-                            0.0
-                        };
-                }
+                let skip = if active.is_some() { frozen_prefix } else { 0 };
+                flops.eval += eval_flops(&shape, &val_lengths, config.batch_size, skip);
                 let m = match active.as_mut() {
                     Some(c) => {
                         c.use_.val_passes += 1;
@@ -759,7 +759,7 @@ pub fn train(
     let export_dir = run_dir.join("model");
     let best_dir = run_dir.join("best");
     if best_dir.join("model.safetensors").exists() {
-        let checkpoint = load_weights(&best_dir, bert_config.num_hidden_layers)?;
+        let (checkpoint, _) = load_weights(&best_dir, layers)?;
         let mut builder = ParamBuilder::pretrained(&checkpoint, &device, 0);
         model = BertClassifier::build(&bert_config, &mut builder, labels.len())?;
     }
@@ -993,28 +993,16 @@ fn cache_key(
     frozen: usize,
     positions: Positions,
 ) -> Result<KeyHasher> {
-    let layers = bert_config.num_hidden_layers;
     let mut key = KeyHasher::default();
     key.field("architecture", format!("{bert_config:?}").as_bytes())
         .field("boundary", &(frozen as u64).to_le_bytes())
         .field("positions", format!("{positions:?}").as_bytes())
         .field("max_length", &(config.max_length as u64).to_le_bytes())
         .field("dtype", format!("{:?}", config.cache_dtype).as_bytes());
-    for (name, shape, values) in plain.export() {
-        if group_of(&name, layers) < frozen {
-            let dims: Vec<u8> = shape
-                .iter()
-                .flat_map(|d| (*d as u64).to_le_bytes())
-                .collect();
-            key.field(&name, &dims).floats(&name, &values);
-        }
+    for (name, shape, values) in plain.export_groups(&|g| g < frozen) {
+        key.tensor(&name, &shape, &values);
     }
-    for file in [
-        "tokenizer.json",
-        "vocab.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
+    for file in TOKENIZER_FILES {
         let path = model_dir.join(file);
         if path.is_file() {
             let bytes =
@@ -1066,20 +1054,11 @@ fn evaluate_cached(
     device: &Device,
 ) -> Metrics {
     let model = model.valid();
-    let mut order: Vec<usize> = (0..split.items.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(split.items[i].ids.len()));
-    let mut predicted = vec![0usize; split.items.len()];
-    let mut loss_sum = 0.0;
-    for chunk in order.chunks(batch_size.max(1)) {
-        let logits = model.forward_from_frozen(features.batch(chunk, device), frozen);
-        let (shape, values) = host(&logits);
-        let k = shape[1];
-        for (row, &i) in chunk.iter().enumerate() {
-            let l = &values[row * k..(row + 1) * k];
-            predicted[i] = argmax(l);
-            loss_sum += nll(l, split.labels[i]);
-        }
-    }
+    let lengths: Vec<usize> = split.items.iter().map(|e| e.ids.len()).collect();
+    let ((predicted, loss_sum), _) =
+        predict_batches(&lengths, Some(&split.labels), batch_size, |chunk| {
+            model.forward_from_frozen(features.batch(chunk, device), frozen)
+        });
     Metrics::compute(labels, &split.labels, &predicted, loss_sum)
 }
 
@@ -1116,17 +1095,49 @@ pub fn predict_ids(
     pad_id: u32,
     device: &Device,
 ) -> ((Vec<usize>, f64), Vec<Vec<f32>>) {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
-    let mut predicted = vec![0usize; items.len()];
-    let mut all_logits = vec![Vec::new(); items.len()];
-    let mut loss_sum = 0.0;
-    for chunk in order.chunks(batch_size.max(1)) {
+    let lengths: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
+    predict_batches(&lengths, labels, batch_size, |chunk| {
         let batch: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
-        let b = pad_batch(&batch, pad_id);
-        let input = BertInput::from_batch(&b, device);
-        let logits = model.forward(&input);
-        let (shape, values) = host(&logits);
+        model.forward(&BertInput::from_batch(&pad_batch(&batch, pad_id), device))
+    })
+}
+
+/// Items in batches of similar length (longest first).
+fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Forward FLOPs of evaluating items of `lengths` batched as
+/// [`predict_batches`] batches them, less the bottom `skip` groups (read from
+/// a feature cache).
+fn eval_flops(shape: &BertShape, lengths: &[usize], batch_size: usize, skip: usize) -> f64 {
+    length_batches(lengths, batch_size)
+        .iter()
+        .map(|c| {
+            let seq = lengths[c[0]];
+            shape.forward(c.len(), seq) - shape.prefix_forward(c.len(), seq, skip)
+        })
+        .sum()
+}
+
+/// [`predict_ids`] with the logits of a batch of item indices from `logits_of`.
+#[allow(clippy::type_complexity)]
+fn predict_batches(
+    lengths: &[usize],
+    labels: Option<&[usize]>,
+    batch_size: usize,
+    mut logits_of: impl FnMut(&[usize]) -> Tensor<2>,
+) -> ((Vec<usize>, f64), Vec<Vec<f32>>) {
+    let mut predicted = vec![0usize; lengths.len()];
+    let mut all_logits = vec![Vec::new(); lengths.len()];
+    let mut loss_sum = 0.0;
+    for chunk in length_batches(lengths, batch_size) {
+        let (shape, values) = host(&logits_of(&chunk));
         let k = shape[1];
         for (row, &i) in chunk.iter().enumerate() {
             let l = &values[row * k..(row + 1) * k];
@@ -1339,9 +1350,8 @@ struct BaseRef {
 }
 
 impl WeightStore {
-    /// For a partial store, hashes the base model's frozen tensors now, so
-    /// later saves cost only the trained groups.
-    fn new(strategy: Strategy, layers: usize, epochs: usize, model_dir: &Path) -> Result<Self> {
+    /// A partial store needs [`WeightStore::base_hash`] set before it saves.
+    fn new(strategy: Strategy, layers: usize, epochs: usize, model_dir: &Path) -> Self {
         let mut saved = vec![false; layers + 2];
         for e in 0..epochs.min(layers + 2) {
             for (g, t) in strategy.trainable(layers, e).iter().enumerate() {
@@ -1349,16 +1359,19 @@ impl WeightStore {
             }
         }
         let partial = strategy.uses_pretrained_weights() && saved.iter().any(|t| !t);
-        let base_hash = if partial {
-            Some(base_rest(model_dir, &saved, layers)?.1)
-        } else {
-            None
-        };
-        Ok(Self {
+        Self {
             saved: partial.then_some(saved),
             model_dir: model_dir.to_path_buf(),
-            base_hash,
-        })
+            base_hash: None,
+        }
+    }
+
+    /// Hashes the frozen rest of `base` (the base model, already loaded to
+    /// build the model), so later saves cost only the trained groups.
+    fn hash_base(&mut self, base: Checkpoint, layers: usize) {
+        if let Some(saved) = &self.saved {
+            self.base_hash = Some(base_rest(base, saved, layers).1);
+        }
     }
 
     /// The parameters a save writes.
@@ -1389,15 +1402,12 @@ impl WeightStore {
 
 /// The base model's tensors of the groups not in `saved`, under the run's
 /// key names (`bert.`-prefixed), and their SHA-256.
-#[allow(clippy::type_complexity)]
 fn base_rest(
-    model_dir: &Path,
+    base: Checkpoint,
     saved: &[bool],
     layers: usize,
-) -> Result<(Vec<(String, crate::hub::HostTensor)>, String)> {
-    use sha2::{Digest, Sha256};
-    let base = Checkpoint::load(model_dir)?;
-    let mut hasher = Sha256::new();
+) -> (Vec<(String, crate::hub::HostTensor)>, String) {
+    let mut hasher = KeyHasher::default();
     let mut rest = Vec::new();
     for (k, t) in base.tensors {
         let key = if k.starts_with("bert.") {
@@ -1412,31 +1422,22 @@ fn base_rest(
         if !encoder_part || saved[group_of(&key, layers)] {
             continue;
         }
-        hasher.update(key.as_bytes());
-        for d in &t.shape {
-            hasher.update((*d as u64).to_le_bytes());
-        }
-        for v in &t.data {
-            hasher.update(v.to_le_bytes());
-        }
+        hasher.tensor(&key, &t.shape, &t.data);
         rest.push((key, t));
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((rest, hex))
+    (rest, hasher.hex())
 }
 
 /// Reads weights written by [`WeightStore::save`]: complete, or completed
 /// from the base model after checking it is the one the run started from.
-fn load_weights(dir: &Path, layers: usize) -> Result<Checkpoint> {
+/// With the checkpoint, the hash of the base model's part (when it has one).
+fn load_weights(dir: &Path, layers: usize) -> Result<(Checkpoint, Option<String>)> {
     let mut checkpoint = Checkpoint::load(dir)?;
     let base_json = dir.join("base.json");
+    let mut base_hash = None;
     if base_json.is_file() {
         let r: BaseRef = read_json(&base_json)?;
-        let (rest, hash) = base_rest(&r.model_dir, &r.groups_saved, layers)?;
+        let (rest, hash) = base_rest(Checkpoint::load(&r.model_dir)?, &r.groups_saved, layers);
         if hash != r.sha256 {
             bail!(
                 "{} holds only the layers this run trains; the frozen rest comes from the base model {}, \
@@ -1448,8 +1449,9 @@ fn load_weights(dir: &Path, layers: usize) -> Result<Checkpoint> {
             );
         }
         checkpoint.tensors.extend(rest);
+        base_hash = Some(hash);
     }
-    Ok(checkpoint)
+    Ok((checkpoint, base_hash))
 }
 
 /// Writes `checkpoints/step-N/` completely, then points `checkpoints/LAST` at
@@ -1559,12 +1561,7 @@ pub fn export(
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors(&out.join("model.safetensors"), &model.export(), Some(meta))?;
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-    ] {
+    for f in TOKENIZER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {
             let bytes = std::fs::read(&src)?;
@@ -1715,8 +1712,7 @@ impl LoadedClassifier {
             max_length,
         )?;
         phases.data = lap(&mut phase);
-        let mut lengths: Vec<usize> = split.items.iter().map(|e| e.ids.len()).collect();
-        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        let lengths: Vec<usize> = split.items.iter().map(|e| e.ids.len()).collect();
         let layer = &self.model.bert.layers[0];
         let shape = BertShape {
             layers: self.model.bert.layers.len(),
@@ -1725,10 +1721,7 @@ impl LoadedClassifier {
             labels: self.labels.len(),
         };
         let flops = FlopCount {
-            eval: lengths
-                .chunks(batch_size.max(1))
-                .map(|c| shape.forward(c.len(), c[0]))
-                .sum(),
+            eval: eval_flops(&shape, &lengths, batch_size, 0),
             ..FlopCount::default()
         };
         let ((predicted, loss), _) = predict_ids(
