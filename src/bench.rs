@@ -1,22 +1,31 @@
-//! `headstart bench`: training samples/s of a BERT classifier per strategy,
-//! with the step's FLOPs and model FLOPs utilisation. The PyTorch side of the
-//! comparison is scripts/bench_pytorch.py, run on the same machine.
+//! `headstart bench`: training samples/s per strategy, with the step's
+//! FLOPs and model FLOPs utilisation. Each timed step is the fit loop's own
+//! ([`crate::train::fit::micro_step`] and [`crate::train::fit::update`]):
+//! the frozen prefix outside autodiff, seeded dropout, clipping, the
+//! schedule and per-group rates. The PyTorch side of the comparison is
+//! scripts/bench_pytorch.py, run on the same machine.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::cost::flops::BertShape;
+use crate::cost::flops::train_step_flops;
 use crate::cost::peak::Peak;
 use crate::hub::Checkpoint;
-use crate::models::bert::{BertClassifier, BertConfig, BertInput};
-use crate::models::params::{ParamBuilder, SeededRng, host};
+use crate::models::bert::Bert;
+use crate::models::params::{SeededRng, host};
+use crate::models::state::{self, Source};
+use crate::models::{Architecture, TaskModel, group_of};
 use crate::strategy::Strategy;
+use crate::tasks::Task;
+use crate::tasks::classification::{LabelMap, TextClassification, TextSplit};
+use crate::tokenize::{Encoded, TextTokenizer};
+use crate::train::config::{Resolved, TrainConfig};
+use crate::train::fit::{Micro, micro_step, update};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator};
-use crate::train::{apply_freeze, cross_entropy};
 
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
@@ -43,11 +52,12 @@ pub struct StepShape {
     pub warmup: usize,
 }
 
-/// Times training steps of each strategy.
+/// Times training steps of each strategy on `batch` sequences of `seq`
+/// tokens: [CLS], ids drawn from the model's vocabulary, [SEP].
 pub fn train_steps(
     model_dir: &Path,
     strategies: &[Strategy],
-    shape_of_step: StepShape,
+    shape: StepShape,
     peak: &Peak,
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
@@ -56,71 +66,102 @@ pub fn train_steps(
         seq,
         steps,
         warmup,
-    } = shape_of_step;
-    let config = BertConfig::from_file(&model_dir.join("config.json"))?;
-    let checkpoint = Checkpoint::load(model_dir)?;
-    let train_device = device.clone().autodiff();
-    let shape = BertShape {
-        layers: config.num_hidden_layers,
-        hidden: config.hidden_size,
-        ffn: config.intermediate_size,
-        labels: 2,
-    };
-    // [CLS] random ids [SEP], fixed length: every step does the same work.
-    let mut rng = SeededRng::new(0);
-    let mut ids = Vec::with_capacity(batch * seq);
-    for _ in 0..batch {
-        ids.push(101i64);
-        for _ in 1..seq - 1 {
-            ids.push(1000 + (rng.next_u64() % 29000) as i64);
-        }
-        ids.push(102);
+    } = shape;
+    if batch == 0 || steps == 0 {
+        bail!("--batch and --steps must be at least 1");
     }
-    let labels: Vec<i64> = (0..batch).map(|i| (i % 2) as i64).collect();
+    let train_device = device.clone().autodiff();
+    let body = Bert::from_config_file(&model_dir.join("config.json"), &train_device)?;
+    if seq < 2 || seq > body.max_positions() {
+        bail!(
+            "--seq {seq}: use 2..={} ([CLS] and [SEP] plus tokens, within the model's positions)",
+            body.max_positions()
+        );
+    }
+    let tokenizer = TextTokenizer::from_dir(model_dir)?;
+    let vocab = body.config.vocab_size as u64;
+    let special = |t: &str, fallback: u32| tokenizer.token_to_id(t).unwrap_or(fallback);
+    let (cls, sep) = (special("[CLS]", 101), special("[SEP]", 102));
+    let mut rng = SeededRng::new(0);
+    let items: Vec<Encoded> = (0..batch)
+        .map(|_| {
+            let mut ids = vec![cls];
+            ids.extend((1..seq - 1).map(|_| (rng.next_u64() % vocab) as u32));
+            ids.push(sep);
+            Encoded {
+                type_ids: vec![0; ids.len()],
+                ids,
+            }
+        })
+        .collect();
+    let split = TextSplit {
+        labels: (0..batch).map(|i| i % 2).collect(),
+        items,
+    };
+    let task = TextClassification {
+        labels: LabelMap {
+            labels: vec!["a".into(), "b".into()],
+        },
+        pad_id: tokenizer.pad_id,
+    };
+    let chunk: Vec<usize> = (0..batch).collect();
+    let checkpoint = Checkpoint::load(model_dir)?;
     let mut results = Vec::new();
     for strategy in strategies {
-        strategy.check(config.num_hidden_layers)?;
-        let mut builder = ParamBuilder::pretrained(&checkpoint, &train_device, 0);
-        let model = BertClassifier::build(&config, &mut builder, 2)?;
-        let trainable = strategy.trainable(config.num_hidden_layers, 0);
-        let mut model = apply_freeze(model, &trainable);
+        let head = task.new_head(&body, &train_device);
+        let blank = TaskModel {
+            body: body.clone(),
+            head,
+        };
+        let n = blank.num_groups();
+        strategy.check(n)?;
+        let (model, _) = state::load(blank, Source::Pretrained(&checkpoint), 0)?;
+        let trainable = strategy.trainable(n, 0);
+        let mut model = model.set_trainable(&trainable);
+        let groups = model.body.groups();
+        let lr_scale = strategy.lr_scale(n);
+        let config = TrainConfig {
+            strategy: *strategy,
+            batch_size: batch,
+            max_steps: Some(warmup + steps),
+            ..TrainConfig::default()
+        };
+        let resolved = Resolved::new(&config, batch);
         let mut opt = AdamW::new(AdamWConfig::default());
         let mut acc = GradAccumulator::default();
-        let input = BertInput::from_host(
-            &ids,
-            &vec![0; ids.len()],
-            &vec![1; ids.len()],
-            batch,
-            seq,
-            &train_device,
-        );
-        let targets = burn::tensor::Tensor::<1, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(labels.clone(), [batch]),
-            &train_device,
-        );
+        let micro = Micro {
+            seed: 0,
+            frozen: trainable.iter().take_while(|t| !**t).count(),
+            grad_accum: 1,
+        };
         let mut timed = 0.0;
         for i in 0..warmup + steps {
             let t0 = Instant::now();
-            let frozen = trainable.iter().take_while(|t| !**t).count();
-            let loss = cross_entropy(model.forward_frozen_prefix(&input, frozen), targets.clone());
-            let mut grads = loss.backward();
-            acc.add(&model, &mut grads);
-            model = opt.step(model, &mut acc, &|_| 5e-5, 1.0);
-            // Wait for the device: read one parameter back.
-            let _ = host(
-                &model
-                    .classifier
-                    .bias
-                    .as_ref()
-                    .expect("classifier bias")
-                    .val(),
+            micro_step(
+                &model,
+                &task,
+                &split,
+                &chunk,
+                None,
+                &micro,
+                &train_device,
+                &mut acc,
             );
+            let scale_of = |path: &str| lr_scale[group_of(&groups, path)];
+            model = update(model, &mut opt, &mut acc, &config, &resolved, i, &scale_of).0;
+            // Wait for the device: read one parameter back.
+            let _ = host(&model.head.classifier.weight.val());
             if i >= warmup {
                 timed += t0.elapsed().as_secs_f64();
             }
         }
-        let per_step = timed / steps.max(1) as f64;
-        let flops = shape.train_step(batch, seq, &trainable);
+        let per_step = timed / steps as f64;
+        let flops = train_step_flops(
+            &model.body.group_flops(batch, seq),
+            task.head_flops(&model.body, batch),
+            &trainable,
+            false,
+        );
         results.push(BenchResult {
             framework: "headstart",
             strategy: strategy.to_string(),
@@ -135,4 +176,34 @@ pub fn train_steps(
         });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_step_shape_outside_the_model_is_a_clear_error() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let device = burn::tensor::Device::default();
+        let peak = crate::cost::peak::Peak {
+            flops_per_s: 1e9,
+            how: "test".into(),
+        };
+        let shape = |seq| super::StepShape {
+            batch: 2,
+            seq,
+            steps: 1,
+            warmup: 0,
+        };
+        for seq in [0, 1, 100_000] {
+            let err =
+                super::train_steps(&dir, &[super::Strategy::Head], shape(seq), &peak, &device)
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(&format!("--seq {seq}")), "{err}");
+        }
+        let r =
+            super::train_steps(&dir, &[super::Strategy::Head], shape(8), &peak, &device).unwrap();
+        assert_eq!(r[0].seq, 8);
+        assert!(r[0].flops_per_step > 0.0);
+    }
 }

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 
-use crate::models::bert::{BertInput, BertModel};
+use crate::models::Architecture;
+use crate::models::bert::{Bert, BertInput};
 use crate::models::params::{LoadReport, host};
 use crate::tokenize::TextTokenizer;
 
@@ -122,7 +123,7 @@ impl SentenceSpec {
 
 /// A BERT encoder, its tokenizer and its pooling.
 pub struct SentenceEncoder {
-    pub model: BertModel,
+    pub model: Bert,
     pub tokenizer: TextTokenizer,
     pub spec: SentenceSpec,
     pub max_length: usize,
@@ -134,10 +135,10 @@ impl SentenceEncoder {
     /// `max_length` None: the sentence-transformers max_seq_length, else the
     /// tokenizer's model_max_length, capped by max_position_embeddings.
     pub fn load(dir: &Path, device: &Device, max_length: Option<usize>) -> Result<Self> {
-        let (model, config, report) = BertModel::from_pretrained(dir, device)?;
+        let (model, report) = Bert::from_pretrained(dir, device)?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
         let spec = SentenceSpec::read(dir)?;
-        let limit = config.max_position_embeddings;
+        let limit = model.max_positions();
         let max_length = match max_length {
             Some(n) if n > limit => {
                 bail!("--max-length {n} exceeds the model's max_position_embeddings ({limit})")

@@ -8,8 +8,9 @@ use burn::module::Module;
 use serde::Serialize;
 
 use crate::hub::Checkpoint;
-use crate::models::bert::{BertConfig, BertModel, checkpoint_prefix};
-use crate::models::params::ParamBuilder;
+use crate::models::bert::{Bert, BertConfig};
+use crate::models::state::{Source, group_counts, load};
+use crate::models::{Architecture, TaskModel};
 use crate::tokenize::{TextTokenizer, TokenizerSource};
 
 #[derive(Debug, Serialize)]
@@ -42,7 +43,7 @@ pub struct Inspection {
 
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let config_path = dir.join("config.json");
-    let raw: serde_json::Value = match std::fs::read_to_string(&config_path) {
+    let _: serde_json::Value = match std::fs::read_to_string(&config_path) {
         Ok(text) => serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", config_path.display()))?,
         Err(_) => bail!(
@@ -51,25 +52,15 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             dir.display()
         ),
     };
-    let model_type = raw
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("bert")
-        .to_string();
-    let supported = ["bert"];
-    if !supported.contains(&model_type.as_str()) {
-        bail!(
-            "model_type `{model_type}` in {} is not supported yet (supported: bert)",
-            config_path.display()
-        );
-    }
+    let model_type = crate::models::model_type(dir)?;
     let config = BertConfig::from_file(&config_path)?;
     let checkpoint = Checkpoint::load(dir)?;
-    let prefix = checkpoint_prefix(&checkpoint)?;
-    let device = crate::compute_device()?;
-    let mut builder = ParamBuilder::pretrained(&checkpoint, &device, 0);
-    let model = BertModel::build(&config, &mut builder, &prefix, true)?;
-    let report = builder.finish();
+    let device = burn::tensor::Device::default();
+    let blank = TaskModel::<Bert, Option<burn::nn::Linear>> {
+        body: Bert::from_config_file(&config_path, &device)?,
+        head: None,
+    };
+    let (model, report) = load(blank, Source::Pretrained(&checkpoint), 0)?;
 
     let mut files = Vec::new();
     collect_files(dir, dir, &mut files)?;
@@ -93,8 +84,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         .as_ref()
         .and_then(|a| a.first().cloned())
         .unwrap_or_else(|| "BertModel".to_string());
-    let groups = model
-        .group_counts()
+    let groups = group_counts(&model)
         .into_iter()
         .map(|(name, params)| Group { name, params })
         .collect();

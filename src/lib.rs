@@ -24,6 +24,9 @@ pub mod tasks;
 pub mod tokenize;
 pub mod train;
 
+pub use models::{Architecture, TaskModel};
+pub use tasks::Task;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -39,11 +42,11 @@ pub fn find_model(spec: &str) -> Result<PathBuf> {
     Ok(hub::resolve_model(spec)?.path)
 }
 
-/// The device computations run on: `HEADSTART_DEVICE` (`cpu`, `cuda` or
-/// `cuda:N`) if set; else the first CUDA GPU when built with the `cuda`
-/// feature; else the pure-Rust CPU backend.
-pub fn compute_device() -> Result<burn::tensor::Device> {
-    let choice = std::env::var("HEADSTART_DEVICE").unwrap_or_default();
+/// The device `choice` names (`cpu`, `cuda` or `cuda:N`; empty: the first
+/// CUDA GPU when built with the `cuda` feature, else the pure-Rust CPU
+/// backend). The binary passes `HEADSTART_DEVICE`; library functions take
+/// the device as a parameter.
+pub fn parse_device(choice: &str) -> Result<burn::tensor::Device> {
     let choice = choice.trim();
     match choice {
         "" if cfg!(feature = "cuda") => cuda_device(0),
@@ -51,7 +54,7 @@ pub fn compute_device() -> Result<burn::tensor::Device> {
         "cuda" => cuda_device(0),
         other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
             Some(i) => cuda_device(i),
-            None => anyhow::bail!("HEADSTART_DEVICE=`{other}`: use cpu, cuda or cuda:N"),
+            None => anyhow::bail!("device `{other}`: use cpu, cuda or cuda:N"),
         },
     }
 }
@@ -66,15 +69,16 @@ pub fn gpu_index() -> Option<u32> {
     }
 }
 
-/// The peak f32 FLOP rate of the compute device, for model FLOPs utilisation.
-pub fn compute_peak() -> cost::peak::Peak {
-    match gpu_index() {
-        Some(_) => cost::peak::gpu_peak(),
-        None => cost::peak::cpu_peak(
+/// The peak f32 FLOP rate of `device`, for model FLOPs utilisation.
+pub fn compute_peak(device: &burn::tensor::Device) -> cost::peak::Peak {
+    if device.clone().inner() == burn::tensor::Device::flex() {
+        cost::peak::cpu_peak(
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-        ),
+        )
+    } else {
+        cost::peak::gpu_peak()
     }
 }
 

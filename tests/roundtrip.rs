@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use clap::Parser;
 use headstart::hub::{HostTensor, read_safetensors};
 use headstart::models::bert::BertInput;
 use headstart::models::params::host;
-use headstart::train::{LoadedClassifier, TrainConfig, export, load_classifier};
+use headstart::train::export::export;
+use headstart::train::{LoadedClassifier, TrainConfig, load_classifier};
 
 use common::{fixtures, max_abs_diff};
 
@@ -71,7 +71,7 @@ fn reference_logits(loaded: &mut LoadedClassifier, r: &Reference, device: &Devic
         batch.seq_len,
         device,
     );
-    let (shape, logits) = host(&loaded.model.forward(&input));
+    let (shape, logits) = host(&loaded.forward(&input));
     assert_eq!(shape, r.tensors["logits"].shape);
     logits
 }
@@ -111,21 +111,12 @@ fn transformers_classifier_loads_with_its_logits_and_labels() {
 }
 
 fn train_config(out: &Path, max_length: usize) -> TrainConfig {
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        config: TrainConfig,
+    TrainConfig {
+        model: fixture_dir().display().to_string(),
+        max_length,
+        out: Some(out.to_path_buf()),
+        ..TrainConfig::default()
     }
-    Wrap::parse_from([
-        "headstart".to_string(),
-        "--model".into(),
-        fixture_dir().display().to_string(),
-        "--max-length".into(),
-        max_length.to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ])
-    .config
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -150,9 +141,9 @@ fn export_writes_back_the_transformers_files_and_reloads_identically() {
     let out = tmp.path().join("model");
     export(
         &loaded.model,
+        &loaded.task,
         &fixture,
         &out,
-        &loaded.labels,
         &train_config(tmp.path(), r.max_length),
     )
     .unwrap();

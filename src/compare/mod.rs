@@ -17,12 +17,15 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cost::run::RunCost;
+use crate::data::split::stratified_split;
 use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
-use crate::models::bert::BertConfig;
+use crate::models::Architecture;
+use crate::models::bert::Bert;
 use crate::strategy::Strategy;
 use crate::tasks::classification::{MetricName, Metrics};
-use crate::train::{self, TrainConfig, Verbosity};
+use crate::train::{self, TrainConfig};
+use burn::tensor::Device;
 use stats::{Budget, MeanCi};
 
 /// `headstart compare`'s own options; the data, model and training flags are
@@ -185,7 +188,7 @@ pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
         bail!("--strategies is empty");
     }
     for s in &out {
-        s.check(layers)?;
+        s.check(layers + 2)?;
     }
     let mut seen = Vec::new();
     out.retain(|s| {
@@ -208,6 +211,7 @@ fn run_name(strategy: Strategy, size: Option<usize>, seed: usize) -> String {
 pub fn compare(
     base: &TrainConfig,
     opts: &CompareOptions,
+    device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Comparison> {
     let out = base
@@ -229,7 +233,10 @@ pub fn compare(
         .clone()
         .context("--train FILE is required: the data to train on")?;
     let model_dir = crate::find_model(&base.model)?;
-    let layers = BertConfig::from_file(&model_dir.join("config.json"))?.num_hidden_layers;
+    let groups = Bert::from_config_file(&model_dir.join("config.json"), device)?
+        .groups()
+        .len();
+    let layers = groups - 2;
     let strategies = parse_strategies(&opts.strategies, layers)?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
@@ -246,7 +253,7 @@ pub fn compare(
         }
         None => {
             let all = table::read_examples(&train_file, &cols)?.examples;
-            let (train_part, test_part) = train::stratified_split(all, 0.2, base.seed);
+            let (train_part, test_part) = stratified_split(all, 0.2, base.seed);
             let dir = out.join("data");
             let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
             write_csv(&a, &train_part, &base.text_column, &base.label_column)?;
@@ -268,7 +275,7 @@ pub fn compare(
     {
         // A stratified, seeded subset, written out so the numbers can be checked.
         let fraction = k as f64 / test.len() as f64;
-        test = train::stratified_split(test, fraction, base.seed).1;
+        test = stratified_split(test, fraction, base.seed).1;
         test_path = out.join("data").join("test-subset.csv");
         write_csv(&test_path, &test, &base.text_column, &base.label_column)?;
     }
@@ -286,7 +293,15 @@ pub fn compare(
     };
     let total = sizes.len() * strategies.len() * opts.seeds;
     let mut runs = Vec::new();
-    let device = crate::compute_device()?;
+    // What a finished run's results depend on besides its settings: the
+    // contents of the training and test files and the model's weights.
+    let inputs = ReuseKey {
+        train_sha256: sha256_files(&[&train_path])?,
+        test_sha256: sha256_files(&[&test_path])?,
+        test_limit: opts.test_limit,
+        model_sha256: sha256_files(&weight_files(&model_dir)?.iter().collect::<Vec<_>>())?,
+        config: serde_json::Value::Null,
+    };
     let mut k = 0;
     for &size in &sizes {
         for &strategy in &strategies {
@@ -301,7 +316,11 @@ pub fn compare(
                 config.out = Some(dir.clone());
                 apply_budget(&mut config, opts.budget);
                 config.eval_every = Some(eval_every(&config, opts, train_rows));
-                let record = match reuse(&dir, &config)? {
+                let key = ReuseKey {
+                    config: serde_json::to_value(&config)?,
+                    ..inputs.clone()
+                };
+                let record = match reuse(&dir, &key)? {
                     Some(r) => {
                         log(&format!(
                             "[{k}/{total}] {strategy}, seed {seed}{}: done before, reused",
@@ -320,11 +339,11 @@ pub fn compare(
                                 format!("cannot clear the unfinished run {}", dir.display())
                             })?;
                         }
-                        let outcome = train::train(Some(config.clone()), None, Verbosity::Quiet)?;
+                        let outcome = train::train(config.clone(), device, &mut train::Quiet)?;
                         let started = std::time::Instant::now();
-                        let mut model = train::load_classifier(&outcome.model_dir, &device)?;
+                        let mut model = train::load_classifier(&outcome.model_dir, device)?;
                         let metrics =
-                            model.evaluate(&test, &test_path.display().to_string(), 32, &device)?;
+                            model.evaluate(&test, &test_path.display().to_string(), 32, device)?;
                         let test_seconds = started.elapsed().as_secs_f64();
                         let record = RunRecord {
                             strategy,
@@ -339,6 +358,7 @@ pub fn compare(
                             test_seconds,
                         };
                         write_json_atomic(&dir.join("test.json"), &record)?;
+                        write_json_atomic(&dir.join("reuse.json"), &key)?;
                         record
                     }
                 };
@@ -382,11 +402,7 @@ pub fn compare(
 fn apply_budget(config: &mut TrainConfig, budget: Budget) {
     match budget {
         Budget::Epochs(n) => config.epochs = Some(n),
-        Budget::Steps(n) => {
-            config.max_steps = Some(n);
-            // every epoch has at least one step, so n epochs never end first
-            config.epochs = Some(n);
-        }
+        Budget::Steps(n) => config.max_steps = Some(n),
         Budget::Seconds(s) => config.max_seconds = Some(s),
         Budget::WattHours(w) => config.max_wh = Some(w),
     }
@@ -412,18 +428,63 @@ fn eval_every(config: &TrainConfig, opts: &CompareOptions, n: usize) -> usize {
     (total / opts.curve_points.max(1)).max(1)
 }
 
-/// A finished run of the same settings, if `dir` holds one.
-fn reuse(dir: &Path, config: &TrainConfig) -> Result<Option<RunRecord>> {
-    let (record, cfg) = (dir.join("test.json"), dir.join("config.json"));
-    if !record.is_file() || !cfg.is_file() {
+/// What a run's reuse depends on: its settings, the data it trained and
+/// was tested on (by content), the test subset and the model's weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ReuseKey {
+    config: serde_json::Value,
+    train_sha256: String,
+    test_sha256: String,
+    test_limit: Option<usize>,
+    model_sha256: String,
+}
+
+/// SHA-256 of the contents of `paths`, in order.
+fn sha256_files(paths: &[&PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    for p in paths {
+        let mut f =
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        h.update(b"\0");
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A model directory's weight and config files, sorted.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".bin")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A finished run of the same settings on the same inputs, if `dir` holds one.
+fn reuse(dir: &Path, key: &ReuseKey) -> Result<Option<RunRecord>> {
+    let (record, saved) = (dir.join("test.json"), dir.join("reuse.json"));
+    if !record.is_file() || !saved.is_file() {
         return Ok(None);
     }
-    let saved: train::RunConfig = match serde_json::from_str(&std::fs::read_to_string(&cfg)?) {
-        Ok(c) => c,
-        Err(_) => return Ok(None),
+    let Ok(saved) = serde_json::from_str::<ReuseKey>(&std::fs::read_to_string(&saved)?) else {
+        return Ok(None);
     };
-    let same = serde_json::to_value(&saved.config)? == serde_json::to_value(config)?;
-    if !same {
+    if &saved != key {
         return Ok(None);
     }
     Ok(serde_json::from_str(&std::fs::read_to_string(&record)?).ok())

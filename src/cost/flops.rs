@@ -1,169 +1,113 @@
-//! Analytical FLOP counts for BERT-family training and inference.
+//! FLOPs of a training step from the FLOPs of its parts, for any family.
 //!
-//! One multiply-add is 2 FLOPs. For an encoder layer with hidden size h, FFN
-//! size f, on b sequences of s tokens, the forward pass costs
-//!
-//!   2·b·s·(4·h² + 2·h·f)      the Q, K, V, output and two FFN projections
-//! + 2·2·b·s²·h                attention scores (QKᵀ) and context (PV)
-//!
-//! (elementwise work — softmax, GELU, LayerNorm — is ignored, as is usual).
-//! The pooler costs 2·b·h², the classifier 2·b·h·k; the embedding lookup ~0.
+//! One multiply-add is 2 FLOPs; each family counts the forward FLOPs of its
+//! layer groups ([`crate::models::Architecture::group_flops`]; BERT's
+//! encoder layer is 2·b·s·(4h² + 2hf) + 4·b·s²·h), each task its head's.
+//! Elementwise work (softmax, GELU, LayerNorm) is ignored, as is usual.
 //!
 //! Backward: a trainable group costs 2× its forward (gradients of its weights
 //! and of its input). A frozen group *above* a trainable one costs 1× (only
 //! the input gradient flows through it). A frozen prefix costs nothing in
-//! backward: no gradient is needed below the first trainable group.
+//! backward: no gradient is needed below the first trainable group; read
+//! from a feature cache it costs nothing in forward either.
 
-/// Sizes that determine the FLOPs of a BERT classifier step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BertShape {
-    pub layers: usize,
-    pub hidden: usize,
-    pub ffn: usize,
-    pub labels: usize,
-}
-
-impl BertShape {
-    /// Forward FLOPs of one encoder layer on `batch` sequences of `seq` tokens.
-    pub fn layer_forward(&self, batch: usize, seq: usize) -> f64 {
-        let (b, s, h, f) = (
-            batch as f64,
-            seq as f64,
-            self.hidden as f64,
-            self.ffn as f64,
-        );
-        2.0 * b * s * (4.0 * h * h + 2.0 * h * f) + 4.0 * b * s * s * h
-    }
-
-    /// Forward FLOPs of the head (pooler + classifier).
-    pub fn head_forward(&self, batch: usize) -> f64 {
-        let (b, h, k) = (batch as f64, self.hidden as f64, self.labels as f64);
-        2.0 * b * h * h + 2.0 * b * h * k
-    }
-
-    /// Forward FLOPs of the whole model.
-    pub fn forward(&self, batch: usize, seq: usize) -> f64 {
-        self.layers as f64 * self.layer_forward(batch, seq) + self.head_forward(batch)
-    }
-
-    /// FLOPs of one training step (forward + backward) when the groups
-    /// `trainable[0..=layers+1]` (embeddings, layers, head) train.
-    pub fn train_step(&self, batch: usize, seq: usize, trainable: &[bool]) -> f64 {
-        let first = trainable.iter().position(|t| *t);
-        let mut total = self.forward(batch, seq);
-        let Some(first) = first else {
-            return total;
-        };
-        // Groups 1..=layers are encoder layers; group layers+1 is the head.
-        for (g, &trains) in trainable
-            .iter()
-            .enumerate()
-            .take(self.layers + 2)
-            .skip(first.max(1))
-        {
-            let fwd = if g == self.layers + 1 {
-                self.head_forward(batch)
-            } else {
-                self.layer_forward(batch, seq)
-            };
-            total += if trains { 2.0 * fwd } else { fwd };
-        }
-        total
-    }
-}
-
-impl BertShape {
-    /// Forward FLOPs of the bottom `frozen` layer groups (the embedding
-    /// lookup counts as nothing, so that is `frozen - 1` encoder layers).
-    pub fn prefix_forward(&self, batch: usize, seq: usize, frozen: usize) -> f64 {
-        frozen.saturating_sub(1).min(self.layers) as f64 * self.layer_forward(batch, seq)
-    }
-
-    /// A training step that reads the frozen prefix's output from a feature
-    /// cache: [`BertShape::train_step`] without the prefix's forward.
-    pub fn train_step_cached(&self, batch: usize, seq: usize, trainable: &[bool]) -> f64 {
-        let frozen = trainable.iter().take_while(|t| !**t).count();
-        self.train_step(batch, seq, trainable) - self.prefix_forward(batch, seq, frozen)
-    }
+/// FLOPs of one training step: forward through every group and the head,
+/// backward as the module doc says. `trainable[g]` for each group; the
+/// head always trains. `cached`: the frozen prefix is read, not computed.
+pub fn train_step_flops(
+    group_forward: &[f64],
+    head_forward: f64,
+    trainable: &[bool],
+    cached: bool,
+) -> f64 {
+    let frozen = trainable.iter().take_while(|t| !**t).count();
+    let forward: f64 = group_forward.iter().sum::<f64>() + head_forward;
+    let backward: f64 = group_forward
+        .iter()
+        .zip(trainable)
+        .skip(frozen)
+        .map(|(f, &t)| if t { 2.0 * f } else { *f })
+        .sum::<f64>()
+        + 2.0 * head_forward;
+    let prefix: f64 = if cached {
+        group_forward[..frozen].iter().sum()
+    } else {
+        0.0
+    };
+    forward + backward - prefix
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MINILM: BertShape = BertShape {
-        layers: 6,
-        hidden: 384,
-        ffn: 1536,
-        labels: 2,
-    };
-
-    #[test]
-    fn layer_forward_by_hand() {
-        // b=1, s=2, h=2, f=4: 2*2*(16+16) + 4*4*2 = 128 + 32
-        let s = BertShape {
-            layers: 1,
-            hidden: 2,
-            ffn: 4,
-            labels: 2,
-        };
-        assert_eq!(s.layer_forward(1, 2), 160.0);
-        assert_eq!(s.head_forward(1), 8.0 + 8.0);
+    /// MiniLM-L6 (h 384, f 1536) on 16 x 128, two labels: embeddings, six
+    /// layers, pooler; the classifier is the head.
+    fn minilm(batch: f64, seq: f64) -> (Vec<f64>, f64, f64) {
+        let (h, f) = (384.0, 1536.0);
+        let layer = 2.0 * batch * seq * (4.0 * h * h + 2.0 * h * f) + 4.0 * batch * seq * seq * h;
+        let mut g = vec![0.0];
+        g.extend([layer; 6]);
+        g.push(2.0 * batch * h * h);
+        (g, 2.0 * batch * h * 2.0, layer)
     }
 
     #[test]
     fn minilm_step_flops_match_the_published_formula() {
-        // 16 x 128, one layer: 2*2048*(4*384^2 + 2*384*1536) + 4*16*128^2*384
-        let layer = 2.0 * 2048.0 * (4.0 * 147456.0 + 2.0 * 589824.0) + 4.0 * 16.0 * 16384.0 * 384.0;
-        assert_eq!(MINILM.layer_forward(16, 128), layer);
-        let head = MINILM.head_forward(16);
+        let (g, head, layer) = minilm(16.0, 128.0);
+        let top = g[7] + head;
+        assert_eq!(
+            layer,
+            2.0 * 2048.0 * (4.0 * 147456.0 + 2.0 * 589824.0) + 4.0 * 16.0 * 16384.0 * 384.0
+        );
         let all = vec![true; 8];
-        assert_eq!(MINILM.train_step(16, 128, &all), 3.0 * (6.0 * layer + head));
-        // freeze:4 -> layers 4, 5 and head train: forward + 2x those
+        assert_eq!(
+            train_step_flops(&g, head, &all, false),
+            3.0 * (6.0 * layer + top)
+        );
+        // freeze:4 -> layers 4, 5 and the top train: forward + 2x those
         let mut f4 = vec![false; 8];
         f4[5..].iter_mut().for_each(|t| *t = true);
         assert_eq!(
-            MINILM.train_step(16, 128, &f4),
-            6.0 * layer + head + 2.0 * (2.0 * layer + head)
+            train_step_flops(&g, head, &f4, false),
+            6.0 * layer + top + 2.0 * (2.0 * layer + top)
         );
         // head only
         let mut h = vec![false; 8];
         h[7] = true;
-        assert_eq!(MINILM.train_step(16, 128, &h), 6.0 * layer + 3.0 * head);
+        assert_eq!(
+            train_step_flops(&g, head, &h, false),
+            6.0 * layer + 3.0 * top
+        );
         // ~137.7 GFLOP for the full step, as the PyTorch script counts
-        assert!((MINILM.train_step(16, 128, &all) / 1e9 - 137.72).abs() < 0.01);
+        assert!((train_step_flops(&g, head, &all, false) / 1e9 - 137.72).abs() < 0.01);
     }
 
     #[test]
     fn cached_steps_skip_the_frozen_forward() {
-        // b=1, s=2, h=2, f=4: a layer is 160 FLOPs forward, the head 16.
-        let s = BertShape {
-            layers: 3,
-            hidden: 2,
-            ffn: 4,
-            labels: 2,
-        };
-        // freeze:1 -> groups 0, 1 frozen; layers 1, 2 and head train.
-        let t = [false, false, true, true, true];
-        assert_eq!(s.prefix_forward(1, 2, 2), 160.0);
+        let (g, head, layer) = minilm(1.0, 2.0);
+        let top = g[7] + head;
+        let mut f1 = vec![false; 8];
+        f1[2..].iter_mut().for_each(|t| *t = true);
         assert_eq!(
-            s.train_step(1, 2, &t),
-            3.0 * 160.0 + 16.0 + 2.0 * (2.0 * 160.0 + 16.0)
+            train_step_flops(&g, head, &f1, true),
+            3.0 * (5.0 * layer + top)
         );
-        assert_eq!(s.train_step_cached(1, 2, &t), 3.0 * (2.0 * 160.0 + 16.0));
-        // head: everything below is read from the cache; 3x the head alone.
-        let h = [false, false, false, false, true];
-        assert_eq!(s.train_step_cached(1, 2, &h), 48.0);
-        assert_eq!(s.prefix_forward(5, 7, 0), 0.0);
+        let mut h = vec![false; 8];
+        h[7] = true;
+        assert_eq!(train_step_flops(&g, head, &h, true), 3.0 * top);
     }
 
     #[test]
     fn frozen_layer_above_trainable_costs_input_gradient_only() {
-        // embeddings train, everything else frozen: every layer above passes gradients down
+        // embeddings train, every layer above is frozen: it passes gradients down
+        let (g, head, layer) = minilm(1.0, 8.0);
         let mut t = vec![false; 8];
         t[0] = true;
-        let layer = MINILM.layer_forward(1, 8);
-        let head = MINILM.head_forward(1);
-        assert_eq!(MINILM.train_step(1, 8, &t), 2.0 * (6.0 * layer + head));
+        t[7] = true;
+        assert_eq!(
+            train_step_flops(&g, head, &t, false),
+            2.0 * 6.0 * layer + 3.0 * (g[7] + head)
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! Datasets: readers for labelled text files, and the IU chest x-ray reports.
+//! Datasets: readers for labelled text files, seeded splits, and the IU
+//! chest x-ray reports.
 
 pub mod iu;
+pub mod split;
 pub mod table;

@@ -6,30 +6,34 @@
 //! feed-forward, add & norm) -> last hidden states; the pooler is tanh(Linear)
 //! of the first token.
 //!
-//! Parameters are named after the checkpoint keys
-//! (`encoder.layer.{i}.attention.self.query.weight`, ...); checkpoints that
-//! carry a `bert.` prefix (saved from a task model) load the same way.
+//! The module structs mirror transformers' `BertModel` hierarchy, so a
+//! parameter's path is its checkpoint key (`encoder.layer.{i}.attention.self.query.weight`;
+//! `self_` and `layer_norm` are spelled `self` and `LayerNorm` in keys); checkpoints that carry a `bert.`
+//! prefix (saved from a task model) load the same way.
+//!
+//! Layer groups: the embeddings, each encoder layer, and the pooler (the top
+//! group, where a task's head joins).
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::params::{
-    GroupCounts, LoadReport, NamedTensors, ParamBuilder, export_embedding, export_layer_norm,
-    export_linear,
-};
+use super::params::LoadReport;
+use super::state::{Init, Source, load};
+use super::{Architecture, Flow, Group, Positions, TaskModel};
 use crate::hub::Checkpoint;
 
 /// `config.json` of a BERT-family model, with transformers' field names and
 /// defaults.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -210,6 +214,33 @@ impl BertInput {
             attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
         }
     }
+
+    /// What group 0 (the embeddings) takes.
+    pub fn flow(&self) -> Flow {
+        Flow::Tokens {
+            ids: self.input_ids.clone(),
+            type_ids: self.token_type_ids.clone(),
+            mask: self.attention_mask.clone(),
+        }
+    }
+}
+
+/// A Linear layer of zeros, `[d_in, d_out]` as burn holds it; the state walk fills it.
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    Linear {
+        weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
+        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+fn embedding(n: usize, d: usize, device: &Device) -> Embedding {
+    Embedding {
+        weight: Param::from_tensor(Tensor::zeros([n, d], device)),
+    }
+}
+
+fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(eps).init(device)
 }
 
 #[derive(Module, Debug)]
@@ -236,48 +267,35 @@ impl BertEmbeddings {
     }
 }
 
-/// One post-LN encoder layer: `x = LN(x + Attn(x)); x = LN(x + FFN(x))`.
+/// Q, K and V projections and attention-probability dropout.
 #[derive(Module, Debug)]
-pub struct BertLayer {
+pub struct BertSelfAttention {
     pub query: Linear,
     pub key: Linear,
     pub value: Linear,
-    pub attention_output: Linear,
-    pub attention_layer_norm: LayerNorm,
-    pub intermediate: Linear,
-    pub output: Linear,
-    pub output_layer_norm: LayerNorm,
-    pub attention_dropout: Dropout,
-    pub hidden_dropout: Dropout,
+    pub dropout: Dropout,
     #[module(skip)]
     pub num_heads: usize,
-    #[module(skip)]
-    pub activation: Activation,
 }
 
-impl BertLayer {
-    /// `x`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for
-    /// tokens to attend to and a large negative number for padding.
-    /// Returns `[batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, hidden] = x.dims();
+impl BertSelfAttention {
+    /// `x`: `[batch * seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`.
+    /// Returns the attention context `[batch * seq, hidden]`.
+    fn forward(&self, x: Tensor<2>, mask_bias: Tensor<4>, batch: usize, seq: usize) -> Tensor<2> {
+        let hidden = x.dims()[1];
         let heads = self.num_heads;
         let head_dim = hidden / heads;
-        // Projections run on [batch * seq, hidden]: one large matrix product
-        // per weight instead of one per sequence.
-        let x = x.reshape([batch * seq, hidden]);
         let split = |t: Tensor<2>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let dropout_active = self.attention_dropout.prob > 0.0
-            && self.attention_dropout.training.is_enabled()
+        let dropout_active = self.dropout.prob > 0.0
+            && self.dropout.training.is_enabled()
             && x.device().is_autodiff();
         let context = if dropout_active {
             // Dropout on the attention probabilities needs them materialised.
             let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
-            let probs = self.attention_dropout.forward(softmax(scores, 3));
+            let probs = self.dropout.forward(softmax(scores, 3));
             probs.matmul(v)
         } else {
             // The backend's fused attention (on autodiff backends it is the
@@ -295,433 +313,322 @@ impl BertLayer {
                 },
             )
         };
-        let context = context.swap_dims(1, 2).reshape([batch * seq, hidden]);
-
-        let attended = self
-            .hidden_dropout
-            .forward(self.attention_output.forward(context));
-        let x = self.attention_layer_norm.forward(attended + x);
-
-        let inner = self.activation.apply(self.intermediate.forward(x.clone()));
-        let out = self.hidden_dropout.forward(self.output.forward(inner));
-        self.output_layer_norm
-            .forward(out + x)
-            .reshape([batch, seq, hidden])
+        context.swap_dims(1, 2).reshape([batch * seq, hidden])
     }
 }
 
-/// The pre-trained encoder: embeddings, layers and (optionally) the pooler.
+/// Output projection, dropout, residual and LayerNorm (of attention or of the FFN).
 #[derive(Module, Debug)]
-pub struct BertModel {
+pub struct BertOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertOutput {
+    /// `LN(residual + dropout(dense(x)))`, `[n, in]` -> `[n, hidden]`.
+    fn forward(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
+        let out = self.dropout.forward(self.dense.forward(x));
+        self.layer_norm.forward(out + residual)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// `attention.self` in checkpoint keys.
+    pub self_: BertSelfAttention,
+    pub output: BertOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+/// One post-LN encoder layer: `x = LN(x + Attn(x)); x = LN(x + FFN(x))`.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+}
+
+impl BertLayer {
+    /// `x`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for
+    /// tokens to attend to and a large negative number for padding.
+    /// Returns `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        // Projections run on [batch * seq, hidden]: one large matrix product
+        // per weight instead of one per sequence.
+        let x = x.reshape([batch * seq, hidden]);
+        let context = self
+            .attention
+            .self_
+            .forward(x.clone(), mask_bias, batch, seq);
+        let x = self.attention.output.forward(context, x);
+        let inner = self
+            .intermediate
+            .activation
+            .apply(self.intermediate.dense.forward(x.clone()));
+        self.output.forward(inner, x).reshape([batch, seq, hidden])
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+/// tanh(W h_[CLS] + b).
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+/// transformers' `BertModel`: embeddings, encoder layers and the pooler.
+#[derive(Module, Debug)]
+pub struct Bert {
     pub embeddings: BertEmbeddings,
-    pub layers: Vec<BertLayer>,
-    pub pooler: Option<Linear>,
+    pub encoder: BertEncoder,
+    pub pooler: BertPooler,
+    #[module(skip)]
+    pub config: BertConfig,
 }
 
 /// Value added to attention scores of padding positions; exp() of it is 0 in f32.
 const MASK_NEG: f32 = -1.0e9;
 
-impl BertModel {
-    /// Builds the model from `builder` (pretrained or scratch). `prefix` is the
-    /// key prefix in the checkpoint (`""` or `"bert."`).
-    pub fn build(
-        config: &BertConfig,
-        builder: &mut ParamBuilder<'_>,
-        prefix: &str,
-        with_pooler: bool,
-    ) -> Result<Self> {
+/// Additive attention bias from a `[batch, seq]` 0/1 mask: `[batch, 1, 1, seq]`.
+pub fn mask_bias(attention_mask: Tensor<2>) -> Tensor<4> {
+    let [batch, seq] = attention_mask.dims();
+    ((attention_mask.neg() + 1.0) * MASK_NEG).reshape([batch, 1, 1, seq])
+}
+
+impl Bert {
+    /// The architecture `config` describes, its parameters zero until loaded
+    /// or initialised ([`super::state::load`]).
+    pub fn new(config: &BertConfig, device: &Device) -> Result<Self> {
         config.validate()?;
-        let h = config.hidden_size;
-        let std = config.initializer_range;
-        let eps = config.layer_norm_eps;
+        let (h, f, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
         let activation = Activation::parse(&config.hidden_act)?;
-        builder.ignore_suffix("embeddings.position_ids");
-
-        let e = format!("{prefix}embeddings");
-        let embeddings = BertEmbeddings {
-            word_embeddings: builder.embedding(
-                &format!("{e}.word_embeddings"),
-                config.vocab_size,
-                h,
-                std,
-                config.pad_token_id,
-            )?,
-            position_embeddings: builder.embedding(
-                &format!("{e}.position_embeddings"),
-                config.max_position_embeddings,
-                h,
-                std,
-                None,
-            )?,
-            token_type_embeddings: builder.embedding(
-                &format!("{e}.token_type_embeddings"),
-                config.type_vocab_size,
-                h,
-                std,
-                None,
-            )?,
-            layer_norm: builder.layer_norm(&format!("{e}.LayerNorm"), h, eps)?,
-            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        let hidden_dropout = || DropoutConfig::new(config.hidden_dropout_prob).init();
+        let output = |d_in: usize| BertOutput {
+            dense: linear(d_in, h, device),
+            layer_norm: layer_norm(h, eps, device),
+            dropout: hidden_dropout(),
         };
-
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let l = format!("{prefix}encoder.layer.{i}");
-            layers.push(BertLayer {
-                query: builder.linear(&format!("{l}.attention.self.query"), h, h, std)?,
-                key: builder.linear(&format!("{l}.attention.self.key"), h, h, std)?,
-                value: builder.linear(&format!("{l}.attention.self.value"), h, h, std)?,
-                attention_output: builder.linear(
-                    &format!("{l}.attention.output.dense"),
-                    h,
-                    h,
-                    std,
-                )?,
-                attention_layer_norm: builder.layer_norm(
-                    &format!("{l}.attention.output.LayerNorm"),
-                    h,
-                    eps,
-                )?,
-                intermediate: builder.linear(
-                    &format!("{l}.intermediate.dense"),
-                    h,
-                    config.intermediate_size,
-                    std,
-                )?,
-                output: builder.linear(
-                    &format!("{l}.output.dense"),
-                    config.intermediate_size,
-                    h,
-                    std,
-                )?,
-                output_layer_norm: builder.layer_norm(&format!("{l}.output.LayerNorm"), h, eps)?,
-                attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
-                hidden_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
-                num_heads: config.num_attention_heads,
-                activation,
-            });
-        }
-        let pooler = if with_pooler {
-            Some(builder.linear(&format!("{prefix}pooler.dense"), h, h, std)?)
-        } else {
-            None
-        };
+        let layer = (0..config.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_: BertSelfAttention {
+                        query: linear(h, h, device),
+                        key: linear(h, h, device),
+                        value: linear(h, h, device),
+                        dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+                        num_heads: config.num_attention_heads,
+                    },
+                    output: output(h),
+                },
+                intermediate: BertIntermediate {
+                    dense: linear(h, f, device),
+                    activation,
+                },
+                output: output(f),
+            })
+            .collect();
         Ok(Self {
-            embeddings,
-            layers,
-            pooler,
+            embeddings: BertEmbeddings {
+                word_embeddings: embedding(config.vocab_size, h, device),
+                position_embeddings: embedding(config.max_position_embeddings, h, device),
+                token_type_embeddings: embedding(config.type_vocab_size, h, device),
+                layer_norm: layer_norm(h, eps, device),
+                dropout: hidden_dropout(),
+            },
+            encoder: BertEncoder { layer },
+            pooler: BertPooler {
+                dense: linear(h, h, device),
+            },
+            config: config.clone(),
         })
     }
 
-    /// Loads a BERT-layout checkpoint directory (config.json + weights).
-    pub fn from_pretrained(dir: &Path, device: &Device) -> Result<(Self, BertConfig, LoadReport)> {
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
+    /// Loads a BERT-layout checkpoint directory (config.json + weights), as
+    /// a base model (no task head).
+    pub fn from_pretrained(dir: &Path, device: &Device) -> Result<(Self, LoadReport)> {
+        let body = Self::from_config_file(&dir.join("config.json"), device)?;
         let checkpoint = Checkpoint::load(dir)?;
-        let prefix = checkpoint_prefix(&checkpoint)?;
-        let mut builder = ParamBuilder::pretrained(&checkpoint, device, 0);
-        let model = Self::build(&config, &mut builder, &prefix, true)?;
-        Ok((model, config, builder.finish()))
-    }
-
-    /// Additive attention bias from a `[batch, seq]` 0/1 mask: `[batch, 1, 1, seq]`.
-    pub fn mask_bias(attention_mask: Tensor<2>) -> Tensor<4> {
-        let [batch, seq] = attention_mask.dims();
-        ((attention_mask.neg() + 1.0) * MASK_NEG).reshape([batch, 1, 1, seq])
+        let model = TaskModel::<Self, Option<Linear>> { body, head: None };
+        let (model, report) = load(model, Source::Pretrained(&checkpoint), 0)?;
+        Ok((model.body, report))
     }
 
     /// Last hidden states, `[batch, seq, hidden]`.
     pub fn forward(&self, input: &BertInput) -> Tensor<3> {
-        let mask = Self::mask_bias(input.attention_mask.clone());
-        let mut x = self
-            .embeddings
-            .forward(input.input_ids.clone(), input.token_type_ids.clone());
-        for layer in &self.layers {
-            x = layer.forward(x, mask.clone());
+        match self.run(input.flow(), 0..self.config.num_hidden_layers + 1) {
+            Flow::Hidden { x, .. } => x,
+            _ => unreachable!("BERT's encoder layers output hidden states"),
         }
-        x
     }
 
-    /// tanh(W h_[CLS] + b): `[batch, seq, hidden]` -> `[batch, hidden]`.
-    pub fn pool(&self, hidden: Tensor<3>) -> Option<Tensor<2>> {
-        let pooler = self.pooler.as_ref()?;
+    /// The pooler output, `[batch, seq, hidden]` -> `[batch, hidden]`.
+    pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [batch, _, h] = hidden.dims();
         let first = hidden.narrow(1, 0, 1).reshape([batch, h]);
-        Some(pooler.forward(first).tanh())
+        self.pooler.dense.forward(first).tanh()
+    }
+}
+
+impl Architecture for Bert {
+    const MODEL_TYPE: &'static str = "bert";
+    const BASE_PREFIX: &'static str = "bert.";
+    const HF_STEM: &'static str = "Bert";
+    const RENAMES: &'static [(&'static str, &'static str)] =
+        &[("self_", "self"), ("layer_norm", "LayerNorm")];
+    const IGNORED_KEY_SUFFIXES: &'static [&'static str] = &["embeddings.position_ids"];
+    const SIZE_FIELDS: &'static str = "hidden_size, vocab_size, intermediate_size, \
+        num_attention_heads, max_position_embeddings, type_vocab_size";
+
+    fn from_config_file(path: &Path, device: &Device) -> Result<Self> {
+        Self::new(&BertConfig::from_file(path)?, device)
     }
 
-    /// Every parameter under its checkpoint key (`prefix` is `""` or `"bert."`),
-    /// in PyTorch's layout: the inverse of [`BertModel::build`].
-    pub fn export(&self, prefix: &str, out: &mut NamedTensors) {
-        self.export_groups(prefix, out, &|_| true);
-    }
-
-    /// [`BertModel::export`] of the layer groups `keep` accepts (0 the
-    /// embeddings, i + 1 encoder layer i, layers + 1 the pooler).
-    pub fn export_groups(
-        &self,
-        prefix: &str,
-        out: &mut NamedTensors,
-        keep: &dyn Fn(usize) -> bool,
-    ) {
-        let e = format!("{prefix}embeddings");
-        if keep(0) {
-            export_embedding(
-                out,
-                &format!("{e}.word_embeddings"),
-                &self.embeddings.word_embeddings,
-            );
-            export_embedding(
-                out,
-                &format!("{e}.position_embeddings"),
-                &self.embeddings.position_embeddings,
-            );
-            export_embedding(
-                out,
-                &format!("{e}.token_type_embeddings"),
-                &self.embeddings.token_type_embeddings,
-            );
-            export_layer_norm(out, &format!("{e}.LayerNorm"), &self.embeddings.layer_norm);
+    fn groups(&self) -> Vec<Group> {
+        let mut groups = vec![Group {
+            name: "embeddings".into(),
+            paths: vec!["embeddings".into()],
+        }];
+        for i in 0..self.config.num_hidden_layers {
+            let name = format!("encoder.layer.{i}");
+            groups.push(Group {
+                name: name.clone(),
+                paths: vec![name],
+            });
         }
-        for (i, layer) in self.layers.iter().enumerate() {
-            if !keep(i + 1) {
-                continue;
-            }
-            let l = format!("{prefix}encoder.layer.{i}");
-            export_linear(out, &format!("{l}.attention.self.query"), &layer.query);
-            export_linear(out, &format!("{l}.attention.self.key"), &layer.key);
-            export_linear(out, &format!("{l}.attention.self.value"), &layer.value);
-            export_linear(
-                out,
-                &format!("{l}.attention.output.dense"),
-                &layer.attention_output,
-            );
-            export_layer_norm(
-                out,
-                &format!("{l}.attention.output.LayerNorm"),
-                &layer.attention_layer_norm,
-            );
-            export_linear(out, &format!("{l}.intermediate.dense"), &layer.intermediate);
-            export_linear(out, &format!("{l}.output.dense"), &layer.output);
-            export_layer_norm(
-                out,
-                &format!("{l}.output.LayerNorm"),
-                &layer.output_layer_norm,
-            );
-        }
-        if let Some(p) = &self.pooler
-            && keep(self.layers.len() + 1)
-        {
-            export_linear(out, &format!("{prefix}pooler.dense"), p);
-        }
-    }
-
-    /// Parameter counts per layer group, in the order data flows; the group
-    /// names are those freezing strategies refer to.
-    pub fn group_counts(&self) -> GroupCounts {
-        let mut groups = vec![("embeddings".to_string(), self.embeddings.num_params())];
-        for (i, layer) in self.layers.iter().enumerate() {
-            groups.push((format!("encoder.layer.{i}"), layer.num_params()));
-        }
-        if let Some(p) = &self.pooler {
-            groups.push(("pooler".to_string(), p.num_params()));
-        }
+        groups.push(Group {
+            name: "head".into(),
+            paths: vec!["pooler".into()],
+        });
         groups
     }
-}
 
-/// The output of a frozen prefix, as the trainable part above it reads it.
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)] // built once per batch, never stored
-pub enum FrozenOutput {
-    /// Hidden states `[batch, seq, hidden]` and the `[batch, seq]` 0/1 mask.
-    Hidden {
-        x: Tensor<3>,
-        attention_mask: Tensor<2>,
-    },
-    /// The [CLS] vector `[batch, hidden]` after the last encoder layer.
-    First(Tensor<2>),
-}
-
-/// Hugging Face `BertForSequenceClassification`: the encoder, the pooler,
-/// dropout and a linear layer to `num_labels` logits.
-#[derive(Module, Debug)]
-pub struct BertClassifier {
-    pub bert: BertModel,
-    pub dropout: Dropout,
-    pub classifier: Linear,
-}
-
-impl BertClassifier {
-    /// Builds encoder and head. With a checkpoint that has no `classifier.*`
-    /// keys (a base model), the head is new and said to be so in the report.
-    pub fn build(
-        config: &BertConfig,
-        builder: &mut ParamBuilder<'_>,
-        num_labels: usize,
-    ) -> Result<Self> {
-        if num_labels < 2 {
-            bail!("a classifier needs at least 2 labels, the data has {num_labels}");
-        }
-        let prefix = match builder.checkpoint() {
-            Some(c) => checkpoint_prefix(c)?,
-            None => "bert.".to_string(),
-        };
-        builder.expect_new_head("classifier.");
-        let bert = BertModel::build(config, builder, &prefix, true)?;
-        let classifier = builder.linear(
-            "classifier",
-            config.hidden_size,
-            num_labels,
-            config.initializer_range,
-        )?;
-        let p = config
-            .classifier_dropout
-            .unwrap_or(config.hidden_dropout_prob);
-        Ok(Self {
-            bert,
-            dropout: DropoutConfig::new(p).init(),
-            classifier,
-        })
-    }
-
-    /// Logits `[batch, num_labels]`.
-    pub fn forward(&self, input: &BertInput) -> Tensor<2> {
-        let hidden = self.bert.forward(input);
-        self.head(self.first_token(hidden))
-    }
-
-    /// Logits, with the bottom `frozen` layer groups (0 = embeddings, i =
-    /// encoder layer i - 1) run on the plain device, outside autodiff: no
-    /// graph is recorded for them and the backend's inference kernels are used.
-    /// The result equals [`BertClassifier::forward`] with those groups frozen.
-    pub fn forward_frozen_prefix(&self, input: &BertInput, frozen: usize) -> Tensor<2> {
-        let layers = self.bert.layers.len();
-        if frozen == 0 || !input.input_ids.device().is_autodiff() {
-            return self.forward(input);
-        }
-        let mask = BertModel::mask_bias(input.attention_mask.clone());
-        let plain_mask = mask.clone().inner();
-        let mut x = self.bert.embeddings.valid().forward(
-            input.input_ids.clone().inner(),
-            input.token_type_ids.clone().inner(),
-        );
-        let frozen_layers = (frozen - 1).min(layers);
-        for layer in &self.bert.layers[..frozen_layers] {
-            x = layer.valid().forward(x, plain_mask.clone());
-        }
-        if frozen > layers + 1 {
-            return Tensor::from_inner(self.valid().head(self.first_token(x)));
-        }
-        let mut x = Tensor::from_inner(x);
-        for layer in &self.bert.layers[frozen_layers..] {
-            x = layer.forward(x, mask.clone());
-        }
-        self.head(self.first_token(x))
-    }
-
-    /// What the bottom `frozen` layer groups output (`frozen` >= 1): hidden
-    /// states `[batch, seq, hidden]` after encoder layer `frozen - 2` (after
-    /// the embeddings for `frozen` = 1). Run it on a model in inference mode
-    /// ([`Module::valid`]) to get the values training sees from a frozen prefix.
-    pub fn frozen_output(&self, input: &BertInput, frozen: usize) -> Tensor<3> {
-        let frozen_layers = frozen.saturating_sub(1).min(self.bert.layers.len());
-        let mask = BertModel::mask_bias(input.attention_mask.clone());
-        let mut x = self
-            .bert
-            .embeddings
-            .forward(input.input_ids.clone(), input.token_type_ids.clone());
-        for layer in &self.bert.layers[..frozen_layers] {
-            x = layer.forward(x, mask.clone());
-        }
-        x
-    }
-
-    /// Logits from what the bottom `frozen` groups output: the layers above
-    /// the boundary, then the head. With `frozen` = layers + 1 (every encoder
-    /// layer frozen) only the [CLS] vector is needed ([`FrozenOutput::First`]).
-    pub fn forward_from_frozen(&self, input: FrozenOutput, frozen: usize) -> Tensor<2> {
-        match input {
-            FrozenOutput::First(cls) => self.head(cls),
-            FrozenOutput::Hidden {
-                mut x,
-                attention_mask,
-            } => {
-                let frozen_layers = frozen.saturating_sub(1).min(self.bert.layers.len());
-                let mask = BertModel::mask_bias(attention_mask);
-                for layer in &self.bert.layers[frozen_layers..] {
-                    x = layer.forward(x, mask.clone());
+    fn run(&self, flow: Flow, range: Range<usize>) -> Flow {
+        let layers = self.config.num_hidden_layers;
+        let mut flow = flow;
+        let mut cached_bias: Option<Tensor<4>> = None;
+        for g in range {
+            flow = match (g, flow) {
+                (
+                    0,
+                    Flow::Tokens {
+                        ids,
+                        type_ids,
+                        mask,
+                    },
+                ) => Flow::Hidden {
+                    x: self.embeddings.forward(ids, type_ids),
+                    mask,
+                },
+                (g, Flow::Hidden { x, mask }) if g <= layers => {
+                    let bias = cached_bias
+                        .get_or_insert_with(|| mask_bias(mask.clone()))
+                        .clone();
+                    Flow::Hidden {
+                        x: self.encoder.layer[g - 1].forward(x, bias),
+                        mask,
+                    }
                 }
-                self.head(self.first_token(x))
-            }
+                (g, Flow::Hidden { x, .. }) if g == layers + 1 => Flow::Pooled(self.pool(x)),
+                (g, other) => panic!("BERT group {g} cannot take {other:?}"),
+            };
+        }
+        flow
+    }
+
+    fn reads_after(&self, boundary: usize) -> Positions {
+        if boundary > self.config.num_hidden_layers {
+            Positions::First
+        } else {
+            Positions::All
         }
     }
 
-    /// The [CLS] hidden state, `[batch, hidden]`: what the head reads.
-    pub fn first_token(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let [batch, _, h] = hidden.dims();
-        hidden.narrow(1, 0, 1).reshape([batch, h])
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
     }
 
-    /// Pooler, dropout, classifier: `[batch, hidden]` -> `[batch, num_labels]`.
-    pub fn head(&self, cls: Tensor<2>) -> Tensor<2> {
-        let pooled = match &self.bert.pooler {
-            Some(p) => p.forward(cls).tanh(),
-            None => cls,
-        };
-        self.classifier.forward(self.dropout.forward(pooled))
+    fn feature_size(&self) -> usize {
+        self.config.hidden_size
     }
 
-    pub fn num_labels(&self) -> usize {
-        self.classifier.weight.dims()[1]
+    fn head_dropout(&self) -> f64 {
+        self.config
+            .classifier_dropout
+            .unwrap_or(self.config.hidden_dropout_prob)
     }
 
-    /// All parameters under transformers' key names (`bert.*`, `classifier.*`).
-    pub fn export(&self) -> NamedTensors {
-        self.export_groups(&|_| true)
-    }
-
-    /// [`BertClassifier::export`] of the layer groups `keep` accepts
-    /// (layers + 1, the head, holds the classifier too).
-    pub fn export_groups(&self, keep: &dyn Fn(usize) -> bool) -> NamedTensors {
-        let mut out = Vec::new();
-        self.bert.export_groups("bert.", &mut out, keep);
-        if keep(self.bert.layers.len() + 1) {
-            export_linear(&mut out, "classifier", &self.classifier);
-        }
+    /// The embedding lookup counts as nothing; an encoder layer on b
+    /// sequences of s tokens costs 2·b·s·(4h² + 2hf) for its six projections
+    /// plus 4·b·s²·h for attention scores and context; the pooler 2·b·h².
+    fn group_flops(&self, batch: usize, seq: usize) -> Vec<f64> {
+        let (b, s) = (batch as f64, seq as f64);
+        let (h, f) = (
+            self.config.hidden_size as f64,
+            self.config.intermediate_size as f64,
+        );
+        let layer = 2.0 * b * s * (4.0 * h * h + 2.0 * h * f) + 4.0 * b * s * s * h;
+        let mut out = vec![0.0];
+        out.extend(std::iter::repeat_n(layer, self.config.num_hidden_layers));
+        out.push(2.0 * b * h * h);
         out
     }
-}
 
-/// `""` when keys are `embeddings.*`, `"bert."` when they are `bert.embeddings.*`.
-pub fn checkpoint_prefix(checkpoint: &Checkpoint) -> Result<String> {
-    for prefix in ["", "bert."] {
-        if checkpoint
-            .tensors
-            .contains_key(&format!("{prefix}embeddings.word_embeddings.weight"))
-        {
-            return Ok(prefix.to_string());
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// transformers' `BertPreTrainedModel._init_weights`: normal(0,
+    /// initializer_range) for Linear and Embedding weights (the padding row
+    /// zero), zero biases, LayerNorm 1 and 0.
+    fn init(&self, path: &str, container: &str, field: &str) -> Init {
+        let std = self.config.initializer_range;
+        match (container, field) {
+            ("LayerNorm", "gamma") => Init::Ones,
+            ("LayerNorm", _) | (_, "bias") => Init::Zeros,
+            ("Embedding", _) if path.ends_with("word_embeddings.weight") => {
+                match self.config.pad_token_id {
+                    Some(p) => Init::NormalZeroRow(std, p),
+                    None => Init::Normal(std),
+                }
+            }
+            _ => Init::Normal(std),
         }
     }
-    let sample: Vec<&str> = checkpoint
-        .tensors
-        .keys()
-        .take(5)
-        .map(|s| s.as_str())
-        .collect();
-    bail!(
-        "{} holds no BERT weights: no `embeddings.word_embeddings.weight` (with or without a \
-         `bert.` prefix); its first keys are {:?}",
-        checkpoint
-            .files
-            .first()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "the checkpoint".into()),
-        sample
-    )
+
+    fn identity(&self) -> String {
+        format!("{:?}", self.config)
+    }
+
+    fn hf_config(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.config).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+            o.insert("model_type".into(), serde_json::json!("bert"));
+        }
+        v
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::params::host;
+    use super::super::state::{self, export, group_counts};
     use super::*;
 
     fn tiny_config() -> BertConfig {
@@ -731,6 +638,17 @@ mod tests {
                 "max_position_embeddings": 20}"#,
         )
         .unwrap()
+    }
+
+    type Classifier = TaskModel<Bert, Option<Linear>>;
+
+    fn scratch(c: &BertConfig, head: bool, seed: u64) -> Classifier {
+        let device = Device::default();
+        let model = TaskModel {
+            body: Bert::new(c, &device).unwrap(),
+            head: head.then(|| linear(16, 3, &device)),
+        };
+        state::load(model, Source::Scratch, seed).unwrap().0
     }
 
     #[test]
@@ -744,37 +662,62 @@ mod tests {
     }
 
     #[test]
+    fn module_paths_are_checkpoint_keys() {
+        let m = scratch(&tiny_config(), true, 1);
+        let keys: Vec<String> = export(&m, &|_| true).into_iter().map(|t| t.0).collect();
+        for k in [
+            "bert.embeddings.word_embeddings.weight",
+            "bert.embeddings.LayerNorm.weight",
+            "bert.encoder.layer.1.attention.self.query.weight",
+            "bert.encoder.layer.0.attention.output.LayerNorm.bias",
+            "bert.encoder.layer.1.intermediate.dense.weight",
+            "bert.encoder.layer.1.output.dense.bias",
+            "bert.pooler.dense.weight",
+            "weight",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
+        }
+        // the Linear weight is exported [out, in], as PyTorch stores it
+        let t = export(&m, &|p| {
+            p == "body.encoder.layer.0.intermediate.dense.weight"
+        });
+        assert_eq!(t[0].1, vec![32, 16]);
+    }
+
+    #[test]
     fn scratch_model_has_the_parameter_count_of_its_config() {
         let c = tiny_config();
-        let device = Device::default();
-        let mut b = ParamBuilder::scratch(&device, 1);
-        let m = BertModel::build(&c, &mut b, "", true).unwrap();
+        let m = scratch(&c, false, 1);
         let h = 16;
         let emb = 50 * h + 20 * h + 2 * h + 2 * h;
         let layer = 4 * (h * h + h) + 2 * (2 * h) + (h * 32 + 32) + (32 * h + h);
         let pooler = h * h + h;
         assert_eq!(m.num_params(), emb + 2 * layer + pooler);
-        let groups = m.group_counts();
+        let groups = group_counts(&m);
         assert_eq!(groups[0], ("embeddings".to_string(), emb));
         assert_eq!(groups[2], ("encoder.layer.1".to_string(), layer));
+        assert_eq!(groups[3], ("head".to_string(), pooler));
+        // LayerNorm starts at 1 and 0, biases at 0, weights with std 0.02
+        let (_, g) = host(&m.body.embeddings.layer_norm.gamma.val());
+        assert!(g.iter().all(|&v| v == 1.0));
+        let (_, w) = host(&m.body.encoder.layer[0].attention.self_.query.weight.val());
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std - 0.02).abs() < 0.004, "std {std}");
         // Padding row of the word embeddings is zero, as transformers initialises it.
         let c0 = BertConfig {
             pad_token_id: Some(0),
             ..c
         };
-        let mut b = ParamBuilder::scratch(&device, 1);
-        let m = BertModel::build(&c0, &mut b, "", false).unwrap();
-        let (_, w) = super::super::params::host(&m.embeddings.word_embeddings.weight.val());
+        let m = scratch(&c0, false, 1);
+        let (_, w) = host(&m.body.embeddings.word_embeddings.weight.val());
         assert!(w[..h].iter().all(|&v| v == 0.0));
         assert!(w[h..2 * h].iter().any(|&v| v != 0.0));
     }
 
     #[test]
     fn padding_does_not_change_real_token_outputs() {
-        let c = tiny_config();
+        let m = scratch(&tiny_config(), false, 3).body;
         let device = Device::default();
-        let mut b = ParamBuilder::scratch(&device, 3);
-        let m = BertModel::build(&c, &mut b, "", true).unwrap();
         let short = BertInput::from_host(&[2, 7, 9, 3], &[0; 4], &[1; 4], 1, 4, &device);
         let padded = BertInput::from_host(
             &[2, 7, 9, 3, 0, 0],
@@ -784,8 +727,8 @@ mod tests {
             6,
             &device,
         );
-        let (_, a) = super::super::params::host(&m.forward(&short));
-        let (_, p) = super::super::params::host(&m.forward(&padded));
+        let (_, a) = host(&m.forward(&short));
+        let (_, p) = host(&m.forward(&padded));
         let max = a
             .iter()
             .zip(&p[..a.len()])
@@ -795,22 +738,10 @@ mod tests {
     }
 
     #[test]
-    fn classifier_export_is_the_inverse_of_loading() {
+    fn export_is_the_inverse_of_loading() {
         let c = tiny_config();
-        let device = Device::default();
-        let mut b = ParamBuilder::scratch(&device, 5);
-        let m = BertClassifier::build(&c, &mut b, 3).unwrap();
-        let exported = m.export();
-        assert!(
-            exported
-                .iter()
-                .any(|(k, s, _)| k == "classifier.weight" && s == &[3, 16])
-        );
-        assert!(
-            exported
-                .iter()
-                .all(|(k, _, _)| k.starts_with("bert.") || k.starts_with("classifier."))
-        );
+        let m = scratch(&c, true, 5);
+        let exported = export(&m, &|_| true);
         let checkpoint = crate::hub::Checkpoint {
             tensors: exported
                 .iter()
@@ -827,17 +758,72 @@ mod tests {
                 .collect(),
             files: vec![],
         };
-        let mut b = ParamBuilder::pretrained(&checkpoint, &device, 0);
-        let again = BertClassifier::build(&c, &mut b, 3).unwrap();
-        let report = b.finish();
-        assert!(
-            report.missing.is_empty() && report.new_head.is_empty() && report.unexpected.is_empty()
-        );
-        assert_eq!(again.export(), exported);
+        let fresh = scratch(&c, true, 99);
+        let (again, report) = state::load(fresh, Source::Exact(&checkpoint), 0).unwrap();
+        assert_eq!(report.loaded, exported.len());
+        assert_eq!(export(&again, &|_| true), exported);
+        let device = Device::default();
         let input = BertInput::from_host(&[2, 7, 9, 3], &[0; 4], &[1; 4], 1, 4, &device);
-        let (_, a) = super::super::params::host(&m.forward(&input));
-        let (_, b) = super::super::params::host(&again.forward(&input));
+        let (_, a) = host(&m.body.forward(&input));
+        let (_, b) = host(&again.body.forward(&input));
         assert_eq!(a, b);
+
+        // A run's checkpoint that lacks a key is an error naming it.
+        let mut damaged = checkpoint.clone();
+        damaged
+            .tensors
+            .remove("bert.encoder.layer.1.output.dense.weight");
+        let err = state::load(scratch(&c, true, 1), Source::Exact(&damaged), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lacks `bert.encoder.layer.1.output.dense.weight`"),
+            "{err}"
+        );
+        // ... and so is one with a key the model has no parameter for.
+        let mut extra = checkpoint.clone();
+        let t = extra.tensors["weight"].clone();
+        extra.tensors.insert("classifier.extra".into(), t);
+        let err = state::load(scratch(&c, true, 1), Source::Exact(&extra), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`classifier.extra`"), "{err}");
+        // A base checkpoint without the `bert.` prefix loads as a pretrained source.
+        let mut bare = checkpoint.clone();
+        bare.tensors = bare
+            .tensors
+            .into_iter()
+            .map(|(k, t)| (k.strip_prefix("bert.").unwrap_or(&k).to_string(), t))
+            .collect();
+        let (m2, report) = state::load(scratch(&c, true, 1), Source::Pretrained(&bare), 0).unwrap();
+        assert!(report.missing.is_empty(), "{:?}", report.missing);
+        assert_eq!(
+            export(&m2, &|p| p.starts_with("body.")),
+            export(&m, &|p| p.starts_with("body."))
+        );
+    }
+
+    #[test]
+    fn groups_run_in_pieces_equal_the_whole() {
+        let m = scratch(&tiny_config(), false, 7).body;
+        let device = Device::default();
+        let input = BertInput::from_host(
+            &[2, 7, 9, 3, 4, 0],
+            &[0; 6],
+            &[1, 1, 1, 1, 1, 0],
+            2,
+            3,
+            &device,
+        );
+        let whole = m.run(input.flow(), 0..4);
+        let half = m.run(input.flow(), 0..2);
+        let rest = m.run(half, 2..4);
+        let (Flow::Pooled(a), Flow::Pooled(b)) = (whole, rest) else {
+            panic!("the top group pools");
+        };
+        assert_eq!(host(&a), host(&b));
+        assert_eq!(m.reads_after(3), Positions::First);
+        assert_eq!(m.reads_after(2), Positions::All);
     }
 
     #[test]

@@ -1,4 +1,344 @@
-//! One file per architecture, plus where parameters come from.
+//! Model families, one file each, behind one [`Architecture`] trait.
+//!
+//! A family declares its layer groups bottom to top (the units that
+//! strategies freeze, cache and give learning rates to), runs any range of
+//! them, says what the group above a boundary reads, counts its own FLOPs
+//! and names its checkpoint keys. A task adds a head on top
+//! ([`TaskModel`]); the fit loop, strategies, feature cache, checkpoints and
+//! export work on that pair without knowing the family.
+//!
+//! Module paths are checkpoint keys: `body.encoder.layer.3.attention.self_.query.weight`
+//! is `bert.encoder.layer.3.attention.self.query.weight` (the family's
+//! [`Architecture::BASE_PREFIX`] for `body.`, nothing for `head.`, the
+//! family's [`Architecture::RENAMES`] for segments Rust cannot spell). One
+//! walk over the module ([`state`]) therefore initialises, loads, exports
+//! and groups every parameter.
 
 pub mod bert;
 pub mod params;
+pub mod state;
+
+use std::ops::Range;
+
+use anyhow::{Result, bail};
+use burn::module::{Module, ModuleDisplay, ParamGroup};
+use burn::tensor::{Device, Int, Tensor};
+
+/// What flows between layer groups.
+#[derive(Clone, Debug)]
+pub enum Flow {
+    /// A tokenised batch: ids and segment ids `[batch, seq]`, the 0/1 mask `[batch, seq]`.
+    Tokens {
+        ids: Tensor<2, Int>,
+        type_ids: Tensor<2, Int>,
+        mask: Tensor<2>,
+    },
+    /// Hidden states `[batch, seq, hidden]` and the 0/1 mask `[batch, seq]`.
+    Hidden { x: Tensor<3>, mask: Tensor<2> },
+    /// One vector per example, `[batch, features]`: what a classification head reads.
+    Pooled(Tensor<2>),
+}
+
+impl Flow {
+    /// The same values on the plain device, outside autodiff.
+    pub fn inner(self) -> Self {
+        match self {
+            Flow::Tokens {
+                ids,
+                type_ids,
+                mask,
+            } => Flow::Tokens {
+                ids: ids.inner(),
+                type_ids: type_ids.inner(),
+                mask: mask.inner(),
+            },
+            Flow::Hidden { x, mask } => Flow::Hidden {
+                x: x.inner(),
+                mask: mask.inner(),
+            },
+            Flow::Pooled(x) => Flow::Pooled(x.inner()),
+        }
+    }
+
+    /// Values computed outside autodiff, as constants of the autodiff graph.
+    pub fn from_inner(self) -> Self {
+        match self {
+            Flow::Tokens {
+                ids,
+                type_ids,
+                mask,
+            } => Flow::Tokens {
+                ids: Tensor::from_inner(ids),
+                type_ids: Tensor::from_inner(type_ids),
+                mask: Tensor::from_inner(mask),
+            },
+            Flow::Hidden { x, mask } => Flow::Hidden {
+                x: Tensor::from_inner(x),
+                mask: Tensor::from_inner(mask),
+            },
+            Flow::Pooled(x) => Flow::Pooled(Tensor::from_inner(x)),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Flow::Tokens { mask, .. } | Flow::Hidden { mask, .. } => mask.device(),
+            Flow::Pooled(x) => x.device(),
+        }
+    }
+}
+
+/// Which positions of a boundary's output the groups above it read; a
+/// feature cache keeps only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// The first position ([CLS]) only.
+    First,
+    /// Every real position.
+    All,
+}
+
+/// A layer group: a unit of freezing, caching and learning rates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The name strategies and `inspect` use (`embeddings`, `encoder.layer.3`, `head`).
+    pub name: String,
+    /// Module paths under the body (`encoder.layer.3`), each a checkpoint-key
+    /// prefix once [`Architecture::BASE_PREFIX`] is put in front.
+    pub paths: Vec<String>,
+}
+
+/// A model family: its modules, groups, FLOPs and checkpoint names.
+pub trait Architecture: Module + ModuleDisplay + Sized {
+    /// `config.json`'s `model_type`.
+    const MODEL_TYPE: &'static str;
+    /// Prefix of the base model's keys in a task checkpoint (`bert.`);
+    /// checkpoints of the bare base model have none.
+    const BASE_PREFIX: &'static str;
+    /// The HF class name stem (`Bert` for `BertForSequenceClassification`).
+    const HF_STEM: &'static str;
+    /// Module-path segments spelled otherwise in checkpoint keys.
+    const RENAMES: &'static [(&'static str, &'static str)] = &[];
+    /// The `config.json` fields that set tensor shapes, named when a
+    /// checkpoint's shapes disagree with the config.
+    const SIZE_FIELDS: &'static str;
+    /// Checkpoint keys that hold no parameter (buffers such as `position_ids`).
+    const IGNORED_KEY_SUFFIXES: &'static [&'static str] = &[];
+
+    /// Reads `config.json` of a model directory.
+    fn from_config_file(path: &std::path::Path, device: &Device) -> Result<Self>;
+
+    /// Layer groups bottom to top. The last one is the top group: a task's
+    /// head joins it, and every strategy trains it.
+    fn groups(&self) -> Vec<Group>;
+
+    /// Runs groups `range` of [`Architecture::groups`]: group 0 takes the
+    /// task's input, the top group returns what the head reads.
+    fn run(&self, flow: Flow, range: Range<usize>) -> Flow;
+
+    /// What the groups above `boundary` (the number of groups below it) read.
+    fn reads_after(&self, boundary: usize) -> Positions;
+
+    /// Width of each position's vector at a group boundary.
+    fn hidden_size(&self) -> usize;
+
+    /// Width of what the head reads.
+    fn feature_size(&self) -> usize;
+
+    /// Dropout before a task's head.
+    fn head_dropout(&self) -> f64;
+
+    /// Forward FLOPs of each group on `batch` sequences of `seq` positions.
+    fn group_flops(&self, batch: usize, seq: usize) -> Vec<f64>;
+
+    /// The longest input the model takes (positions).
+    fn max_positions(&self) -> usize;
+
+    /// How a parameter is initialised when training from scratch (the
+    /// family's published init), from its module path and its container.
+    fn init(&self, path: &str, container: &str, field: &str) -> state::Init;
+
+    /// Everything that defines the architecture, for cache keys.
+    fn identity(&self) -> String;
+
+    /// `config.json` as Hugging Face writes it, for export.
+    fn hf_config(&self) -> serde_json::Value;
+}
+
+/// What can sit on a body: any module (burn's derive also wants it displayable).
+pub trait Head: Module + ModuleDisplay {}
+
+impl<M: Module + ModuleDisplay> Head for M {}
+
+/// A family's body with a task's head on top: the model a run trains.
+#[derive(Module, Debug)]
+pub struct TaskModel<A: Architecture, H: Head> {
+    pub body: A,
+    pub head: H,
+}
+
+impl<A: Architecture, H: Head> TaskModel<A, H> {
+    /// Number of layer groups.
+    pub fn num_groups(&self) -> usize {
+        self.body.groups().len()
+    }
+
+    /// The group of a module path (`body.encoder.layer.3.output.dense.weight`):
+    /// the head's parameters are in the top group.
+    pub fn group_of(&self, path: &str) -> usize {
+        group_of(&self.body.groups(), path)
+    }
+
+    /// Freezes (no gradient, inference mode) or unfreezes each group.
+    pub fn set_trainable(mut self, trainable: &[bool]) -> Self {
+        let groups = self.body.groups();
+        for (g, group) in groups.iter().enumerate() {
+            let mut alternatives: Vec<String> = group
+                .paths
+                .iter()
+                .map(|p| format!("body\\.{}", regex_escape(p)))
+                .collect();
+            if g + 1 == groups.len() {
+                alternatives.push("head".to_string());
+            }
+            let pattern = format!("^({})(\\.|$)", alternatives.join("|"));
+            let matcher = ParamGroup::from_regex(&pattern).expect("group paths form a valid regex");
+            self = if trainable[g] {
+                self.unfreeze_group(matcher)
+            } else {
+                self.freeze_group(matcher)
+            };
+        }
+        self
+    }
+
+    /// The head's input after the body, with the bottom `frozen` groups run
+    /// on the plain device outside autodiff: no graph is recorded for them
+    /// and the backend's inference kernels are used. Equals running every
+    /// group in order with those groups frozen.
+    pub fn features(&self, input: Flow, frozen: usize) -> Flow {
+        let n = self.num_groups();
+        let frozen = frozen.min(n);
+        if frozen == 0 || !input.device().is_autodiff() {
+            return self.body.run(input, 0..n);
+        }
+        let below = self.body.valid().run(input.inner(), 0..frozen).from_inner();
+        self.body.run(below, frozen..n)
+    }
+
+    /// The head's input from a boundary's output (a feature cache).
+    pub fn features_from(&self, boundary_output: Flow, boundary: usize) -> Flow {
+        let n = self.num_groups();
+        self.body.run(boundary_output, boundary.min(n)..n)
+    }
+}
+
+/// See [`TaskModel::group_of`].
+pub fn group_of(groups: &[Group], path: &str) -> usize {
+    let top = groups.len() - 1;
+    let Some(rest) = path.strip_prefix("body.") else {
+        return top;
+    };
+    groups
+        .iter()
+        .position(|g| {
+            g.paths.iter().any(|p| {
+                rest.strip_prefix(p.as_str())
+                    .is_some_and(|r| r.is_empty() || r.starts_with('.'))
+            })
+        })
+        .unwrap_or(top)
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}
+
+/// The family of a model directory, from `config.json`'s `model_type`.
+pub fn model_type(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {e}; a model directory needs a config.json next to its weights",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
+    let t = v
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or(bert::Bert::MODEL_TYPE)
+        .to_string();
+    if !SUPPORTED.contains(&t.as_str()) {
+        bail!(
+            "model_type `{t}` in {} is not supported yet (supported: {})",
+            path.display(),
+            SUPPORTED.join(", ")
+        );
+    }
+    Ok(t)
+}
+
+/// Families this build implements, by `model_type`.
+pub const SUPPORTED: &[&str] = &["bert"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups() -> Vec<Group> {
+        let mut g = vec![Group {
+            name: "embeddings".into(),
+            paths: vec!["embeddings".into()],
+        }];
+        for i in 0..2 {
+            g.push(Group {
+                name: format!("encoder.layer.{i}"),
+                paths: vec![format!("encoder.layer.{i}")],
+            });
+        }
+        g.push(Group {
+            name: "head".into(),
+            paths: vec!["pooler".into()],
+        });
+        g
+    }
+
+    #[test]
+    fn module_paths_fall_in_their_groups() {
+        let g = groups();
+        assert_eq!(group_of(&g, "body.embeddings.word_embeddings.weight"), 0);
+        assert_eq!(group_of(&g, "body.encoder.layer.1.output.dense.bias"), 2);
+        assert_eq!(group_of(&g, "body.pooler.dense.weight"), 3);
+        assert_eq!(group_of(&g, "head.classifier.weight"), 3);
+        // a prefix must end at a path segment: layer.1 is not layer.10
+        let mut many = g.clone();
+        many.insert(
+            2,
+            Group {
+                name: "encoder.layer.10".into(),
+                paths: vec!["encoder.layer.10".into()],
+            },
+        );
+        assert_eq!(
+            group_of(&many, "body.encoder.layer.10.output.dense.bias"),
+            2
+        );
+        assert_eq!(group_of(&many, "body.encoder.layer.1.output.dense.bias"), 3);
+    }
+
+    #[test]
+    fn escaped_paths_match_literally() {
+        assert_eq!(regex_escape("encoder.layer.3"), "encoder\\.layer\\.3");
+    }
+}

@@ -1,11 +1,22 @@
-//! Text classification: the label mapping and the metrics.
+//! Text classification: the label mapping, the head (dropout and a linear
+//! layer on what the body pools), cross-entropy, and the metrics.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub use super::MetricName;
+use super::Task;
 use crate::data::table::Example;
+use crate::models::params::host;
+use crate::models::{Architecture, Flow};
+use crate::tokenize::{Encoded, TextTokenizer, pad_batch};
+use crate::train::cache::KeyHasher;
 
 /// Label names in id order. Stored with the model (config.json id2label).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,13 +183,229 @@ impl Metrics {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricName {
-    Accuracy,
-    #[value(name = "macro_f1")]
-    MacroF1,
-    Loss,
+/// transformers' classification head: dropout, then a linear layer to one
+/// logit per label (`classifier.weight`, `classifier.bias` in checkpoints).
+#[derive(Module, Debug)]
+pub struct ClassificationHead {
+    pub dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl ClassificationHead {
+    /// Logits `[batch, labels]` from pooled features `[batch, features]`.
+    pub fn forward(&self, features: Flow) -> Tensor<2> {
+        match features {
+            Flow::Pooled(x) => self.classifier.forward(self.dropout.forward(x)),
+            other => panic!("a classification head reads pooled features, not {other:?}"),
+        }
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+}
+
+/// Tokenised texts with their label ids.
+pub struct TextSplit {
+    pub items: Vec<Encoded>,
+    pub labels: Vec<usize>,
+}
+
+/// Single-label text classification over `labels`.
+pub struct TextClassification {
+    pub labels: LabelMap,
+    pub pad_id: u32,
+}
+
+impl TextClassification {
+    /// Tokenises labelled examples; an unknown label is an error naming its line.
+    pub fn split(
+        &self,
+        tokenizer: &mut TextTokenizer,
+        examples: &[Example],
+        file: &str,
+        max_length: usize,
+    ) -> Result<TextSplit> {
+        let labels = self.labels.ids(examples, file)?;
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let items = tokenizer.encode_each(&texts, max_length)?;
+        Ok(TextSplit { items, labels })
+    }
+}
+
+impl Task for TextClassification {
+    const NAME: &'static str = "text-classification";
+    const HF_SUFFIX: &'static str = "ForSequenceClassification";
+    type Head = ClassificationHead;
+    type Split = TextSplit;
+    type Targets = Tensor<1, Int>;
+    type Metrics = Metrics;
+
+    fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> ClassificationHead {
+        let (d, k) = (body.feature_size(), self.labels.len());
+        ClassificationHead {
+            dropout: DropoutConfig::new(body.head_dropout()).init(),
+            classifier: Linear {
+                weight: Param::from_tensor(Tensor::zeros([d, k], device)),
+                bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
+            },
+        }
+    }
+
+    fn len(split: &TextSplit) -> usize {
+        split.items.len()
+    }
+
+    fn lengths(split: &TextSplit) -> Vec<usize> {
+        split.items.iter().map(|e| e.ids.len()).collect()
+    }
+
+    fn input(&self, split: &TextSplit, idx: &[usize], device: &Device) -> Flow {
+        let items: Vec<&Encoded> = idx.iter().map(|&i| &split.items[i]).collect();
+        crate::models::bert::BertInput::from_batch(&pad_batch(&items, self.pad_id), device).flow()
+    }
+
+    fn targets(&self, split: &TextSplit, idx: &[usize], device: &Device) -> Tensor<1, Int> {
+        let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
+        let n = y.len();
+        Tensor::from_data(TensorData::new(y, [n]), device)
+    }
+
+    fn hash_inputs(&self, split: &TextSplit, key: &mut KeyHasher) {
+        let examples: Vec<(&[u32], &[u32])> = split
+            .items
+            .iter()
+            .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
+            .collect();
+        key.examples(&examples);
+    }
+
+    fn loss(
+        &self,
+        head: &ClassificationHead,
+        features: Flow,
+        targets: Tensor<1, Int>,
+    ) -> Tensor<1> {
+        cross_entropy(head.forward(features), targets)
+    }
+
+    fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
+        let (shape, values) = host(&head.forward(features));
+        values
+            .chunks(shape[1].max(1))
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    fn metrics(&self, split: &TextSplit, outputs: &[Vec<f32>]) -> Metrics {
+        let predicted: Vec<usize> = outputs.iter().map(|l| argmax(l)).collect();
+        let loss: f64 = outputs
+            .iter()
+            .zip(&split.labels)
+            .map(|(l, &y)| nll(l, y))
+            .sum();
+        Metrics::compute(&self.labels, &split.labels, &predicted, loss)
+    }
+
+    fn score(m: &Metrics, name: MetricName) -> f64 {
+        m.score(name)
+    }
+
+    fn loss_of(m: &Metrics) -> f64 {
+        m.loss
+    }
+
+    fn describe(m: &Metrics) -> String {
+        format!(
+            "accuracy {:.4}, macro-F1 {:.4}, loss {:.4}",
+            m.accuracy, m.macro_f1, m.loss
+        )
+    }
+
+    fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
+        2.0 * batch as f64 * body.feature_size() as f64 * self.labels.len() as f64
+    }
+
+    fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let id2label: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        obj.insert("id2label".into(), id2label.into());
+        obj.insert("label2id".into(), label2id.into());
+        obj.insert(
+            "problem_type".into(),
+            serde_json::json!("single_label_classification"),
+        );
+        Ok(())
+    }
+}
+
+/// Label names in id order from `config.json`'s `id2label`.
+pub fn labels_from_config(raw: &serde_json::Value, file: &str) -> Result<LabelMap> {
+    let id2label = raw
+        .get("id2label")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| anyhow::anyhow!("{file} has no id2label: not a trained classifier"))?;
+    let mut pairs: Vec<(usize, String)> = id2label
+        .iter()
+        .map(|(k, v)| {
+            let id = k
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("{file}: id2label key `{k}` is not an integer"))?;
+            Ok((id, v.as_str().unwrap_or_default().to_string()))
+        })
+        .collect::<Result<_>>()?;
+    pairs.sort();
+    Ok(LabelMap {
+        labels: pairs.into_iter().map(|(_, l)| l).collect(),
+    })
+}
+
+/// Mean negative log-likelihood of the targets.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    let logp = log_softmax(logits, 1);
+    logp.gather(1, targets.reshape([batch, 1])).neg().mean()
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// -log softmax(logits)[target], computed stably in f64.
+pub fn nll(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    lse - logits[target] as f64
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
 }
 
 #[cfg(test)]
@@ -219,5 +446,14 @@ mod tests {
         assert!((m.per_class[1].precision - 0.5).abs() < 1e-12);
         assert!((m.macro_f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert_eq!(m.score(MetricName::Loss), -0.5);
+    }
+
+    #[test]
+    fn softmax_and_nll_agree() {
+        let l = [1.0f32, 2.0, 0.5];
+        let p = softmax(&l);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((nll(&l, 1) + p[1].ln()).abs() < 1e-9);
+        assert_eq!(argmax(&l), 1);
     }
 }

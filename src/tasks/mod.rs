@@ -1,3 +1,78 @@
-//! Tasks: heads, losses, label handling and metrics.
+//! Tasks, behind one [`Task`] trait: how examples become batches, the head
+//! on top of a family's body, the loss, the metrics, and what an export
+//! adds to `config.json`. The fit loop knows no task.
 
 pub mod classification;
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::models::{Architecture, Flow, Head};
+
+/// A learning task; see the module doc.
+pub trait Task: Sized {
+    /// `--task` and `config.json`'s name for it.
+    const NAME: &'static str;
+    /// The HF class name after the family's stem (`ForSequenceClassification`).
+    const HF_SUFFIX: &'static str;
+    /// The module the task puts on top of a body.
+    type Head: Head;
+    /// One split of examples, ready for batching.
+    type Split;
+    /// The targets of one batch.
+    type Targets;
+    /// What validation and testing report.
+    type Metrics: Clone + Serialize + DeserializeOwned;
+
+    /// A head for `body`, its parameters zero until loaded or initialised.
+    fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> Self::Head;
+    /// Number of examples in a split.
+    fn len(split: &Self::Split) -> usize;
+    /// Positions of each example: its cost, and its rows in a feature cache.
+    fn lengths(split: &Self::Split) -> Vec<usize>;
+    /// The examples `idx` as the body's first group takes them.
+    fn input(&self, split: &Self::Split, idx: &[usize], device: &Device) -> Flow;
+    /// The targets of the examples `idx`.
+    fn targets(&self, split: &Self::Split, idx: &[usize], device: &Device) -> Self::Targets;
+    /// Feeds what makes each example's input into a cache key.
+    fn hash_inputs(&self, split: &Self::Split, key: &mut crate::train::cache::KeyHasher);
+    /// The mean loss of a batch from the body's output.
+    fn loss(&self, head: &Self::Head, features: Flow, targets: Self::Targets) -> Tensor<1>;
+    /// The head's output for each example of a batch (host copies).
+    fn outputs(&self, head: &Self::Head, features: Flow) -> Vec<Vec<f32>>;
+    /// Metrics of a split from its examples' outputs, in split order.
+    fn metrics(&self, split: &Self::Split, outputs: &[Vec<f32>]) -> Self::Metrics;
+    /// A named metric, oriented so that larger is better.
+    fn score(metrics: &Self::Metrics, name: MetricName) -> f64;
+    /// The validation loss (breaks ties between equal scores).
+    fn loss_of(metrics: &Self::Metrics) -> f64;
+    /// One line for the log.
+    fn describe(metrics: &Self::Metrics) -> String;
+    /// Forward FLOPs of the head on `batch` examples.
+    fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64;
+    /// What an export adds to the base model's `config.json`.
+    fn export_config(&self, config: &mut serde_json::Map<String, serde_json::Value>) -> Result<()>;
+}
+
+/// `--metric`: what picks the best checkpoint and stops early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricName {
+    Accuracy,
+    MacroF1,
+    Loss,
+}
+
+impl std::str::FromStr for MetricName {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "accuracy" => Self::Accuracy,
+            "macro_f1" | "macro-f1" => Self::MacroF1,
+            "loss" => Self::Loss,
+            other => anyhow::bail!("unknown metric `{other}`: use accuracy, macro_f1 or loss"),
+        })
+    }
+}

@@ -43,7 +43,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::models::bert::FrozenOutput;
+use crate::models::Flow;
 
 const MAGIC: &[u8; 8] = b"HSFEAT01";
 const ALIGN: usize = 64;
@@ -90,15 +90,7 @@ impl CacheDtype {
     }
 }
 
-/// Which positions of the frozen output are kept for each example.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Positions {
-    /// The first ([CLS]) position only: all that the head reads.
-    First,
-    /// Every real token: what trainable encoder layers read.
-    All,
-}
+pub use crate::models::Positions;
 
 /// Hashes the inputs a cache depends on into its key.
 #[derive(Clone)]
@@ -206,9 +198,9 @@ impl Features {
     }
 
     /// The batch of examples `idx` as the layers above the boundary read it:
-    /// hidden states padded with zeros to the longest example, with the mask,
-    /// or the [CLS] vectors.
-    pub fn batch(&self, idx: &[usize], device: &Device) -> FrozenOutput {
+    /// hidden states padded with zeros to the longest example, with the mask
+    /// (one position, the first, for [`Positions::First`]).
+    pub fn batch(&self, idx: &[usize], device: &Device) -> Flow {
         let h = self.hidden;
         let b = idx.len();
         match self.positions {
@@ -217,7 +209,10 @@ impl Features {
                 for (row, &i) in idx.iter().enumerate() {
                     self.copy_rows(i, &mut x[row * h..(row + 1) * h]);
                 }
-                FrozenOutput::First(Tensor::from_data(TensorData::new(x, [b, h]), device))
+                Flow::Hidden {
+                    x: Tensor::from_data(TensorData::new(x, [b, 1, h]), device),
+                    mask: Tensor::ones([b, 1], device),
+                }
             }
             Positions::All => {
                 let s = idx.iter().map(|&i| self.rows(i)).max().unwrap_or(0);
@@ -228,9 +223,9 @@ impl Features {
                     self.copy_rows(i, &mut x[row * s * h..(row * s + n) * h]);
                     mask[row * s..row * s + n].fill(1.0);
                 }
-                FrozenOutput::Hidden {
+                Flow::Hidden {
                     x: Tensor::from_data(TensorData::new(x, [b, s, h]), device),
-                    attention_mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
+                    mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
                 }
             }
         }
@@ -653,16 +648,13 @@ mod tests {
         (f, r, calls)
     }
 
-    fn values(f: &Features, idx: &[usize]) -> (Vec<usize>, Vec<f32>, Option<Vec<f32>>) {
+    fn values(f: &Features, idx: &[usize]) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
         match f.batch(idx, &device()) {
-            FrozenOutput::First(x) => {
+            Flow::Hidden { x, mask } => {
                 let (s, v) = crate::models::params::host(&x);
-                (s, v, None)
+                (s, v, crate::models::params::host(&mask).1)
             }
-            FrozenOutput::Hidden { x, attention_mask } => {
-                let (s, v) = crate::models::params::host(&x);
-                (s, v, Some(crate::models::params::host(&attention_mask).1))
-            }
+            other => panic!("a cache holds hidden states, not {other:?}"),
         }
     }
 
@@ -682,7 +674,7 @@ mod tests {
             assert!(x[4..12].iter().all(|&v| v == 0.0));
             // example 0, position 2, channel 3
             assert_eq!(x[12 + 2 * 4 + 3], 20.375);
-            assert_eq!(mask.unwrap(), vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+            assert_eq!(mask, vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
         }
     }
 
@@ -698,8 +690,8 @@ mod tests {
         let (f, report, _) = build(&req);
         assert_eq!(report.bytes, 5 * 4 * 4);
         let (shape, x, mask) = values(&f, &[4, 2]);
-        assert_eq!(shape, vec![2, 4]);
-        assert!(mask.is_none());
+        assert_eq!(shape, vec![2, 1, 4]);
+        assert_eq!(mask, vec![1.0, 1.0]);
         assert_eq!(
             x,
             vec![

@@ -1,0 +1,72 @@
+//! Writes a trained model as a Hugging Face directory that `transformers`
+//! loads: the base model's `config.json` with the task's fields and class
+//! name, `model.safetensors` under transformers' keys, the tokenizer files,
+//! and `headstart.json` with what `eval` and `predict` need.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::config::TrainConfig;
+use super::eval::ExportMeta;
+use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::hub::write_safetensors;
+use crate::models::state::export as export_tensors;
+use crate::models::{Architecture, TaskModel};
+use crate::tasks::Task;
+use crate::tokenize::TOKENIZER_FILES;
+
+/// See the module doc. `base_dir` is the directory of the model the run
+/// started from (its config and tokenizer are carried over).
+pub fn export<A: Architecture, T: Task>(
+    model: &TaskModel<A, T::Head>,
+    task: &T,
+    base_dir: &Path,
+    out: &Path,
+    config: &TrainConfig,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let base_config = base_dir.join("config.json");
+    let mut hf: serde_json::Value = match std::fs::read_to_string(&base_config) {
+        Ok(raw) => serde_json::from_str(&raw)
+            .with_context(|| format!("{} is not JSON", base_config.display()))?,
+        Err(_) => model.body.hf_config(),
+    };
+    let obj = hf
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", base_config.display()))?;
+    obj.insert(
+        "architectures".into(),
+        serde_json::json!([format!("{}{}", A::HF_STEM, T::HF_SUFFIX)]),
+    );
+    obj.insert("model_type".into(), serde_json::json!(A::MODEL_TYPE));
+    task.export_config(obj)?;
+    obj.remove("_name_or_path");
+    write_json_atomic(&out.join("config.json"), &hf)?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_safetensors(
+        &out.join("model.safetensors"),
+        &export_tensors(model, &|_| true),
+        Some(meta),
+    )?;
+    for f in TOKENIZER_FILES {
+        let src = base_dir.join(f);
+        if src.is_file() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            write_atomic(&out.join(f), |w| Ok(w.write_all(&bytes)?))?;
+        }
+    }
+    write_json_atomic(
+        &out.join("headstart.json"),
+        &ExportMeta {
+            text_column: config.text_column.clone(),
+            label_column: config.label_column.clone(),
+            max_length: config.max_length,
+            strategy: config.strategy.to_string(),
+            base_model: config.model.clone(),
+        },
+    )
+}
