@@ -123,6 +123,11 @@ pub struct TrainConfig {
     #[arg(long, value_enum, default_value = "f32")]
     #[serde(default)]
     pub cache_dtype: CacheDtype,
+    /// Size cap of the feature-cache directory, in GB: after writing a new
+    /// file, the least recently used others are deleted until it fits.
+    #[arg(long, default_value_t = cache::DEFAULT_MAX_BYTES as f64 / 1e9)]
+    #[serde(default = "default_cache_max_gb")]
+    pub cache_max_gb: f64,
     /// Stop (validate, checkpoint, export) once the run has taken this many seconds.
     #[arg(long)]
     #[serde(default)]
@@ -150,6 +155,10 @@ impl Default for TrainConfig {
 
 fn default_cache_memory_mb() -> u64 {
     2048
+}
+
+fn default_cache_max_gb() -> f64 {
+    cache::DEFAULT_MAX_BYTES as f64 / 1e9
 }
 
 /// `--strategy` as clap parses it.
@@ -950,6 +959,7 @@ fn build_cache(
             dir: &dir,
             dtype: config.cache_dtype,
             memory_budget: config.cache_memory_mb * 1_000_000,
+            max_bytes: (config.cache_max_gb.max(0.0) * 1e9) as u64,
             key: key.clone().examples(&examples).hex(),
             positions,
             hidden: bert_config.hidden_size,
