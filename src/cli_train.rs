@@ -104,6 +104,10 @@ pub struct TrainArgs {
     /// Dtype of feature-cache files: f32 (exact) or f16 (half the size).
     #[arg(long, default_value = "f32")]
     pub cache_dtype: CacheDtype,
+    /// Size cap of the feature-cache directory, in GB: after writing a new
+    /// file, the least recently used others are deleted until it fits.
+    #[arg(long, default_value_t = headstart::train::cache::DEFAULT_MAX_BYTES as f64 / 1e9)]
+    pub cache_max_gb: f64,
     /// Stop (validate, checkpoint, export) once the run has taken this many seconds.
     #[arg(long)]
     pub max_seconds: Option<f64>,
@@ -148,6 +152,7 @@ impl TrainArgs {
             cache_dir: self.cache_dir,
             cache_memory_mb: self.cache_memory_mb,
             cache_dtype: self.cache_dtype,
+            cache_max_gb: self.cache_max_gb,
             max_seconds: self.max_seconds,
             max_wh: self.max_wh,
             cost: self.cost,

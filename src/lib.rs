@@ -32,14 +32,15 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 /// Resolves `--model M`: a packaged model's short name (after `headstart data
-/// fetch`), a local Hugging Face directory, or a hub id through the HF cache.
+/// fetch`, else from the HF cache), a local Hugging Face directory, or a hub
+/// id through the HF cache; see [`assets::find_model_in`].
 pub fn find_model(spec: &str) -> Result<PathBuf> {
-    if !std::path::Path::new(spec).exists()
-        && let Some(dir) = assets::packaged_model_dir(spec)?
-    {
-        return Ok(dir);
-    }
-    Ok(hub::resolve_model(spec)?.path)
+    assets::find_model_in(
+        spec,
+        &assets::home(),
+        &hub::hf_cache_dir(),
+        hub::hf_offline(),
+    )
 }
 
 /// The device `choice` names (`cpu`, `cuda` or `cuda:N`; empty: the first

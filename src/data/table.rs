@@ -1,9 +1,11 @@
 //! Labelled texts from CSV or JSON Lines files.
 //!
 //! The format follows the extension (`.csv`, `.tsv`, `.jsonl`/`.ndjson`).
-//! A bad row (missing column, empty text, empty label, unparsable line) is an
-//! error naming the file and line, unless the caller asks to skip bad rows, in
-//! which case each skipped row is counted and the first few are described.
+//! A bad row (missing column, empty text, empty label, unparsable line, and in
+//! a CSV file a row whose field count differs from the header's, as an
+//! unquoted comma makes it) is an error naming the file and line, unless the
+//! caller asks to skip bad rows, in which case each skipped row is counted and
+//! the first few are described.
 
 use std::path::Path;
 
@@ -44,8 +46,8 @@ pub fn read_examples(path: &Path, cols: &Columns) -> Result<ReadOutcome> {
         .unwrap_or("")
         .to_ascii_lowercase();
     match ext.as_str() {
-        "csv" => read_delimited(path, cols, b','),
-        "tsv" => read_delimited(path, cols, b'\t'),
+        "csv" => read_delimited(path, cols, b',', true),
+        "tsv" => read_delimited(path, cols, b'\t', false),
         "jsonl" | "ndjson" | "json" => read_jsonl(path, cols),
         _ => bail!(
             "{}: unknown data format `.{ext}`; use .csv, .tsv or .jsonl",
@@ -94,7 +96,15 @@ impl Collector<'_> {
     }
 }
 
-fn read_delimited(path: &Path, cols: &Columns, delimiter: u8) -> Result<ReadOutcome> {
+/// With `same_width`, a row with more or fewer fields than the header is a bad
+/// row: in a CSV file that is almost always a comma inside an unquoted text,
+/// which would shift the label column and invent a class.
+fn read_delimited(
+    path: &Path,
+    cols: &Columns,
+    delimiter: u8,
+    same_width: bool,
+) -> Result<ReadOutcome> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
@@ -128,6 +138,18 @@ fn read_delimited(path: &Path, cols: &Columns, delimiter: u8) -> Result<ReadOutc
         match record {
             Ok(r) => {
                 let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+                if same_width && r.len() != headers.len() {
+                    c.bad(
+                        line,
+                        format!(
+                            "{} fields, but the header has {}: a field that contains a comma \
+                             must be quoted (\"like, this\"), or the columns shift",
+                            r.len(),
+                            headers.len()
+                        ),
+                    )?;
+                    continue;
+                }
                 let text = r.get(text_idx).map(str::to_string);
                 let label = label_idx.map(|i| r.get(i).map(str::to_string));
                 c.push(line, text, label)?;
@@ -205,6 +227,63 @@ mod tests {
         assert_eq!(out.examples[0].text, "Clear, no effusion.");
         assert_eq!(out.examples[1].label, "1");
         assert_eq!(out.examples[1].line, 4);
+    }
+
+    #[test]
+    fn csv_row_with_an_unquoted_comma_is_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        std::fs::write(
+            &p,
+            "id,findings,label\n1,Opacity,abnormal\n2,Clear, no effusion,normal\n3,short\n\
+             4,\"Clear, no effusion\",normal\n",
+        )
+        .unwrap();
+        let err = read_examples(&p, &cols(false)).unwrap_err().to_string();
+        assert!(
+            err.contains("d.csv line 3: 4 fields, but the header has 3")
+                && err.contains("must be quoted")
+                && err.contains("--skip-bad-rows"),
+            "{err}"
+        );
+        let out = read_examples(&p, &cols(true)).unwrap();
+        assert_eq!(out.skipped, 2);
+        assert!(
+            out.skipped_samples[0].contains("line 3: 4 fields")
+                && out.skipped_samples[1].contains("line 4: 2 fields"),
+            "{:?}",
+            out.skipped_samples
+        );
+        assert_eq!(
+            out.examples
+                .iter()
+                .map(|e| (e.line, e.text.as_str(), e.label.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                (2, "Opacity", "abnormal"),
+                (5, "Clear, no effusion", "normal")
+            ]
+        );
+    }
+
+    #[test]
+    fn tsv_rows_keep_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.tsv");
+        std::fs::write(
+            &p,
+            "id\tfindings\tlabel\n1\tClear, no effusion\tnormal\n2\tOpacity\tabnormal\n",
+        )
+        .unwrap();
+        let out = read_examples(&p, &cols(false)).unwrap();
+        assert_eq!(out.skipped, 0);
+        assert_eq!(
+            out.examples
+                .iter()
+                .map(|e| (e.text.as_str(), e.label.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("Clear, no effusion", "normal"), ("Opacity", "abnormal")]
+        );
     }
 
     #[test]

@@ -22,9 +22,16 @@
 //! A cache file is named by its key, a SHA-256 of everything its values
 //! depend on: the frozen weights, the boundary, which positions are kept,
 //! the tokenizer files, the maximum length, the token ids of every example
-//! and the stored dtype. The file carries a SHA-256 of its payload; a file
-//! that is truncated or does not match is reported, deleted and rebuilt,
+//! and the stored dtype, hashed again with the version of headstart and
+//! [`NUMERICS_VERSION`] (another version may compute slightly different
+//! values from the same inputs). The file carries a SHA-256 of its payload; a
+//! file that is truncated or does not match is reported, deleted and rebuilt,
 //! never used. Files are written to a temporary name and renamed.
+//!
+//! The cache directory is kept under [`Request::max_bytes`]: after a new file
+//! is written, the least recently used files (by modification time; reading
+//! a file touches it) are deleted until the directory fits, never the file
+//! just written. [`list`] and [`clear`] serve `headstart cache list|clear`.
 //!
 //! File layout: `HSFEAT01`, a little-endian u64 header length, the JSON
 //! header, zero padding to a multiple of 64 bytes, the payload (rows of
@@ -33,9 +40,9 @@
 //! payload.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -49,6 +56,17 @@ const MAGIC: &[u8; 8] = b"HSFEAT01";
 const ALIGN: usize = 64;
 /// Examples computed (and buffered) together while a cache is built.
 const CHUNK: usize = 256;
+/// Extension of cache files.
+const EXTENSION: &str = "feat";
+
+/// Version of what a cache file holds for given inputs: bump it when the file
+/// layout changes or when the frozen layers' numerics change (kernels,
+/// summation order, pooling), so files of the old numerics are not reused.
+/// File names hash it, together with the crate version.
+pub const NUMERICS_VERSION: u32 = 1;
+
+/// Default of [`Request::max_bytes`]: 10 GB of cache files per directory.
+pub const DEFAULT_MAX_BYTES: u64 = 10_000_000_000;
 
 /// `--feature-cache`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -82,7 +100,7 @@ impl CacheDtype {
             CacheDtype::F16 => 2,
         }
     }
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             CacheDtype::F32 => "f32",
             CacheDtype::F16 => "f16",
@@ -279,6 +297,10 @@ pub struct Request<'a> {
     pub dtype: CacheDtype,
     /// Bytes `auto` may hold in memory.
     pub memory_budget: u64,
+    /// Bytes the cache files in `dir` may take together; after a new file is
+    /// written the least recently used others are deleted until they fit
+    /// (usually [`DEFAULT_MAX_BYTES`]).
+    pub max_bytes: u64,
     pub key: String,
     pub positions: Positions,
     pub hidden: usize,
@@ -303,6 +325,9 @@ pub struct CacheReport {
     pub compute_seconds: f64,
     /// Why an existing file was not used, when it was not.
     pub rejected: Option<String>,
+    /// Older cache files deleted to keep the directory under its size cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<String>,
 }
 
 impl CacheReport {
@@ -314,12 +339,17 @@ impl CacheReport {
             Some(f) => format!("in memory, kept at {}", f.display()),
             None => "in memory".to_string(),
         };
-        format!(
+        let mut line = format!(
             "{} examples, {mb:.1} MB {} {place}, {how} in {:.1} s",
             self.examples,
             self.dtype.name(),
             self.seconds
-        )
+        );
+        if let Some(evicted) = &self.evicted {
+            line.push_str("; ");
+            line.push_str(evicted);
+        }
+        line
     }
 }
 
@@ -356,14 +386,15 @@ pub fn get_or_build(
     } else {
         req.dtype
     };
+    let key = file_key(&req.key, env!("CARGO_PKG_VERSION"), NUMERICS_VERSION);
     let header = Header {
-        key: req.key.clone(),
+        key: key.clone(),
         dtype,
         hidden: req.hidden,
         positions: req.positions,
         rows,
     };
-    let file = (req.mode != CacheMode::Memory).then(|| req.dir.join(format!("{}.feat", req.key)));
+    let file = (req.mode != CacheMode::Memory).then(|| req.dir.join(format!("{key}.{EXTENSION}")));
     let mut report = CacheReport {
         location: if in_memory { "memory" } else { "disk" }.into(),
         file: file.clone(),
@@ -374,6 +405,7 @@ pub fn get_or_build(
         seconds: 0.0,
         compute_seconds: 0.0,
         rejected: None,
+        evicted: None,
     };
     let features = |store| Features {
         hidden: req.hidden,
@@ -385,6 +417,7 @@ pub fn get_or_build(
     if let Some(path) = &file {
         match open_file(path, &header) {
             Ok(Some((store, compute_seconds))) => {
+                touch(path);
                 report.compute_seconds = compute_seconds;
                 let store = if in_memory {
                     to_memory(store, values)
@@ -446,6 +479,17 @@ pub fn get_or_build(
             let path = f.finish(started.elapsed().as_secs_f64())?;
             let (store, _) = open_file(&path, &header)?
                 .with_context(|| format!("{} vanished after writing", path.display()))?;
+            report.evicted = match evict(req.dir, req.max_bytes, &path) {
+                Ok((0, _)) => None,
+                Ok((files, bytes)) => Some(format!(
+                    "deleted {files} least recently used cache file(s) ({:.1} MB) to keep {} \
+                     under {:.1} GB",
+                    bytes as f64 / 1e6,
+                    req.dir.display(),
+                    req.max_bytes as f64 / 1e9
+                )),
+                Err(e) => Some(format!("could not delete older cache files: {e:#}")),
+            };
             if in_memory {
                 to_memory(store, values)
             } else {
@@ -554,26 +598,25 @@ fn open_file(path: &Path, expected: &Header) -> Result<Option<(Store, f64)>> {
     // SAFETY: cache files are only ever replaced by rename, never written in
     // place, so the mapped file does not change under us.
     let map = unsafe { Mmap::map(&file) }.context("cannot map the file")?;
-    if map.len() < 16 || &map[..8] != MAGIC {
-        bail!("not a feature-cache file (bad magic)");
-    }
-    let header_len = u64::from_le_bytes(map[8..16].try_into().unwrap()) as usize;
-    if 16 + header_len > map.len() {
-        bail!("truncated header");
-    }
+    let header_end = header_end(&map, map.len() as u64)?;
     let header: Header =
-        serde_json::from_slice(&map[16..16 + header_len]).context("unreadable header")?;
+        serde_json::from_slice(&map[16..header_end]).context("unreadable header")?;
     if header != *expected {
         bail!("its header does not describe these inputs");
     }
-    let start = (16 + header_len).div_ceil(ALIGN) * ALIGN;
-    let payload = header.rows.iter().sum::<usize>() * header.hidden * header.dtype.bytes();
-    let end = start + payload;
-    if map.len() != end + 8 + 32 {
+    let start = header_end
+        .checked_next_multiple_of(ALIGN)
+        .context("damaged: its header is too long")?;
+    let end = payload_bytes(&header)
+        .and_then(|p| start.checked_add(p))
+        .context("damaged: its header implies a payload too large to address")?;
+    let total = end
+        .checked_add(8 + 32)
+        .context("damaged: its header implies a payload too large to address")?;
+    if map.len() != total {
         bail!(
-            "it has {} bytes, its header implies {}: truncated or damaged",
-            map.len(),
-            end + 8 + 32
+            "it has {} bytes, its header implies {total}: truncated or damaged",
+            map.len()
         );
     }
     let digest = Sha256::digest(&map[start..end]);
@@ -587,6 +630,200 @@ fn open_file(path: &Path, expected: &Header) -> Result<Option<(Store, f64)>> {
         dtype: header.dtype,
     };
     Ok(Some((store, seconds)))
+}
+
+/// Where the JSON header of a cache file ends, from the file's first 16
+/// bytes (`prefix`, the magic and the header length) and its size; the
+/// header length read from the file is checked against the size, so a
+/// damaged one is an error, not an overflow or an out-of-bounds slice.
+fn header_end(prefix: &[u8], file_len: u64) -> Result<usize> {
+    if prefix.len() < 16 || &prefix[..8] != MAGIC {
+        bail!("not a feature-cache file (bad magic)");
+    }
+    let declared = u64::from_le_bytes(prefix[8..16].try_into().unwrap());
+    declared
+        .checked_add(16)
+        .filter(|&end| end <= file_len)
+        .and_then(|end| usize::try_from(end).ok())
+        .with_context(|| {
+            format!(
+                "damaged or truncated header: its length field says {declared} bytes, but the \
+                 file has {file_len} bytes in all"
+            )
+        })
+}
+
+/// Payload bytes a header describes, `None` if that overflows.
+fn payload_bytes(header: &Header) -> Option<usize> {
+    header
+        .rows
+        .iter()
+        .try_fold(0usize, |sum, &r| sum.checked_add(r))?
+        .checked_mul(header.hidden)?
+        .checked_mul(header.dtype.bytes())
+}
+
+/// The name (without extension) of the cache file for the caller's `key`:
+/// the key hashed with the crate version and the numerics version, so that
+/// another version of headstart never reads a file this one wrote.
+fn file_key(key: &str, crate_version: &str, numerics: u32) -> String {
+    KeyHasher::default()
+        .field("key", key.as_bytes())
+        .field("crate version", crate_version.as_bytes())
+        .field("numerics version", &numerics.to_le_bytes())
+        .hex()
+}
+
+/// Marks a cache file as just used: eviction goes by modification time.
+/// Best effort: a file this user may not touch keeps its older time.
+fn touch(path: &Path) {
+    if let Ok(file) = File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+/// A cache file in a cache directory, as [`list`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// When it was last written or read (its modification time).
+    pub last_used: SystemTime,
+    /// Examples it holds, from its header; `None` for this and the next two
+    /// fields when the header is unreadable (the file is damaged, and would
+    /// be rebuilt when next needed).
+    pub examples: Option<usize>,
+    /// Values per stored row (the model's hidden size).
+    pub hidden: Option<usize>,
+    pub dtype: Option<CacheDtype>,
+}
+
+/// The cache files (`*.feat`) directly in `dir` with their sizes and
+/// modification times; none when `dir` does not exist.
+fn cache_files(dir: &Path) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != EXTENSION) {
+            continue;
+        }
+        // Gone since it was listed (another run evicted it), or not a file.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        files.push((path, meta.len(), modified));
+    }
+    Ok(files)
+}
+
+/// The header of the cache file at `path`, read without mapping the file.
+fn read_header(path: &Path, file_len: u64) -> Result<Header> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut prefix = [0u8; 16];
+    file.read_exact(&mut prefix)
+        .context("not a feature-cache file (too short)")?;
+    let end = header_end(&prefix, file_len)?;
+    let mut json = vec![0u8; end - 16];
+    file.read_exact(&mut json).context("truncated header")?;
+    serde_json::from_slice(&json).context("unreadable header")
+}
+
+/// The cache files in `dir`, most recently used first.
+pub fn list(dir: &Path) -> Result<Vec<Entry>> {
+    let mut entries: Vec<Entry> = cache_files(dir)?
+        .into_iter()
+        .map(|(path, bytes, last_used)| {
+            let header = read_header(&path, bytes).ok();
+            Entry {
+                examples: header.as_ref().map(|h| h.rows.len()),
+                hidden: header.as_ref().map(|h| h.hidden),
+                dtype: header.as_ref().map(|h| h.dtype),
+                path,
+                bytes,
+                last_used,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        b.last_used
+            .cmp(&a.last_used)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    Ok(entries)
+}
+
+/// Deletes every cache file in `dir`, and temporary files that interrupted
+/// runs left there; returns how many files and bytes were deleted. Other
+/// files are left alone. Meant for when no run is writing to `dir`.
+pub fn clear(dir: &Path) -> Result<(usize, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let path = entry.path();
+        let ours = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            e == EXTENSION
+                || e.strip_prefix("tmp-")
+                    .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        let Ok(meta) = entry.metadata() else { continue };
+        if !ours || !meta.is_file() {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                files += 1;
+                bytes += meta.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Deletes the least recently used cache files in `dir` until those left
+/// take at most `max_bytes`, never `keep` (the file just written); returns
+/// how many files and bytes were deleted.
+fn evict(dir: &Path, max_bytes: u64, keep: &Path) -> Result<(usize, u64)> {
+    let mut files = cache_files(dir)?;
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    if total <= max_bytes {
+        return Ok((0, 0));
+    }
+    files.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
+    let (mut count, mut freed) = (0, 0);
+    for (path, bytes, _) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                count += 1;
+                freed += bytes;
+            }
+            // Another run deleted it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        }
+        total = total.saturating_sub(bytes);
+    }
+    Ok((count, freed))
 }
 
 #[cfg(test)]
@@ -631,6 +868,7 @@ mod tests {
             dir,
             dtype,
             memory_budget: 1 << 30,
+            max_bytes: DEFAULT_MAX_BYTES,
             key: format!("k-{mode:?}-{dtype:?}-{positions:?}"),
             positions,
             hidden: 4,
@@ -781,6 +1019,209 @@ mod tests {
         assert_eq!(report.dtype, CacheDtype::F32);
         assert!(report.file.is_none());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_damaged_header_length_is_reported_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), CacheMode::Disk, CacheDtype::F32, Positions::All);
+        let (_, first, _) = build(&req);
+        let path = first.file.unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let len = good.len() as u64;
+        for declared in [u64::MAX, u64::MAX - 15, len - 15, 1 << 40] {
+            let mut bytes = good.clone();
+            bytes[8..16].copy_from_slice(&declared.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let (f, report, calls) = build(&req);
+            assert!(report.built && calls == 3, "{declared}: rebuilt");
+            let why = report.rejected.unwrap();
+            assert!(
+                why.contains(&format!("its length field says {declared} bytes"))
+                    && why.contains(&format!("the file has {len} bytes"))
+                    && why.contains("rebuilt"),
+                "{why}"
+            );
+            assert_eq!(values(&f, &[2]).1[4 * 4], 2040.0);
+            let rebuilt = std::fs::read(&path).unwrap();
+            assert_eq!(rebuilt.len(), good.len(), "{declared}: rewritten");
+            assert_eq!(rebuilt[8..16], good[8..16]);
+        }
+        // Too short to hold a header length at all.
+        std::fs::write(&path, &good[..12]).unwrap();
+        let (_, report, calls) = build(&req);
+        assert!(report.built && calls == 3);
+        assert!(report.rejected.unwrap().contains("bad magic"));
+    }
+
+    #[test]
+    fn file_names_carry_the_code_version() {
+        let version = env!("CARGO_PKG_VERSION");
+        let k = |v, n| file_key("the inputs", v, n);
+        assert_eq!(k(version, NUMERICS_VERSION).len(), 64);
+        assert_eq!(k(version, NUMERICS_VERSION), k(version, NUMERICS_VERSION));
+        assert_ne!(
+            k(version, NUMERICS_VERSION),
+            k("0.0.0-other", NUMERICS_VERSION)
+        );
+        assert_ne!(
+            k(version, NUMERICS_VERSION),
+            k(version, NUMERICS_VERSION + 1)
+        );
+        assert_ne!(
+            k(version, NUMERICS_VERSION),
+            file_key("other inputs", version, NUMERICS_VERSION)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), CacheMode::Disk, CacheDtype::F32, Positions::All);
+        let (_, report, _) = build(&req);
+        let name = format!("{}.feat", file_key(&req.key, version, NUMERICS_VERSION));
+        assert_eq!(report.file.unwrap(), dir.path().join(name));
+        assert!(!dir.path().join(format!("{}.feat", req.key)).exists());
+    }
+
+    fn set_last_used(path: &Path, seconds_ago: u64) {
+        let t = SystemTime::now() - std::time::Duration::from_secs(seconds_ago);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    fn last_used(path: &Path) -> SystemTime {
+        std::fs::metadata(path).unwrap().modified().unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn least_recently_used_files_are_evicted_beyond_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let request_for = |key: &str, max_bytes: u64| {
+            let mut req = request(dir.path(), CacheMode::Disk, CacheDtype::F32, Positions::All);
+            req.key = key.into();
+            req.max_bytes = max_bytes;
+            req
+        };
+        let file_of = |key: &str| {
+            let name = file_key(key, env!("CARGO_PKG_VERSION"), NUMERICS_VERSION);
+            dir.path().join(format!("{name}.feat"))
+        };
+        let name_of = |key: &str| {
+            file_of(key)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        for key in ["a", "b", "c"] {
+            let (_, report, _) = build(&request_for(key, u64::MAX));
+            assert!(report.evicted.is_none());
+        }
+        let size = std::fs::metadata(file_of("a")).unwrap().len();
+        assert!(
+            ["b", "c"]
+                .iter()
+                .all(|k| std::fs::metadata(file_of(k)).unwrap().len() == size)
+        );
+        set_last_used(&file_of("a"), 300);
+        set_last_used(&file_of("b"), 200);
+        set_last_used(&file_of("c"), 100);
+
+        // Reading `a` makes it the most recently used.
+        let (_, report, calls) = build(&request_for("a", u64::MAX));
+        assert!(!report.built && calls == 0);
+        assert!(last_used(&file_of("a")) > last_used(&file_of("c")));
+
+        // A fourth file with room for two: `b` and `c` go, `a` and `d` stay.
+        let (f, report, _) = build(&request_for("d", 2 * size));
+        let mut want = vec![name_of("a"), name_of("d")];
+        want.sort();
+        assert_eq!(names(dir.path()), want);
+        let evicted = report.evicted.clone().unwrap();
+        assert!(
+            evicted.contains(&format!(
+                "deleted 2 least recently used cache file(s) ({:.1} MB)",
+                (2 * size) as f64 / 1e6
+            )),
+            "{evicted}"
+        );
+        assert!(report.describe().ends_with(&evicted));
+        assert_eq!(values(&f, &[2]).1[4 * 4], 2040.0);
+
+        // A cap smaller than the new file alone: everything else goes, never it.
+        let (f, report, _) = build(&request_for("e", 0));
+        assert_eq!(names(dir.path()), vec![name_of("e")]);
+        assert!(report.evicted.unwrap().contains("deleted 2 "));
+        assert_eq!(values(&f, &[2]).1[4 * 4], 2040.0);
+    }
+
+    #[test]
+    fn list_and_clear_the_cache_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut head = request(d, CacheMode::Disk, CacheDtype::F32, Positions::First);
+        head.key = "head".into();
+        let head = build(&head).1.file.unwrap();
+        let mut layers = request(d, CacheMode::Disk, CacheDtype::F16, Positions::All);
+        layers.key = "layers".into();
+        let layers = build(&layers).1.file.unwrap();
+        let broken = d.join("broken.feat");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(u64::MAX.to_le_bytes());
+        std::fs::write(&broken, &bytes).unwrap();
+        std::fs::write(d.join("x.tmp-4242"), b"partial").unwrap();
+        std::fs::write(d.join("notes.txt"), b"mine").unwrap();
+        set_last_used(&head, 100);
+        set_last_used(&broken, 50);
+        set_last_used(&layers, 10);
+
+        let entries = list(d).unwrap();
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.path.clone(), e.bytes, e.examples, e.hidden, e.dtype))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    layers.clone(),
+                    size(&layers),
+                    Some(5),
+                    Some(4),
+                    Some(CacheDtype::F16)
+                ),
+                (broken.clone(), 16, None, None, None),
+                (
+                    head.clone(),
+                    size(&head),
+                    Some(5),
+                    Some(4),
+                    Some(CacheDtype::F32)
+                ),
+            ]
+        );
+        assert!(entries[0].last_used > entries[1].last_used);
+        assert!(entries[1].last_used > entries[2].last_used);
+        // Listing is not using: the times are unchanged.
+        assert_eq!(entries[2].last_used, last_used(&head));
+
+        let freed = size(&head) + size(&layers) + 16 + 7;
+        assert_eq!(clear(d).unwrap(), (4, freed));
+        assert_eq!(names(d), vec!["notes.txt".to_string()]);
+        assert!(list(d).unwrap().is_empty());
+        assert_eq!(clear(&d.join("absent")).unwrap(), (0, 0));
+        assert!(list(&d.join("absent")).unwrap().is_empty());
     }
 
     #[test]

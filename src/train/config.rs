@@ -98,6 +98,9 @@ pub struct TrainConfig {
     /// Memory the feature cache may hold before it goes to disk, in MB.
     pub cache_memory_mb: u64,
     pub cache_dtype: CacheDtype,
+    /// Size cap of the feature-cache directory, in GB: after writing a new
+    /// file, the least recently used others are deleted until it fits.
+    pub cache_max_gb: f64,
     /// Stop (validate, checkpoint, export) once the run has taken this many seconds.
     pub max_seconds: Option<f64>,
     /// Stop once the run has used this much energy, in Wh.
@@ -139,6 +142,7 @@ impl Default for TrainConfig {
             cache_dir: None,
             cache_memory_mb: 2048,
             cache_dtype: CacheDtype::F32,
+            cache_max_gb: super::cache::DEFAULT_MAX_BYTES as f64 / 1e9,
             max_seconds: None,
             max_wh: None,
             cost: CostOptions::default(),

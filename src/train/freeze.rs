@@ -101,6 +101,7 @@ pub fn build_cache<A: Architecture, T: Task>(
             dir: &dir,
             dtype: config.cache_dtype,
             memory_budget: config.cache_memory_mb * 1_000_000,
+            max_bytes: (config.cache_max_gb.max(0.0) * 1e9) as u64,
             key: split_key.hex(),
             positions,
             hidden: plain.body.hidden_size(),
