@@ -31,12 +31,21 @@
 //!   because a national average would hide a 10x spread between states and
 //!   provinces. Each lookup's `name` states the mapping.
 //!
+//! The tables are `src/cost/data/country_intensity.csv` and
+//! `src/cost/data/cloud_regions.csv`, whose header comments repeat these
+//! sources; they are compiled in and parsed on first use.
+//!
 //! Grid intensity changes year to year and hour to hour; these are annual
 //! averages, adequate for a cost report, not for carbon accounting.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use super::data;
 
 /// The intensity of the electricity a run used.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,237 +84,181 @@ pub const WORLD_G_PER_KWH: f64 = 481.0;
 /// The year of [`WORLD_G_PER_KWH`].
 pub const WORLD_YEAR: u16 = 2023;
 
-/// Countries: (alpha-2, alpha-3, name, gCO2e/kWh, year). All G20 countries,
-/// the Nordics, the EU's larger members and the other countries where
-/// clouds have regions.
-const COUNTRIES: &[(&str, &str, &str, f64, u16)] = &[
-    ("AE", "ARE", "United Arab Emirates", 561.0, 2022),
-    ("AR", "ARG", "Argentina", 354.0, 2023),
-    ("AT", "AUT", "Austria", 111.0, 2023),
-    ("AU", "AUS", "Australia", 549.0, 2023),
-    ("BD", "BGD", "Bangladesh", 691.0, 2023),
-    ("BE", "BEL", "Belgium", 138.0, 2023),
-    ("BG", "BGR", "Bulgaria", 335.0, 2023),
-    ("BR", "BRA", "Brazil", 98.0, 2023),
-    ("CA", "CAN", "Canada", 170.0, 2023),
-    ("CH", "CHE", "Switzerland", 35.0, 2023),
-    ("CL", "CHL", "Chile", 291.0, 2023),
-    ("CN", "CHN", "China", 582.0, 2023),
-    ("CO", "COL", "Colombia", 260.0, 2023),
-    ("CR", "CRI", "Costa Rica", 53.0, 2023),
-    ("CZ", "CZE", "Czechia", 450.0, 2023),
-    ("DE", "DEU", "Germany", 381.0, 2023),
-    ("DK", "DNK", "Denmark", 152.0, 2023),
-    ("EE", "EST", "Estonia", 417.0, 2023),
-    ("EG", "EGY", "Egypt", 570.0, 2023),
-    ("ES", "ESP", "Spain", 174.0, 2023),
-    ("FI", "FIN", "Finland", 79.0, 2023),
-    ("FR", "FRA", "France", 56.0, 2023),
-    ("GB", "GBR", "United Kingdom", 238.0, 2023),
-    ("GR", "GRC", "Greece", 337.0, 2023),
-    ("HK", "HKG", "Hong Kong", 699.0, 2022),
-    ("HR", "HRV", "Croatia", 205.0, 2023),
-    ("HU", "HUN", "Hungary", 204.0, 2023),
-    ("ID", "IDN", "Indonesia", 676.0, 2022),
-    ("IE", "IRL", "Ireland", 291.0, 2023),
-    ("IL", "ISR", "Israel", 583.0, 2022),
-    ("IN", "IND", "India", 713.0, 2023),
-    ("IR", "IRN", "Iran", 655.0, 2023),
-    ("IS", "ISL", "Iceland", 28.0, 2022),
-    ("IT", "ITA", "Italy", 331.0, 2023),
-    ("JP", "JPN", "Japan", 485.0, 2023),
-    ("KE", "KEN", "Kenya", 70.0, 2023),
-    ("KR", "KOR", "South Korea", 431.0, 2023),
-    ("KZ", "KAZ", "Kazakhstan", 821.0, 2023),
-    ("LU", "LUX", "Luxembourg", 105.0, 2023),
-    ("MA", "MAR", "Morocco", 630.0, 2023),
-    ("MX", "MEX", "Mexico", 507.0, 2023),
-    ("MY", "MYS", "Malaysia", 606.0, 2022),
-    ("NG", "NGA", "Nigeria", 523.0, 2023),
-    ("NL", "NLD", "Netherlands", 268.0, 2023),
-    ("NO", "NOR", "Norway", 30.0, 2023),
-    ("NZ", "NZL", "New Zealand", 113.0, 2023),
-    ("PE", "PER", "Peru", 266.0, 2023),
-    ("PH", "PHL", "Philippines", 611.0, 2023),
-    ("PK", "PAK", "Pakistan", 441.0, 2023),
-    ("PL", "POL", "Poland", 662.0, 2023),
-    ("PT", "PRT", "Portugal", 166.0, 2023),
-    ("QA", "QAT", "Qatar", 602.0, 2023),
-    ("RO", "ROU", "Romania", 241.0, 2023),
-    ("RU", "RUS", "Russia", 441.0, 2023),
-    ("SA", "SAU", "Saudi Arabia", 707.0, 2022),
-    ("SE", "SWE", "Sweden", 41.0, 2023),
-    ("SG", "SGP", "Singapore", 471.0, 2023),
-    ("SK", "SVK", "Slovakia", 117.0, 2023),
-    ("TH", "THA", "Thailand", 550.0, 2023),
-    ("TR", "TUR", "Turkey", 465.0, 2023),
-    ("TW", "TWN", "Taiwan", 642.0, 2023),
-    ("UA", "UKR", "Ukraine", 260.0, 2022),
-    ("US", "USA", "United States", 369.0, 2023),
-    ("UY", "URY", "Uruguay", 129.0, 2023),
-    ("VN", "VNM", "Vietnam", 475.0, 2023),
-    ("ZA", "ZAF", "South Africa", 708.0, 2023),
-];
+/// Where the country table lives in the source tree, for messages.
+pub const COUNTRIES_FILE: &str = "src/cost/data/country_intensity.csv";
+/// Where the cloud region table lives in the source tree, for messages.
+pub const REGIONS_FILE: &str = "src/cost/data/cloud_regions.csv";
+
+/// A row of `country_intensity.csv`: all G20 countries, the Nordics, the
+/// EU's larger members and the other countries where clouds have regions.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct CountryRow {
+    alpha2: String,
+    alpha3: String,
+    name: String,
+    g_per_kwh: f64,
+    year: u16,
+}
+
+/// What a row of `cloud_regions.csv` rests on (its `basis` column).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Basis {
+    Published,
+    SameGrid,
+    Country,
+}
+
+/// A row of `cloud_regions.csv`, as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct RegionRow {
+    provider: String,
+    code: String,
+    place: String,
+    basis: Basis,
+    #[serde(rename = "ref")]
+    reference: String,
+    grid: String,
+    g_per_kwh: Option<f64>,
+}
 
 /// Where a cloud region's figure comes from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Grid {
     /// Google's published figure for this GCP region ([`GCP_YEAR`]), in
     /// the country with this alpha-3.
-    Published(&'static str, f64),
+    Published(String, f64),
     /// The figure Google publishes for the GCP region (first) on the same
     /// grid (second, its name).
-    SameGridAs(&'static str, &'static str),
+    SameGridAs(String, String),
     /// The national figure of the country with this alpha-3.
-    Country(&'static str),
+    Country(String),
 }
 
 /// A cloud region of the table.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Region {
-    code: &'static str,
-    provider: &'static str,
-    place: &'static str,
+    code: String,
+    provider: String,
+    place: String,
     grid: Grid,
 }
 
-const fn gcp(code: &'static str, place: &'static str, iso3: &'static str, g: f64) -> Region {
-    let grid = Grid::Published(iso3, g);
-    Region {
-        code,
-        provider: "gcp",
-        place,
-        grid,
-    }
+fn is_upper_code(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-const fn aws(code: &'static str, place: &'static str, grid: Grid) -> Region {
-    Region {
-        code,
-        provider: "aws",
-        place,
-        grid,
-    }
+fn parse_countries(text: &str) -> Result<Vec<CountryRow>, String> {
+    let rows = data::parse_csv(COUNTRIES_FILE, text, |c: &CountryRow| {
+        if !is_upper_code(&c.alpha2, 2) || !is_upper_code(&c.alpha3, 3) {
+            return Err(format!(
+                "{:?}/{:?} are not ISO alpha-2/alpha-3 codes",
+                c.alpha2, c.alpha3
+            ));
+        }
+        data::non_empty("name", &c.name)?;
+        data::positive("g_per_kwh", c.g_per_kwh)?;
+        if !(1990..=2100).contains(&c.year) {
+            return Err(format!("year {} is implausible", c.year));
+        }
+        Ok(())
+    })?;
+    data::unique(COUNTRIES_FILE, &rows, |c| c.alpha2.clone())?;
+    data::unique(COUNTRIES_FILE, &rows, |c| c.alpha3.clone())?;
+    data::unique(COUNTRIES_FILE, &rows, |c| c.name.to_lowercase())?;
+    Ok(rows)
 }
 
-const fn azure(code: &'static str, place: &'static str, grid: Grid) -> Region {
-    Region {
-        code,
-        provider: "azure",
-        place,
-        grid,
-    }
+/// Parses `cloud_regions.csv`; every country it names must be in
+/// `countries`, every GCP region it refers to must be a published row.
+fn parse_regions(text: &str, countries: &[CountryRow]) -> Result<Vec<Region>, String> {
+    let has_country = |iso3: &str| countries.iter().any(|c| c.alpha3 == iso3);
+    let rows = data::parse_csv(REGIONS_FILE, text, |r: &RegionRow| {
+        if !["aws", "gcp", "azure"].contains(&r.provider.as_str()) {
+            return Err(format!(
+                "provider {:?} is not aws, gcp or azure",
+                r.provider
+            ));
+        }
+        data::non_empty("code", &r.code)?;
+        data::non_empty("place", &r.place)?;
+        match (r.basis, r.g_per_kwh) {
+            (Basis::Published, Some(g)) => {
+                if r.provider != "gcp" {
+                    return Err("only GCP rows carry a published figure".to_string());
+                }
+                data::positive("g_per_kwh", g)?;
+            }
+            (Basis::Published, None) => return Err("a published row needs g_per_kwh".into()),
+            (_, Some(_)) => {
+                return Err("only a published row carries g_per_kwh".to_string());
+            }
+            (Basis::SameGrid, None) => data::non_empty("grid", &r.grid)?,
+            (Basis::Country, None) => {}
+        }
+        if r.basis != Basis::SameGrid && !has_country(&r.reference) {
+            return Err(format!(
+                "ref {:?} is not an alpha-3 code of {COUNTRIES_FILE}",
+                r.reference
+            ));
+        }
+        Ok(())
+    })?;
+    data::unique(REGIONS_FILE, &rows, |r| r.code.to_lowercase())?;
+    rows.iter()
+        .map(|r| {
+            let grid = match r.basis {
+                Basis::Published => {
+                    Grid::Published(r.reference.clone(), r.g_per_kwh.unwrap_or(0.0))
+                }
+                Basis::Country => Grid::Country(r.reference.clone()),
+                Basis::SameGrid => {
+                    let published = rows
+                        .iter()
+                        .any(|p| p.basis == Basis::Published && p.code == r.reference);
+                    if !published {
+                        return Err(format!(
+                            "{REGIONS_FILE}: {} refers to {:?}, which is not a published GCP row",
+                            r.code, r.reference
+                        ));
+                    }
+                    Grid::SameGridAs(r.reference.clone(), r.grid.clone())
+                }
+            };
+            Ok(Region {
+                code: r.code.clone(),
+                provider: r.provider.clone(),
+                place: r.place.clone(),
+                grid,
+            })
+        })
+        .collect()
 }
 
-const fn country(iso3: &'static str) -> Grid {
-    Grid::Country(iso3)
-}
+/// The shipped country table, parsed on first use (the tests check that it
+/// parses).
+static COUNTRIES: LazyLock<Vec<CountryRow>> = LazyLock::new(|| {
+    parse_countries(data::COUNTRY_INTENSITY_CSV).unwrap_or_else(|e| panic!("{e}"))
+});
 
-const fn like(gcp_region: &'static str, grid_name: &'static str) -> Grid {
-    Grid::SameGridAs(gcp_region, grid_name)
-}
-
-/// Cloud regions. GCP rows carry Google's 2024 figures; AWS and Azure rows
-/// name the grid they are mapped to.
-const REGIONS: &[Region] = &[
-    // Google Cloud.
-    gcp("africa-south1", "Johannesburg", "ZAF", 656.85),
-    gcp("asia-east1", "Taiwan", "TWN", 439.29),
-    gcp("asia-northeast1", "Tokyo", "JPN", 452.85),
-    gcp("asia-northeast3", "Seoul", "KOR", 356.57),
-    gcp("asia-south1", "Mumbai", "IND", 678.76),
-    gcp("asia-southeast1", "Singapore", "SGP", 366.85),
-    gcp("australia-southeast1", "Sydney", "AUS", 497.50),
-    gcp("europe-central2", "Warsaw", "POL", 642.88),
-    gcp("europe-north1", "Finland", "FIN", 39.32),
-    gcp("europe-north2", "Stockholm", "SWE", 2.73),
-    gcp("europe-southwest1", "Madrid", "ESP", 89.04),
-    gcp("europe-west1", "Belgium", "BEL", 103.37),
-    gcp("europe-west2", "London", "GBR", 105.94),
-    gcp("europe-west3", "Frankfurt", "DEU", 275.82),
-    gcp("europe-west4", "Eemshaven", "NLD", 208.81),
-    gcp("europe-west6", "Zurich", "CHE", 15.05),
-    gcp("europe-west8", "Milan", "ITA", 201.69),
-    gcp("europe-west9", "Paris", "FRA", 16.30),
-    gcp("northamerica-northeast1", "Montreal", "CAN", 5.48),
-    gcp("northamerica-northeast2", "Toronto", "CAN", 58.56),
-    gcp("southamerica-east1", "Sao Paulo", "BRA", 67.32),
-    gcp("us-central1", "Iowa", "USA", 412.72),
-    gcp("us-east1", "South Carolina", "USA", 575.77),
-    gcp("us-east4", "Northern Virginia", "USA", 323.05),
-    gcp("us-south1", "Dallas", "USA", 302.95),
-    gcp("us-west1", "Oregon", "USA", 79.23),
-    gcp("us-west2", "Los Angeles", "USA", 169.28),
-    gcp("us-west3", "Salt Lake City", "USA", 555.17),
-    gcp("us-west4", "Las Vegas", "USA", 357.30),
-    // AWS: North America by grid, elsewhere by country.
-    aws("us-east-1", "N. Virginia", like("us-east4", "PJM")),
-    aws("us-east-2", "Ohio", like("us-east4", "PJM")),
-    aws("us-west-1", "N. California", like("us-west2", "CAISO")),
-    aws("us-west-2", "Oregon", like("us-west1", "Pacific Northwest")),
-    aws(
-        "ca-central-1",
-        "Montreal",
-        like("northamerica-northeast1", "Quebec"),
-    ),
-    aws("sa-east-1", "Sao Paulo", country("BRA")),
-    aws("eu-west-1", "Ireland", country("IRL")),
-    aws("eu-west-2", "London", country("GBR")),
-    aws("eu-west-3", "Paris", country("FRA")),
-    aws("eu-central-1", "Frankfurt", country("DEU")),
-    aws("eu-north-1", "Stockholm", country("SWE")),
-    aws("eu-south-1", "Milan", country("ITA")),
-    aws("ap-northeast-1", "Tokyo", country("JPN")),
-    aws("ap-northeast-2", "Seoul", country("KOR")),
-    aws("ap-southeast-1", "Singapore", country("SGP")),
-    aws("ap-southeast-2", "Sydney", country("AUS")),
-    aws("ap-south-1", "Mumbai", country("IND")),
-    // Azure: likewise.
-    azure("eastus", "Virginia", like("us-east4", "PJM")),
-    azure("eastus2", "Virginia", like("us-east4", "PJM")),
-    azure("westus", "California", like("us-west2", "CAISO")),
-    azure(
-        "westus2",
-        "Washington",
-        like("us-west1", "Pacific Northwest"),
-    ),
-    azure("centralus", "Iowa", like("us-central1", "Iowa (MISO)")),
-    azure("southcentralus", "Texas", like("us-south1", "ERCOT")),
-    azure(
-        "canadacentral",
-        "Toronto",
-        like("northamerica-northeast2", "Ontario"),
-    ),
-    azure("brazilsouth", "Sao Paulo", country("BRA")),
-    azure("northeurope", "Ireland", country("IRL")),
-    azure("westeurope", "Netherlands", country("NLD")),
-    azure("uksouth", "London", country("GBR")),
-    azure("francecentral", "Paris", country("FRA")),
-    azure("germanywestcentral", "Frankfurt", country("DEU")),
-    azure("swedencentral", "Gavle", country("SWE")),
-    azure("norwayeast", "Oslo", country("NOR")),
-    azure("switzerlandnorth", "Zurich", country("CHE")),
-    azure("japaneast", "Tokyo", country("JPN")),
-    azure("southeastasia", "Singapore", country("SGP")),
-    azure("australiaeast", "New South Wales", country("AUS")),
-    azure("centralindia", "Pune", country("IND")),
-];
-
-type CountryRow = (&'static str, &'static str, &'static str, f64, u16);
+/// The shipped cloud region table, parsed on first use.
+static REGIONS: LazyLock<Vec<Region>> = LazyLock::new(|| {
+    parse_regions(data::CLOUD_REGIONS_CSV, &COUNTRIES).unwrap_or_else(|e| panic!("{e}"))
+});
 
 fn country_by_iso3(iso3: &str) -> Option<&'static CountryRow> {
-    COUNTRIES.iter().find(|c| c.1 == iso3)
+    COUNTRIES.iter().find(|c| c.alpha3 == iso3)
 }
 
 fn country_intensity(c: &'static CountryRow) -> Intensity {
     Intensity {
-        g_per_kwh: c.3,
-        name: c.2.to_string(),
-        code: c.1.to_string(),
+        g_per_kwh: c.g_per_kwh,
+        name: c.name.clone(),
+        code: c.alpha3.clone(),
         source: SOURCE_COUNTRIES,
-        year: c.4,
-        country_name: c.2,
-        country_iso3: c.1,
+        year: c.year,
+        country_name: &c.name,
+        country_iso3: &c.alpha3,
         cloud_provider: "",
     }
 }
@@ -334,37 +287,38 @@ fn provider_label(provider: &str) -> &'static str {
 
 /// Google's published (alpha-3, g/kWh) for a GCP region code.
 fn gcp_figure(code: &str) -> Option<(&'static str, f64)> {
-    REGIONS.iter().find_map(|r| match r.grid {
-        Grid::Published(iso3, g) if r.code == code => Some((iso3, g)),
+    REGIONS.iter().find_map(|r| match &r.grid {
+        Grid::Published(iso3, g) if r.code == code => Some((iso3.as_str(), *g)),
         _ => None,
     })
 }
 
-fn region_intensity(r: &Region) -> Intensity {
-    let label = format!("{} {} ({})", provider_label(r.provider), r.code, r.place);
-    let (iso3, g_per_kwh, name, source, year) = match r.grid {
-        Grid::Published(iso3, g) => (iso3, g, label, SOURCE_GCP, GCP_YEAR),
+fn region_intensity(r: &'static Region) -> Intensity {
+    let label = format!("{} {} ({})", provider_label(&r.provider), r.code, r.place);
+    let (iso3, g_per_kwh, name, source, year) = match &r.grid {
+        Grid::Published(iso3, g) => (iso3.as_str(), *g, label, SOURCE_GCP, GCP_YEAR),
         Grid::SameGridAs(gcp_region, grid_name) => {
             let (iso3, g) = gcp_figure(gcp_region).unwrap_or(("", f64::NAN));
             let name = format!("{label} -> {grid_name} grid, as GCP {gcp_region}");
             (iso3, g, name, SOURCE_GCP, GCP_YEAR)
         }
         Grid::Country(iso3) => {
-            let (g, year, country) =
-                country_by_iso3(iso3).map_or((f64::NAN, 0, ""), |c| (c.3, c.4, c.2));
+            let (g, year, country) = country_by_iso3(iso3).map_or((f64::NAN, 0, ""), |c| {
+                (c.g_per_kwh, c.year, c.name.as_str())
+            });
             let name = format!("{label} -> {country} national grid");
-            (iso3, g, name, SOURCE_COUNTRIES, year)
+            (iso3.as_str(), g, name, SOURCE_COUNTRIES, year)
         }
     };
     Intensity {
         g_per_kwh,
         name,
-        code: r.code.to_string(),
+        code: r.code.clone(),
         source,
         year,
-        country_name: country_by_iso3(iso3).map_or("", |c| c.2),
+        country_name: country_by_iso3(iso3).map_or("", |c| c.name.as_str()),
         country_iso3: iso3,
-        cloud_provider: r.provider,
+        cloud_provider: &r.provider,
     }
 }
 
@@ -394,9 +348,9 @@ fn find_country(code: &str) -> Option<&'static CountryRow> {
         code
     };
     COUNTRIES.iter().find(|c| {
-        c.0.eq_ignore_ascii_case(code)
-            || c.1.eq_ignore_ascii_case(code)
-            || c.2.eq_ignore_ascii_case(code)
+        c.alpha2.eq_ignore_ascii_case(code)
+            || c.alpha3.eq_ignore_ascii_case(code)
+            || c.name.eq_ignore_ascii_case(code)
     })
 }
 
@@ -428,7 +382,7 @@ pub fn intensity(country: Option<&str>, region: Option<&str>) -> Result<Intensit
 }
 
 fn unknown_country(code: &str) -> String {
-    let all: Vec<&str> = COUNTRIES.iter().map(|c| c.0).collect();
+    let all: Vec<&str> = COUNTRIES.iter().map(|c| c.alpha2.as_str()).collect();
     format!(
         "unknown country code {code:?}: give an ISO 3166-1 alpha-2 or alpha-3 code or an English \
          name, e.g. US/USA, DE/DEU, FR/FRA, GB/GBR, IN/IND, SE/SWE, or WORLD; the {} known \
@@ -444,7 +398,7 @@ fn unknown_region(code: &str) -> String {
             .iter()
             .filter(|r| r.provider == provider)
             .take(4)
-            .map(|r| r.code)
+            .map(|r| r.code.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -464,10 +418,13 @@ pub fn listing() -> String {
     let mut out = String::from("code(s)\tgCO2e/kWh\tyear\tname\n");
     let w = world();
     out += &format!("WORLD/WLD\t{}\t{}\t{}\n", w.g_per_kwh, w.year, w.name);
-    for c in COUNTRIES {
-        out += &format!("{}/{}\t{}\t{}\t{}\n", c.0, c.1, c.3, c.4, c.2);
+    for c in COUNTRIES.iter() {
+        out += &format!(
+            "{}/{}\t{}\t{}\t{}\n",
+            c.alpha2, c.alpha3, c.g_per_kwh, c.year, c.name
+        );
     }
-    for r in REGIONS {
+    for r in REGIONS.iter() {
         let i = region_intensity(r);
         out += &format!("{}\t{}\t{}\t{}\n", i.code, i.g_per_kwh, i.year, i.name);
     }
@@ -1027,7 +984,7 @@ mod tests {
     #[test]
     fn every_region_resolves_to_a_finite_intensity() {
         assert!(REGIONS.len() >= 30);
-        for r in REGIONS {
+        for r in REGIONS.iter() {
             let i = region_intensity(r);
             assert!(i.g_per_kwh.is_finite() && i.g_per_kwh > 0.0, "{}", r.code);
             assert!(!i.country_name.is_empty(), "{}", r.code);
@@ -1052,13 +1009,119 @@ mod tests {
         assert!(COUNTRIES.len() >= 40);
         let mut codes: Vec<String> = COUNTRIES
             .iter()
-            .flat_map(|c| [c.0.to_string(), c.1.to_string()])
-            .chain(REGIONS.iter().map(|r| r.code.to_string()))
+            .flat_map(|c| [c.alpha2.clone(), c.alpha3.clone()])
+            .chain(REGIONS.iter().map(|r| r.code.clone()))
             .collect();
         let n = codes.len();
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), n);
+    }
+
+    #[test]
+    fn shipped_tables_keep_the_values_of_the_old_literals() {
+        let countries = parse_countries(data::COUNTRY_INTENSITY_CSV).unwrap();
+        let regions = parse_regions(data::CLOUD_REGIONS_CSV, &countries).unwrap();
+        assert_eq!((countries.len(), regions.len()), (66, 66));
+        let by = |p: &str| regions.iter().filter(|r| r.provider == p).count();
+        assert_eq!((by("gcp"), by("aws"), by("azure")), (29, 17, 20));
+        let c = |a3: &str| countries.iter().find(|c| c.alpha3 == a3).cloned().unwrap();
+        let row = |a2: &str, a3: &str, name: &str, g: f64, year: u16| CountryRow {
+            alpha2: a2.into(),
+            alpha3: a3.into(),
+            name: name.into(),
+            g_per_kwh: g,
+            year,
+        };
+        assert_eq!(
+            c("ARE"),
+            row("AE", "ARE", "United Arab Emirates", 561.0, 2022)
+        );
+        assert_eq!(c("IND"), row("IN", "IND", "India", 713.0, 2023));
+        assert_eq!(c("ISL"), row("IS", "ISL", "Iceland", 28.0, 2022));
+        assert_eq!(c("KAZ"), row("KZ", "KAZ", "Kazakhstan", 821.0, 2023));
+        assert_eq!(c("ZAF"), row("ZA", "ZAF", "South Africa", 708.0, 2023));
+        let r = |code: &str| regions.iter().find(|r| r.code == code).cloned().unwrap();
+        assert_eq!(
+            r("australia-southeast1"),
+            Region {
+                code: "australia-southeast1".into(),
+                provider: "gcp".into(),
+                place: "Sydney".into(),
+                grid: Grid::Published("AUS".into(), 497.5),
+            }
+        );
+        assert_eq!(r("europe-north2").grid, Grid::Published("SWE".into(), 2.73));
+        assert_eq!(
+            r("centralus").grid,
+            Grid::SameGridAs("us-central1".into(), "Iowa (MISO)".into())
+        );
+        assert_eq!(r("canadacentral").place, "Toronto");
+        assert_eq!(r("ap-south-1").grid, Grid::Country("IND".into()));
+        assert_eq!(r("swedencentral").place, "Gavle");
+        // Looked up through the public API, as before.
+        assert_eq!(intensity(None, Some("westus")).unwrap().g_per_kwh, 169.28);
+        assert_eq!(intensity(None, Some("eu-west-1")).unwrap().g_per_kwh, 291.0);
+        assert_eq!(intensity(Some("PL"), None).unwrap().g_per_kwh, 662.0);
+        // Each file names its source in its header comment.
+        assert!(data::COUNTRY_INTENSITY_CSV.contains("Our World\n# in Data"));
+        assert!(data::CLOUD_REGIONS_CSV.contains("GoogleCloudPlatform/region-carbon-info"));
+    }
+
+    #[test]
+    fn malformed_intensity_rows_are_errors() {
+        let head = "# source\nalpha2,alpha3,name,g_per_kwh,year\n";
+        let bad = |rows: &str| parse_countries(&format!("{head}{rows}")).unwrap_err();
+        let file = COUNTRIES_FILE;
+        assert!(
+            bad("FR,FRA,France,56,2023\nDE,DEU,Germany,high,2023\n")
+                .starts_with(&format!("{file} line 4: "))
+        );
+        assert_eq!(
+            bad("FR,FRA,France,-56,2023\n"),
+            format!("{file} line 3: g_per_kwh -56 is not a positive number")
+        );
+        assert_eq!(
+            bad("fr,FRA,France,56,2023\n"),
+            format!("{file} line 3: \"fr\"/\"FRA\" are not ISO alpha-2/alpha-3 codes")
+        );
+        assert_eq!(
+            bad("FR,FRA,France,56,23\n"),
+            format!("{file} line 3: year 23 is implausible")
+        );
+        assert_eq!(
+            bad("FR,FRA,France,56,2023\nFX,FRA,France bis,56,2023\n"),
+            format!("{file}: \"FRA\" appears twice")
+        );
+        assert!(bad("FR,FRA,France,56\n").starts_with(&format!("{file}: ")));
+
+        let countries = parse_countries(data::COUNTRY_INTENSITY_CSV).unwrap();
+        let head = "provider,code,place,basis,ref,grid,g_per_kwh\n";
+        let gcp = "gcp,us-east4,Virginia,published,USA,,323.05\n";
+        let bad =
+            |rows: &str| parse_regions(&format!("{head}{gcp}{rows}"), &countries).unwrap_err();
+        let file = REGIONS_FILE;
+        assert_eq!(
+            bad("ibm,us-south,Dallas,country,USA,,\n"),
+            format!("{file} line 3: provider \"ibm\" is not aws, gcp or azure")
+        );
+        assert!(bad("aws,x,y,nearby,USA,,\n").starts_with(&format!("{file} line 3: ")));
+        assert_eq!(
+            bad("aws,eu-x,Paris,country,XYZ,,\n"),
+            format!("{file} line 3: ref \"XYZ\" is not an alpha-3 code of {COUNTRIES_FILE}")
+        );
+        assert_eq!(
+            bad("aws,eu-x,Paris,country,FRA,,56\n"),
+            format!("{file} line 3: only a published row carries g_per_kwh")
+        );
+        assert_eq!(
+            bad("aws,us-x,Ohio,same_grid,us-east9,PJM,\n"),
+            format!("{file}: us-x refers to \"us-east9\", which is not a published GCP row")
+        );
+        assert_eq!(
+            bad("aws,US-EAST4,Virginia,country,USA,,\n"),
+            format!("{file}: \"us-east4\" appears twice")
+        );
     }
 
     #[test]

@@ -8,15 +8,43 @@
 //!   the socket, not only this one. Since 2020 (CVE-2020-8694) `energy_uj` is
 //!   readable by root only on most distributions; when it cannot be read the
 //!   CPU is estimated as TDP x this process's CPU share (see
-//!   [`estimate_cpu_watts`]) and the reading says why.
+//!   [`cpu_estimate`]) and the reading says why.
 //! * **RAM** — measured from a RAPL `dram` zone when one is exposed and
-//!   readable; otherwise estimated with CodeCarbon's RAM model (see
-//!   [`ram_watts`]).
+//!   readable; otherwise estimated as the machine's RAM power by CodeCarbon's
+//!   DIMM model x the share of the machine's memory this process holds (see
+//!   [`ram_estimate`]).
 //! * **GPU** — only when a GPU index is requested: NVML is loaded at run time
-//!   with `dlopen("libnvidia-ml.so.1")`; the board's energy counter
+//!   (`libnvidia-ml.so.1`, through the `nvml-wrapper` crate, so nothing
+//!   NVIDIA is needed to build); the board's energy counter
 //!   (`nvmlDeviceGetTotalEnergyConsumption`, Volta and newer) is used when
 //!   supported, else `nvmlDeviceGetPowerUsage` is sampled and integrated.
 //!   Without NVML the GPU is estimated from its TDP (see [`gpu_tdp`]).
+//!
+//! # The estimate, and CodeCarbon
+//!
+//! Without RAPL, energy = (CPU watts + RAM watts) x wall seconds, where
+//!
+//! * CPU watts = TDP x (logical CPUs / chip threads) x CPU share, the share
+//!   being this process's CPU seconds (`/proc/self/stat` utime + stime) over
+//!   wall seconds x logical CPUs. This is CodeCarbon's "process" tracking
+//!   mode (TDP x the process's normalised CPU load), followed exactly but
+//!   for two differences: the TDP is prorated when the machine shows fewer
+//!   (a VM slice) or more (several sockets) logical CPUs than one chip has,
+//!   since CodeCarbon would charge a 2-vCPU slice of a 128-thread EPYC the
+//!   whole chip's TDP; and an unknown CPU gets
+//!   [`UNKNOWN_CPU_WATTS_PER_THREAD`] per logical CPU rather than
+//!   CodeCarbon's flat 85 W. The CPU energy is therefore the CPU-seconds
+//!   used times a constant: TDP / chip threads.
+//! * RAM watts = P(machine memory) x process memory / machine memory, with
+//!   P CodeCarbon 3.x's DIMM model ([`ram_watts`]: 5 W per DIMM on x86, the
+//!   DIMM count guessed from the memory size, at least 10 W). CodeCarbon's
+//!   "process" mode instead feeds the process's resident memory to the same
+//!   model, floor included, so any process under 16 GiB is charged 10 W,
+//!   the power of two whole DIMMs: on a small VM that floor outweighs the
+//!   CPU and makes the energy a constant times wall time. Here the floor
+//!   applies to the machine, whose DIMMs it describes, and the process is
+//!   charged the share of them its memory occupies, as its CPU share charges
+//!   it for the CPU.
 //!
 //! A background thread samples every [`MeterOptions::interval`] (1 s by
 //! default): a 32-bit RAPL counter (about 2^32 uJ = 4295 J) wraps in well
@@ -30,18 +58,18 @@
 //! let reading = meter.stop();
 //! println!("{}", reading.summary());
 //! ```
-//!
-//! Standard library only: NVML and `sysconf` are reached through `extern "C"`
-//! declarations of libc functions that std already links on Linux.
 
-use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::data;
 
 /// Joules in one kilowatt-hour.
 pub const JOULES_PER_KWH: f64 = 3.6e6;
@@ -82,7 +110,7 @@ pub fn counter_delta(start: u64, end: u64, max_range: u64) -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Shipped TDP tables
+// Shipped TDP tables (src/cost/data/cpu_tdp.csv, gpu_tdp.csv)
 // ---------------------------------------------------------------------------
 
 /// A CPU from the shipped table.
@@ -96,146 +124,71 @@ pub struct CpuSpec {
     pub threads: u32,
 }
 
-/// CPU TDPs: (lower-case key matched inside the normalised `model name`,
-/// shown name, TDP W, hardware threads per chip). Figures are the vendors'
-/// published default TDP / processor base power. Cloud-only parts (EPYC
-/// 7B12/7B13/7R13, Xeon 8xxxC/CL/M) have no public datasheet: they take the
-/// TDP of the retail part they derive from, as CodeCarbon's table does.
-/// Apple publishes no TDP: the M-series rows are approximate package power
-/// under full CPU load.
-const CPU_TABLE: &[(&str, &str, f64, u32)] = &[
-    // AMD EPYC
-    ("epyc 7b12", "AMD EPYC 7B12", 240.0, 128),
-    ("epyc 7b13", "AMD EPYC 7B13", 225.0, 128),
-    ("epyc 7r13", "AMD EPYC 7R13", 225.0, 96),
-    ("epyc 7443", "AMD EPYC 7443", 200.0, 48),
-    ("epyc 7452", "AMD EPYC 7452", 155.0, 64),
-    ("epyc 7543", "AMD EPYC 7543", 225.0, 64),
-    ("epyc 7713", "AMD EPYC 7713", 225.0, 128),
-    ("epyc 7742", "AMD EPYC 7742", 225.0, 128),
-    ("epyc 7763", "AMD EPYC 7763", 280.0, 128),
-    ("epyc 9554", "AMD EPYC 9554", 360.0, 128),
-    ("epyc 9654", "AMD EPYC 9654", 360.0, 192),
-    ("epyc 9754", "AMD EPYC 9754", 360.0, 256),
-    // AMD desktop / workstation
-    ("ryzen 7 5800x", "AMD Ryzen 7 5800X", 105.0, 16),
-    ("ryzen 9 5950x", "AMD Ryzen 9 5950X", 105.0, 32),
-    ("ryzen 9 7950x", "AMD Ryzen 9 7950X", 170.0, 32),
-    (
-        "threadripper 3990x",
-        "AMD Ryzen Threadripper 3990X",
-        280.0,
-        128,
-    ),
-    // Intel Xeon (servers and cloud)
-    ("e5-2686 v4", "Intel Xeon E5-2686 v4", 145.0, 36),
-    ("e5-2690 v4", "Intel Xeon E5-2690 v4", 135.0, 28),
-    ("xeon gold 6230", "Intel Xeon Gold 6230", 125.0, 40),
-    ("xeon gold 6230r", "Intel Xeon Gold 6230R", 150.0, 52),
-    ("xeon gold 6248", "Intel Xeon Gold 6248", 150.0, 40),
-    ("xeon gold 6338", "Intel Xeon Gold 6338", 205.0, 64),
-    (
-        "xeon platinum 8124m",
-        "Intel Xeon Platinum 8124M",
-        240.0,
-        36,
-    ),
-    ("xeon platinum 8168", "Intel Xeon Platinum 8168", 205.0, 48),
-    (
-        "xeon platinum 8175m",
-        "Intel Xeon Platinum 8175M",
-        240.0,
-        48,
-    ),
-    (
-        "xeon platinum 8259cl",
-        "Intel Xeon Platinum 8259CL",
-        210.0,
-        48,
-    ),
-    (
-        "xeon platinum 8272cl",
-        "Intel Xeon Platinum 8272CL",
-        195.0,
-        52,
-    ),
-    (
-        "xeon platinum 8275cl",
-        "Intel Xeon Platinum 8275CL",
-        240.0,
-        48,
-    ),
-    ("xeon platinum 8358", "Intel Xeon Platinum 8358", 250.0, 64),
-    (
-        "xeon platinum 8375c",
-        "Intel Xeon Platinum 8375C",
-        300.0,
-        64,
-    ),
-    ("xeon platinum 8380", "Intel Xeon Platinum 8380", 270.0, 80),
-    ("xeon platinum 8468", "Intel Xeon Platinum 8468", 350.0, 96),
-    (
-        "xeon platinum 8480",
-        "Intel Xeon Platinum 8480+",
-        350.0,
-        112,
-    ),
-    // Intel Core
-    ("i5-13600k", "Intel Core i5-13600K", 125.0, 20),
-    ("i7-12700h", "Intel Core i7-12700H", 45.0, 20),
-    ("i7-12700k", "Intel Core i7-12700K", 125.0, 20),
-    ("i7-13700k", "Intel Core i7-13700K", 125.0, 24),
-    ("i9-12900k", "Intel Core i9-12900K", 125.0, 24),
-    ("i9-13900k", "Intel Core i9-13900K", 125.0, 32),
-    ("i9-14900k", "Intel Core i9-14900K", 125.0, 32),
-    // Apple silicon (approximate, see above)
-    ("apple m1", "Apple M1", 20.0, 8),
-    ("apple m2", "Apple M2", 20.0, 8),
-    ("apple m3", "Apple M3", 22.0, 8),
-];
+/// Where the CPU table lives in the source tree, for messages.
+pub const CPU_TDP_FILE: &str = "src/cost/data/cpu_tdp.csv";
+/// Where the GPU table lives in the source tree, for messages.
+pub const GPU_TDP_FILE: &str = "src/cost/data/gpu_tdp.csv";
 
-/// GPU board powers: (lower-case key matched inside the normalised device
-/// name, shown name, TDP / total board power W), from the vendors' data
-/// sheets. Where a model ships in several forms, the bare name is the SXM /
-/// flagship form and the PCIe / NVL forms have their own rows.
-const GPU_TABLE: &[(&str, &str, f64)] = &[
-    ("b200", "NVIDIA B200", 1000.0),
-    ("h200", "NVIDIA H200 SXM", 700.0),
-    ("h200 nvl", "NVIDIA H200 NVL", 600.0),
-    ("h100", "NVIDIA H100 SXM", 700.0),
-    ("h100 pcie", "NVIDIA H100 PCIe", 350.0),
-    ("h100 nvl", "NVIDIA H100 NVL", 400.0),
-    ("a100", "NVIDIA A100 SXM", 400.0),
-    ("a100-pcie", "NVIDIA A100 PCIe 40GB", 250.0),
-    ("a100 80gb pcie", "NVIDIA A100 PCIe 80GB", 300.0),
-    ("a10", "NVIDIA A10", 150.0),
-    ("a10g", "NVIDIA A10G", 150.0),
-    ("a30", "NVIDIA A30", 165.0),
-    ("a40", "NVIDIA A40", 300.0),
-    ("l4", "NVIDIA L4", 72.0),
-    ("l40", "NVIDIA L40", 300.0),
-    ("l40s", "NVIDIA L40S", 350.0),
-    ("t4", "NVIDIA T4", 70.0),
-    ("v100", "NVIDIA V100 SXM2", 300.0),
-    ("v100-pcie", "NVIDIA V100 PCIe", 250.0),
-    ("v100s", "NVIDIA V100S PCIe", 250.0),
-    ("p100", "NVIDIA P100 PCIe", 250.0),
-    ("k80", "NVIDIA K80", 300.0),
-    ("rtx a4000", "NVIDIA RTX A4000", 140.0),
-    ("rtx a6000", "NVIDIA RTX A6000", 300.0),
-    ("rtx 6000 ada", "NVIDIA RTX 6000 Ada", 300.0),
-    ("titan rtx", "NVIDIA TITAN RTX", 280.0),
-    ("gtx 1080 ti", "NVIDIA GeForce GTX 1080 Ti", 250.0),
-    ("rtx 3060", "NVIDIA GeForce RTX 3060", 170.0),
-    ("rtx 3080", "NVIDIA GeForce RTX 3080", 320.0),
-    ("rtx 3090", "NVIDIA GeForce RTX 3090", 350.0),
-    ("rtx 3090 ti", "NVIDIA GeForce RTX 3090 Ti", 450.0),
-    ("rtx 4080", "NVIDIA GeForce RTX 4080", 320.0),
-    ("rtx 4090", "NVIDIA GeForce RTX 4090", 450.0),
-    ("rtx 5090", "NVIDIA GeForce RTX 5090", 575.0),
-    ("mi250x", "AMD Instinct MI250X", 560.0),
-    ("mi300x", "AMD Instinct MI300X", 750.0),
-];
+/// A row of `cpu_tdp.csv`; its header comment names the sources.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct CpuRow {
+    /// Lower-case text matched as a token in the normalised `model name`.
+    key: String,
+    name: String,
+    tdp_w: f64,
+    threads: u32,
+}
+
+/// A row of `gpu_tdp.csv`; its header comment names the sources.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct GpuRow {
+    key: String,
+    name: String,
+    tdp_w: f64,
+}
+
+/// A key must be written as [`normalise`] leaves a name, or it never matches.
+fn check_key(key: &str) -> Result<(), String> {
+    data::non_empty("key", key)?;
+    if normalise(key) == key {
+        Ok(())
+    } else {
+        Err(format!(
+            "key {key:?} is not normalised (lower case, single spaces): {:?}",
+            normalise(key)
+        ))
+    }
+}
+
+fn parse_cpu_table(text: &str) -> Result<Vec<CpuRow>, String> {
+    let rows = data::parse_csv(CPU_TDP_FILE, text, |r: &CpuRow| {
+        check_key(&r.key)?;
+        data::non_empty("name", &r.name)?;
+        data::positive("tdp_w", r.tdp_w)?;
+        data::positive("threads", f64::from(r.threads))
+    })?;
+    data::unique(CPU_TDP_FILE, &rows, |r| r.key.clone())?;
+    Ok(rows)
+}
+
+fn parse_gpu_table(text: &str) -> Result<Vec<GpuRow>, String> {
+    let rows = data::parse_csv(GPU_TDP_FILE, text, |r: &GpuRow| {
+        check_key(&r.key)?;
+        data::non_empty("name", &r.name)?;
+        data::positive("tdp_w", r.tdp_w)
+    })?;
+    data::unique(GPU_TDP_FILE, &rows, |r| r.key.clone())?;
+    Ok(rows)
+}
+
+/// The shipped CPU table, parsed on first use (the tests check that it
+/// parses).
+static CPU_TABLE: LazyLock<Vec<CpuRow>> =
+    LazyLock::new(|| parse_cpu_table(data::CPU_TDP_CSV).unwrap_or_else(|e| panic!("{e}")));
+
+/// The shipped GPU table, parsed on first use.
+static GPU_TABLE: LazyLock<Vec<GpuRow>> =
+    LazyLock::new(|| parse_gpu_table(data::GPU_TDP_CSV).unwrap_or_else(|e| panic!("{e}")));
 
 /// Lower case, "(R)" / "(TM)" dropped, runs of blanks collapsed:
 /// "Intel(R) Xeon(R) Platinum 8375C CPU" -> "intel xeon platinum 8375c cpu".
@@ -270,10 +223,10 @@ fn best_row<'a, T>(name: &str, table: &'a [T], key: impl Fn(&T) -> &str) -> Opti
 /// matched case-insensitively on a distinctive substring such as "EPYC 7B13"
 /// or "i9-13900K"; the longest matching key wins.
 pub fn cpu_spec(model: &str) -> Option<CpuSpec> {
-    best_row(model, CPU_TABLE, |row| row.0).map(|&(_, name, tdp_w, threads)| CpuSpec {
-        name,
-        tdp_w,
-        threads,
+    best_row(model, &CPU_TABLE, |row| &row.key).map(|row| CpuSpec {
+        name: &row.name,
+        tdp_w: row.tdp_w,
+        threads: row.threads,
     })
 }
 
@@ -286,64 +239,127 @@ pub fn cpu_tdp(model: &str) -> Option<(f64, &'static str)> {
 /// A GPU's board power in watts from its device name ("NVIDIA H100 80GB
 /// HBM3", "Tesla T4", ...), if the model is in the shipped table.
 pub fn gpu_tdp(name: &str) -> Option<f64> {
-    gpu_row(name).map(|row| row.2)
+    gpu_row(name).map(|row| row.tdp_w)
 }
 
-fn gpu_row(name: &str) -> Option<&'static (&'static str, &'static str, f64)> {
-    best_row(name, GPU_TABLE, |row| row.0)
+fn gpu_row(name: &str) -> Option<&'static GpuRow> {
+    best_row(name, &GPU_TABLE, |row| &row.key)
 }
 
-/// Mean CPU watts estimated for a process that used `cpu_share` of the
-/// machine's `logical_cpus` (share = process CPU seconds / (wall seconds x
-/// logical CPUs)), and how it was derived.
-///
-/// Known model: TDP x share. When the machine shows a different number of
-/// logical CPUs than one chip has (a VM slice sees fewer, a two-socket host
-/// more), the TDP is first prorated by logical CPUs / chip threads, so a
-/// 2-vCPU slice of a 128-thread EPYC is charged 2/128 of its TDP at full
-/// load, not all of it.
-/// Unknown model: [`UNKNOWN_CPU_WATTS_PER_THREAD`] x logical CPUs x share.
-pub fn estimate_cpu_watts(model: &str, logical_cpus: usize, cpu_share: f64) -> (f64, String) {
-    let n = logical_cpus.max(1);
-    let share = if cpu_share.is_finite() {
-        cpu_share.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let pct = share * 100.0;
-    match cpu_spec(model) {
-        Some(spec) => {
-            let full = spec.tdp_w * n as f64 / f64::from(spec.threads.max(1));
-            let watts = full * share;
-            let prorated = if n as u64 == u64::from(spec.threads) {
+// ---------------------------------------------------------------------------
+// CPU estimate
+// ---------------------------------------------------------------------------
+
+/// How an estimated CPU power was derived (saved in `cost.json`):
+/// `watts` = `full_load_w` x `cpu_share`, `full_load_w` = `tdp_w` x
+/// `logical_cpus` / `chip_threads`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuEstimate {
+    /// The row of the shipped table the CPU matched, e.g. "AMD EPYC 7B13";
+    /// `None` when it is not in the table.
+    pub table_model: Option<String>,
+    /// Where the TDP comes from: the shipped table and its source, or the
+    /// per-thread assumption for a CPU that is not in it.
+    pub tdp_source: String,
+    /// TDP of one chip, W (unknown CPU: [`UNKNOWN_CPU_WATTS_PER_THREAD`] x
+    /// logical CPUs).
+    pub tdp_w: f64,
+    /// Hardware threads of that chip (unknown CPU: the logical CPUs).
+    pub chip_threads: u32,
+    /// Logical CPUs this machine shows.
+    pub logical_cpus: usize,
+    /// Watts with every logical CPU busy: the TDP prorated to the logical
+    /// CPUs this machine shows.
+    pub full_load_w: f64,
+    /// This process's CPU seconds over (wall seconds x logical CPUs), 0 to 1.
+    pub cpu_share: f64,
+    /// `full_load_w` x `cpu_share`.
+    pub watts: f64,
+}
+
+impl CpuEstimate {
+    /// The derivation in words, e.g. "TDP 225 W (AMD EPYC 7B13, shipped
+    /// table) prorated to ... x 23.5% CPU share of 2 logical CPUs = 0.83 W".
+    pub fn how(&self) -> String {
+        let pct = self.cpu_share * 100.0;
+        let (n, watts) = (self.logical_cpus, self.watts);
+        if let Some(model) = &self.table_model {
+            let prorated = if n as u64 == u64::from(self.chip_threads) {
                 String::new()
             } else {
                 format!(
-                    " prorated to the {n} of its {} threads this machine shows = {full:.2} W,",
-                    spec.threads
+                    " prorated to the {n} of its {} threads this machine shows = {:.2} W,",
+                    self.chip_threads, self.full_load_w
                 )
             };
-            let how = format!(
-                "TDP {} W ({}, shipped table){prorated} x {pct:.1}% CPU share of {n} logical \
-                 CPUs = {watts:.2} W",
-                spec.tdp_w, spec.name
-            );
-            (watts, how)
-        }
-        None => {
-            let full = UNKNOWN_CPU_WATTS_PER_THREAD * n as f64;
-            let watts = full * share;
-            let how = format!(
-                "{UNKNOWN_CPU_WATTS_PER_THREAD} W per logical CPU x {n} (CPU {model:?} is not in \
-                 the shipped TDP table) x {pct:.1}% CPU share = {watts:.2} W"
-            );
-            (watts, how)
+            format!(
+                "TDP {} W ({model}, shipped table){prorated} x {pct:.1}% CPU share of {n} \
+                 logical CPUs = {watts:.2} W",
+                self.tdp_w
+            )
+        } else {
+            format!(
+                "{UNKNOWN_CPU_WATTS_PER_THREAD} W per logical CPU x {n} ({}) x {pct:.1}% CPU \
+                 share = {watts:.2} W",
+                self.tdp_source
+            )
         }
     }
 }
 
+/// The CPU power of a process that used `cpu_share` of the machine's
+/// `logical_cpus` (share = process CPU seconds / (wall seconds x logical
+/// CPUs), clamped to 0..1).
+///
+/// Known model: TDP x share, as CodeCarbon's process mode; but when the
+/// machine shows a different number of logical CPUs than one chip has (a VM
+/// slice sees fewer, a two-socket host more), the TDP is first prorated by
+/// logical CPUs / chip threads, so a 2-vCPU slice of a 128-thread EPYC is
+/// charged 2/128 of its TDP at full load, not all of it.
+/// Unknown model: [`UNKNOWN_CPU_WATTS_PER_THREAD`] x logical CPUs x share.
+pub fn cpu_estimate(model: &str, logical_cpus: usize, cpu_share: f64) -> CpuEstimate {
+    let n = logical_cpus.max(1);
+    let cpu_share = if cpu_share.is_finite() {
+        cpu_share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (table_model, tdp_source, tdp_w, chip_threads) = match cpu_spec(model) {
+        Some(spec) => (
+            Some(spec.name.to_string()),
+            format!("{CPU_TDP_FILE} (vendors' published TDP): {}", spec.name),
+            spec.tdp_w,
+            spec.threads.max(1),
+        ),
+        None => (
+            None,
+            format!("CPU {model:?} is not in the shipped TDP table {CPU_TDP_FILE}"),
+            UNKNOWN_CPU_WATTS_PER_THREAD * n as f64,
+            u32::try_from(n).unwrap_or(u32::MAX),
+        ),
+    };
+    let full_load_w = tdp_w * n as f64 / f64::from(chip_threads);
+    CpuEstimate {
+        table_model,
+        tdp_source,
+        tdp_w,
+        chip_threads,
+        logical_cpus: n,
+        full_load_w,
+        cpu_share,
+        watts: full_load_w * cpu_share,
+    }
+}
+
+/// Mean CPU watts estimated for a process that used `cpu_share` of the
+/// machine's `logical_cpus`, and how it was derived (see [`cpu_estimate`]).
+pub fn estimate_cpu_watts(model: &str, logical_cpus: usize, cpu_share: f64) -> (f64, String) {
+    let e = cpu_estimate(model, logical_cpus, cpu_share);
+    (e.watts, e.how())
+}
+
 // ---------------------------------------------------------------------------
-// RAM model (CodeCarbon 3.x)
+// RAM estimate
 // ---------------------------------------------------------------------------
 
 /// How many DIMMs CodeCarbon 3.x assumes for `gib` GiB of memory: 1 up to
@@ -371,18 +387,28 @@ pub fn ram_dimms(gib: f64) -> u32 {
     8
 }
 
-/// RAM watts by CodeCarbon 3.x's model (`codecarbon/external/ram.py`,
-/// release 3.3): 5 W per DIMM on x86 (1.5 W on ARM) for the first 4 DIMMs,
-/// 90% of that for DIMMs 5-8, 80% for 9-16 and 70% beyond, never below
-/// 10 W on x86 (3 W on ARM). It replaced the older rule of 3 W per 8 GB
-/// (0.375 W/GB). CodeCarbon applies it to the machine's memory in "machine"
-/// mode and to the process's resident memory in "process" mode; this meter
-/// tracks the process, so it uses the resident set.
-pub fn ram_watts(gib: f64, arm: bool) -> f64 {
-    let (per_dimm, floor) = if arm {
-        (RAM_WATTS_PER_DIMM_ARM, 3.0)
+/// The least RAM power CodeCarbon 3.x assigns: two DIMMs on x86 (10 W), 3 W
+/// on ARM.
+pub fn ram_floor_watts(arm: bool) -> f64 {
+    if arm {
+        3.0
     } else {
-        (RAM_WATTS_PER_DIMM_X86, 10.0)
+        2.0 * RAM_WATTS_PER_DIMM_X86
+    }
+}
+
+/// The power of `gib` GiB of memory by CodeCarbon 3.x's model
+/// (`codecarbon/external/ram.py`, release 3.3): 5 W per DIMM on x86 (1.5 W
+/// on ARM) for the first 4 DIMMs, 90% of that for DIMMs 5-8, 80% for 9-16
+/// and 70% beyond, never below [`ram_floor_watts`]. It replaced the older
+/// rule of 3 W per 8 GB (0.375 W/GB). It describes the DIMMs of a machine
+/// with that much memory; [`ram_estimate`] applies it to the machine and
+/// charges the process its share.
+pub fn ram_watts(gib: f64, arm: bool) -> f64 {
+    let per_dimm = if arm {
+        RAM_WATTS_PER_DIMM_ARM
+    } else {
+        RAM_WATTS_PER_DIMM_X86
     };
     let watts: f64 = (1..=ram_dimms(gib))
         .map(|i| {
@@ -395,7 +421,96 @@ pub fn ram_watts(gib: f64, arm: bool) -> f64 {
             per_dimm * taper
         })
         .sum();
-    watts.max(floor)
+    watts.max(ram_floor_watts(arm))
+}
+
+/// How an estimated RAM power was derived (saved in `cost.json`):
+/// `watts` = `machine_w` x `share`, `share` = `process_gib` / `machine_gib`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RamEstimate {
+    /// The process's resident memory (VmRSS), averaged over the run, GiB.
+    pub process_gib: f64,
+    /// The machine's memory (MemTotal), GiB; 0 when unknown.
+    pub machine_gib: f64,
+    /// DIMMs CodeCarbon's heuristic assumes for `machine_gib` (for
+    /// `process_gib` when the machine's memory is unknown).
+    pub machine_dimms: u32,
+    /// W per DIMM: 5 on x86, 1.5 on ARM.
+    pub watts_per_dimm: f64,
+    /// The least the model gives: 10 W on x86 (two DIMMs), 3 W on ARM.
+    pub floor_w: f64,
+    /// The whole machine's RAM power by CodeCarbon's model ([`ram_watts`]).
+    pub machine_w: f64,
+    /// `process_gib` / `machine_gib`, at most 1 (1 when the machine's
+    /// memory is unknown).
+    pub share: f64,
+    /// `machine_w` x `share`.
+    pub watts: f64,
+}
+
+impl RamEstimate {
+    /// The derivation in words.
+    pub fn how(&self) -> String {
+        if self.machine_gib > 0.0 {
+            format!(
+                "CodeCarbon 3.x DIMM model for the machine's {:.2} GiB: {} DIMM(s) x {} W, at \
+                 least {} W = {:.1} W, x {:.2}% of it held by this process (mean resident \
+                 {:.3} GiB) = {:.3} W",
+                self.machine_gib,
+                self.machine_dimms,
+                self.watts_per_dimm,
+                self.floor_w,
+                self.machine_w,
+                self.share * 100.0,
+                self.process_gib,
+                self.watts
+            )
+        } else {
+            format!(
+                "machine memory unknown: CodeCarbon 3.x DIMM model applied to this process's \
+                 mean resident {:.3} GiB, as CodeCarbon's process mode does (at least {} W, an \
+                 upper bound) = {:.3} W",
+                self.process_gib, self.floor_w, self.watts
+            )
+        }
+    }
+}
+
+/// The RAM power of a process holding `process_gib` of resident memory on a
+/// machine with `machine_gib` (0 = unknown): the machine's RAM power by
+/// CodeCarbon's DIMM model ([`ram_watts`]) x the share of the machine's
+/// memory the process holds. CodeCarbon's own process mode applies the DIMM
+/// model, with its 10 W floor, to the process's memory; see the module
+/// documentation for why this differs. With the machine's memory unknown,
+/// CodeCarbon's process-mode figure is used.
+pub fn ram_estimate(process_gib: f64, machine_gib: f64, arm: bool) -> RamEstimate {
+    let process_gib = if process_gib.is_finite() {
+        process_gib.max(0.0)
+    } else {
+        0.0
+    };
+    let known = machine_gib.is_finite() && machine_gib > 0.0;
+    let machine_gib = if known { machine_gib } else { 0.0 };
+    let (sized, share) = if known {
+        (machine_gib, (process_gib / machine_gib).min(1.0))
+    } else {
+        (process_gib, 1.0)
+    };
+    let machine_w = ram_watts(sized, arm);
+    RamEstimate {
+        process_gib,
+        machine_gib,
+        machine_dimms: ram_dimms(sized),
+        watts_per_dimm: if arm {
+            RAM_WATTS_PER_DIMM_ARM
+        } else {
+            RAM_WATTS_PER_DIMM_X86
+        },
+        floor_w: ram_floor_watts(arm),
+        machine_w,
+        share,
+        watts: machine_w * share,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -466,6 +581,13 @@ pub struct EnergyReading {
     pub cpu_count: usize,
     /// The machine's memory, GiB (CodeCarbon's `ram_total_size`).
     pub ram_total_gb: f64,
+    /// This process's CPU seconds over (wall seconds x logical CPUs), as
+    /// measured from /proc/self/stat; `None` when it cannot be read.
+    pub cpu_share: Option<f64>,
+    /// How the CPU figure was estimated; `None` when RAPL measured it.
+    pub cpu_estimate: Option<CpuEstimate>,
+    /// How the RAM figure was estimated; `None` when RAPL measured it.
+    pub ram_estimate: Option<RamEstimate>,
 }
 
 impl EnergyReading {
@@ -652,13 +774,13 @@ enum Source {
 enum Gpu {
     /// NVML's energy counter (mJ since the driver loaded).
     Energy {
-        nvml: Nvml,
+        nvml: NvmlGpu,
         start_mj: u64,
         last_mj: u64,
     },
     /// NVML power samples (W), integrated with the trapezoid rule.
     Power {
-        nvml: Nvml,
+        nvml: NvmlGpu,
         last_w: f64,
         joules: f64,
         why_not_energy: String,
@@ -680,10 +802,10 @@ struct Sampler {
     gpu: Option<Gpu>,
     ticks_start: Option<u64>,
     ticks_per_s: f64,
+    /// The latest resident memory read, GiB.
     rss_gib: f64,
-    rss_gib_sum: f64,
-    rss_samples: u32,
-    ram_estimate_j: f64,
+    /// Resident memory integrated over the samples so far, GiB x s.
+    rss_gib_seconds: f64,
 }
 
 impl Sampler {
@@ -692,8 +814,7 @@ impl Sampler {
         let (cpu, ram) = probe_rapl(&opts.powercap_root);
         let gpu = opts
             .gpu
-            .map(|index| open_gpu(index, opts.gpu_name.as_deref()));
-        let rss_gib = read_rss_gib().unwrap_or(0.0);
+            .map(|index| open_gpu(NVML_LIBRARY, index, opts.gpu_name.as_deref()));
         let now = Instant::now();
         Sampler {
             started: now,
@@ -708,10 +829,8 @@ impl Sampler {
             gpu,
             ticks_start: read_process_ticks(),
             ticks_per_s: clock_ticks_per_second(),
-            rss_gib,
-            rss_gib_sum: rss_gib,
-            rss_samples: 1,
-            ram_estimate_j: 0.0,
+            rss_gib: read_rss_gib().unwrap_or(0.0),
+            rss_gib_seconds: 0.0,
         }
     }
 
@@ -724,12 +843,11 @@ impl Sampler {
         match &mut self.ram {
             Source::Rapl(zones) => zones.iter_mut().for_each(RaplZone::read),
             Source::Estimate(_) => {
-                self.ram_estimate_j += ram_watts(self.rss_gib, self.arm) * dt;
+                // The memory read at the start of the interval holds for all of it.
+                self.rss_gib_seconds += self.rss_gib * dt;
                 if let Some(rss) = read_rss_gib() {
                     self.rss_gib = rss;
                 }
-                self.rss_gib_sum += self.rss_gib;
-                self.rss_samples += 1;
             }
         }
         match &mut self.gpu {
@@ -753,10 +871,39 @@ impl Sampler {
         self.last_at = now;
     }
 
+    /// CPU seconds (user + system) this process used since the meter started.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let (start, now) = (self.ticks_start?, read_process_ticks()?);
+        Some(now.saturating_sub(start) as f64 / self.ticks_per_s)
+    }
+
     fn reading(&self) -> EnergyReading {
         let seconds = self.last_at.duration_since(self.started).as_secs_f64();
-        let cpu = self.cpu_component(seconds);
-        let ram = self.ram_component(seconds);
+        let cpu_seconds = self.cpu_seconds();
+        let cpu_share = cpu_seconds.map(|cs| cpu_share(cs, seconds, self.cpu_count));
+        let (cpu, cpu_estimate) = match &self.cpu {
+            Source::Rapl(zones) => (
+                rapl_component(zones, seconds, "whole package, all processes"),
+                None,
+            ),
+            Source::Estimate(why) => {
+                let (c, e) =
+                    estimated_cpu(&self.cpu_model, self.cpu_count, seconds, cpu_seconds, why);
+                (c, Some(e))
+            }
+        };
+        let (ram, ram_estimate) = match &self.ram {
+            Source::Rapl(zones) => (rapl_component(zones, seconds, "whole machine"), None),
+            Source::Estimate(why) => {
+                let mean_gib = if seconds > 0.0 {
+                    self.rss_gib_seconds / seconds
+                } else {
+                    self.rss_gib
+                };
+                let (c, e) = estimated_ram(mean_gib, self.ram_total_gb, self.arm, seconds, why);
+                (c, Some(e))
+            }
+        };
         let gpu = self.gpu.as_ref().map(|g| gpu_component(g, seconds));
         let parts = cpu.kwh + ram.kwh + gpu.as_ref().map_or(0.0, |g| g.kwh);
         EnergyReading {
@@ -770,81 +917,74 @@ impl Sampler {
             gpu_model: self.gpu.as_ref().and_then(gpu_name),
             cpu_count: self.cpu_count,
             ram_total_gb: self.ram_total_gb,
+            cpu_share,
+            cpu_estimate,
+            ram_estimate,
         }
     }
+}
 
-    fn cpu_component(&self, seconds: f64) -> Component {
-        match &self.cpu {
-            Source::Rapl(zones) => rapl_component(zones, seconds, "whole package, all processes"),
-            Source::Estimate(why) => {
-                let cpu_seconds = match (self.ticks_start, read_process_ticks()) {
-                    (Some(start), Some(now)) => {
-                        Some(now.saturating_sub(start) as f64 / self.ticks_per_s)
-                    }
-                    _ => None,
-                };
-                let wall_cpus = seconds * self.cpu_count.max(1) as f64;
-                let (share, note) = match cpu_seconds {
-                    Some(_) if wall_cpus <= 0.0 => (0.0, String::new()),
-                    Some(cs) => (
-                        cs / wall_cpus,
-                        format!(" ({cs:.2} CPU-s in {seconds:.2} s)"),
-                    ),
-                    None => (
-                        1.0,
-                        " (process CPU time unreadable: all logical CPUs assumed busy, an upper \
-                         bound)"
-                            .to_string(),
-                    ),
-                };
-                let (watts, detail) = estimate_cpu_watts(&self.cpu_model, self.cpu_count, share);
-                Component {
-                    kwh: kwh_from_joules(watts * seconds),
-                    mean_watts: watts,
-                    measured: false,
-                    how: format!("{}: {detail}{note}", estimated(why)),
-                }
-            }
-        }
+/// CPU seconds over (wall seconds x logical CPUs); 0 for no time.
+fn cpu_share(cpu_seconds: f64, seconds: f64, logical_cpus: usize) -> f64 {
+    let wall_cpus = seconds * logical_cpus.max(1) as f64;
+    if wall_cpus > 0.0 {
+        cpu_seconds / wall_cpus
+    } else {
+        0.0
     }
+}
 
-    fn ram_component(&self, seconds: f64) -> Component {
-        match &self.ram {
-            Source::Rapl(zones) => rapl_component(zones, seconds, "whole machine"),
-            Source::Estimate(why) => {
-                let mean_gib = self.rss_gib_sum / f64::from(self.rss_samples.max(1));
-                let watts = ram_watts(mean_gib, self.arm);
-                let joules = if self.ram_estimate_j > 0.0 {
-                    self.ram_estimate_j
-                } else {
-                    watts * seconds
-                };
-                let mean_watts = if seconds > 0.0 {
-                    joules / seconds
-                } else {
-                    watts
-                };
-                let (per_dimm, floor) = if self.arm {
-                    (RAM_WATTS_PER_DIMM_ARM, 3.0)
-                } else {
-                    (RAM_WATTS_PER_DIMM_X86, 10.0)
-                };
-                Component {
-                    kwh: kwh_from_joules(joules),
-                    mean_watts,
-                    measured: false,
-                    how: format!(
-                        "{}: CodeCarbon 3.x RAM model, {per_dimm} W per DIMM ({}) with the DIMM \
-                         count guessed from this process's resident memory (mean {mean_gib:.3} \
-                         GiB -> {} DIMM(s)), at least {floor} W = {mean_watts:.1} W",
-                        estimated(why),
-                        if self.arm { "ARM" } else { "x86" },
-                        ram_dimms(mean_gib),
-                    ),
-                }
-            }
-        }
-    }
+/// The CPU part of a reading when RAPL cannot measure it: [`cpu_estimate`]'s
+/// watts for the measured share, over `seconds`. Without the process's CPU
+/// time every logical CPU is assumed busy (an upper bound). `why` says why
+/// it was not measured.
+fn estimated_cpu(
+    model: &str,
+    logical_cpus: usize,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+    why: &str,
+) -> (Component, CpuEstimate) {
+    let (share, note) = match cpu_seconds {
+        Some(cs) => (
+            cpu_share(cs, seconds, logical_cpus),
+            format!(" ({cs:.2} CPU-s in {seconds:.2} s)"),
+        ),
+        None => (
+            1.0,
+            " (process CPU time unreadable: all logical CPUs assumed busy, an upper bound)"
+                .to_string(),
+        ),
+    };
+    let e = cpu_estimate(model, logical_cpus, share);
+    let c = Component {
+        kwh: kwh_from_joules(e.watts * seconds),
+        mean_watts: e.watts,
+        measured: false,
+        how: format!("{}: {}{note}", estimated(why), e.how()),
+    };
+    (c, e)
+}
+
+/// The RAM part of a reading when RAPL cannot measure it: [`ram_estimate`]
+/// for the process's mean resident memory, over `seconds`. The estimate is
+/// linear in the resident memory, so the mean (over time) gives the energy
+/// of the whole run.
+fn estimated_ram(
+    mean_rss_gib: f64,
+    machine_gib: f64,
+    arm: bool,
+    seconds: f64,
+    why: &str,
+) -> (Component, RamEstimate) {
+    let e = ram_estimate(mean_rss_gib, machine_gib, arm);
+    let c = Component {
+        kwh: kwh_from_joules(e.watts * seconds),
+        mean_watts: e.watts,
+        measured: false,
+        how: format!("{}: {}", estimated(why), e.how()),
+    };
+    (c, e)
 }
 
 fn estimated(why: &str) -> String {
@@ -914,9 +1054,13 @@ fn gpu_component(gpu: &Gpu, seconds: f64) -> Component {
             ),
         },
         Gpu::Estimate { name, why } => match name.as_deref().and_then(gpu_row) {
-            Some(&(_, shown, watts)) => Component {
+            Some(GpuRow {
+                name: shown,
+                tdp_w: watts,
+                ..
+            }) => Component {
                 kwh: kwh_from_joules(watts * seconds),
-                mean_watts: watts,
+                mean_watts: *watts,
                 measured: false,
                 how: format!(
                     "estimated ({why}): TDP {watts} W ({shown}, shipped table) x 100% (GPU \
@@ -943,8 +1087,10 @@ fn gpu_component(gpu: &Gpu, seconds: f64) -> Component {
     }
 }
 
-fn open_gpu(index: u32, name_hint: Option<&str>) -> Gpu {
-    match Nvml::open(NVML_LIBRARY, index) {
+/// Opens GPU `index` through NVML loaded from `library`: its energy counter
+/// when it has one, else its power reading, else an estimate that says why.
+fn open_gpu(library: &str, index: u32, name_hint: Option<&str>) -> Gpu {
+    match NvmlGpu::open(library, index) {
         Ok(nvml) => match nvml.total_energy_mj() {
             Some(mj) => Gpu::Energy {
                 nvml,
@@ -1168,200 +1314,97 @@ fn proc_gpu_model(root: &Path, index: u32) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------
-// NVML through dlopen
+// Clock ticks and NVML
 // ---------------------------------------------------------------------------
 
 #[cfg(target_os = "linux")]
 mod sys {
-    use std::ffi::{c_char, c_int, c_long, c_void};
+    use std::ffi::{c_int, c_long};
 
-    pub const RTLD_NOW: c_int = 2;
     pub const SC_CLK_TCK: c_int = 2;
 
     unsafe extern "C" {
-        pub fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
-        pub fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
-        pub fn dlerror() -> *mut c_char;
         pub fn sysconf(name: c_int) -> c_long;
     }
 }
 
-type NvmlDevice = *mut c_void;
-type NvmlInit = unsafe extern "C" fn() -> c_int;
-type NvmlHandleByIndex = unsafe extern "C" fn(c_uint, *mut NvmlDevice) -> c_int;
-type NvmlGetName = unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> c_int;
-type NvmlTotalEnergy = unsafe extern "C" fn(NvmlDevice, *mut c_ulonglong) -> c_int;
-type NvmlPowerUsage = unsafe extern "C" fn(NvmlDevice, *mut c_uint) -> c_int;
-type NvmlShutdown = unsafe extern "C" fn() -> c_int;
-
-/// NVML's return codes that a user may meet here.
-fn nvml_error(code: c_int) -> String {
-    let what = match code {
-        1 => "not initialised",
-        2 => "invalid argument (no GPU at that index?)",
-        3 => "not supported on this GPU",
-        4 => "no permission",
-        6 => "not found",
-        9 => "NVIDIA driver not loaded",
-        12 => "NVML library not found",
-        15 => "GPU is lost",
-        999 => "unknown error",
-        _ => "error",
-    };
-    format!("NVML error {code}: {what}")
-}
-
-/// An opened NVML device. NVML is thread-safe, and the meter only calls it
-/// under its mutex.
-struct Nvml {
+/// One GPU opened through NVML (`nvml-wrapper`, which loads the library at
+/// run time and shuts NVML down when dropped). NVML is thread-safe, and the
+/// meter only calls it under its mutex.
+struct NvmlGpu {
+    nvml: nvml_wrapper::Nvml,
     index: u32,
     name: String,
-    device: NvmlDevice,
-    energy: Option<NvmlTotalEnergy>,
+    /// Whether the board's energy counter answered when the GPU was opened.
+    has_energy: bool,
+    /// Why the energy counter is not used ("" when it is).
     energy_error: String,
-    power: Option<NvmlPowerUsage>,
-    shutdown: Option<NvmlShutdown>,
 }
 
-// SAFETY: the device handle is an opaque token that NVML accepts from any
-// thread; every call through it is serialised by the meter's mutex.
-unsafe impl Send for Nvml {}
-
-impl std::fmt::Debug for Nvml {
+impl std::fmt::Debug for NvmlGpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nvml")
+        f.debug_struct("NvmlGpu")
             .field("index", &self.index)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl Nvml {
-    /// Loads `library`, initialises NVML and opens GPU `index`. Any failure
-    /// is an `Err` that says what failed, never a panic.
-    #[cfg(target_os = "linux")]
-    fn open(library: &str, index: u32) -> Result<Nvml, String> {
-        use std::ffi::{CStr, CString};
+impl NvmlGpu {
+    /// Loads NVML from `library` (a file name searched as `dlopen` does, or
+    /// a path), initialises it and opens GPU `index`. Any failure is an
+    /// `Err` that says what failed, never a panic.
+    fn open(library: &str, index: u32) -> Result<NvmlGpu, String> {
+        use nvml_wrapper::error::NvmlError;
 
-        let c_library = CString::new(library).map_err(|e| e.to_string())?;
-        // SAFETY: a valid C string; dlopen has no other preconditions.
-        let handle = unsafe { sys::dlopen(c_library.as_ptr(), sys::RTLD_NOW) };
-        if handle.is_null() {
-            // SAFETY: dlerror returns null or a C string valid until the next
-            // dl* call on this thread, and it is copied at once.
-            let err = unsafe {
-                let msg = sys::dlerror();
-                if msg.is_null() {
-                    "unknown dlopen error".to_string()
-                } else {
-                    CStr::from_ptr(msg).to_string_lossy().into_owned()
+        let nvml = nvml_wrapper::Nvml::builder()
+            .lib_path(std::ffi::OsStr::new(library))
+            .init()
+            .map_err(|e| match e {
+                NvmlError::LibloadingError(e) => format!("NVML not loadable: {library}: {e}"),
+                NvmlError::FailedToLoadSymbol(e) => {
+                    format!("NVML not usable: {library} lacks nvmlInit_v2: {e}")
                 }
-            };
-            return Err(format!(
-                "NVML not loadable: dlopen({library}) failed: {err}"
-            ));
-        }
-        let symbol = |name: &str| -> Option<*mut c_void> {
-            let c_name = CString::new(name).ok()?;
-            // SAFETY: a handle from dlopen and a valid C string.
-            let ptr = unsafe { sys::dlsym(handle, c_name.as_ptr()) };
-            (!ptr.is_null()).then_some(ptr)
+                e => format!("NVML init failed: {e}"),
+            })?;
+        let (name, has_energy, energy_error) = {
+            let device = nvml
+                .device_by_index(index)
+                .map_err(|e| format!("NVML has no GPU {index}: {e}"))?;
+            let name = device.name().unwrap_or_else(|_| format!("GPU {index}"));
+            match device.total_energy_consumption() {
+                Ok(_) => (name, true, String::new()),
+                Err(e) => (
+                    name,
+                    false,
+                    format!("nvmlDeviceGetTotalEnergyConsumption: {e}"),
+                ),
+            }
         };
-        let need = |name: &str| symbol(name).ok_or_else(|| format!("NVML lacks {name}"));
-        // SAFETY (all transmutes below): each pointer is the address of the
-        // NVML function of that name, whose C signature (nvml.h) is the one
-        // the target type spells out.
-        let init = unsafe { std::mem::transmute::<*mut c_void, NvmlInit>(need("nvmlInit_v2")?) };
-        let by_index = unsafe {
-            std::mem::transmute::<*mut c_void, NvmlHandleByIndex>(need(
-                "nvmlDeviceGetHandleByIndex_v2",
-            )?)
-        };
-        let get_name =
-            unsafe { std::mem::transmute::<*mut c_void, NvmlGetName>(need("nvmlDeviceGetName")?) };
-        let energy = symbol("nvmlDeviceGetTotalEnergyConsumption")
-            .map(|p| unsafe { std::mem::transmute::<*mut c_void, NvmlTotalEnergy>(p) });
-        let power = symbol("nvmlDeviceGetPowerUsage")
-            .map(|p| unsafe { std::mem::transmute::<*mut c_void, NvmlPowerUsage>(p) });
-        let shutdown = symbol("nvmlShutdown")
-            .map(|p| unsafe { std::mem::transmute::<*mut c_void, NvmlShutdown>(p) });
-
-        // SAFETY: nvmlInit_v2 takes no arguments.
-        let code = unsafe { init() };
-        if code != 0 {
-            return Err(format!("NVML init failed: {}", nvml_error(code)));
-        }
-        let mut nvml = Nvml {
+        Ok(NvmlGpu {
+            nvml,
             index,
-            name: format!("GPU {index}"),
-            device: std::ptr::null_mut(),
-            energy,
-            energy_error: String::new(),
-            power,
-            shutdown,
-        };
-        // SAFETY: NVML is initialised and the out-pointer is valid. On error
-        // `nvml` is dropped, which calls nvmlShutdown to balance the init.
-        let code = unsafe { by_index(index, &mut nvml.device) };
-        if code != 0 {
-            return Err(format!("NVML has no GPU {index}: {}", nvml_error(code)));
-        }
-        let mut buf = [0 as c_char; 96];
-        // SAFETY: a valid device and a buffer of the length passed.
-        if unsafe { get_name(nvml.device, buf.as_mut_ptr(), buf.len() as c_uint) } == 0 {
-            // SAFETY: on success NVML wrote a NUL-terminated string into buf.
-            let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
-            nvml.name = name.to_string_lossy().into_owned();
-        }
-        match nvml.energy {
-            None => {
-                nvml.energy_error =
-                    "nvmlDeviceGetTotalEnergyConsumption missing from the library".to_string();
-            }
-            Some(total_energy) => {
-                let mut mj: c_ulonglong = 0;
-                // SAFETY: a valid device and out-pointer.
-                let code = unsafe { total_energy(nvml.device, &mut mj) };
-                if code != 0 {
-                    nvml.energy_error = nvml_error(code);
-                    nvml.energy = None;
-                }
-            }
-        }
-        Ok(nvml)
+            name,
+            has_energy,
+            energy_error,
+        })
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn open(_library: &str, _index: u32) -> Result<Nvml, String> {
-        Err("NVML is only loaded on Linux".to_string())
+    fn device(&self) -> Option<nvml_wrapper::Device<'_>> {
+        self.nvml.device_by_index(self.index).ok()
     }
 
     /// Energy since the driver loaded, mJ.
     fn total_energy_mj(&self) -> Option<u64> {
-        let f = self.energy?;
-        let mut mj: c_ulonglong = 0;
-        // SAFETY: a valid device handle and out-pointer.
-        (unsafe { f(self.device, &mut mj) } == 0).then_some(mj)
+        if !self.has_energy {
+            return None;
+        }
+        self.device()?.total_energy_consumption().ok()
     }
 
     /// Current board power, mW.
     fn power_mw(&self) -> Option<u32> {
-        let f = self.power?;
-        let mut mw: c_uint = 0;
-        // SAFETY: a valid device handle and out-pointer.
-        (unsafe { f(self.device, &mut mw) } == 0).then_some(mw)
-    }
-}
-
-impl Drop for Nvml {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown {
-            // SAFETY: balances the successful nvmlInit_v2 in `open`. The
-            // library itself stays loaded (no dlclose), which is harmless.
-            unsafe {
-                shutdown();
-            }
-        }
+        self.device()?.power_usage().ok()
     }
 }
 
@@ -1494,6 +1537,10 @@ mod tests {
         // No dram zone: RAM is estimated and says why.
         assert!(!r.ram.measured);
         assert!(r.ram.how.contains("no RAPL dram zone"), "{}", r.ram.how);
+        // The estimate's parts come with it; the measured CPU has none.
+        let ram = r.ram_estimate.as_ref().expect("RAM estimated");
+        assert!(close(r.ram.mean_watts, ram.watts));
+        assert!(r.cpu_estimate.is_none());
         fs::remove_dir_all(&root).unwrap();
     }
 
@@ -1620,7 +1667,7 @@ mod tests {
     fn unknown_cpu_watts_per_thread_is_near_the_table_median() {
         let mut per_thread: Vec<f64> = CPU_TABLE
             .iter()
-            .map(|&(_, _, tdp, threads)| tdp / f64::from(threads))
+            .map(|row| row.tdp_w / f64::from(row.threads))
             .collect();
         per_thread.sort_by(f64::total_cmp);
         let median = per_thread[per_thread.len() / 2];
@@ -1628,6 +1675,179 @@ mod tests {
             (median - UNKNOWN_CPU_WATTS_PER_THREAD).abs() < 1.0,
             "{median}"
         );
+    }
+
+    #[test]
+    fn shipped_tdp_tables_keep_the_values_of_the_old_literals() {
+        let cpu = parse_cpu_table(data::CPU_TDP_CSV).unwrap();
+        let gpu = parse_gpu_table(data::GPU_TDP_CSV).unwrap();
+        assert_eq!((cpu.len(), gpu.len()), (43, 36));
+        assert_eq!(CPU_TABLE.len(), 43);
+        let c = |key: &str| cpu.iter().find(|r| r.key == key).cloned().unwrap();
+        let row = |key: &str, name: &str, tdp_w: f64, threads: u32| CpuRow {
+            key: key.into(),
+            name: name.into(),
+            tdp_w,
+            threads,
+        };
+        assert_eq!(
+            c("epyc 7b13"),
+            row("epyc 7b13", "AMD EPYC 7B13", 225.0, 128)
+        );
+        assert_eq!(
+            c("epyc 9754"),
+            row("epyc 9754", "AMD EPYC 9754", 360.0, 256)
+        );
+        assert_eq!(
+            c("threadripper 3990x"),
+            row(
+                "threadripper 3990x",
+                "AMD Ryzen Threadripper 3990X",
+                280.0,
+                128
+            )
+        );
+        assert_eq!(
+            c("xeon platinum 8480"),
+            row(
+                "xeon platinum 8480",
+                "Intel Xeon Platinum 8480+",
+                350.0,
+                112
+            )
+        );
+        assert_eq!(c("e5-2686 v4").tdp_w, 145.0);
+        assert_eq!(c("i7-12700h").tdp_w, 45.0);
+        assert_eq!(c("apple m3"), row("apple m3", "Apple M3", 22.0, 8));
+        let g = |key: &str| gpu.iter().find(|r| r.key == key).cloned().unwrap();
+        assert_eq!(
+            g("h200 nvl"),
+            GpuRow {
+                key: "h200 nvl".into(),
+                name: "NVIDIA H200 NVL".into(),
+                tdp_w: 600.0
+            }
+        );
+        assert_eq!(g("b200").tdp_w, 1000.0);
+        assert_eq!(g("a100 80gb pcie").tdp_w, 300.0);
+        assert_eq!(g("k80").tdp_w, 300.0);
+        assert_eq!(g("rtx 5090").name, "NVIDIA GeForce RTX 5090");
+        assert_eq!(g("mi300x").tdp_w, 750.0);
+        // The file names its source in its header comment.
+        assert!(data::CPU_TDP_CSV.starts_with("# CPU thermal design power"));
+        assert!(data::CPU_TDP_CSV.contains("# Source: the vendors' published"));
+        assert!(data::GPU_TDP_CSV.contains("# Source: the vendors' data sheets"));
+    }
+
+    #[test]
+    fn malformed_tdp_rows_are_errors() {
+        let head = "# comment\nkey,name,tdp_w,threads\n";
+        let bad = |rows: &str| parse_cpu_table(&format!("{head}{rows}")).unwrap_err();
+        assert!(
+            bad("epyc 1,AMD EPYC 1,200,64\nepyc 2,AMD EPYC 2,lots,64\n")
+                .starts_with("src/cost/data/cpu_tdp.csv line 4: ")
+        );
+        assert_eq!(
+            bad("epyc 1,AMD EPYC 1,0,64\n"),
+            "src/cost/data/cpu_tdp.csv line 3: tdp_w 0 is not a positive number"
+        );
+        assert_eq!(
+            bad("epyc 1,AMD EPYC 1,200,0\n"),
+            "src/cost/data/cpu_tdp.csv line 3: threads 0 is not a positive number"
+        );
+        assert!(bad("EPYC 1,AMD EPYC 1,200,64\n").contains("key \"EPYC 1\" is not normalised"));
+        assert!(bad("epyc 1,AMD EPYC 1,200\n").starts_with("src/cost/data/cpu_tdp.csv: "));
+        assert_eq!(
+            bad("epyc 1,A,200,64\nepyc 1,B,100,32\n"),
+            "src/cost/data/cpu_tdp.csv: \"epyc 1\" appears twice"
+        );
+        assert_eq!(bad(""), "src/cost/data/cpu_tdp.csv: no rows");
+        let gpu = parse_gpu_table("key,name,tdp_w\nl4,NVIDIA L4,-72\n").unwrap_err();
+        assert_eq!(
+            gpu,
+            "src/cost/data/gpu_tdp.csv line 2: tdp_w -72 is not a positive number"
+        );
+    }
+
+    #[test]
+    fn ram_power_is_the_process_share_of_the_machine() {
+        // 0.5 GiB resident on a 24 GiB machine: the machine's 4 DIMMs draw
+        // 20 W, of which the process holds 0.5 / 24.
+        let e = ram_estimate(0.5, 24.0, false);
+        assert_eq!((e.machine_dimms, e.machine_w, e.floor_w), (4, 20.0, 10.0));
+        assert!(close(e.share, 0.5 / 24.0));
+        assert!(close(e.watts, 20.0 * 0.5 / 24.0), "{}", e.watts); // 0.4167 W
+        assert!(e.watts < 1.0);
+        // CodeCarbon's process mode (the model on the process's memory, with
+        // its floor) would charge 10 W for the same process.
+        assert_eq!(ram_watts(0.5, false), 10.0);
+        // Twice the memory, twice the power.
+        assert!(close(ram_estimate(1.0, 24.0, false).watts, 2.0 * e.watts));
+        // The floor holds for a small machine, not for the process on it:
+        // 1 GiB of an 8 GiB machine = 10 W x 1/8.
+        assert!(close(ram_estimate(1.0, 8.0, false).watts, 1.25));
+        // ARM: 2 DIMMs x 1.5 W = 3 W for 8 GiB, x 1/4.
+        assert!(close(ram_estimate(2.0, 8.0, true).watts, 0.75));
+        // A process cannot hold more than the machine.
+        assert_eq!(ram_estimate(30.0, 24.0, false).watts, 20.0);
+        // Machine memory unknown: CodeCarbon's process-mode figure.
+        let unknown = ram_estimate(0.5, 0.0, false);
+        assert_eq!((unknown.share, unknown.watts), (1.0, 10.0));
+        assert!(unknown.how().starts_with("machine memory unknown"));
+        assert_eq!(
+            e.how(),
+            "CodeCarbon 3.x DIMM model for the machine's 24.00 GiB: 4 DIMM(s) x 5 W, at least \
+             10 W = 20.0 W, x 2.08% of it held by this process (mean resident 0.500 GiB) = \
+             0.417 W"
+        );
+    }
+
+    #[test]
+    fn estimated_energy_scales_with_cpu_share_not_only_with_time() {
+        // The 2-vCPU VM of BENCHMARKS.md: "AMD EPYC" (not in the table: 4 W
+        // per logical CPU), 24 GiB, a process with 0.5 GiB resident, 100 s.
+        let run = |seconds: f64, cpu_seconds: f64| {
+            let (cpu, _) = estimated_cpu("AMD EPYC", 2, seconds, Some(cpu_seconds), "");
+            let (ram, _) = estimated_ram(0.5, 24.0, false, seconds, "");
+            (cpu.kwh + ram.kwh) * JOULES_PER_KWH
+        };
+        let ram_w = 20.0 * 0.5 / 24.0;
+        // 10% of the CPUs (20 CPU-s): (8 W x 0.1 + 0.417 W) x 100 s.
+        let light = run(100.0, 20.0);
+        assert!(close(light, (0.8 + ram_w) * 100.0), "{light}"); // 121.7 J
+        // 90% (180 CPU-s): (8 W x 0.9 + 0.417 W) x 100 s.
+        let busy = run(100.0, 180.0);
+        assert!(close(busy, (7.2 + ram_w) * 100.0), "{busy}"); // 761.7 J
+        // Same time, 9x the CPU time: over 6x the energy (it was 1.6x with
+        // the 10 W RAM floor).
+        assert!(busy / light > 6.0, "{}", busy / light);
+        // The same CPU time spread over twice the time costs only the RAM
+        // for the extra time.
+        assert!(close(run(200.0, 180.0), busy + ram_w * 100.0));
+        let (_, e) = estimated_cpu("AMD EPYC", 2, 100.0, Some(180.0), "");
+        assert!(close(e.cpu_share, 0.9));
+        assert_eq!((e.tdp_w, e.full_load_w, e.table_model), (8.0, 8.0, None));
+        // No CPU time readable: all CPUs assumed busy, and the text says so.
+        let (c, e) = estimated_cpu("AMD EPYC", 2, 100.0, None, "no RAPL");
+        assert_eq!(e.cpu_share, 1.0);
+        assert!(
+            c.how
+                .starts_with("estimated (no RAPL): 4 W per logical CPU x 2")
+        );
+        assert!(c.how.contains("an upper bound"), "{}", c.how);
+    }
+
+    #[test]
+    fn cpu_estimate_parts() {
+        let e = cpu_estimate("AMD EPYC 7B13 64-Core Processor", 2, 0.5);
+        assert_eq!(e.table_model.as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(
+            e.tdp_source,
+            "src/cost/data/cpu_tdp.csv (vendors' published TDP): AMD EPYC 7B13"
+        );
+        assert_eq!((e.tdp_w, e.chip_threads, e.logical_cpus), (225.0, 128, 2));
+        assert!(close(e.full_load_w, 3.515625));
+        assert!(close(e.watts, 1.7578125));
     }
 
     #[test]
@@ -1705,8 +1925,32 @@ mod tests {
 
     #[test]
     fn missing_nvml_is_an_error_not_a_panic() {
-        let err = Nvml::open("libheadstart-no-such-library.so.1", 0).unwrap_err();
-        assert!(err.starts_with("NVML not loadable"), "{err}");
+        let err = NvmlGpu::open("libheadstart-no-such-library.so.1", 0).unwrap_err();
+        assert!(
+            err.starts_with("NVML not loadable: libheadstart-no-such-library.so.1: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_nvml_the_gpu_is_estimated_and_says_why() {
+        let gpu = open_gpu("libheadstart-no-such-library.so.1", 0, Some("NVIDIA L4"));
+        let c = gpu_component(&gpu, 100.0);
+        assert!(!c.measured);
+        // 72 W x 100 s = 7200 J = 0.002 kWh.
+        assert!(close(c.kwh, 0.002), "{}", c.kwh);
+        assert!(
+            c.how
+                .starts_with("estimated (NVML not loadable: libheadstart-no-such-library.so.1: "),
+            "{}",
+            c.how
+        );
+        assert!(
+            c.how.contains("TDP 72 W (NVIDIA L4, shipped table)"),
+            "{}",
+            c.how
+        );
+        assert_eq!(gpu_name(&gpu).as_deref(), Some("NVIDIA L4"));
     }
 
     #[test]
@@ -1796,6 +2040,9 @@ mod tests {
             gpu_model: None,
             cpu_count: 2,
             ram_total_gb: 8.0,
+            cpu_share: None,
+            cpu_estimate: None,
+            ram_estimate: None,
         };
         assert_eq!(
             r.summary(),
