@@ -4,6 +4,7 @@
 //! allows and estimated otherwise; CO2 and money follow from the energy.
 
 pub mod carbon;
+mod data;
 pub mod energy;
 pub mod flops;
 pub mod peak;

@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
 
 use super::carbon::{self, Intensity, Prices};
-use super::energy::{EnergyMeter, EnergyReading, MeterOptions};
+use super::energy::{CpuEstimate, EnergyMeter, EnergyReading, MeterOptions, RamEstimate};
 use super::peak::Peak;
 use crate::fsutil::write_json_atomic;
 
@@ -131,6 +131,13 @@ impl FlopCount {
 }
 
 /// Energy of a run, as saved.
+///
+/// An estimated CPU or RAM figure carries its parts (`cpu_estimate`,
+/// `ram_estimate`): the CPU's watts are its TDP prorated to this machine's
+/// logical CPUs x the CPU share measured (`cpu_share`), the RAM's the
+/// machine's RAM power x the share of its memory the process held; either
+/// is multiplied by the wall time, so an estimated energy is proportional
+/// to time x (CPU watts at full load x CPU share + RAM watts).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Energy {
     /// Total, after PUE.
@@ -152,6 +159,15 @@ pub struct Energy {
     pub gpu_model: Option<String>,
     pub cpu_count: usize,
     pub ram_total_gb: f64,
+    /// This process's CPU seconds over (wall seconds x logical CPUs), as
+    /// measured; `null` when unreadable.
+    pub cpu_share: Option<f64>,
+    /// How the CPU watts were estimated (TDP, its source, proration, share);
+    /// `null` when RAPL measured them.
+    pub cpu_estimate: Option<CpuEstimate>,
+    /// How the RAM watts were estimated (machine memory, DIMMs, machine
+    /// watts, the process's share); `null` when RAPL measured them.
+    pub ram_estimate: Option<RamEstimate>,
 }
 
 impl From<&EnergyReading> for Energy {
@@ -173,6 +189,9 @@ impl From<&EnergyReading> for Energy {
             gpu_model: r.gpu_model.clone(),
             cpu_count: r.cpu_count,
             ram_total_gb: r.ram_total_gb,
+            cpu_share: r.cpu_share,
+            cpu_estimate: r.cpu_estimate.clone(),
+            ram_estimate: r.ram_estimate.clone(),
         }
     }
 }
@@ -364,5 +383,99 @@ impl RunCost {
             ));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::energy::{Component, cpu_estimate, ram_estimate};
+
+    /// An estimated reading: 100 s on a 2-vCPU "AMD EPYC" with 24 GiB, the
+    /// process using 90% of the CPUs and 0.5 GiB.
+    fn estimated_reading() -> EnergyReading {
+        let cpu = cpu_estimate("AMD EPYC", 2, 0.9);
+        let ram = ram_estimate(0.5, 24.0, false);
+        let part = |watts: f64| Component {
+            kwh: watts * 100.0 / 3.6e6,
+            mean_watts: watts,
+            measured: false,
+            how: "estimated".into(),
+        };
+        let (c, r) = (part(cpu.watts), part(ram.watts));
+        EnergyReading {
+            seconds: 100.0,
+            total_kwh: c.kwh + r.kwh,
+            cpu: c,
+            gpu: None,
+            ram: r,
+            pue: 1.0,
+            cpu_model: "AMD EPYC".into(),
+            gpu_model: None,
+            cpu_count: 2,
+            ram_total_gb: 24.0,
+            cpu_share: Some(0.9),
+            cpu_estimate: Some(cpu),
+            ram_estimate: Some(ram),
+        }
+    }
+
+    #[test]
+    fn cost_json_shows_the_parts_of_an_estimate() {
+        let energy = Energy::from(&estimated_reading());
+        let json = serde_json::to_value(&energy).unwrap();
+        assert_eq!(json["cpu_share"], 0.9);
+        let cpu = &json["cpu_estimate"];
+        assert_eq!(cpu["tdp_w"], 8.0);
+        assert_eq!(cpu["full_load_w"], 8.0);
+        assert_eq!(cpu["cpu_share"], 0.9);
+        assert_eq!(cpu["watts"], 7.2);
+        assert_eq!(cpu["table_model"], serde_json::Value::Null);
+        assert!(
+            cpu["tdp_source"]
+                .as_str()
+                .unwrap()
+                .contains("not in the shipped TDP table"),
+            "{cpu}"
+        );
+        let ram = &json["ram_estimate"];
+        assert_eq!(ram["machine_gib"], 24.0);
+        assert_eq!(ram["machine_dimms"], 4);
+        assert_eq!(ram["machine_w"], 20.0);
+        assert!((ram["watts"].as_f64().unwrap() - 20.0 * 0.5 / 24.0).abs() < 1e-12);
+        assert!((json["ram_watts"].as_f64().unwrap() - 20.0 * 0.5 / 24.0).abs() < 1e-12);
+        // It reads back as it was written.
+        let back: Energy = serde_json::from_value(json).unwrap();
+        assert_eq!(back, energy);
+    }
+
+    #[test]
+    fn run_cost_energy_is_time_x_watts() {
+        let cost = RunCost::new(
+            &CostOptions {
+                country: Some("FR".into()),
+                ..CostOptions::default()
+            },
+            100.0,
+            Phases::default(),
+            FlopCount::default(),
+            Peak {
+                flops_per_s: 1e9,
+                how: "test".into(),
+            },
+            estimated_reading(),
+            0.0,
+        )
+        .unwrap();
+        let watts = 7.2 + 20.0 * 0.5 / 24.0;
+        // (7.2 W + 0.417 W) x 100 s = 761.7 J = 0.2116 Wh.
+        assert!((cost.energy.kwh * 3.6e6 - watts * 100.0).abs() < 1e-9);
+        // At 56 g/kWh: 0.01185 g.
+        assert!((cost.co2_kg - cost.energy.kwh * 56.0 / 1000.0).abs() < 1e-15);
+        let row = cost
+            .emissions_row(&CostOptions::default(), Path::new("run"))
+            .unwrap();
+        assert_eq!(row.cpu_power, 7.2);
+        assert!((row.ram_power - 20.0 * 0.5 / 24.0).abs() < 1e-12);
     }
 }
