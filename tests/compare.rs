@@ -209,7 +209,7 @@ fn budgets_in_steps_and_energy_stop_every_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());
     let model = fixtures().join("tiny-bert");
-    for (budget, check) in [("3steps", "steps"), ("0.000001Wh", "energy")] {
+    for (budget, check) in [("3steps", "steps"), ("0.000000001Wh", "energy")] {
         let out = tmp.path().join(check);
         ok(&headstart(&[
             "compare",
@@ -237,7 +237,7 @@ fn budgets_in_steps_and_energy_stop_every_run() {
             let steps = r["steps"].as_u64().unwrap();
             match check {
                 "steps" => assert_eq!(steps, 3, "{budget}"),
-                // The first step already uses more than a microwatt-hour.
+                // The first step already uses more than a nanowatt-hour.
                 _ => assert_eq!(steps, 1, "{budget}"),
             }
         }
@@ -275,4 +275,71 @@ fn bad_compare_options_are_clear_errors() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{flag} {value}: {err}");
     }
+}
+
+#[test]
+fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let test = tmp.path().join("test.csv");
+    let test_rows = "text,label\n\"no effusion.\",normal\n\"left base consolidation.\",abnormal\n\
+                     \"the lungs are clear.\",normal\n\"mild atelectasis.\",abnormal\n";
+    std::fs::write(&test, test_rows).unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&fixtures().join("tiny-bert"), &model);
+    let out = tmp.path().join("cmp");
+    let cache = tmp.path().join("cache");
+    let run = |limit: Option<&str>| {
+        let mut args = vec![
+            "compare",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            &data,
+            "--test",
+            test.to_str().unwrap(),
+            "--strategies",
+            "head",
+            "--seeds",
+            "1",
+            "--budget",
+            "1ep",
+            "--max-length",
+            "16",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(k) = limit {
+            args.extend(["--test-limit", k]);
+        }
+        let (_, stderr) = ok(&headstart(&args));
+        stderr.contains("done before, reused")
+    };
+    assert!(!run(None), "the first run trains");
+    assert!(run(None), "the same comparison again is reused");
+    // The test file's contents change under the same name.
+    std::fs::write(
+        &test,
+        format!("{test_rows}\"heart size is normal.\",normal\n"),
+    )
+    .unwrap();
+    assert!(!run(None), "a changed test file is not reused");
+    assert!(run(None));
+    assert!(!run(Some("2")), "a different --test-limit is not reused");
+    // The training file's contents change under the same name.
+    let mut rows = std::fs::read_to_string(&data).unwrap();
+    rows.push_str("\"stable cardiomegaly.\",abnormal\n");
+    std::fs::write(&data, rows).unwrap();
+    assert!(!run(Some("2")), "changed training data is not reused");
+    // The model's weights change in place.
+    common::nudge_weight(
+        &model.join("model.safetensors"),
+        "encoder.layer.0.output.dense.bias",
+        0,
+        0.5,
+    );
+    assert!(!run(Some("2")), "changed weights are not reused");
+    assert!(run(Some("2")));
 }

@@ -435,3 +435,132 @@ fn a_frozen_strategy_resumes_from_its_partial_checkpoint_and_notices_a_changed_b
     let err = String::from_utf8_lossy(&resumed.stderr);
     assert!(err.contains("have changed since the run started"), "{err}");
 }
+
+/// `headstart` run from `dir`.
+fn headstart_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headstart"));
+    cmd.args(args).current_dir(dir);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running headstart")
+}
+
+#[test]
+fn a_run_started_with_relative_paths_resumes_from_another_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    write_data(&work);
+    let mut args = train_args("train.csv", "run", "full");
+    let i = args.iter().position(|a| *a == "--cache-dir").unwrap();
+    args[i + 1] = "cache";
+    let killed = headstart_in(&work, &args, &[("HEADSTART_ABORT_AFTER_STEP", "5")]);
+    assert!(!killed.status.success());
+    // From elsewhere, naming the run by a path relative to there.
+    let resumed = headstart_in(
+        tmp.path(),
+        &["train", "--resume", "work/run", "--quiet"],
+        &[],
+    );
+    ok(&resumed);
+    assert!(work.join("run/model/model.safetensors").is_file());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("run/config.json")).unwrap())
+            .unwrap();
+    for key in ["train", "out", "cache_dir"] {
+        let p = config["config"][key].as_str().unwrap();
+        assert!(Path::new(p).is_absolute(), "{key}: {p}");
+    }
+    assert!(Path::new(config["model_dir"].as_str().unwrap()).is_absolute());
+}
+
+#[test]
+fn a_damaged_checkpoint_is_an_error_naming_the_missing_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let run = tmp.path().join("run");
+    let killed = headstart(
+        &train_args(data.to_str().unwrap(), run.to_str().unwrap(), "full"),
+        &[("HEADSTART_ABORT_AFTER_STEP", "3")],
+    );
+    assert!(!killed.status.success());
+    let ckpt = run.join("checkpoints/step-00000002/model.safetensors");
+    let kept: Vec<(String, Vec<usize>, Vec<f32>)> = read_safetensors(&ckpt)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k != "bert.encoder.layer.1.attention.self.key.weight")
+        .map(|(k, t)| (k, t.shape, t.data))
+        .collect();
+    headstart::hub::write_safetensors(&ckpt, &kept, None).unwrap();
+    let out = headstart(&["train", "--resume", run.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lacks `bert.encoder.layer.1.attention.self.key.weight`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn max_steps_is_honoured_past_the_default_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    // 36 training examples in batches of 8: 5 steps an epoch, so 17 steps
+    // need a fourth epoch beyond the default three.
+    let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "full");
+    let i = args.iter().position(|a| *a == "--epochs").unwrap();
+    args.drain(i..i + 2);
+    args.extend(["--max-steps", "17"]);
+    ok(&headstart(&args, &[]));
+    let lines = metrics_without_timing(&out);
+    let steps: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("eval").is_none())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=17).collect::<Vec<u64>>());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["resolved"]["total_steps"], 17);
+    assert_eq!(config["resolved"]["epochs"], 4);
+    // the schedule ends at zero on the last step
+    let last = lines.iter().rfind(|l| l.get("eval").is_none()).unwrap();
+    assert!(last["lr"].as_f64().unwrap() < 1e-4, "{last}");
+}
+
+#[test]
+fn predict_caps_a_stored_max_length_at_the_model_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    ok(&headstart(
+        &train_args(data.to_str().unwrap(), out.to_str().unwrap(), "head"),
+        &[],
+    ));
+    let meta_path = out.join("model/headstart.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["max_length"] = 100_000.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let long = "the lungs are clear. ".repeat(60);
+    let predicted = ok(&headstart(
+        &["predict", "--model", out.to_str().unwrap(), &long],
+        &[],
+    ));
+    assert!(predicted.contains("\"label\""), "{predicted}");
+    // Training asks for no more than the model has.
+    let too_long = tmp.path().join("too-long");
+    let mut args = train_args(data.to_str().unwrap(), too_long.to_str().unwrap(), "head");
+    let i = args.iter().position(|a| *a == "--max-length").unwrap();
+    args[i + 1] = "100000";
+    let out = headstart(&args, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-length 100000 exceeds the model's 64 positions"),
+        "{err}"
+    );
+}

@@ -26,6 +26,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 /// What flows between layer groups.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per batch, moved, never stored in bulk
 pub enum Flow {
     /// A tokenised batch: ids and segment ids `[batch, seq]`, the 0/1 mask `[batch, seq]`.
     Tokens {

@@ -227,13 +227,13 @@ pub fn load<A: Architecture, H: Head>(
     seed: u64,
 ) -> Result<(TaskModel<A, H>, LoadReport)> {
     let all = |_: &str| true;
-    let (checkpoint, touch, exact): (Option<&Checkpoint>, &dyn Fn(&str) -> bool, bool) =
-        match source {
-            Source::Scratch => (None, &all, false),
-            Source::Pretrained(c) => (Some(c), &all, false),
-            Source::Exact(c) => (Some(c), &all, true),
-            Source::Overlay(c, t) => (Some(c), t, true),
-        };
+    type Plan<'a> = (Option<&'a Checkpoint>, &'a dyn Fn(&str) -> bool, bool);
+    let (checkpoint, touch, exact): Plan<'_> = match source {
+        Source::Scratch => (None, &all, false),
+        Source::Pretrained(c) => (Some(c), &all, false),
+        Source::Exact(c) => (Some(c), &all, true),
+        Source::Overlay(c, t) => (Some(c), t, true),
+    };
     let body = model.body.clone();
     let mut loader = Loader {
         walk: Walk::default(),

@@ -1,7 +1,7 @@
 use std::time::SystemTime;
 
-use super::*;
 use super::file::*;
+use super::*;
 
 fn device() -> Device {
     Device::default()
