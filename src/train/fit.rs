@@ -602,42 +602,33 @@ mod tests {
             .collect()
     }
 
-    fn micro(grad_accum: usize) -> Micro {
-        Micro {
+    /// Gradients of the examples `all`, in `micro_batches` accumulated micro-batches.
+    fn accumulate(
+        model: &TaskModel<Bert, crate::tasks::classification::ClassificationHead>,
+        task: &TextClassification,
+        split: &TextSplit,
+        all: &[usize],
+        micro_batches: usize,
+        device: &Device,
+    ) -> GradAccumulator {
+        let micro = Micro {
             seed: 1,
             frozen: 0,
-            grad_accum,
+            grad_accum: micro_batches,
+        };
+        let mut acc = GradAccumulator::default();
+        for chunk in all.chunks(all.len() / micro_batches) {
+            micro_step(model, task, split, chunk, None, &micro, device, &mut acc);
         }
+        acc
     }
 
     #[test]
     fn two_accumulated_batches_of_8_equal_one_batch_of_16() {
         let (model, task, split, device) = setup();
         let all: Vec<usize> = (0..16).collect();
-        let mut one = GradAccumulator::default();
-        micro_step(
-            &model,
-            &task,
-            &split,
-            &all,
-            None,
-            &micro(1),
-            &device,
-            &mut one,
-        );
-        let mut two = GradAccumulator::default();
-        for half in all.chunks(8) {
-            micro_step(
-                &model,
-                &task,
-                &split,
-                half,
-                None,
-                &micro(2),
-                &device,
-                &mut two,
-            );
-        }
+        let one = accumulate(&model, &task, &split, &all, 1, &device);
+        let two = accumulate(&model, &task, &split, &all, 2, &device);
         let (a, b) = (grads(&one), grads(&two));
         assert_eq!(a.len(), b.len());
         assert!(a.len() > 30, "every parameter has a gradient");
@@ -656,17 +647,7 @@ mod tests {
     fn clipping_scales_the_gradients_to_the_norm() {
         let (model, task, split, device) = setup();
         let all: Vec<usize> = (0..16).collect();
-        let mut acc = GradAccumulator::default();
-        micro_step(
-            &model,
-            &task,
-            &split,
-            &all,
-            None,
-            &micro(1),
-            &device,
-            &mut acc,
-        );
+        let mut acc = accumulate(&model, &task, &split, &all, 1, &device);
         let before = grads(&acc);
         let norm = acc.global_norm();
         let config = TrainConfig {
@@ -704,17 +685,7 @@ mod tests {
         let strategy = Strategy::LrDecay(0.5);
         let scale = strategy.lr_scale(n);
         let all: Vec<usize> = (0..16).collect();
-        let mut acc = GradAccumulator::default();
-        micro_step(
-            &model,
-            &task,
-            &split,
-            &all,
-            None,
-            &micro(1),
-            &device,
-            &mut acc,
-        );
+        let mut acc = accumulate(&model, &task, &split, &all, 1, &device);
         let config = TrainConfig {
             strategy,
             lr: Some(1e-2),
