@@ -60,13 +60,17 @@ pub fn parse_device(choice: &str) -> Result<burn::tensor::Device> {
     }
 }
 
-/// The CUDA device index computations run on, if they run on a GPU.
-pub fn gpu_index() -> Option<u32> {
-    let choice = std::env::var("HEADSTART_DEVICE").unwrap_or_default();
-    match choice.trim() {
-        "" if cfg!(feature = "cuda") => Some(0),
-        "cuda" => Some(0),
-        other => other.strip_prefix("cuda:").and_then(|i| i.parse().ok()),
+/// The CUDA index of `device` (autodiff or not), if it is a CUDA GPU.
+pub fn gpu_index(device: &burn::tensor::Device) -> Option<u32> {
+    #[cfg(feature = "cuda")]
+    {
+        let plain = device.clone().inner();
+        (0..64u32).find(|&i| plain == burn::tensor::Device::cuda(i as usize))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
     }
 }
 

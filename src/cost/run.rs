@@ -47,9 +47,9 @@ impl Default for CostOptions {
 impl CostOptions {
     /// Checks the options and starts measuring energy (the GPU too when
     /// computing on one).
-    pub fn start_meter(&self) -> Result<EnergyMeter> {
+    pub fn start_meter(&self, device: &burn::tensor::Device) -> Result<EnergyMeter> {
         self.check()?;
-        let gpu = crate::gpu_index();
+        let gpu = crate::gpu_index(device);
         Ok(EnergyMeter::start(MeterOptions {
             pue: self.pue,
             gpu,

@@ -204,7 +204,7 @@ impl LoadedClassifier {
         device: &Device,
         cost: &CostOptions,
     ) -> Result<(Metrics, RunCost)> {
-        let meter = cost.start_meter()?;
+        let meter = cost.start_meter(device)?;
         let started = Instant::now();
         let mut phases = Phases::default();
         let max_length = self.max_length();

@@ -101,7 +101,7 @@ pub fn fit<A: Architecture, T: Task>(
         config, resolved, ..
     } = &run_config;
     let Prepared { task, train, val } = data;
-    let meter = config.cost.start_meter()?;
+    let meter = config.cost.start_meter(&device)?;
     let mut phase = Instant::now();
     let mut flops = FlopCount::default();
     let train_device = device.clone().autodiff();
