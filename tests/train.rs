@@ -564,3 +564,74 @@ fn predict_caps_a_stored_max_length_at_the_model_positions() {
         "{err}"
     );
 }
+
+#[test]
+fn model_gets_the_last_weights_by_default_and_the_best_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let tensors = |path: PathBuf| {
+        let mut t: Vec<(String, Vec<f32>)> = read_safetensors(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.data))
+            .collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    for choice in ["last", "best"] {
+        let out = tmp.path().join(choice);
+        let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "full");
+        // A rate far too high makes the validation loss jump about; the run
+        // stops at the first validation that is no better, one step after
+        // the best: the best and the last weights differ.
+        let i = args.iter().position(|a| *a == "--lr").unwrap();
+        args[i + 1] = "0.5";
+        args.extend([
+            "--eval-every",
+            "1",
+            "--metric",
+            "loss",
+            "--warmup-ratio",
+            "0",
+            "--patience",
+            "1",
+            "--export",
+            choice,
+        ]);
+        let stdout = ok(&headstart(&args, &[]));
+        let exported = tensors(out.join("model/model.safetensors"));
+        let last = std::fs::read_to_string(out.join("checkpoints/LAST")).unwrap();
+        let final_weights = tensors(
+            out.join("checkpoints")
+                .join(last.trim())
+                .join("model.safetensors"),
+        );
+        let best = tensors(out.join("best/model.safetensors"));
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("checkpoints").join(last.trim()).join("state.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_ne!(
+            state["best_step"], state["step"],
+            "best and last coincide: {state}"
+        );
+        match choice {
+            "last" => {
+                assert_eq!(exported, final_weights);
+                assert!(
+                    stdout.contains("the weights after the last step (step 2,"),
+                    "{stdout}"
+                );
+            }
+            _ => {
+                assert_eq!(exported, best);
+                assert!(
+                    stdout.contains("the best validation loss (step 1,"),
+                    "{stdout}"
+                );
+            }
+        }
+        assert_ne!(best, final_weights);
+    }
+}

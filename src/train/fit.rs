@@ -397,24 +397,23 @@ pub fn fit<A: Architecture, T: Task>(
     // export
     let export_dir = run_dir.join("model");
     let best_dir = run_dir.join("best");
+    let metric = format!("{:?}", config.metric).to_lowercase();
     let exported = match (config.export, state.best_step) {
         (ExportChoice::Best, Some(step)) if best_dir.join("model.safetensors").exists() => {
             model = load_weights(blank::<A, T>(&task, model_dir, &device)?, &best_dir)?;
             format!(
-                "the best validation {:?} (step {step}, epoch {:.2}; ties go to the lower \
+                "the best validation {metric} (step {step}, epoch {:.2}; ties go to the lower \
                  loss, then the later step)",
-                config.metric,
                 state.best_epoch.unwrap_or(0.0)
             )
         }
         _ => format!(
-            "the weights after the last step (step {}, epoch {}){}",
+            "the weights after the last step (step {}, epoch {:.2}){}",
             state.step,
-            state.epoch,
+            state.epoch as f64 + state.batch_in_epoch as f64 / micro_per_epoch.max(1) as f64,
             match state.best_step {
                 Some(s) if config.export == ExportChoice::Last => format!(
-                    "; the best validation {:?} was at step {s}, kept in {} (--export best exports it)",
-                    config.metric,
+                    "; the best validation {metric} was at step {s}, kept in {} (--export best exports it)",
                     best_dir.display()
                 ),
                 _ => String::new(),
