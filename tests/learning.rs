@@ -6,35 +6,19 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn headstart(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headstart"))
-        .args(args)
-        .output()
-        .expect("running headstart")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::headstart_ok;
 
 /// Test accuracy, and the majority class's accuracy on the same reports.
 fn test_accuracy(run: &Path, test: &Path) -> (f64, f64) {
-    let out = ok(&headstart(&[
+    let out = headstart_ok(&[
         "eval",
         "--model",
         run.to_str().unwrap(),
         "--data",
         test.to_str().unwrap(),
         "--json",
-    ]));
+    ]);
     let m: serde_json::Value = serde_json::from_str(&out).unwrap();
     let examples = m["examples"].as_u64().unwrap() as f64;
     let largest = m["per_class"]
@@ -54,17 +38,12 @@ fn full_and_head_on_real_reports_beat_the_majority_class() {
     common::iu_dir();
     let tmp = tempfile::tempdir().unwrap();
     let splits = tmp.path().join("iu");
-    ok(&headstart(&[
-        "data",
-        "iu-reports",
-        "--out",
-        splits.to_str().unwrap(),
-    ]));
+    headstart_ok(&["data", "iu-reports", "--out", splits.to_str().unwrap()]);
     let test = splits.join("test.csv");
 
     for (strategy, margin) in [("full", 0.12), ("head", 0.12)] {
         let run = tmp.path().join(strategy);
-        ok(&headstart(&[
+        headstart_ok(&[
             "train",
             "--train",
             splits.join("train.csv").to_str().unwrap(),
@@ -85,7 +64,7 @@ fn full_and_head_on_real_reports_beat_the_majority_class() {
             "--out",
             run.to_str().unwrap(),
             "--quiet",
-        ]));
+        ]);
         let (accuracy, majority) = test_accuracy(&run, &test);
         eprintln!("{strategy}: test accuracy {accuracy:.4}, majority class {majority:.4}");
         assert!(

@@ -67,3 +67,19 @@ pub fn nudge_weight(path: &Path, key: &str, index: usize, delta: f32) {
         .collect();
     headstart::hub::write_safetensors(path, &named, None).unwrap();
 }
+
+/// Runs the `headstart` binary and returns its standard output; a failure
+/// fails the test with both outputs.
+pub fn headstart_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(args)
+        .output()
+        .expect("running headstart");
+    assert!(
+        out.status.success(),
+        "headstart {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
