@@ -1,0 +1,585 @@
+//! The pickle virtual machine: the values it builds and the opcodes and
+//! globals of a state_dict. It never imports or calls anything: unknown
+//! globals become inert placeholders.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use anyhow::{Result, bail};
+
+use super::super::tensor::DType;
+
+/// A storage: `numel` elements of `dtype` in archive member `data/<key>`.
+#[derive(Debug)]
+pub(super) struct Storage {
+    pub(super) dtype: DType,
+    pub(super) key: String,
+    pub(super) numel: usize,
+}
+
+/// A strided view of a storage, as `_rebuild_tensor_v2` describes it
+/// (offset and strides in elements).
+#[derive(Debug)]
+pub(super) struct TensorRef {
+    pub(super) storage: Rc<Storage>,
+    pub(super) offset: usize,
+    pub(super) size: Vec<usize>,
+    pub(super) stride: Vec<usize>,
+}
+
+/// An instance of a class the VM does not know; kept inert.
+#[derive(Debug)]
+pub(super) struct Object {
+    class: String,
+}
+
+/// A pickle value. Lists and dicts are shared and mutable (the memo holds
+/// them before they are filled).
+#[derive(Clone, Debug)]
+pub(super) enum Value {
+    None,
+    /// The value itself is never needed (e.g. `requires_grad`).
+    Bool,
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    /// Contents skipped: state_dicts keep their bytes in storages.
+    Bytes,
+    Tuple(Rc<[Value]>),
+    List(Rc<RefCell<Vec<Value>>>),
+    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Global(Rc<(String, String)>),
+    Storage(Rc<Storage>),
+    Tensor(Rc<TensorRef>),
+    Object(Rc<Object>),
+}
+
+impl Value {
+    pub(super) fn kind(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool => "bool".into(),
+            Value::Int(_) => "int".into(),
+            Value::Float(_) => "float".into(),
+            Value::Str(_) => "str".into(),
+            Value::Bytes => "bytes".into(),
+            Value::Tuple(_) => "tuple".into(),
+            Value::List(_) => "list".into(),
+            Value::Dict(_) => "dict".into(),
+            Value::Global(g) => format!("{}.{}", g.0, g.1),
+            Value::Storage(_) => "storage".into(),
+            Value::Tensor(_) => "tensor".into(),
+            Value::Object(o) => format!("{} object", o.class),
+        }
+    }
+
+    /// Short description for messages: scalars by value, the rest by kind.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Str(s) if s.len() <= 40 => format!("{s:?}"),
+            other => other.kind(),
+        }
+    }
+
+    fn new_dict() -> Value {
+        Value::Dict(Rc::new(RefCell::new(Vec::new())))
+    }
+}
+
+/// Storage class name (`torch.FloatStorage`, ...) -> element type.
+fn storage_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "FloatStorage" => DType::F32,
+        "DoubleStorage" => DType::F64,
+        "HalfStorage" => DType::F16,
+        "BFloat16Storage" => DType::BF16,
+        "LongStorage" => DType::I64,
+        "IntStorage" => DType::I32,
+        "ShortStorage" => DType::I16,
+        "CharStorage" => DType::I8,
+        "ByteStorage" => DType::U8,
+        "BoolStorage" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// The pickle VM. `what` names the pickle in messages (file and member).
+pub(super) struct Unpickler<'a> {
+    data: &'a [u8],
+    pos: usize,
+    what: &'a str,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Value>,
+}
+
+impl<'a> Unpickler<'a> {
+    pub(super) fn new(data: &'a [u8], what: &'a str) -> Self {
+        Unpickler {
+            data,
+            pos: 0,
+            what,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
+    fn corrupt(&self, why: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} is corrupt ({why} at byte {}): re-download the checkpoint",
+            self.what,
+            self.pos
+        )
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| self.corrupt(&format!("wants {n} more bytes but the pickle ends")))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn len_u64(&mut self) -> Result<usize> {
+        let n = u64::from_le_bytes(self.arr()?);
+        usize::try_from(n).map_err(|_| self.corrupt("length does not fit in memory"))
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let rest = &self.data[self.pos..];
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.corrupt("GLOBAL without a newline"))?;
+        let s = std::str::from_utf8(&rest[..nl])
+            .map_err(|_| self.corrupt("GLOBAL name is not UTF-8"))?
+            .to_owned();
+        self.pos += nl + 1;
+        Ok(s)
+    }
+
+    fn string(&mut self, n: usize) -> Result<Value> {
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| self.corrupt("string is not UTF-8"))?;
+        Ok(Value::Str(Rc::from(s)))
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        self.stack
+            .pop()
+            .ok_or_else(|| self.corrupt("stack underflow"))
+    }
+
+    fn top(&mut self) -> Result<&mut Value> {
+        match self.stack.last_mut() {
+            Some(v) => Ok(v),
+            None => Err(anyhow::anyhow!(
+                "{} is corrupt (empty stack at byte {}): re-download the checkpoint",
+                self.what,
+                self.pos
+            )),
+        }
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let m = self.marks.pop().ok_or_else(|| self.corrupt("no MARK"))?;
+        if m > self.stack.len() {
+            return Err(self.corrupt("MARK above the stack"));
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    fn memo_get(&self, i: u32) -> Result<Value> {
+        self.memo
+            .get(&i)
+            .cloned()
+            .ok_or_else(|| self.corrupt(&format!("memo entry {i} read before it was written")))
+    }
+
+    fn memo_put(&mut self, i: u32) -> Result<()> {
+        let v = self
+            .stack
+            .last()
+            .cloned()
+            .ok_or_else(|| self.corrupt("memoize on an empty stack"))?;
+        self.memo.insert(i, v);
+        Ok(())
+    }
+
+    fn setitems(&mut self, items: Vec<Value>) -> Result<()> {
+        if !items.len().is_multiple_of(2) {
+            return Err(self.corrupt("odd number of items for a dict"));
+        }
+        let top = self.top()?.clone();
+        let Value::Dict(d) = top else {
+            return Err(self.corrupt(&format!("SETITEM on a {}", top.kind())));
+        };
+        let mut d = d.borrow_mut();
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            d.push((k, v));
+        }
+        Ok(())
+    }
+
+    fn appends(&mut self, items: Vec<Value>) -> Result<()> {
+        let top = self.top()?.clone();
+        match top {
+            Value::List(l) => l.borrow_mut().extend(items),
+            // Appending to an unknown object (e.g. a custom container): ignore.
+            Value::Object(_) => {}
+            other => return Err(self.corrupt(&format!("APPEND on a {}", other.kind()))),
+        }
+        Ok(())
+    }
+
+    /// Runs the pickle to its STOP and returns the result.
+    pub(super) fn run(mut self) -> Result<Value> {
+        loop {
+            let at = self.pos;
+            let op = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| self.corrupt("the pickle ends without STOP"))?;
+            self.pos += 1;
+            match op {
+                0x80 => {
+                    // PROTO
+                    let p = self.arr::<1>()?[0];
+                    if p > 5 {
+                        bail!(
+                            "{} uses pickle protocol {p}; headstart reads 2 to 5",
+                            self.what
+                        );
+                    }
+                }
+                0x95 => {
+                    // FRAME: a length hint only
+                    self.arr::<8>()?;
+                }
+                b'.' => return self.pop(),
+                b'(' => self.marks.push(self.stack.len()),
+                b'}' => self.stack.push(Value::new_dict()),
+                b']' => self
+                    .stack
+                    .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b')' => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
+                b'N' => self.stack.push(Value::None),
+                0x88 | 0x89 => self.stack.push(Value::Bool),
+                b'X' => {
+                    let n = u32::from_le_bytes(self.arr()?) as usize;
+                    let v = self.string(n)?;
+                    self.stack.push(v);
+                }
+                0x8c => {
+                    let n = self.arr::<1>()?[0] as usize;
+                    let v = self.string(n)?;
+                    self.stack.push(v);
+                }
+                0x8d => {
+                    let n = self.len_u64()?;
+                    let v = self.string(n)?;
+                    self.stack.push(v);
+                }
+                b'C' | b'B' | 0x8e => {
+                    // SHORT_BINBYTES, BINBYTES, BINBYTES8
+                    let n = match op {
+                        b'C' => self.arr::<1>()?[0] as usize,
+                        b'B' => u32::from_le_bytes(self.arr()?) as usize,
+                        _ => self.len_u64()?,
+                    };
+                    self.take(n)?;
+                    self.stack.push(Value::Bytes);
+                }
+                b'J' => {
+                    let v = i32::from_le_bytes(self.arr()?);
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                b'K' => {
+                    let v = self.arr::<1>()?[0];
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.arr()?);
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                0x8a | 0x8b => {
+                    // LONG1, LONG4: little-endian two's complement
+                    let n = if op == 0x8a {
+                        self.arr::<1>()?[0] as usize
+                    } else {
+                        u32::from_le_bytes(self.arr()?) as usize
+                    };
+                    if n > 8 {
+                        return Err(self.corrupt(&format!("{n}-byte integer (more than 64 bits)")));
+                    }
+                    let b = self.take(n)?;
+                    let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                        0xFF
+                    } else {
+                        0
+                    };
+                    let mut a = [fill; 8];
+                    a[..n].copy_from_slice(b);
+                    self.stack.push(Value::Int(i64::from_le_bytes(a)));
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.arr()?);
+                    self.stack.push(Value::Float(v));
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(Rc::from(items)));
+                }
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    if self.stack.len() < n {
+                        return Err(self.corrupt("stack underflow"));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.stack.push(Value::Tuple(Rc::from(items)));
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::new_dict());
+                    self.setitems(items)?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.setitems(vec![k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.setitems(items)?;
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.appends(vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.appends(items)?;
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.stack.push(Value::Global(Rc::new((module, name))));
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                        return Err(self.corrupt("STACK_GLOBAL without two strings"));
+                    };
+                    self.stack.push(Value::Global(Rc::new((
+                        module.to_string(),
+                        name.to_string(),
+                    ))));
+                }
+                b'R' | 0x81 => {
+                    // REDUCE, NEWOBJ: callable(*args)
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = self.call(&func, &args)?;
+                    self.stack.push(v);
+                }
+                b'b' => {
+                    // BUILD: the state of an OrderedDict (`_metadata`) or an
+                    // unknown object carries nothing we need.
+                    self.pop()?;
+                    self.top()?;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = self.persistent_load(&pid)?;
+                    self.stack.push(v);
+                }
+                b'q' => {
+                    let i = u32::from(self.arr::<1>()?[0]);
+                    self.memo_put(i)?;
+                }
+                b'r' => {
+                    let i = u32::from_le_bytes(self.arr()?);
+                    self.memo_put(i)?;
+                }
+                0x94 => {
+                    let i = u32::try_from(self.memo.len())
+                        .map_err(|_| self.corrupt("memo overflow"))?;
+                    self.memo_put(i)?;
+                }
+                b'h' => {
+                    let i = u32::from(self.arr::<1>()?[0]);
+                    let v = self.memo_get(i)?;
+                    self.stack.push(v);
+                }
+                b'j' => {
+                    let i = u32::from_le_bytes(self.arr()?);
+                    let v = self.memo_get(i)?;
+                    self.stack.push(v);
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.stack.push(v);
+                }
+                other => {
+                    let shown = if other.is_ascii_graphic() {
+                        format!(" ('{}')", other as char)
+                    } else {
+                        String::new()
+                    };
+                    bail!(
+                        "{} uses pickle opcode 0x{other:02x}{shown} at byte {at}, which \
+                         headstart does not read: re-save the weights as safetensors \
+                         (safetensors.torch.save_file) or with a plain torch.save(state_dict)",
+                        self.what
+                    );
+                }
+            }
+        }
+    }
+
+    /// `BINPERSID`: `('storage', torch.XStorage, key, location, numel)`.
+    fn persistent_load(&self, pid: &Value) -> Result<Value> {
+        let Value::Tuple(t) = pid else {
+            return Err(self.corrupt(&format!("persistent id is a {}", pid.kind())));
+        };
+        let (Some(Value::Str(tag)), Some(Value::Global(class)), Some(key), Some(numel)) =
+            (t.first(), t.get(1), t.get(2), t.get(4))
+        else {
+            return Err(
+                self.corrupt("persistent id is not ('storage', type, key, location, numel)")
+            );
+        };
+        if &**tag != "storage" {
+            return Err(self.corrupt(&format!("persistent id of kind `{tag}`")));
+        }
+        let dtype = storage_dtype(&class.1).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} stores a tensor as {}.{}, which headstart cannot read (it reads float, \
+                 half, bfloat16, double and integer/bool storages): convert the checkpoint to \
+                 safetensors",
+                self.what,
+                class.0,
+                class.1
+            )
+        })?;
+        let key = match key {
+            Value::Str(s) => s.to_string(),
+            Value::Int(i) => i.to_string(),
+            other => return Err(self.corrupt(&format!("storage key is a {}", other.kind()))),
+        };
+        let numel = match numel {
+            Value::Int(n) => usize::try_from(*n).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| self.corrupt("storage size is not a non-negative int"))?;
+        Ok(Value::Storage(Rc::new(Storage { dtype, key, numel })))
+    }
+
+    /// `REDUCE`: the few callables a state_dict uses; anything else becomes
+    /// an inert [`Object`].
+    fn call(&self, func: &Value, args: &Value) -> Result<Value> {
+        let Value::Global(g) = func else {
+            return Err(self.corrupt(&format!("REDUCE on a {}", func.kind())));
+        };
+        let args: &[Value] = match args {
+            Value::Tuple(t) => t,
+            other => return Err(self.corrupt(&format!("REDUCE with {} arguments", other.kind()))),
+        };
+        match (g.0.as_str(), g.1.as_str()) {
+            ("collections", "OrderedDict") | ("builtins" | "__builtin__", "dict") => {
+                let d = Value::new_dict();
+                if let (Some(Value::List(items)), Value::Dict(dd)) = (args.first(), &d) {
+                    for item in items.borrow().iter() {
+                        if let Value::Tuple(kv) = item
+                            && let [k, v] = &kv[..]
+                        {
+                            dd.borrow_mut().push((k.clone(), v.clone()));
+                        }
+                    }
+                }
+                Ok(d)
+            }
+            ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
+                self.rebuild_tensor(args)
+            }
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
+            | ("torch.nn.parameter", "Parameter") => match args.first() {
+                Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+                _ => Err(self.corrupt("parameter without a tensor")),
+            },
+            ("torch._tensor", "_rebuild_from_type_v2") => match args {
+                [f, _new_type, Value::Tuple(_) | Value::List(_), ..] => {
+                    let inner = match &args[2] {
+                        Value::List(l) => Value::Tuple(Rc::from(l.borrow().clone())),
+                        other => other.clone(),
+                    };
+                    self.call(f, &inner)
+                }
+                _ => Err(self.corrupt("_rebuild_from_type_v2 with unexpected arguments")),
+            },
+            ("torch", "Size") => Ok(args.first().cloned().unwrap_or(Value::None)),
+            (m, n) => Ok(Value::Object(Rc::new(Object {
+                class: format!("{m}.{n}"),
+            }))),
+        }
+    }
+
+    /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, ...)`.
+    fn rebuild_tensor(&self, args: &[Value]) -> Result<Value> {
+        let [storage, offset, size, stride, ..] = args else {
+            return Err(self.corrupt("_rebuild_tensor_v2 with fewer than 4 arguments"));
+        };
+        let Value::Storage(storage) = storage else {
+            return Err(self.corrupt(&format!("tensor built on a {}", storage.kind())));
+        };
+        let as_usize = |v: &Value| match v {
+            Value::Int(i) => usize::try_from(*i).ok(),
+            _ => None,
+        };
+        let dims = |v: &Value| -> Option<Vec<usize>> {
+            match v {
+                Value::Tuple(t) => t.iter().map(as_usize).collect(),
+                Value::List(l) => l.borrow().iter().map(as_usize).collect(),
+                _ => None,
+            }
+        };
+        let offset = as_usize(offset).ok_or_else(|| self.corrupt("tensor offset is not an int"))?;
+        let size = dims(size).ok_or_else(|| self.corrupt("tensor size is not a tuple of ints"))?;
+        let stride =
+            dims(stride).ok_or_else(|| self.corrupt("tensor stride is not a tuple of ints"))?;
+        if size.len() != stride.len() {
+            return Err(self.corrupt("tensor size and stride differ in length"));
+        }
+        Ok(Value::Tensor(Rc::new(TensorRef {
+            storage: storage.clone(),
+            offset,
+            size,
+            stride,
+        })))
+    }
+}
