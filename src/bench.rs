@@ -131,7 +131,7 @@ pub fn train_steps(
         let mut acc = GradAccumulator::default();
         let micro = Micro {
             seed: 0,
-            frozen: trainable.iter().take_while(|t| !**t).count(),
+            frozen: strategy.frozen_prefix(n, 0),
             grad_accum: 1,
         };
         let mut timed = 0.0;

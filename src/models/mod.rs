@@ -185,12 +185,6 @@ impl<A: Architecture, H: Head> TaskModel<A, H> {
         self.body.groups().len()
     }
 
-    /// The group of a module path (`body.encoder.layer.3.output.dense.weight`):
-    /// the head's parameters are in the top group.
-    pub fn group_of(&self, path: &str) -> usize {
-        group_of(&self.body.groups(), path)
-    }
-
     /// Freezes (no gradient, inference mode) or unfreezes each group.
     pub fn set_trainable(mut self, trainable: &[bool]) -> Self {
         let groups = self.body.groups();
@@ -235,7 +229,8 @@ impl<A: Architecture, H: Head> TaskModel<A, H> {
     }
 }
 
-/// See [`TaskModel::group_of`].
+/// The group of a module path (`body.encoder.layer.3.output.dense.weight`):
+/// the head's parameters are in the top group.
 pub fn group_of(groups: &[Group], path: &str) -> usize {
     let top = groups.len() - 1;
     let Some(rest) = path.strip_prefix("body.") else {

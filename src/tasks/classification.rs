@@ -199,10 +199,6 @@ impl ClassificationHead {
             other => panic!("a classification head reads pooled features, not {other:?}"),
         }
     }
-
-    pub fn num_labels(&self) -> usize {
-        self.classifier.weight.dims()[1]
-    }
 }
 
 /// Tokenised texts with their label ids.
@@ -250,10 +246,6 @@ impl Task for TextClassification {
                 bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
             },
         }
-    }
-
-    fn len(split: &TextSplit) -> usize {
-        split.items.len()
     }
 
     fn lengths(split: &TextSplit) -> Vec<usize> {

@@ -28,8 +28,6 @@ pub trait Task: Sized {
 
     /// A head for `body`, its parameters zero until loaded or initialised.
     fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> Self::Head;
-    /// Number of examples in a split.
-    fn len(split: &Self::Split) -> usize;
     /// Positions of each example: its cost, and its rows in a feature cache.
     fn lengths(split: &Self::Split) -> Vec<usize>;
     /// The examples `idx` as the body's first group takes them.

@@ -30,8 +30,10 @@ use crate::models::state::{self, Source};
 use crate::models::{Architecture, TaskModel, group_of};
 use crate::tasks::Task;
 
-/// A run's data, ready for the loop.
-pub struct Prepared<T: Task> {
+/// A run's model and data, ready for the loop.
+pub struct Prepared<A: Architecture, T: Task> {
+    /// The model on the training (autodiff) device, parameters not yet filled.
+    pub model: TaskModel<A, T::Head>,
     pub task: T,
     pub train: T::Split,
     pub val: T::Split,
@@ -73,7 +75,7 @@ fn lap(t: &mut Instant) -> f64 {
 }
 
 /// A model of the run's architecture with its head, parameters not yet filled.
-fn blank<A: Architecture, T: Task>(
+pub fn blank<A: Architecture, T: Task>(
     task: &T,
     model_dir: &std::path::Path,
     device: &Device,
@@ -86,7 +88,7 @@ fn blank<A: Architecture, T: Task>(
 /// Runs (or continues) the loop; see the module doc.
 pub fn fit<A: Architecture, T: Task>(
     setup: Setup,
-    data: Prepared<T>,
+    data: Prepared<A, T>,
     started: Instant,
     mut phases: Phases,
     obs: &mut dyn Observer,
@@ -100,7 +102,12 @@ pub fn fit<A: Architecture, T: Task>(
     let RunConfig {
         config, resolved, ..
     } = &run_config;
-    let Prepared { task, train, val } = data;
+    let Prepared {
+        model,
+        task,
+        train,
+        val,
+    } = data;
     let meter = config.cost.start_meter(&device)?;
     let mut phase = Instant::now();
     let mut flops = FlopCount::default();
@@ -108,9 +115,7 @@ pub fn fit<A: Architecture, T: Task>(
     let model_dir = &run_config.model_dir;
 
     // model and optimizer
-    let model = blank::<A, T>(&task, model_dir, &train_device)?;
     let n = model.num_groups();
-    config.strategy.check(n)?;
     let mut store = WeightStore::new(config.strategy, n, resolved.epochs, model_dir);
     let adamw = AdamWConfig {
         weight_decay: resolved.weight_decay,
@@ -171,7 +176,7 @@ pub fn fit<A: Architecture, T: Task>(
     {
         let epoch = state.epoch;
         let trainable = config.strategy.trainable(n, epoch);
-        let frozen = trainable.iter().take_while(|t| !**t).count();
+        let frozen = config.strategy.frozen_prefix(n, epoch);
         model = model.set_trainable(&trainable);
         if !cache_wanted(config, frozen) {
             caches.extend(active.take().map(|c| c.use_));

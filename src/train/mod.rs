@@ -33,13 +33,13 @@ use sha2::{Digest, Sha256};
 pub use config::{ExportChoice, Resolved, RunConfig, SCHEMA_VERSION, TrainConfig, TrainState};
 pub use eval::{ExportMeta, LoadedClassifier, load_classifier};
 pub use fit::TrainOutcome;
-pub use progress::{Lines, Observer, Quiet, StepLine};
+pub use progress::{Observer, Quiet, StepLine};
 
 use crate::cost::run::Phases;
 use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
-use crate::models::Architecture;
 use crate::models::bert::Bert;
+use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
 use crate::tokenize::TextTokenizer;
@@ -136,7 +136,8 @@ fn text_classification<A: Architecture>(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    let body = A::from_config_file(&model_dir.join("config.json"), device)?;
+    let train_device = device.clone().autodiff();
+    let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
     body_checks(&body, config)?;
     let (train_examples, val_examples, skipped, data_sha256) = read_data(config)?;
     let labels = match &resumed {
@@ -215,7 +216,20 @@ fn text_classification<A: Architecture>(
         resume_from,
         device: device.clone(),
     };
-    fit::fit::<A, TextClassification>(setup, Prepared { task, train, val }, started, phases, obs)
+    let head = task.new_head(&body, &train_device);
+    let model = TaskModel { body, head };
+    fit::fit(
+        setup,
+        Prepared {
+            model,
+            task,
+            train,
+            val,
+        },
+        started,
+        phases,
+        obs,
+    )
 }
 
 /// Settings the architecture must allow.

@@ -32,12 +32,3 @@ pub trait Observer {
 pub struct Quiet;
 
 impl Observer for Quiet {}
-
-/// Passes log lines to a function; steps are not reported.
-pub struct Lines<F: FnMut(&str)>(pub F);
-
-impl<F: FnMut(&str)> Observer for Lines<F> {
-    fn line(&mut self, text: &str) {
-        (self.0)(text)
-    }
-}
