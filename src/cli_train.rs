@@ -17,12 +17,16 @@ use headstart::train::{ExportChoice, Observer, StepLine, TrainConfig};
 /// `headstart train` / `compare` flags; defaults are [`TrainConfig::default`]'s.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TrainArgs {
-    /// The task; text-classification for now.
+    /// text-classification | image-classification
     #[arg(long, default_value = "text-classification")]
     pub task: String,
-    /// Pretrained model: HF directory, hub id or packaged short name.
+    /// Pretrained model: HF directory, hub id, packaged short name, or a
+    /// bare weights file (.pth, .safetensors) with --arch.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
+    /// The family of a bare weights file: mobilenet_v2.
+    #[arg(long)]
+    pub arch: Option<String>,
     /// scratch | full | freeze:N | head | lr-decay:F | gradual
     #[arg(long, default_value = "full")]
     pub strategy: Strategy,
@@ -38,6 +42,15 @@ pub struct TrainArgs {
     pub text_column: String,
     #[arg(long, default_value = "label")]
     pub label_column: String,
+    /// Column of image paths in a CSV/JSONL list of images (relative to its folder).
+    #[arg(long, default_value = "image")]
+    pub image_column: String,
+    /// Crop size of images, in pixels (default: the family's, 224).
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Augmentation of training images; with any, the feature cache is off.
+    #[arg(long, value_enum, default_value = "none")]
+    pub augment: headstart::data::preprocess::Augment,
     /// Skip bad rows (counted) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_rows: bool,
@@ -129,6 +142,10 @@ impl TrainArgs {
             val_fraction: self.val_fraction,
             text_column: self.text_column,
             label_column: self.label_column,
+            image_column: self.image_column,
+            arch: self.arch,
+            image_size: self.image_size,
+            augment: self.augment,
             skip_bad_rows: self.skip_bad_rows,
             train_limit: self.train_limit,
             batch_size: self.batch_size,

@@ -42,6 +42,37 @@ impl Checkpoint {
     ///
     /// When none exists the error names the directory, what was looked for,
     /// and what is there.
+    /// A model directory ([`Checkpoint::load`]) or a bare weights file
+    /// ([`Checkpoint::load_file`]).
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        if path.is_file() {
+            Self::load_file(path)
+        } else {
+            Self::load(path)
+        }
+    }
+
+    /// One bare weights file: safetensors, or a PyTorch zip archive.
+    pub fn load_file(path: &Path) -> Result<Checkpoint> {
+        let mut head = [0u8; 4];
+        {
+            use std::io::Read;
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?
+                .read_exact(&mut head)
+                .with_context(|| format!("{} is too short to be a weights file", path.display()))?;
+        }
+        let tensors = if &head == b"PK\x03\x04" {
+            read_pytorch_bin(path)?
+        } else {
+            read_safetensors(path)?
+        };
+        Ok(Checkpoint {
+            tensors,
+            files: vec![path.to_path_buf()],
+        })
+    }
+
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         if !dir.is_dir() {
             bail!(

@@ -15,6 +15,7 @@
 //! and groups every parameter.
 
 pub mod bert;
+pub mod mobilenet_v2;
 pub mod params;
 pub mod state;
 
@@ -38,6 +39,8 @@ pub enum Flow {
     Hidden { x: Tensor<3>, mask: Tensor<2> },
     /// One vector per example, `[batch, features]`: what a classification head reads.
     Pooled(Tensor<2>),
+    /// Images or feature maps `[batch, channels, height, width]`.
+    Maps(Tensor<4>),
 }
 
 impl Flow {
@@ -58,6 +61,7 @@ impl Flow {
                 mask: mask.inner(),
             },
             Flow::Pooled(x) => Flow::Pooled(x.inner()),
+            Flow::Maps(x) => Flow::Maps(x.inner()),
         }
     }
 
@@ -78,6 +82,7 @@ impl Flow {
                 mask: Tensor::from_inner(mask),
             },
             Flow::Pooled(x) => Flow::Pooled(Tensor::from_inner(x)),
+            Flow::Maps(x) => Flow::Maps(Tensor::from_inner(x)),
         }
     }
 
@@ -85,6 +90,7 @@ impl Flow {
         match self {
             Flow::Tokens { mask, .. } | Flow::Hidden { mask, .. } => mask.device(),
             Flow::Pooled(x) => x.device(),
+            Flow::Maps(x) => x.device(),
         }
     }
 }
@@ -98,6 +104,14 @@ pub enum Positions {
     First,
     /// Every real position.
     All,
+    /// One vector per example (pooled features).
+    Vector,
+    /// One feature map per example.
+    Map {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 /// A layer group: a unit of freezing, caching and learning rates.
@@ -165,6 +179,20 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
 
     /// `config.json` as Hugging Face writes it, for export.
     fn hf_config(&self) -> serde_json::Value;
+
+    /// The body for inputs of `side` x `side` pixels (image families; shapes
+    /// of feature maps and FLOPs depend on it). Others ignore it.
+    fn with_image_size(self, _side: usize) -> Self {
+        self
+    }
+
+    /// The checkpoint key (without [`Architecture::BASE_PREFIX`]) of a
+    /// module path under the body, for families whose reference layout a
+    /// struct cannot mirror field by field; [`Architecture::RENAMES`] apply
+    /// to the result.
+    fn key_path(&self, path: &str) -> String {
+        path.to_string()
+    }
 }
 
 /// What can sit on a body: any module (burn's derive also wants it displayable).
@@ -286,7 +314,7 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2"];
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,9 @@ pub enum Init {
     NormalZeroRow(f64, usize),
     Zeros,
     Ones,
+    /// Normal(0, sqrt(2 / fan_out)), fan_out = output channels x kernel
+    /// area: torchvision's `kaiming_normal_(mode="fan_out")` for convolutions.
+    KaimingNormalFanOut,
 }
 
 /// Module path and container of the parameter being visited.
@@ -65,9 +68,13 @@ pub struct KeyOf {
 }
 
 /// The checkpoint key of the parameter at `path` whose holder is `container`.
-pub fn key_of<A: Architecture>(path: &str, container: &str, field: &str) -> KeyOf {
+pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &str) -> KeyOf {
+    let renamed;
     let (prefix, rest) = match path.strip_prefix("body.") {
-        Some(r) => (A::BASE_PREFIX, r),
+        Some(r) => {
+            renamed = body.key_path(r);
+            (A::BASE_PREFIX, renamed.as_str())
+        }
         None => ("", path.strip_prefix("head.").unwrap_or(path)),
     };
     let mut segments: Vec<&str> = rest
@@ -80,7 +87,7 @@ pub fn key_of<A: Architecture>(path: &str, container: &str, field: &str) -> KeyO
         })
         .collect();
     let mut aliases = Vec::new();
-    if container == "LayerNorm" {
+    if matches!(container, "LayerNorm" | "BatchNorm") && matches!(field, "gamma" | "beta") {
         let (new, old) = match field {
             "gamma" => ("weight", "gamma"),
             _ => ("bias", "beta"),
@@ -132,7 +139,7 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
         }
         let (container, field) = self.walk.leaf();
         let (container, field) = (container.to_string(), field.to_string());
-        let k = key_of::<A>(&path, &container, &field);
+        let k = key_of(self.body, &path, &container, &field);
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let stored: Vec<usize> = if k.transposed {
@@ -179,6 +186,11 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
                     Init::Zeros => vec![0.0; n],
                     Init::Ones => vec![1.0; n],
                     Init::Normal(std) | Init::NormalZeroRow(std, _) => {
+                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
+                    }
+                    Init::KaimingNormalFanOut => {
+                        let fan_out = dims[0] * dims[2..].iter().product::<usize>();
+                        let std = (2.0 / fan_out.max(1) as f64).sqrt();
                         (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
                     }
                 };
@@ -302,9 +314,9 @@ pub fn load<A: Architecture, H: Head>(
 /// Collects parameters in checkpoint layout.
 struct Exporter<'a, A: Architecture> {
     walk: Walk,
+    body: &'a A,
     keep: &'a dyn Fn(&str) -> bool,
     out: NamedTensors,
-    _family: std::marker::PhantomData<A>,
 }
 
 impl<A: Architecture> ModuleVisitor for Exporter<'_, A> {
@@ -320,7 +332,7 @@ impl<A: Architecture> ModuleVisitor for Exporter<'_, A> {
             return;
         }
         let (container, field) = self.walk.leaf();
-        let k = key_of::<A>(&path, container, field);
+        let k = key_of(self.body, &path, container, field);
         let (shape, values) = host(&param.val());
         if k.transposed {
             self.out.push((
@@ -342,9 +354,9 @@ pub fn export<A: Architecture, H: Head>(
 ) -> NamedTensors {
     let mut v = Exporter::<A> {
         walk: Walk::default(),
+        body: &model.body,
         keep,
         out: Vec::new(),
-        _family: std::marker::PhantomData,
     };
     model.visit(&mut v);
     v.out
@@ -375,7 +387,13 @@ pub fn hash_tensors(tensors: &NamedTensors) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parameters per group, with the groups' names, bottom to top.
+/// Whether a field holds a buffer (BatchNorm's running statistics), not a
+/// parameter: loaded, saved and exported, never counted as a parameter.
+pub fn is_buffer(field: &str) -> bool {
+    matches!(field, "running_mean" | "running_var")
+}
+
+/// Parameters per group (buffers excluded), with the groups' names, bottom to top.
 pub fn group_counts<A: Architecture, H: Head>(model: &TaskModel<A, H>) -> Vec<(String, usize)> {
     struct Count<'a> {
         walk: Walk,
@@ -390,6 +408,9 @@ pub fn group_counts<A: Architecture, H: Head>(model: &TaskModel<A, H>) -> Vec<(S
             self.walk.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if is_buffer(self.walk.leaf().1) {
+                return;
+            }
             let g = group_of(self.groups, &self.walk.path());
             self.counts[g] += param.val().shape().num_elements();
         }

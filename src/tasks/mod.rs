@@ -3,6 +3,7 @@
 //! adds to `config.json`. The fit loop knows no task.
 
 pub mod classification;
+pub mod image;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
@@ -52,6 +53,21 @@ pub trait Task: Sized {
     fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64;
     /// What an export adds to the base model's `config.json`.
     fn export_config(&self, config: &mut serde_json::Map<String, serde_json::Value>) -> Result<()>;
+
+    /// The body as this task feeds it (image tasks set the input size).
+    fn adapt_body<A: Architecture>(&self, body: A) -> A {
+        body
+    }
+
+    /// Called before each training epoch with the training split (seeded
+    /// augmentations draw per epoch).
+    fn start_epoch(&self, _split: &Self::Split, _epoch: usize) {}
+
+    /// Whether the split's inputs change from epoch to epoch (augmentation),
+    /// which rules out a feature cache.
+    fn augmented(&self, _split: &Self::Split) -> bool {
+        false
+    }
 }
 
 /// `--metric`: what picks the best checkpoint and stops early.

@@ -102,7 +102,7 @@ pub fn load_weights<A: Architecture, H: Head>(
         return Ok(state::load(model, Source::Exact(&checkpoint), 0)?.0);
     }
     let r: BaseRef = read_json(&base_json)?;
-    let base = Checkpoint::load(&r.model_dir).with_context(|| {
+    let base = Checkpoint::open(&r.model_dir).with_context(|| {
         format!(
             "{} holds only the layers this run trains; the rest comes from the base model {}",
             dir.display(),

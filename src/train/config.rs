@@ -61,6 +61,15 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     pub text_column: String,
     pub label_column: String,
+    /// Column of image paths in a CSV/JSONL list of images.
+    pub image_column: String,
+    /// The family of a bare weights file (`mobilenet_v2`, ...), when
+    /// `model` has no `config.json`.
+    pub arch: Option<String>,
+    /// Crop size of images (default: the family's, 224).
+    pub image_size: Option<u32>,
+    /// Augmentation of training images.
+    pub augment: crate::data::preprocess::Augment,
     /// Skip rows with a missing text or label (counted) instead of stopping.
     pub skip_bad_rows: bool,
     /// Use only this many training examples (a seeded random subset).
@@ -119,6 +128,10 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             text_column: "text".into(),
             label_column: "label".into(),
+            image_column: "image".into(),
+            arch: None,
+            image_size: None,
+            augment: crate::data::preprocess::Augment::None,
             skip_bad_rows: false,
             train_limit: None,
             batch_size: 16,

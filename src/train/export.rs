@@ -36,6 +36,10 @@ pub fn export<A: Architecture, T: Task>(
     let obj = hf
         .as_object_mut()
         .with_context(|| format!("{} is not a JSON object", base_config.display()))?;
+    // what the trained body is (an image family's input size, say) wins
+    if let serde_json::Value::Object(body) = model.body.hf_config() {
+        obj.extend(body);
+    }
     obj.insert(
         "architectures".into(),
         serde_json::json!([format!("{}{}", A::HF_STEM, T::HF_SUFFIX)]),

@@ -80,7 +80,7 @@ pub fn blank<A: Architecture, T: Task>(
     model_dir: &std::path::Path,
     device: &Device,
 ) -> Result<TaskModel<A, T::Head>> {
-    let body = A::from_config_file(&model_dir.join("config.json"), device)?;
+    let body = task.adapt_body(A::from_config_file(&model_dir.join("config.json"), device)?);
     let head = task.new_head(&body, device);
     Ok(TaskModel { body, head })
 }
@@ -139,7 +139,7 @@ pub fn fit<A: Architecture, T: Task>(
         }
         None => {
             let (model, report) = if config.strategy.uses_pretrained_weights() {
-                let checkpoint = Checkpoint::load(model_dir)?;
+                let checkpoint = Checkpoint::open(model_dir)?;
                 state::load(model, Source::Pretrained(&checkpoint), config.seed)?
             } else {
                 state::load(model, Source::Scratch, config.seed)?
@@ -178,7 +178,8 @@ pub fn fit<A: Architecture, T: Task>(
         let trainable = config.strategy.trainable(n, epoch);
         let frozen = config.strategy.frozen_prefix(n, epoch);
         model = model.set_trainable(&trainable);
-        if !cache_wanted(config, frozen) {
+        task.start_epoch(&train, epoch);
+        if !cache_wanted(config, frozen) || task.augmented(&train) {
             caches.extend(active.take().map(|c| c.use_));
         } else if active.as_ref().map(|c| c.use_.boundary) != Some(frozen) {
             caches.extend(active.take().map(|c| c.use_));

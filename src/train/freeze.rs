@@ -104,7 +104,15 @@ pub fn build_cache<A: Architecture, T: Task>(
             max_bytes: (config.cache_max_gb.max(0.0) * 1e9) as u64,
             key: split_key.hex(),
             positions,
-            hidden: plain.body.hidden_size(),
+            hidden: match positions {
+                Positions::Map {
+                    channels,
+                    height,
+                    width,
+                } => channels * height * width,
+                Positions::Vector => plain.body.feature_size(),
+                _ => plain.body.hidden_size(),
+            },
             lengths: T::lengths(split),
         };
         built.push(cache::get_or_build(&req, 32, |idx| {
@@ -112,8 +120,10 @@ pub fn build_cache<A: Architecture, T: Task>(
             match plain.body.run(input, 0..frozen) {
                 Flow::Hidden { x, .. } => Ok(match positions {
                     Positions::First => host(&x.narrow(1, 0, 1)).1,
-                    Positions::All => host(&x).1,
+                    _ => host(&x).1,
                 }),
+                Flow::Maps(x) => Ok(host(&x).1),
+                Flow::Pooled(x) => Ok(host(&x).1),
                 other => anyhow::bail!(
                     "the frozen groups output {other:?}, which the feature cache cannot hold"
                 ),

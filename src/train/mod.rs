@@ -38,10 +38,13 @@ pub use progress::{Observer, Quiet, StepLine};
 use crate::cost::run::Phases;
 use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
+use crate::data::preprocess::Recipe;
 use crate::models::bert::Bert;
+use crate::models::mobilenet_v2::MobileNetV2;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
+use crate::tasks::image::{self, ImageClassification, ImageTaskState};
 use crate::tokenize::TextTokenizer;
 use fit::{Prepared, Setup};
 
@@ -60,7 +63,7 @@ pub fn train(config: TrainConfig, device: &Device, obs: &mut dyn Observer) -> Re
             out.display()
         );
     }
-    let model_dir = crate::find_model(&config.model)?;
+    let model_dir = locate_model(&config)?;
     let model_dir = model_dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", model_dir.display()))?;
@@ -115,16 +118,242 @@ fn dispatch(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    let family = crate::models::model_type(model_dir)?;
+    let family = family_of(model_dir, config.arch.as_deref())?;
     match (config.task.as_str(), family.as_str()) {
         (TextClassification::NAME, "bert") => {
             text_classification::<Bert>(config, model_dir, resumed, device, started, obs)
         }
+        (ImageClassification::NAME, "mobilenet_v2") => {
+            image_classification::<MobileNetV2>(config, model_dir, resumed, device, started, obs)
+        }
         (task, family) => bail!(
-            "task `{task}` is not supported for model_type `{family}` yet \
-             (supported: text-classification with bert)"
+            "task `{task}` is not supported for model_type `{family}` \
+             (supported: text-classification with bert; image-classification with mobilenet_v2)"
         ),
     }
+}
+
+/// The model a run starts from: an existing file or directory as it is,
+/// else a packaged model, hub id or cached snapshot ([`crate::find_model`]).
+fn locate_model(config: &TrainConfig) -> Result<PathBuf> {
+    let p = Path::new(&config.model);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    crate::find_model(&config.model)
+}
+
+/// The family of `model`: `--arch` when given, else the directory's
+/// `config.json`; a bare weights file needs `--arch`.
+pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
+    if let Some(arch) = arch {
+        let arch = arch.trim().to_ascii_lowercase().replace('-', "_");
+        if !crate::models::SUPPORTED.contains(&arch.as_str()) {
+            bail!(
+                "--arch {arch} is not a family this build implements (supported: {})",
+                crate::models::SUPPORTED.join(", ")
+            );
+        }
+        return Ok(arch);
+    }
+    if model.is_file() {
+        bail!(
+            "{} is a bare weights file with no config.json: say which family it is with --arch \
+             (one of {})",
+            model.display(),
+            crate::models::SUPPORTED.join(", ")
+        );
+    }
+    crate::models::model_type(model)
+}
+
+/// Image classification with family `A`: list and decode the images, then fit.
+fn image_classification<A: Architecture>(
+    config: &TrainConfig,
+    model_dir: &Path,
+    resumed: Option<(RunConfig, PathBuf)>,
+    device: &Device,
+    started: Instant,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let train_device = device.clone().autodiff();
+    let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
+    config.strategy.check(body.groups().len())?;
+    let (train_examples, val_examples, skipped_rows, data_sha256) = read_image_data(config)?;
+    let state = match &resumed {
+        Some((rc, _)) => {
+            if rc.data_sha256 != data_sha256 {
+                bail!(
+                    "the training or validation images changed since {} started; start the run again",
+                    rc.config.out.as_deref().unwrap_or(Path::new(".")).display()
+                );
+            }
+            serde_json::from_value(rc.task_state.clone())
+                .context("the run's config.json has no label names or image recipe")?
+        }
+        None => ImageTaskState {
+            labels: LabelMap::from_examples(&train_examples)?,
+            recipe: Recipe::imagenet(config.image_size.unwrap_or(224)),
+        },
+    };
+    state.recipe.check()?;
+    let task = ImageClassification {
+        labels: state.labels.clone(),
+        recipe: state.recipe.clone(),
+        seed: config.seed,
+    };
+    let body = task.adapt_body(body);
+    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let train_file = name(&config.train).unwrap_or_default();
+    let val_file = name(&config.val).unwrap_or_else(|| train_file.clone());
+    let (train, bad_train) = image::load_split(
+        &task,
+        &train_examples,
+        &train_file,
+        config.augment,
+        config.skip_bad_rows,
+    )?;
+    let (val, bad_val) = image::load_split(
+        &task,
+        &val_examples,
+        &val_file,
+        crate::data::preprocess::Augment::None,
+        config.skip_bad_rows,
+    )?;
+    let skipped = skipped_rows + bad_train + bad_val;
+    if train.is_empty() || val.is_empty() {
+        bail!("no decodable training or validation images left");
+    }
+    let resolved = Resolved::new(config, train.len());
+    let run_config = RunConfig {
+        schema: SCHEMA_VERSION,
+        config: config.clone(),
+        resolved: resolved.clone(),
+        task_state: serde_json::to_value(&state)?,
+        model_dir: model_dir.to_path_buf(),
+        train_examples: train.len(),
+        val_examples: val.len(),
+        skipped_rows: skipped,
+        data_sha256,
+    };
+    let run_dir = config.out.clone().context("--out DIR is required")?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let resume_from = match resumed {
+        Some((_, last)) => Some(last),
+        None => {
+            crate::fsutil::write_json_atomic(&run_dir.join("config.json"), &run_config)?;
+            None
+        }
+    };
+    obs.line(&format!(
+        "{} on {} training / {} validation images, labels {}; {} epochs, {} steps, lr {:.1e}, \
+         warmup {} steps; images: {}{}{}",
+        config.strategy,
+        train.len(),
+        val.len(),
+        state.labels.labels.join(", "),
+        resolved.epochs,
+        resolved.total_steps,
+        resolved.lr,
+        resolved.warmup_steps,
+        state.recipe.describe(),
+        if config.augment != crate::data::preprocess::Augment::None {
+            format!("; augmentation {:?} (feature cache off)", config.augment).to_lowercase()
+        } else {
+            String::new()
+        },
+        if skipped > 0 {
+            format!("; {skipped} bad rows or images skipped")
+        } else {
+            String::new()
+        }
+    ));
+    let phases = Phases {
+        data: started.elapsed().as_secs_f64(),
+        ..Phases::default()
+    };
+    let setup = Setup {
+        run_dir,
+        run_config,
+        resume_from,
+        device: device.clone(),
+    };
+    let head = task.new_head(&body, &train_device);
+    let model = TaskModel { body, head };
+    fit::fit(
+        setup,
+        Prepared {
+            model,
+            task,
+            train,
+            val,
+        },
+        started,
+        phases,
+        obs,
+    )
+}
+
+/// Training and validation images (from folders or tables), rows skipped,
+/// and a SHA-256 of the lists read (the images themselves are hashed into
+/// cache keys as they are decoded).
+fn read_image_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize, String)> {
+    let train_path = config.train.as_ref().context(
+        "--train is required: an image folder (one sub-folder per class) or a CSV/JSONL with \
+         image and label columns",
+    )?;
+    let read = |p: &Path| {
+        crate::data::image_list::read(
+            p,
+            &config.image_column,
+            &config.label_column,
+            config.skip_bad_rows,
+        )
+    };
+    let train = read(train_path)?;
+    let mut skipped = train.skipped;
+    let mut train_examples = train.examples;
+    let val_examples = match &config.val {
+        Some(p) => {
+            let v = read(p)?;
+            skipped += v.skipped;
+            v.examples
+        }
+        None => {
+            if !(config.val_fraction > 0.0 && config.val_fraction < 1.0) {
+                bail!("--val-fraction must be in (0, 1) when no --val is given");
+            }
+            let (t, v) = stratified_split(train_examples, config.val_fraction, config.seed);
+            train_examples = t;
+            v
+        }
+    };
+    let mut hasher = Sha256::new();
+    for e in train_examples.iter().chain(&val_examples) {
+        hasher.update((e.text.len() as u64).to_le_bytes());
+        hasher.update(e.text.as_bytes());
+        hasher.update((e.label.len() as u64).to_le_bytes());
+        hasher.update(e.label.as_bytes());
+        if let Ok(meta) = std::fs::metadata(&e.text) {
+            hasher.update(meta.len().to_le_bytes());
+        }
+    }
+    let data_sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Some(limit) = config.train_limit {
+        train_examples = seeded_subset(&train_examples, limit, config.seed);
+    }
+    if train_examples.is_empty() {
+        bail!("{}: no training images", train_path.display());
+    }
+    if val_examples.is_empty() {
+        bail!("no validation images: give --val or a larger --val-fraction");
+    }
+    Ok((train_examples, val_examples, skipped, data_sha256))
 }
 
 /// Text classification with family `A`: read and tokenise the data, then fit.

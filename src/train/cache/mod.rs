@@ -226,7 +226,8 @@ impl Features {
 
     /// The batch of examples `idx` as the layers above the boundary read it:
     /// hidden states padded with zeros to the longest example, with the mask
-    /// (one position, the first, for [`Positions::First`]).
+    /// (one position, the first, for [`Positions::First`]); pooled vectors
+    /// or feature maps as they are.
     pub fn batch(&self, idx: &[usize], device: &Device) -> Flow {
         let h = self.hidden;
         let b = idx.len();
@@ -239,6 +240,23 @@ impl Features {
                 Flow::Hidden {
                     x: Tensor::from_data(TensorData::new(x, [b, 1, h]), device),
                     mask: Tensor::ones([b, 1], device),
+                }
+            }
+            Positions::Vector | Positions::Map { .. } => {
+                let mut x = vec![0f32; b * h];
+                for (row, &i) in idx.iter().enumerate() {
+                    self.copy_rows(i, &mut x[row * h..(row + 1) * h]);
+                }
+                match self.positions {
+                    Positions::Map {
+                        channels,
+                        height,
+                        width,
+                    } => Flow::Maps(Tensor::from_data(
+                        TensorData::new(x, [b, channels, height, width]),
+                        device,
+                    )),
+                    _ => Flow::Pooled(Tensor::from_data(TensorData::new(x, [b, h]), device)),
                 }
             }
             Positions::All => {
@@ -334,8 +352,8 @@ pub fn get_or_build(
 ) -> Result<(Features, CacheReport)> {
     let started = Instant::now();
     let rows: Vec<usize> = match req.positions {
-        Positions::First => vec![1; req.lengths.len()],
         Positions::All => req.lengths.clone(),
+        _ => vec![1; req.lengths.len()],
     };
     let mut offsets = vec![0usize];
     for r in &rows {
@@ -422,8 +440,8 @@ pub fn get_or_build(
             let out = compute(batch)?;
             let seq = batch.iter().map(|&i| req.lengths[i]).max().unwrap_or(0);
             let per_example = match req.positions {
-                Positions::First => req.hidden,
                 Positions::All => seq * req.hidden,
+                _ => req.hidden,
             };
             if out.len() != batch.len() * per_example {
                 bail!(

@@ -13,8 +13,8 @@ fn fake(lengths: &[usize], hidden: usize, positions: Positions, idx: &[usize]) -
     let mut out = Vec::new();
     for &i in idx {
         let n = match positions {
-            Positions::First => 1,
             Positions::All => seq,
+            _ => 1,
         };
         for p in 0..n {
             for c in 0..hidden {

@@ -1,0 +1,279 @@
+//! Image classification: labelled images decoded once, preprocessed per
+//! batch (the recipe's evaluation transform, or a seeded augmentation of
+//! the training split), a dropout + linear head on the body's pooled
+//! features, cross-entropy, and the same metrics as text classification.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use burn::module::Param;
+use burn::nn::{DropoutConfig, Linear};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::Task;
+use super::classification::{
+    ClassificationHead, LabelMap, MetricName, Metrics, argmax, cross_entropy, nll,
+};
+use crate::data::preprocess::{Augment, Recipe, Stored, decode};
+use crate::data::table::Example;
+use crate::models::params::{SeededRng, host};
+use crate::models::{Architecture, Flow};
+use crate::train::cache::KeyHasher;
+
+/// What a run records about its images (`config.json`'s task state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageTaskState {
+    pub labels: LabelMap,
+    pub recipe: Recipe,
+}
+
+/// Decoded images with their label ids.
+pub struct ImageSplit {
+    pub images: Vec<Stored>,
+    pub labels: Vec<usize>,
+    /// Source files, in order (messages and cache keys).
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of each file's bytes, for cache keys.
+    pub digests: Vec<[u8; 32]>,
+    /// Augment this split's batches (the training split only).
+    pub augment: Augment,
+    /// The epoch whose augmentation draws batches take.
+    epoch: AtomicUsize,
+}
+
+/// Single-label image classification.
+pub struct ImageClassification {
+    pub labels: LabelMap,
+    pub recipe: Recipe,
+    /// Seed of the augmentation draws.
+    pub seed: u64,
+}
+
+/// Decodes the images of `examples` (in parallel); a file that will not
+/// decode is an error naming it, or skipped and counted with `skip_bad`.
+/// Returns the split and the number skipped.
+pub fn load_split(
+    task: &ImageClassification,
+    examples: &[Example],
+    file: &str,
+    augment: Augment,
+    skip_bad: bool,
+) -> Result<(ImageSplit, usize)> {
+    let ids = task.labels.ids(examples, file)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(examples.len().max(1));
+    let per = examples.len().div_ceil(threads.max(1)).max(1);
+    let decoded: Vec<Result<(Stored, [u8; 32])>> = std::thread::scope(|s| {
+        let handles: Vec<_> = examples
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|e| {
+                            let path = Path::new(&e.text);
+                            let bytes = std::fs::read(path)
+                                .with_context(|| format!("cannot read image {}", path.display()))?;
+                            let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+                            let img = decode(path)?;
+                            Ok((Stored::new(img, &task.recipe), digest))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("image decoding thread panicked"))
+            .collect()
+    });
+    let mut split = ImageSplit {
+        images: Vec::new(),
+        labels: Vec::new(),
+        files: Vec::new(),
+        digests: Vec::new(),
+        augment,
+        epoch: AtomicUsize::new(0),
+    };
+    let mut skipped = 0;
+    for ((r, e), id) in decoded.into_iter().zip(examples).zip(ids) {
+        match r {
+            Ok((img, digest)) => {
+                split.images.push(img);
+                split.labels.push(id);
+                split.files.push(PathBuf::from(&e.text));
+                split.digests.push(digest);
+            }
+            Err(err) if skip_bad => {
+                skipped += 1;
+                let _ = err;
+            }
+            Err(err) => {
+                return Err(err.context(format!(
+                    "{file}: example {} (pass --skip-bad-rows to skip images that do not decode)",
+                    e.line
+                )));
+            }
+        }
+    }
+    Ok((split, skipped))
+}
+
+impl ImageSplit {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+}
+
+impl ImageClassification {
+    /// The batch `idx` as `[batch, 3, crop, crop]`.
+    pub fn pixels(&self, split: &ImageSplit, idx: &[usize], device: &Device) -> Tensor<4> {
+        let c = self.recipe.crop as usize;
+        let per = 3 * c * c;
+        let mut x = vec![0f32; idx.len() * per];
+        let epoch = split.epoch.load(Ordering::Relaxed) as u64;
+        for (row, &i) in idx.iter().enumerate() {
+            let out = &mut x[row * per..(row + 1) * per];
+            if split.augment == Augment::None {
+                split.images[i].write(&self.recipe, None, out);
+            } else {
+                // one stream per (seed, epoch, example): batches and resumes draw alike
+                let mut rng = SeededRng::new(
+                    self.seed
+                        ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407)
+                        ^ (i as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25),
+                );
+                split.images[i].write(&self.recipe, Some((split.augment, &mut rng)), out);
+            }
+        }
+        Tensor::from_data(TensorData::new(x, [idx.len(), 3, c, c]), device)
+    }
+}
+
+impl Task for ImageClassification {
+    const NAME: &'static str = "image-classification";
+    const HF_SUFFIX: &'static str = "ForImageClassification";
+    type Head = ClassificationHead;
+    type Split = ImageSplit;
+    type Targets = Tensor<1, Int>;
+    type Metrics = Metrics;
+
+    fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> ClassificationHead {
+        let (d, k) = (body.feature_size(), self.labels.len());
+        ClassificationHead {
+            dropout: DropoutConfig::new(body.head_dropout()).init(),
+            classifier: Linear {
+                weight: Param::from_tensor(Tensor::zeros([d, k], device)),
+                bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
+            },
+        }
+    }
+
+    fn lengths(split: &ImageSplit) -> Vec<usize> {
+        vec![1; split.len()]
+    }
+
+    fn input(&self, split: &ImageSplit, idx: &[usize], device: &Device) -> Flow {
+        Flow::Maps(self.pixels(split, idx, device))
+    }
+
+    fn targets(&self, split: &ImageSplit, idx: &[usize], device: &Device) -> Tensor<1, Int> {
+        let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
+        let n = y.len();
+        Tensor::from_data(TensorData::new(y, [n]), device)
+    }
+
+    fn hash_inputs(&self, split: &ImageSplit, key: &mut KeyHasher) {
+        key.field(
+            "recipe",
+            serde_json::to_string(&self.recipe)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let bytes: Vec<u8> = split.digests.iter().flatten().copied().collect();
+        key.field("images", &bytes);
+    }
+
+    fn loss(&self, head: &ClassificationHead, features: Flow, targets: Tensor<1, Int>) -> Tensor<1> {
+        cross_entropy(head.forward(features), targets)
+    }
+
+    fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
+        let (shape, values) = host(&head.forward(features));
+        values
+            .chunks(shape[1].max(1))
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    fn metrics(&self, split: &ImageSplit, outputs: &[Vec<f32>]) -> Metrics {
+        let predicted: Vec<usize> = outputs.iter().map(|l| argmax(l)).collect();
+        let loss: f64 = outputs
+            .iter()
+            .zip(&split.labels)
+            .map(|(l, &y)| nll(l, y))
+            .sum();
+        Metrics::compute(&self.labels, &split.labels, &predicted, loss)
+    }
+
+    fn score(m: &Metrics, name: MetricName) -> f64 {
+        m.score(name)
+    }
+
+    fn loss_of(m: &Metrics) -> f64 {
+        m.loss
+    }
+
+    fn describe(m: &Metrics) -> String {
+        format!(
+            "accuracy {:.4}, macro-F1 {:.4}, loss {:.4}",
+            m.accuracy, m.macro_f1, m.loss
+        )
+    }
+
+    fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
+        2.0 * batch as f64 * body.feature_size() as f64 * self.labels.len() as f64
+    }
+
+    fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let id2label: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        obj.insert("id2label".into(), id2label.into());
+        obj.insert("label2id".into(), label2id.into());
+        obj.insert("num_labels".into(), serde_json::json!(self.labels.len()));
+        obj.insert("preprocessing".into(), serde_json::to_value(&self.recipe)?);
+        Ok(())
+    }
+
+    fn adapt_body<A: Architecture>(&self, body: A) -> A {
+        body.with_image_size(self.recipe.crop as usize)
+    }
+
+    fn start_epoch(&self, split: &ImageSplit, epoch: usize) {
+        split.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    fn augmented(&self, split: &ImageSplit) -> bool {
+        split.augment != Augment::None
+    }
+}
