@@ -29,7 +29,12 @@ pub struct ImageList {
 }
 
 /// Reads a folder or a table of labelled images.
-pub fn read(path: &Path, image_column: &str, label_column: &str, skip_bad_rows: bool) -> Result<ImageList> {
+pub fn read(
+    path: &Path,
+    image_column: &str,
+    label_column: &str,
+    skip_bad_rows: bool,
+) -> Result<ImageList> {
     if path.is_dir() {
         return Ok(ImageList {
             examples: read_folder(path)?,
@@ -119,7 +124,10 @@ mod tests {
     #[test]
     fn folders_are_classes_and_tables_resolve_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
-        for (class, files) in [("cat", vec!["b.png", "a.JPG", "notes.txt"]), ("dog", vec!["c.webp"])] {
+        for (class, files) in [
+            ("cat", vec!["b.png", "a.JPG", "notes.txt"]),
+            ("dog", vec!["c.webp"]),
+        ] {
             std::fs::create_dir_all(dir.path().join(class)).unwrap();
             for f in files {
                 std::fs::write(dir.path().join(class).join(f), b"x").unwrap();
@@ -130,7 +138,10 @@ mod tests {
             .iter()
             .map(|e| {
                 let p = PathBuf::from(&e.text);
-                (p.file_name().unwrap().to_string_lossy().into_owned(), e.label.as_str())
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    e.label.as_str(),
+                )
             })
             .collect();
         assert_eq!(
@@ -144,7 +155,10 @@ mod tests {
         let csv = dir.path().join("list.csv");
         std::fs::write(&csv, "image,label\ncat/a.JPG,cat\n").unwrap();
         let l = read(&csv, "image", "label", false).unwrap();
-        assert_eq!(l.examples[0].text, dir.path().join("cat/a.JPG").display().to_string());
+        assert_eq!(
+            l.examples[0].text,
+            dir.path().join("cat/a.JPG").display().to_string()
+        );
     }
 
     #[test]
@@ -154,6 +168,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("full")).unwrap();
         std::fs::write(dir.path().join("full/1.png"), b"x").unwrap();
         let err = format!("{:#}", read_folder(dir.path()).unwrap_err());
-        assert!(err.contains("empty") && err.contains("holds no images"), "{err}");
+        assert!(
+            err.contains("empty") && err.contains("holds no images"),
+            "{err}"
+        );
     }
 }

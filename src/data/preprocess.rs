@@ -72,9 +72,7 @@ impl Recipe {
 }
 
 /// `--augment`: what training images go through before the crop.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Augment {
     /// The evaluation transform only (the feature cache can be used).
@@ -158,7 +156,12 @@ impl Stored {
 
     /// Writes the model input `[3, crop, crop]` into `out`: the evaluation
     /// transform, or an augmented view drawn from `rng`.
-    pub fn write(&self, recipe: &Recipe, augment: Option<(Augment, &mut SeededRng)>, out: &mut [f32]) {
+    pub fn write(
+        &self,
+        recipe: &Recipe,
+        augment: Option<(Augment, &mut SeededRng)>,
+        out: &mut [f32],
+    ) {
         let c = recipe.crop;
         let (patch, flip): (RgbImage, bool) = match augment {
             None | Some((Augment::None, _)) => (center_crop(&self.resized(recipe), c), false),
@@ -178,8 +181,7 @@ impl Stored {
             let xx = if flip { c - 1 - x } else { x };
             let at = (y * c + xx) as usize;
             for ch in 0..3 {
-                out[ch * plane + at] =
-                    (p.0[ch] as f32 / 255.0 - recipe.mean[ch]) / recipe.std[ch];
+                out[ch * plane + at] = (p.0[ch] as f32 / 255.0 - recipe.mean[ch]) / recipe.std[ch];
             }
         }
     }
@@ -238,7 +240,9 @@ mod tests {
     use super::*;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        })
     }
 
     #[test]
@@ -284,7 +288,9 @@ mod tests {
             mean: [0.5, 0.0, 0.0],
             std: [0.5, 1.0, 1.0],
         };
-        let img = RgbImage::from_fn(2, 2, |x, _| image::Rgb([if x == 0 { 0 } else { 255 }, 255, 0]));
+        let img = RgbImage::from_fn(2, 2, |x, _| {
+            image::Rgb([if x == 0 { 0 } else { 255 }, 255, 0])
+        });
         let mut out = vec![0f32; 12];
         Stored::new(img, &recipe).write(&recipe, None, &mut out);
         assert_eq!(&out[0..4], &[-1.0, 1.0, -1.0, 1.0]);

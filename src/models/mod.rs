@@ -193,6 +193,12 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     fn key_path(&self, path: &str) -> String {
         path.to_string()
     }
+
+    /// The checkpoint key of a head parameter (`classifier.weight` under
+    /// the head), where the family's reference names it otherwise.
+    fn head_key(&self, path: &str) -> String {
+        path.to_string()
+    }
 }
 
 /// What can sit on a body: any module (burn's derive also wants it displayable).

@@ -75,7 +75,10 @@ pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &st
             renamed = body.key_path(r);
             (A::BASE_PREFIX, renamed.as_str())
         }
-        None => ("", path.strip_prefix("head.").unwrap_or(path)),
+        None => {
+            renamed = body.head_key(path.strip_prefix("head.").unwrap_or(path));
+            ("", renamed.as_str())
+        }
     };
     let mut segments: Vec<&str> = rest
         .split('.')

@@ -78,7 +78,8 @@ pub fn load_split(
                             let path = Path::new(&e.text);
                             let bytes = std::fs::read(path)
                                 .with_context(|| format!("cannot read image {}", path.display()))?;
-                            let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+                            let digest: [u8; 32] =
+                                <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
                             let img = decode(path)?;
                             Ok((Stored::new(img, &task.recipe), digest))
                         })
@@ -202,7 +203,12 @@ impl Task for ImageClassification {
         key.field("images", &bytes);
     }
 
-    fn loss(&self, head: &ClassificationHead, features: Flow, targets: Tensor<1, Int>) -> Tensor<1> {
+    fn loss(
+        &self,
+        head: &ClassificationHead,
+        features: Flow,
+        targets: Tensor<1, Int>,
+    ) -> Tensor<1> {
         cross_entropy(head.forward(features), targets)
     }
 

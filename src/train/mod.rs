@@ -36,9 +36,9 @@ pub use fit::TrainOutcome;
 pub use progress::{Observer, Quiet, StepLine};
 
 use crate::cost::run::Phases;
+use crate::data::preprocess::Recipe;
 use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
-use crate::data::preprocess::Recipe;
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
 use crate::models::{Architecture, TaskModel};
