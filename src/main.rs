@@ -69,11 +69,18 @@ enum Command {
     },
     /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix.
     Eval {
-        /// A run directory or an exported model directory.
+        /// A run directory or an exported model directory (or a weights file with --arch).
         #[arg(long)]
         model: PathBuf,
+        /// Labelled texts (.csv/.tsv/.jsonl), or for an image model an image
+        /// folder (one sub-folder per class) or a CSV/JSONL of image paths and labels.
         #[arg(long)]
         data: PathBuf,
+        /// The family of a bare weights file (mobilenet_v2).
+        #[arg(long)]
+        arch: Option<String>,
+        #[arg(long, default_value = "image")]
+        image_column: String,
         /// Default: the column the model was trained with.
         #[arg(long)]
         text_column: Option<String>,
@@ -88,12 +95,20 @@ enum Command {
         #[command(flatten)]
         cost: headstart::cost::run::CostOptions,
     },
-    /// Labels, probabilities and logits as JSON lines.
+    /// Labels, probabilities and logits as JSON lines (images: the top-k labels).
     Predict {
-        /// A run directory or an exported model directory.
+        /// A run directory, an exported model directory, a packaged model or
+        /// a weights file with --arch.
         #[arg(long)]
-        model: PathBuf,
-        /// One text per line (blank lines skipped), or a .csv/.tsv/.jsonl file with the text column.
+        model: String,
+        /// The family of a bare weights file (mobilenet_v2).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Labels per image in the output.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// One text per line (blank lines skipped), or a .csv/.tsv/.jsonl file with the text
+        /// column; for an image model, an image folder or a list of image paths.
         #[arg(long)]
         file: Option<PathBuf>,
         #[arg(long)]
@@ -257,6 +272,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             model,
             data,
+            arch,
+            image_column,
             text_column,
             label_column,
             skip_bad_rows,
@@ -265,6 +282,25 @@ fn run(cli: Cli) -> Result<()> {
             cost,
         } => {
             let device = device()?;
+            if train::is_image_model(&model, arch.as_deref()) {
+                let loaded =
+                    train::eval_image::load_image_classifier(&model, arch.as_deref(), &device)?;
+                let label = label_column.unwrap_or_else(|| "label".into());
+                let list =
+                    headstart::data::image_list::read(&data, &image_column, &label, skip_bad_rows)?;
+                let m = loaded.evaluate(
+                    &list.examples,
+                    &data.display().to_string(),
+                    batch_size,
+                    &device,
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                } else {
+                    print!("{}", m.to_text());
+                }
+                return Ok(());
+            }
             let mut loaded = train::load_classifier(&model, &device)?;
             let meta = loaded.meta.clone();
             let text = text_column
@@ -306,11 +342,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict {
             model,
+            arch,
+            top_k,
             file,
             text_column,
             batch_size,
             texts,
-        } => predict(&model, file, text_column, batch_size, texts),
+        } => {
+            let path = train::resolve_model(&model)?;
+            if train::is_image_model(&path, arch.as_deref()) {
+                predict_images(&path, arch.as_deref(), file, top_k, batch_size, texts)
+            } else {
+                predict(&path, file, text_column, batch_size, texts)
+            }
+        }
         Command::Bench {
             model,
             strategies,
@@ -559,6 +604,49 @@ fn predict(
             serde_json::to_string(&l)?
         )?;
         out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn predict_images(
+    model: &std::path::Path,
+    arch: Option<&str>,
+    file: Option<PathBuf>,
+    top_k: usize,
+    batch_size: usize,
+    args: Vec<String>,
+) -> Result<()> {
+    let device = device()?;
+    let loaded = train::eval_image::load_image_classifier(model, arch, &device)?;
+    let mut images: Vec<PathBuf> = Vec::new();
+    if let Some(f) = &file {
+        let list = if f.is_dir() {
+            headstart::data::image_list::read_folder(f)?
+        } else {
+            headstart::data::image_list::read(f, "image", "label", false)?.examples
+        };
+        images.extend(list.into_iter().map(|e| PathBuf::from(e.text)));
+    }
+    images.extend(args.into_iter().map(PathBuf::from));
+    if images.is_empty() {
+        bail!("nothing to predict: give image paths as arguments or --file FOLDER|LIST");
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for p in loaded.predict(&images, top_k, batch_size, &device)? {
+        let top: Vec<serde_json::Value> = p
+            .top
+            .iter()
+            .map(|(l, v)| serde_json::json!({"label": l, "probability": v}))
+            .collect();
+        let line = serde_json::json!({
+            "image": p.image,
+            "label": p.label,
+            "probability": p.probability,
+            "top_k": top,
+        });
+        writeln!(out, "{line}")?;
     }
     out.flush()?;
     Ok(())

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::models::params::SeededRng;
 
 /// ImageNet's per-channel mean and standard deviation (RGB), as torchvision uses them.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// How pixels become a model's input; recorded in the run and exported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,8 +33,8 @@ pub struct Recipe {
     /// Then a centre crop of `crop` x `crop`.
     pub crop: u32,
     /// Per-channel mean and std after scaling to [0, 1], in RGB order.
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
 }
 
 impl Recipe {
@@ -177,6 +177,8 @@ impl Stored {
             }
         };
         let plane = (c * c) as usize;
+        let mean = recipe.mean.map(|m| m as f32);
+        let std = recipe.std.map(|s| s as f32);
         for (x, y, p) in patch.enumerate_pixels() {
             let xx = if flip { c - 1 - x } else { x };
             let at = (y * c + xx) as usize;

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod eval_image;
 pub mod export;
 pub mod fit;
 pub mod freeze;
@@ -136,11 +137,28 @@ fn dispatch(
 /// The model a run starts from: an existing file or directory as it is,
 /// else a packaged model, hub id or cached snapshot ([`crate::find_model`]).
 fn locate_model(config: &TrainConfig) -> Result<PathBuf> {
-    let p = Path::new(&config.model);
+    resolve_model(&config.model)
+}
+
+/// `--model`: an existing file or directory as it is, else a packaged
+/// model, hub id or cached snapshot ([`crate::find_model`]).
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    let p = Path::new(spec);
     if p.is_file() {
         return Ok(p.to_path_buf());
     }
-    crate::find_model(&config.model)
+    crate::find_model(spec)
+}
+
+/// Whether `model` (a run, an exported directory or a weights file of
+/// family `arch`) is an image model.
+pub fn is_image_model(model: &Path, arch: Option<&str>) -> bool {
+    let dir = if model.join("model").join("config.json").exists() {
+        model.join("model")
+    } else {
+        model.to_path_buf()
+    };
+    family_of(&dir, arch).is_ok_and(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
 }
 
 /// The family of `model`: `--arch` when given, else the directory's
