@@ -183,7 +183,7 @@ impl Stored {
             let xx = if flip { c - 1 - x } else { x };
             let at = (y * c + xx) as usize;
             for ch in 0..3 {
-                out[ch * plane + at] = (p.0[ch] as f32 / 255.0 - recipe.mean[ch]) / recipe.std[ch];
+                out[ch * plane + at] = (p.0[ch] as f32 / 255.0 - mean[ch]) / std[ch];
             }
         }
     }
