@@ -62,10 +62,7 @@ pub fn train_steps(
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
     let StepShape {
-        batch,
-        seq,
-        steps,
-        warmup,
+        batch, seq, steps, ..
     } = shape;
     if batch == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
@@ -104,8 +101,104 @@ pub fn train_steps(
         },
         pad_id: tokenizer.pad_id,
     };
-    let chunk: Vec<usize> = (0..batch).collect();
     let checkpoint = Checkpoint::load(model_dir)?;
+    time_strategies(
+        body,
+        &task,
+        &split,
+        Some(&checkpoint),
+        strategies,
+        shape,
+        seq,
+        peak,
+        device,
+    )
+}
+
+/// Times training steps of each strategy on `batch` images of `size` x
+/// `size` pixels (seeded noise) through an image family (MobileNetV2):
+/// `model` is a weights file (with its family's defaults), a model
+/// directory, or nothing (scratch weights; speed does not depend on them).
+pub fn image_steps(
+    model: Option<&Path>,
+    size: u32,
+    strategies: &[Strategy],
+    shape: StepShape,
+    peak: &Peak,
+    device: &Device,
+) -> Result<Vec<BenchResult>> {
+    use crate::data::preprocess::Recipe;
+    use crate::models::mobilenet_v2::MobileNetV2;
+    use crate::tasks::image::{ImageClassification, ImageSplit};
+    if shape.batch == 0 || shape.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let train_device = device.clone().autodiff();
+    let task = ImageClassification {
+        labels: LabelMap {
+            labels: (0..10).map(|i| i.to_string()).collect(),
+        },
+        recipe: Recipe::imagenet(size),
+        seed: 0,
+    };
+    task.recipe.check()?;
+    let config_path = model.map_or_else(
+        || Path::new("").join("config.json"),
+        |m| m.join("config.json"),
+    );
+    let body = task.adapt_body(MobileNetV2::from_config_file(&config_path, &train_device)?);
+    let mut rng = SeededRng::new(0);
+    let images = (0..shape.batch)
+        .map(|_| {
+            image::RgbImage::from_fn(size, size, |_, _| {
+                let v = rng.next_u64();
+                image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
+            })
+        })
+        .collect();
+    let split = ImageSplit::from_images(
+        images,
+        (0..shape.batch).map(|i| i % 10).collect(),
+        &task.recipe,
+    );
+    let checkpoint = model.map(Checkpoint::open).transpose()?;
+    time_strategies(
+        body,
+        &task,
+        &split,
+        checkpoint.as_ref(),
+        strategies,
+        shape,
+        1,
+        peak,
+        device,
+    )
+}
+
+/// Times [`micro_step`] + [`update`] of each strategy on one batch (all of `split`).
+#[allow(clippy::too_many_arguments)]
+fn time_strategies<
+    A: Architecture,
+    T: Task<Head = crate::tasks::classification::ClassificationHead>,
+>(
+    body: A,
+    task: &T,
+    split: &T::Split,
+    checkpoint: Option<&Checkpoint>,
+    strategies: &[Strategy],
+    shape: StepShape,
+    seq: usize,
+    peak: &Peak,
+    device: &Device,
+) -> Result<Vec<BenchResult>> {
+    let StepShape {
+        batch,
+        steps,
+        warmup,
+        ..
+    } = shape;
+    let train_device = device.clone().autodiff();
+    let chunk: Vec<usize> = (0..batch).collect();
     let mut results = Vec::new();
     for strategy in strategies {
         let head = task.new_head(&body, &train_device);
@@ -115,7 +208,11 @@ pub fn train_steps(
         };
         let n = blank.num_groups();
         strategy.check(n)?;
-        let (model, _) = state::load(blank, Source::Pretrained(&checkpoint), 0)?;
+        let source = match checkpoint {
+            Some(c) => Source::Pretrained(c),
+            None => Source::Scratch,
+        };
+        let (model, _) = state::load(blank, source, 0)?;
         let trainable = strategy.trainable(n, 0);
         let mut model = model.set_trainable(&trainable);
         let groups = model.body.groups();
@@ -139,8 +236,8 @@ pub fn train_steps(
             let t0 = Instant::now();
             micro_step(
                 &model,
-                &task,
-                &split,
+                task,
+                split,
                 &chunk,
                 None,
                 &micro,

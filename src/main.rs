@@ -119,8 +119,15 @@ enum Command {
     },
     /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
     Bench {
+        /// A text model, or with --arch an image family (mobilenet_v2) and
+        /// optionally its weights file or directory.
         #[arg(long, default_value = "all-MiniLM-L6-v2")]
         model: String,
+        /// Benchmark an image family (mobilenet_v2) on --image-size images.
+        #[arg(long)]
+        arch: Option<String>,
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
         #[arg(long, default_value = "full,freeze:4,head")]
         strategies: String,
         #[arg(long, default_value_t = 16)]
@@ -358,13 +365,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             model,
+            arch,
+            image_size,
             strategies,
             batch,
             seq,
             steps,
             warmup,
         } => {
-            let dir = find_model(&model)?;
+            let dir = if arch.is_some() {
+                PathBuf::new()
+            } else {
+                find_model(&model)?
+            };
             let strategies: Vec<headstart::strategy::Strategy> = strategies
                 .split(',')
                 .map(str::parse)
@@ -372,18 +385,29 @@ fn run(cli: Cli) -> Result<()> {
             let device = device()?;
             let peak = headstart::compute_peak(&device);
             eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
-            for r in headstart::bench::train_steps(
-                &dir,
-                &strategies,
-                headstart::bench::StepShape {
-                    batch,
-                    seq,
-                    steps,
-                    warmup,
-                },
-                &peak,
-                &device,
-            )? {
+            let shape = headstart::bench::StepShape {
+                batch,
+                seq,
+                steps,
+                warmup,
+            };
+            let results = match arch.as_deref() {
+                Some("mobilenet_v2") => {
+                    let path = std::path::Path::new(&model);
+                    let weights = (path.exists()).then_some(path);
+                    headstart::bench::image_steps(
+                        weights,
+                        image_size,
+                        &strategies,
+                        shape,
+                        &peak,
+                        &device,
+                    )?
+                }
+                Some(other) => bail!("bench --arch {other}: image families are mobilenet_v2"),
+                None => headstart::bench::train_steps(&dir, &strategies, shape, &peak, &device)?,
+            };
+            for r in results {
                 println!("{}", serde_json::to_string(&r)?);
             }
             Ok(())

@@ -125,6 +125,19 @@ pub fn load_split(
 }
 
 impl ImageSplit {
+    /// A split of decoded images (benchmarks, tests).
+    pub fn from_images(images: Vec<image::RgbImage>, labels: Vec<usize>, recipe: &Recipe) -> Self {
+        let n = images.len();
+        Self {
+            images: images.into_iter().map(|i| Stored::new(i, recipe)).collect(),
+            labels,
+            files: vec![PathBuf::new(); n],
+            digests: vec![[0; 32]; n],
+            augment: Augment::None,
+            epoch: AtomicUsize::new(0),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }
