@@ -22,6 +22,9 @@ use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::models::Architecture;
 use crate::models::bert::Bert;
+use crate::models::mobilenet_v2::MobileNetV2;
+use crate::tasks::Task;
+use crate::tasks::image::ImageClassification;
 use crate::strategy::Strategy;
 use crate::tasks::classification::{MetricName, Metrics};
 use crate::train::{self, TrainConfig};
@@ -232,10 +235,21 @@ pub fn compare(
         .train
         .clone()
         .context("--train FILE is required: the data to train on")?;
-    let model_dir = crate::find_model(&base.model)?;
-    let groups = Bert::from_config_file(&model_dir.join("config.json"), device)?
-        .groups()
-        .len();
+    let model_dir = train::resolve_model(&base.model)?;
+    let is_image = base.task == ImageClassification::NAME;
+    let groups = if is_image {
+        let family = train::family_of(&model_dir, base.arch.as_deref())?;
+        if family != MobileNetV2::MODEL_TYPE {
+            bail!("image-classification compares image families (mobilenet_v2), not `{family}`");
+        }
+        MobileNetV2::from_config_file(&model_dir.join("config.json"), device)?
+            .groups()
+            .len()
+    } else {
+        Bert::from_config_file(&model_dir.join("config.json"), device)?
+            .groups()
+            .len()
+    };
     let layers = groups - 2;
     let strategies = parse_strategies(&opts.strategies, layers)?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -246,18 +260,37 @@ pub fn compare(
         label: Some(&base.label_column),
         skip_bad_rows: base.skip_bad_rows,
     };
+    // Images: a folder or a list, read as examples whose text is the path.
+    let input_column = if is_image {
+        &base.image_column
+    } else {
+        &base.text_column
+    };
+    let read_rows = |p: &Path| -> Result<Vec<Example>> {
+        if is_image {
+            Ok(crate::data::image_list::read(
+                p,
+                &base.image_column,
+                &base.label_column,
+                base.skip_bad_rows,
+            )?
+            .examples)
+        } else {
+            Ok(table::read_examples(p, &cols)?.examples)
+        }
+    };
     let (train_path, test_path, train_rows) = match &opts.test {
         Some(t) => {
-            let rows = table::read_examples(&train_file, &cols)?.examples.len();
+            let rows = read_rows(&train_file)?.len();
             (train_file.clone(), t.clone(), rows)
         }
         None => {
-            let all = table::read_examples(&train_file, &cols)?.examples;
+            let all = read_rows(&train_file)?;
             let (train_part, test_part) = stratified_split(all, 0.2, base.seed);
             let dir = out.join("data");
             let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
-            write_csv(&a, &train_part, &base.text_column, &base.label_column)?;
-            write_csv(&b, &test_part, &base.text_column, &base.label_column)?;
+            write_csv(&a, &train_part, input_column, &base.label_column)?;
+            write_csv(&b, &test_part, input_column, &base.label_column)?;
             log(&format!(
                 "held out {} of {} examples of {} as the test set ({})",
                 test_part.len(),
@@ -268,7 +301,7 @@ pub fn compare(
             (a, b, train_part.len())
         }
     };
-    let mut test = table::read_examples(&test_path, &cols)?.examples;
+    let mut test = read_rows(&test_path)?;
     let mut test_path = test_path;
     if let Some(k) = opts.test_limit
         && k < test.len()
@@ -277,7 +310,7 @@ pub fn compare(
         let fraction = k as f64 / test.len() as f64;
         test = stratified_split(test, fraction, base.seed).1;
         test_path = out.join("data").join("test-subset.csv");
-        write_csv(&test_path, &test, &base.text_column, &base.label_column)?;
+        write_csv(&test_path, &test, input_column, &base.label_column)?;
     }
     if test.is_empty() {
         bail!("the test set {} has no examples", test_path.display());
@@ -341,9 +374,14 @@ pub fn compare(
                         }
                         let outcome = train::train(config.clone(), device, &mut train::Quiet)?;
                         let started = std::time::Instant::now();
-                        let mut model = train::load_classifier(&outcome.model_dir, device)?;
-                        let metrics =
-                            model.evaluate(&test, &test_path.display().to_string(), 32, device)?;
+                        let test_file = test_path.display().to_string();
+                        let metrics = if is_image {
+                            train::eval_image::load_image_classifier(&outcome.model_dir, None, device)?
+                                .evaluate(&test, &test_file, 32, device)?
+                        } else {
+                            train::load_classifier(&outcome.model_dir, device)?
+                                .evaluate(&test, &test_file, 32, device)?
+                        };
                         let test_seconds = started.elapsed().as_secs_f64();
                         let record = RunRecord {
                             strategy,
@@ -445,6 +483,29 @@ fn sha256_files(paths: &[&PathBuf]) -> Result<String> {
     use std::io::Read;
     let mut h = Sha256::new();
     for p in paths {
+        if p.is_dir() {
+            // an image folder: its files' names and sizes, in order
+            let mut files = Vec::new();
+            let mut stack = vec![p.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+                    let path = e?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        let len = std::fs::metadata(&path)?.len();
+                        files.push((path, len));
+                    }
+                }
+            }
+            files.sort();
+            for (path, len) in files {
+                h.update(path.display().to_string().as_bytes());
+                h.update(len.to_le_bytes());
+            }
+            h.update(b"\0");
+            continue;
+        }
         let mut f =
             std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
         let mut buf = vec![0u8; 1 << 20];
@@ -462,6 +523,9 @@ fn sha256_files(paths: &[&PathBuf]) -> Result<String> {
 
 /// A model directory's weight and config files, sorted.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .flatten()
