@@ -168,3 +168,104 @@ pub fn apt_download(deb: &DebPackage, dir: &Path, log: &mut dyn FnMut(&str)) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets::sha256_file;
+
+    fn deb_named(sha256: &'static str) -> DebPackage {
+        DebPackage {
+            name: "dataset-test",
+            version: "1.0-1",
+            sha256,
+            file: "dataset-test_1.0-1_all.deb",
+            size_mb: 1,
+        }
+    }
+
+    /// A downloader that writes `bytes` as the package file and counts calls.
+    fn writes<'a>(bytes: &'static [u8], calls: &'a mut usize) -> Box<DebDownloader<'a>> {
+        Box::new(
+            move |deb: &DebPackage, dir: &Path, _log: &mut dyn FnMut(&str)| {
+                *calls += 1;
+                fs::write(dir.join(deb.file), bytes)?;
+                Ok(())
+            },
+        )
+    }
+
+    #[test]
+    fn keeps_a_verified_package_and_reuses_it() {
+        let home = tempfile::tempdir().unwrap();
+        let probe = home.path().join("probe");
+        fs::write(&probe, b"package").unwrap();
+        let sha: &'static str = sha256_file(&probe).unwrap().leak();
+        let deb = deb_named(sha);
+        // A leftover of a killed download goes.
+        let leftover = home.path().join("downloads/tmp-dataset-test-1");
+        fs::create_dir_all(&leftover).unwrap();
+
+        let mut calls = 0;
+        let kept = fetch_deb_with(
+            &deb,
+            home.path(),
+            &mut writes(b"package", &mut calls),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(kept, deb.kept_path(home.path()));
+        assert_eq!(fs::read(&kept).unwrap(), b"package");
+        assert!(!leftover.exists());
+        let again = fetch_deb_with(
+            &deb,
+            home.path(),
+            &mut writes(b"package", &mut calls),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((again, calls), (kept.clone(), 1));
+
+        // A corrupt kept file is downloaded again.
+        fs::write(&kept, b"torn").unwrap();
+        fetch_deb_with(
+            &deb,
+            home.path(),
+            &mut writes(b"package", &mut calls),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((fs::read(&kept).unwrap(), calls), (b"package".to_vec(), 2));
+    }
+
+    #[test]
+    fn a_wrong_download_is_not_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let deb = deb_named("00");
+        let mut calls = 0;
+        let err = fetch_deb_with(
+            &deb,
+            home.path(),
+            &mut writes(b"other", &mut calls),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("sha256 mismatch") && err.contains("dataset-test=1.0-1"),
+            "{err}"
+        );
+        assert!(!deb.kept_path(home.path()).exists());
+        let left: Vec<_> = fs::read_dir(home.path().join("downloads"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        let mut none = |_: &DebPackage, _: &Path, _: &mut dyn FnMut(&str)| Ok(());
+        let err = format!(
+            "{:#}",
+            fetch_deb_with(&deb, home.path(), &mut none, &mut |_| {}).unwrap_err()
+        );
+        assert!(err.contains("no .deb file appeared"), "{err}");
+    }
+}
