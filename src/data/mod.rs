@@ -1,7 +1,8 @@
-//! Datasets: readers for labelled text files, seeded splits, and the IU
-//! chest x-ray reports.
+//! Datasets: readers for labelled text files, seeded splits, the IU chest
+//! x-ray reports, and small real image sets written as image folders.
 
 pub mod image_list;
+pub mod images;
 pub mod iu;
 pub mod preprocess;
 pub mod split;

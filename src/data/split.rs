@@ -21,9 +21,21 @@ pub fn stratified_split(
     fraction: f64,
     seed: u64,
 ) -> (Vec<Example>, Vec<Example>) {
-    let mut by_label: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    stratified_split_by(examples, |e| e.label.clone(), fraction, seed)
+}
+
+/// [`stratified_split`] of any items, grouped by `label(item)`: per label
+/// (in the labels' order), a seeded shuffle; `fraction` (rounded) of each
+/// label goes to the second part. Both parts keep the items' order.
+pub fn stratified_split_by<T, L: Ord>(
+    examples: Vec<T>,
+    label: impl Fn(&T) -> L,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<T>, Vec<T>) {
+    let mut by_label: std::collections::BTreeMap<L, Vec<usize>> = Default::default();
     for (i, e) in examples.iter().enumerate() {
-        by_label.entry(e.label.clone()).or_default().push(i);
+        by_label.entry(label(e)).or_default().push(i);
     }
     let mut rng = SeededRng::new(seed ^ 0x5EED_5EED);
     let mut is_val = vec![false; examples.len()];

@@ -19,7 +19,7 @@ mod safetensors_io;
 mod tensor;
 
 pub use checkpoint::Checkpoint;
-pub use pickle::read_pytorch_bin;
+pub use pickle::{NpArray, read_numpy_pickle, read_pytorch_bin};
 pub use resolve::{
     ModelDir, ModelSource, hf_cache_dir, hf_offline, parse_hub_id, resolve_in_cache, resolve_model,
     resolve_model_in,

@@ -9,8 +9,10 @@
 //!
 //! The pickle is run by a small VM that knows only the opcodes and globals a
 //! state_dict uses. It never imports or calls anything: unknown globals
-//! become inert placeholders, so a malicious pickle cannot run code.
+//! become inert placeholders, so a malicious pickle cannot run code. The
+//! same VM reads a pickled numpy array ([`read_numpy_pickle`]).
 
+mod numpy;
 mod vm;
 
 #[cfg(test)]
@@ -26,6 +28,7 @@ use anyhow::{Context, Result, bail};
 
 use super::safetensors_io::{LFS_POINTER, lfs_pointer_error};
 use super::tensor::HostTensor;
+pub use numpy::{NpArray, read_numpy_pickle};
 use vm::{TensorRef, Unpickler, Value};
 
 /// Index one past the last storage element a view touches (0 when it has

@@ -305,3 +305,73 @@ fn vm_handles_memo_longs_and_wrappers() {
     assert_eq!(entries[0].0, "w");
     assert_eq!(entries[0].1.storage.dtype, DType::I32);
 }
+
+/// `pickle.dump(array)` (protocol 2 style: globals by `c`): an array of
+/// `shape` with dtype `descr`/`order`, raw `data`, `fortran` flag.
+fn numpy_pickle(shape: &[u8], descr: &str, order: &str, fortran: bool, data: &[u8]) -> Vec<u8> {
+    let mut p = P::default();
+    p.op(&[0x80, 2])
+        .global("numpy.core.multiarray", "_reconstruct")
+        .global("numpy", "ndarray")
+        .int(0)
+        .op(&[0x85, b'C', 1, b'b', 0x87, b'R', 0x94]);
+    p.op(b"(").int(1).tuple_of(shape);
+    p.global("numpy", "dtype")
+        .op(b"(")
+        .s(descr)
+        .op(&[0x89, 0x88])
+        .op(b"tR");
+    p.op(b"(").int(3).s(order).op(b"NNN");
+    p.op(b"J").op(&(-1i32).to_le_bytes()).op(b"J");
+    p.op(&(-1i32).to_le_bytes()).int(0).op(b"tb");
+    p.op(&[if fortran { 0x88 } else { 0x89 }, b'B'])
+        .op(&(data.len() as u32).to_le_bytes())
+        .op(data);
+    p.op(b"tb.");
+    p.0
+}
+
+#[test]
+fn reads_numpy_arrays_without_running_anything() {
+    let values = [1i16, -2, 300, -32768, 0, 7];
+    let be: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let a = read_numpy_pickle(&numpy_pickle(&[2, 3], "i2", ">", false, &be), "t").unwrap();
+    assert_eq!(a.shape, [2, 3]);
+    assert_eq!((a.dtype, a.big_endian, a.numel()), (DType::I16, true, 6));
+    assert_eq!(a.to_i64().unwrap(), values.map(i64::from));
+    assert_eq!(a.to_f32().unwrap(), values.map(f32::from));
+
+    let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
+    let a = read_numpy_pickle(&numpy_pickle(&[3, 2, 2], "u1", "|", false, &pixels), "t").unwrap();
+    assert_eq!((a.dtype, a.data.clone()), (DType::U8, pixels));
+
+    let labels: Vec<u8> = [9i64, 0, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let a = read_numpy_pickle(&numpy_pickle(&[3], "i8", "<", false, &labels), "t").unwrap();
+    assert_eq!(a.to_i64().unwrap(), [9, 0, -1]);
+    let f = read_numpy_pickle(
+        &numpy_pickle(&[1], "f4", "<", false, &1.5f32.to_le_bytes()),
+        "t",
+    )
+    .unwrap();
+    assert!(f.to_i64().is_err());
+}
+
+#[test]
+fn rejects_numpy_arrays_it_cannot_read() {
+    let err = |p: Vec<u8>| read_numpy_pickle(&p, "arr.pkl").unwrap_err().to_string();
+    let e = err(numpy_pickle(&[2], "u1", "|", true, &[1, 2]));
+    assert!(e.contains("arr.pkl") && e.contains("Fortran"), "{e}");
+    let e = err(numpy_pickle(&[2, 2], "u1", "|", false, &[1, 2, 3]));
+    assert!(e.contains("holds 3 bytes, not 4"), "{e}");
+    let e = err(numpy_pickle(&[1], "U5", "<", false, &[0; 20]));
+    assert!(e.contains("\"U5\""), "{e}");
+    // A callable that is not numpy's stays an inert object: never run.
+    let mut p = P::default();
+    p.op(&[0x80, 2])
+        .global("os", "system")
+        .op(b"(")
+        .s("true")
+        .op(b"tR.");
+    let e = err(p.0);
+    assert!(e.contains("os.system object, not a numpy array"), "{e}");
+}

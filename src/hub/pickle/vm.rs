@@ -1,6 +1,7 @@
 //! The pickle virtual machine: the values it builds and the opcodes and
-//! globals of a state_dict. It never imports or calls anything: unknown
-//! globals become inert placeholders.
+//! globals of a state_dict (and of a numpy array, see [`super::numpy`]). It
+//! never imports or calls anything: unknown globals become inert
+//! placeholders.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 
 use super::super::tensor::DType;
+use super::numpy::{self, NpArray, NpDtype};
 
 /// A storage: `numel` elements of `dtype` in archive member `data/<key>`.
 #[derive(Debug)]
@@ -39,13 +41,12 @@ pub(super) struct Object {
 #[derive(Clone, Debug)]
 pub(super) enum Value {
     None,
-    /// The value itself is never needed (e.g. `requires_grad`).
-    Bool,
+    Bool(bool),
     Int(i64),
     Float(f64),
     Str(Rc<str>),
-    /// Contents skipped: state_dicts keep their bytes in storages.
-    Bytes,
+    /// A bytes object (a numpy array's raw data).
+    Bytes(Rc<[u8]>),
     Tuple(Rc<[Value]>),
     List(Rc<RefCell<Vec<Value>>>),
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
@@ -53,17 +54,21 @@ pub(super) enum Value {
     Storage(Rc<Storage>),
     Tensor(Rc<TensorRef>),
     Object(Rc<Object>),
+    /// A numpy array made by `_reconstruct`, filled in by BUILD.
+    NdArray(Rc<RefCell<Option<NpArray>>>),
+    /// A numpy dtype made by `numpy.dtype(descr, ...)`; BUILD sets its byte order.
+    NpDtype(Rc<RefCell<NpDtype>>),
 }
 
 impl Value {
     pub(super) fn kind(&self) -> String {
         match self {
             Value::None => "None".into(),
-            Value::Bool => "bool".into(),
+            Value::Bool(_) => "bool".into(),
             Value::Int(_) => "int".into(),
             Value::Float(_) => "float".into(),
             Value::Str(_) => "str".into(),
-            Value::Bytes => "bytes".into(),
+            Value::Bytes(_) => "bytes".into(),
             Value::Tuple(_) => "tuple".into(),
             Value::List(_) => "list".into(),
             Value::Dict(_) => "dict".into(),
@@ -71,6 +76,8 @@ impl Value {
             Value::Storage(_) => "storage".into(),
             Value::Tensor(_) => "tensor".into(),
             Value::Object(o) => format!("{} object", o.class),
+            Value::NdArray(_) => "numpy.ndarray".into(),
+            Value::NpDtype(_) => "numpy.dtype".into(),
         }
     }
 
@@ -278,7 +285,7 @@ impl<'a> Unpickler<'a> {
                     .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
                 b')' => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
                 b'N' => self.stack.push(Value::None),
-                0x88 | 0x89 => self.stack.push(Value::Bool),
+                0x88 | 0x89 => self.stack.push(Value::Bool(op == 0x88)),
                 b'X' => {
                     let n = u32::from_le_bytes(self.arr()?) as usize;
                     let v = self.string(n)?;
@@ -301,8 +308,8 @@ impl<'a> Unpickler<'a> {
                         b'B' => u32::from_le_bytes(self.arr()?) as usize,
                         _ => self.len_u64()?,
                     };
-                    self.take(n)?;
-                    self.stack.push(Value::Bytes);
+                    let b = self.take(n)?;
+                    self.stack.push(Value::Bytes(Rc::from(b)));
                 }
                 b'J' => {
                     let v = i32::from_le_bytes(self.arr()?);
@@ -402,10 +409,22 @@ impl<'a> Unpickler<'a> {
                     self.stack.push(v);
                 }
                 b'b' => {
-                    // BUILD: the state of an OrderedDict (`_metadata`) or an
-                    // unknown object carries nothing we need.
-                    self.pop()?;
-                    self.top()?;
+                    // BUILD: numpy arrays and dtypes take their state; that of
+                    // an OrderedDict (`_metadata`) or an unknown object
+                    // carries nothing we need.
+                    let state = self.pop()?;
+                    match self.top()?.clone() {
+                        Value::NdArray(a) => {
+                            let built = numpy::build_array(&state)
+                                .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.what))?;
+                            *a.borrow_mut() = Some(built);
+                        }
+                        Value::NpDtype(d) => {
+                            numpy::build_dtype(&mut d.borrow_mut(), &state)
+                                .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.what))?;
+                        }
+                        _ => {}
+                    }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
@@ -543,6 +562,20 @@ impl<'a> Unpickler<'a> {
                 _ => Err(self.corrupt("_rebuild_from_type_v2 with unexpected arguments")),
             },
             ("torch", "Size") => Ok(args.first().cloned().unwrap_or(Value::None)),
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                match args.first() {
+                    Some(Value::Global(c)) if c.0 == "numpy" && c.1 == "ndarray" => {
+                        Ok(Value::NdArray(Rc::new(RefCell::new(None))))
+                    }
+                    _ => Err(self.corrupt("_reconstruct of something other than numpy.ndarray")),
+                }
+            }
+            ("numpy", "dtype") => match args.first() {
+                Some(Value::Str(descr)) => {
+                    Ok(Value::NpDtype(Rc::new(RefCell::new(NpDtype::new(descr)))))
+                }
+                _ => Err(self.corrupt("numpy.dtype without a type string")),
+            },
             (m, n) => Ok(Value::Object(Rc::new(Object {
                 class: format!("{m}.{n}"),
             }))),
