@@ -59,6 +59,21 @@ impl Strategy {
         }
     }
 
+    /// [`Strategy::defaults`] for a task: convolutional image classifiers
+    /// with BatchNorm take larger AdamW steps than transformers (1e-3 from
+    /// scratch, 1e-4 for a full fine-tune, 3e-4 above a frozen prefix).
+    pub fn defaults_for(&self, task: &str) -> Defaults {
+        let mut d = self.defaults();
+        if task == "image-classification" {
+            d.lr = match self {
+                Strategy::Scratch | Strategy::Head => 1e-3,
+                Strategy::Full => 1e-4,
+                _ => 3e-4,
+            };
+        }
+        d
+    }
+
     pub fn uses_pretrained_weights(&self) -> bool {
         !matches!(self, Strategy::Scratch)
     }

@@ -126,6 +126,50 @@ struct Loader<'a, A: Architecture> {
     used: BTreeSet<String>,
     report: LoadReport,
     error: Option<String>,
+    /// A run's own checkpoint: a head of another shape is an error too.
+    exact: bool,
+}
+
+
+impl<A: Architecture> Loader<'_, A> {
+    /// Initial values of a parameter not taken from a checkpoint (the
+    /// family's init), in the layout burn holds.
+    fn init_values(
+        &mut self,
+        path: &str,
+        container: &str,
+        field: &str,
+        dims: &[usize],
+        stored: &[usize],
+        transposed: bool,
+    ) -> Vec<f32> {
+                let n: usize = dims.iter().product();
+                let init = self.body.init(path, container, field);
+                let mut v: Vec<f32> = match init {
+                    Init::Zeros => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::Normal(std) | Init::NormalZeroRow(std, _) => {
+                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
+                    }
+                    Init::KaimingNormalFanOut => {
+                        let fan_out = dims[0] * dims[2..].iter().product::<usize>();
+                        let std = (2.0 / fan_out.max(1) as f64).sqrt();
+                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
+                    }
+                };
+                if let Init::NormalZeroRow(_, row) = init {
+                    let width = n / dims[0].max(1);
+                    if row < dims[0] {
+                        v[row * width..(row + 1) * width].fill(0.0);
+                    }
+                }
+                // Values are held [in, out]; the generator fills them in stored order.
+                if transposed {
+                    transpose(&v, stored[0], stored[1])
+                } else {
+                    v
+                }
+                }
 }
 
 impl<A: Architecture> ModuleMapper for Loader<'_, A> {
@@ -156,6 +200,16 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
                 .find_map(|name| c.tensors.get(name).map(|t| (name.clone(), t)))
         });
         let values = match found {
+            Some((name, t)) if t.shape != stored && path.starts_with("head.") && !self.exact => {
+                // a pretrained classifier for other labels (ImageNet's 1000):
+                // the task's new head replaces it
+                self.used.insert(name);
+                self.report.new_head.push(format!(
+                    "{} (the checkpoint's {:?} is for other labels)",
+                    k.key, t.shape
+                ));
+                self.init_values(&path, &container, &field, &dims, &stored, k.transposed)
+            }
             Some((name, t)) => {
                 if t.shape != stored {
                     self.error.get_or_insert(format!(
@@ -183,32 +237,7 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
                         self.report.missing.push(k.key.clone());
                     }
                 }
-                let n: usize = dims.iter().product();
-                let init = self.body.init(&path, &container, &field);
-                let mut v: Vec<f32> = match init {
-                    Init::Zeros => vec![0.0; n],
-                    Init::Ones => vec![1.0; n],
-                    Init::Normal(std) | Init::NormalZeroRow(std, _) => {
-                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
-                    }
-                    Init::KaimingNormalFanOut => {
-                        let fan_out = dims[0] * dims[2..].iter().product::<usize>();
-                        let std = (2.0 / fan_out.max(1) as f64).sqrt();
-                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
-                    }
-                };
-                if let Init::NormalZeroRow(_, row) = init {
-                    let width = n / dims[0].max(1);
-                    if row < dims[0] {
-                        v[row * width..(row + 1) * width].fill(0.0);
-                    }
-                }
-                // Values are held [in, out]; the generator fills them in stored order.
-                if k.transposed {
-                    transpose(&v, stored[0], stored[1])
-                } else {
-                    v
-                }
+                self.init_values(&path, &container, &field, &dims, &stored, k.transposed)
             }
         };
         let device = tensor.device();
@@ -262,6 +291,7 @@ pub fn load<A: Architecture, H: Head>(
             ..LoadReport::default()
         },
         error: None,
+        exact,
     };
     let model = model.map(&mut loader);
     let mut report = loader.report;

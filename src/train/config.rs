@@ -201,7 +201,7 @@ impl Resolved {
     /// steps of an epoch. Time and energy budgets stop a run early; its
     /// schedule still spans these steps.
     pub fn new(config: &TrainConfig, examples: usize) -> Self {
-        let defaults = config.strategy.defaults();
+        let defaults = config.strategy.defaults_for(&config.task);
         let micro = examples.div_ceil(config.batch_size).max(1);
         let steps_per_epoch = micro.div_ceil(config.grad_accum);
         let (epochs, total_steps) = match config.max_steps {
