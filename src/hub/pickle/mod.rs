@@ -1,26 +1,43 @@
-//! Reading `pytorch_model.bin` (the zip format of `torch.save`, torch >= 1.6).
+//! Reading the files `torch.save` and `torch.jit.save` write, without
+//! PyTorch and without running any of their code.
 //!
-//! The archive holds `<prefix>/data.pkl`, a pickle of the state_dict in
-//! which every tensor is `torch._utils._rebuild_tensor_v2(storage, offset,
-//! size, stride, ...)` and every storage is a persistent id `('storage',
-//! torch.FloatStorage, key, location, numel)` whose bytes are the archive
-//! member `<prefix>/data/<key>` (little-endian unless `<prefix>/byteorder`
-//! says `big`).
+//! Three layouts, told apart by content:
 //!
-//! The pickle is run by a small VM that knows only the opcodes and globals a
-//! state_dict uses. It never imports or calls anything: unknown globals
-//! become inert placeholders, so a malicious pickle cannot run code. The
-//! same VM reads a pickled numpy array ([`read_numpy_pickle`]).
+//! * **zip** (`torch.save`, torch >= 1.6): `<prefix>/data.pkl`, a pickle
+//!   of the saved object in which every tensor is
+//!   `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`
+//!   and every storage a persistent id `('storage', torch.FloatStorage, key,
+//!   location, numel)` whose bytes are the member `<prefix>/data/<key>`
+//!   (little-endian unless `<prefix>/byteorder` says `big`); see
+//!   [`archive`];
+//! * **TorchScript** (`torch.jit.save`): the same zip layout, plus
+//!   `code/` and `constants.pkl`, but `data.pkl` holds the module tree:
+//!   objects of `__torch__.*` classes whose state dicts hold parameters,
+//!   buffers and child modules; see [`torchscript`];
+//! * **legacy** (`torch.save` before torch 1.6, or with
+//!   `_use_new_zipfile_serialization=False`): pickles back to back, then the
+//!   raw storages; see [`legacy`].
+//!
+//! The pickles are run by a small VM ([`vm`]) that knows only the opcodes and
+//! globals these files use. It never imports or calls anything. It is
+//! written here rather than taken from a general pickle crate so that what
+//! it accepts stays short and auditable: torch's persistent storage ids, a
+//! handful of tensor rebuilders interpreted by hand, and inert placeholders
+//! for every other global. The same VM reads a pickled numpy array
+//! ([`read_numpy_pickle`]).
 
+mod archive;
 mod numpy;
+mod legacy;
+mod torchscript;
 mod vm;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -29,7 +46,174 @@ use anyhow::{Context, Result, bail};
 use super::safetensors_io::{LFS_POINTER, lfs_pointer_error};
 use super::tensor::HostTensor;
 pub use numpy::{NpArray, read_numpy_pickle};
-use vm::{TensorRef, Unpickler, Value};
+use vm::{Storage, TensorRef, Value};
+
+/// The tensors of a torch file, and how they were found (for messages).
+#[derive(Debug)]
+pub(crate) struct TorchFile {
+    pub(crate) tensors: BTreeMap<String, HostTensor>,
+    /// The layout read and anything unwrapped or ignored on the way, e.g.
+    /// ``"took the tensors from the `state_dict` entry of a dict (also held:
+    /// epoch, optimizer)"``.
+    pub(crate) notes: Vec<String>,
+}
+
+/// Reads a `torch.save` file (zip or legacy format) holding a state_dict, or
+/// a dict wrapping one under `state_dict`/`model`/`model_state_dict`/
+/// `module`, or a TorchScript archive, into tensors by name, honouring
+/// storage offsets and strides (views such as a transposed weight come out
+/// contiguous, row-major).
+///
+/// Git LFS pointers and other formats are errors saying what to do.
+pub fn read_pytorch_bin(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    Ok(read_torch_file(path)?.tensors)
+}
+
+/// [`read_pytorch_bin`], with notes on what was read.
+pub(crate) fn read_torch_file(path: &Path) -> Result<TorchFile> {
+    let head = read_head(path, 64)?;
+    if head.starts_with(LFS_POINTER) {
+        return Err(lfs_pointer_error(path));
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return archive::read(path);
+    }
+    if head.first() == Some(&0x80) {
+        return legacy::read(path);
+    }
+    bail!(
+        "{} is not a PyTorch checkpoint (expected a zip archive written by torch.save or \
+         torch.jit.save, or the legacy torch.save format): re-download it",
+        path.display()
+    )
+}
+
+/// The first `n` bytes of the file (fewer if it is shorter).
+pub(crate) fn read_head(path: &Path, n: usize) -> Result<Vec<u8>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut head = Vec::with_capacity(n);
+    file.take(n as u64)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(head)
+}
+
+/// The `(name, tensor)` entries of the object a torch file holds: a
+/// TorchScript module tree ([`torchscript::module_tensors`]), else a
+/// state_dict (see [`state_dict_entries`]). Notes what was unwrapped and
+/// which unknown classes were ignored.
+fn tensor_entries(
+    top: &Value,
+    unknown: &BTreeSet<String>,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Rc<TensorRef>)>> {
+    let entries = match top {
+        Value::Object(o) if o.class.starts_with("__torch__.") => {
+            let entries = torchscript::module_tensors(top, what)?;
+            notes.push(format!(
+                "flattened the TorchScript module tree (top class {}) into {} parameters and \
+                 buffers",
+                o.class.trim_start_matches("__torch__."),
+                entries.len()
+            ));
+            return Ok(entries);
+        }
+        _ => state_dict_entries(top, what, notes).map_err(|e| {
+            if unknown.is_empty() {
+                e
+            } else {
+                let shown: Vec<&str> = unknown.iter().take(8).map(String::as_str).collect();
+                e.context(format!(
+                    "{what} instantiates classes headstart does not know and does not import: {}",
+                    shown.join(", ")
+                ))
+            }
+        })?,
+    };
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(8).map(String::as_str).collect();
+        notes.push(format!(
+            "ignored objects of classes headstart does not import: {}",
+            shown.join(", ")
+        ));
+    }
+    Ok(entries)
+}
+
+/// Keys under which checkpoints commonly wrap their state_dict.
+const WRAPPERS: [&str; 4] = ["state_dict", "model_state_dict", "model", "module"];
+
+/// The `(name, tensor)` entries of an unpickled state_dict. Accepts the
+/// state_dict itself, or a dict wrapping it under one of [`WRAPPERS`]
+/// (noted, with what else the wrapper held).
+fn state_dict_entries(
+    top: &Value,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Rc<TensorRef>)>> {
+    let Value::Dict(d) = top else {
+        bail!(
+            "{what} holds a value of type {}, not a state_dict: save the weights with \
+             torch.save(model.state_dict(), path)",
+            top.kind()
+        );
+    };
+    let d = d.borrow();
+    let tensors: Vec<(String, Rc<TensorRef>)> = d
+        .iter()
+        .filter_map(|(k, v)| match (k, v) {
+            (Value::Str(k), Value::Tensor(t)) => Some((k.to_string(), t.clone())),
+            _ => None,
+        })
+        .collect();
+    if !tensors.is_empty() {
+        let others = d.len() - tensors.len();
+        if others > 0 {
+            notes.push(format!(
+                "ignored {others} non-tensor entr{} of the state_dict",
+                if others == 1 { "y" } else { "ies" }
+            ));
+        }
+        return Ok(tensors);
+    }
+    let key_name = |k: &Value| match k {
+        Value::Str(s) => s.to_string(),
+        other => other.kind(),
+    };
+    for wrapper in WRAPPERS {
+        if let Some(inner @ Value::Dict(_)) = top.get(wrapper) {
+            let others: Vec<String> = d
+                .iter()
+                .map(|(k, _)| key_name(k))
+                .filter(|k| k != wrapper)
+                .take(8)
+                .collect();
+            notes.push(format!(
+                "took the tensors from the `{wrapper}` entry of a dict{}",
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (also held: {})", others.join(", "))
+                }
+            ));
+            return state_dict_entries(&inner, what, notes);
+        }
+    }
+    let keys: Vec<String> = d
+        .iter()
+        .take(8)
+        .map(|(k, v)| match k {
+            Value::Str(s) => format!("{s}: {}", v.describe()),
+            other => other.kind(),
+        })
+        .collect();
+    bail!(
+        "{what} holds a dict without tensors ({}): save the weights with \
+         torch.save(model.state_dict(), path)",
+        keys.join(", ")
+    )
+}
 
 /// Index one past the last storage element a view touches (0 when it has
 /// no elements), or `None` on overflow.
@@ -87,151 +271,15 @@ fn gather(src: &[f32], t: &TensorRef) -> Vec<f32> {
     }
 }
 
-/// The `(name, tensor)` entries of an unpickled state_dict. Accepts the
-/// state_dict itself, or a dict wrapping it under `state_dict`/`model`.
-fn state_dict_entries(top: &Value, what: &str) -> Result<Vec<(String, Rc<TensorRef>)>> {
-    let Value::Dict(d) = top else {
-        bail!(
-            "{what} holds a value of type {}, not a state_dict: save the weights with \
-             torch.save(model.state_dict(), path)",
-            top.kind()
-        );
-    };
-    let d = d.borrow();
-    let tensors: Vec<(String, Rc<TensorRef>)> = d
-        .iter()
-        .filter_map(|(k, v)| match (k, v) {
-            (Value::Str(k), Value::Tensor(t)) => Some((k.to_string(), t.clone())),
-            _ => None,
-        })
-        .collect();
-    if !tensors.is_empty() {
-        return Ok(tensors);
-    }
-    for wrapper in ["state_dict", "model", "module"] {
-        if let Some((_, inner @ Value::Dict(_))) = d
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Str(s) if &**s == wrapper))
-        {
-            return state_dict_entries(inner, what);
-        }
-    }
-    let keys: Vec<String> = d
-        .iter()
-        .take(8)
-        .map(|(k, v)| match k {
-            Value::Str(s) => format!("{s}: {}", v.describe()),
-            other => other.kind(),
-        })
-        .collect();
-    bail!(
-        "{what} holds a dict without tensors ({}): save the weights with \
-         torch.save(model.state_dict(), path)",
-        keys.join(", ")
-    )
-}
-
-/// Reads a `pytorch_model.bin` written by `torch.save` (zip format,
-/// torch >= 1.6) into `f32` tensors, honouring storage offsets and strides
-/// (views such as a transposed weight come out contiguous, row-major).
-///
-/// Legacy (non-zip) files, Git LFS pointers and other formats are errors
-/// saying what to do.
-pub fn read_pytorch_bin(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = [0u8; 32];
-    let mut got = 0;
-    while got < head.len() {
-        let n = file
-            .read(&mut head[got..])
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    let head = &head[..got];
-    if head.starts_with(LFS_POINTER) {
-        return Err(lfs_pointer_error(path));
-    }
-    if !head.starts_with(b"PK\x03\x04") {
-        if head.first() == Some(&0x80) {
-            bail!(
-                "{}: legacy PyTorch format (torch < 1.6) is not supported yet: re-save it with \
-                 torch.save(..., _use_new_zipfile_serialization=True)",
-                path.display()
-            );
-        }
-        bail!(
-            "{} is not a PyTorch checkpoint (expected a zip archive written by torch.save): \
-             re-download it",
-            path.display()
-        );
-    }
-    let archive_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).with_context(|| {
-        format!(
-            "{} is truncated or corrupt (bad zip archive): re-download it",
-            path.display()
-        )
-    })?;
-    let names: Vec<String> = zip
-        .file_names()
-        .filter_map(|n| n.ok().map(|n| n.into_owned()))
-        .collect();
-    let pkl = names
-        .iter()
-        .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
-        .min_by_key(|n| n.len())
-        .cloned()
-        .with_context(|| {
-            format!(
-                "{} has no <name>/data.pkl: it is a zip archive but not one written by torch.save",
-                path.display()
-            )
-        })?;
-    let prefix = pkl.trim_end_matches("data.pkl").to_owned();
-
-    let mut read_member = |name: &str| -> Result<Vec<u8>> {
-        let mut f = zip.by_name(name).with_context(|| {
-            format!(
-                "{} lacks archive member {name}: the file is truncated or corrupt, re-download it",
-                path.display()
-            )
-        })?;
-        let cap = f.size().min(archive_len);
-        let mut buf = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
-        f.read_to_end(&mut buf).with_context(|| {
-            format!(
-                "cannot read member {name} of {}: the file is corrupt, re-download it",
-                path.display()
-            )
-        })?;
-        Ok(buf)
-    };
-
-    let byteorder = format!("{prefix}byteorder");
-    let big_endian = if names.contains(&byteorder) {
-        let b = read_member(&byteorder)?;
-        match b.trim_ascii() {
-            b"little" => false,
-            b"big" => true,
-            other => bail!(
-                "{} has byteorder {:?}; expected little or big",
-                path.display(),
-                String::from_utf8_lossy(other)
-            ),
-        }
-    } else {
-        false
-    };
-
-    let pickle = read_member(&pkl)?;
-    let what = format!("{} ({pkl})", path.display());
-    let top = Unpickler::new(&pickle, &what).run()?;
-    let entries = state_dict_entries(&top, &what)?;
-
-    // Decode each storage once; drop it after its last tensor.
+/// Turns tensor entries into host tensors. `load(storage, tensor_name)`
+/// returns the decoded elements of a storage (at least `storage.numel`, or
+/// an error naming the file); each storage is decoded once and dropped after
+/// its last tensor.
+fn materialize(
+    entries: Vec<(String, Rc<TensorRef>)>,
+    what: &str,
+    load: &mut dyn FnMut(&Storage, &str) -> Result<Vec<f32>>,
+) -> Result<BTreeMap<String, HostTensor>> {
     let mut uses: HashMap<String, usize> = HashMap::new();
     for (_, t) in &entries {
         *uses.entry(t.storage.key.clone()).or_default() += 1;
@@ -243,25 +291,7 @@ pub fn read_pytorch_bin(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         let values = match cache.get(&st.key) {
             Some(v) => v.clone(),
             None => {
-                let member = format!("{prefix}data/{}", st.key);
-                let bytes = read_member(&member)?;
-                let want = st.numel.checked_mul(st.dtype.size());
-                if want.is_none_or(|w| bytes.len() < w) {
-                    bail!(
-                        "{}: storage {member} has {} bytes but tensor `{name}` needs {} {} \
-                         elements: the file is truncated or corrupt, re-download it",
-                        path.display(),
-                        bytes.len(),
-                        st.numel,
-                        st.dtype
-                    );
-                }
-                let usable = want.unwrap_or(0);
-                let v = Rc::new(
-                    st.dtype
-                        .decode(&bytes[..usable], big_endian)
-                        .with_context(|| format!("{}: storage {member}", path.display()))?,
-                );
+                let v = Rc::new(load(st, &name)?);
                 cache.insert(st.key.clone(), v.clone());
                 v
             }
@@ -269,9 +299,8 @@ pub fn read_pytorch_bin(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         let end = view_end(&t);
         if end.is_none_or(|e| e > values.len()) {
             bail!(
-                "{}: tensor `{name}` (size {:?}, stride {:?}, offset {}) reaches past the end of \
-                 its storage data/{} ({} elements): the file is corrupt, re-download it",
-                path.display(),
+                "{what}: tensor `{name}` (size {:?}, stride {:?}, offset {}) reaches past the end \
+                 of its storage {} ({} elements): the file is corrupt, re-download it",
                 t.size,
                 t.stride,
                 t.offset,
@@ -286,14 +315,19 @@ pub fn read_pytorch_bin(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
                 cache.remove(&st.key);
             }
         }
-        out.insert(
-            name,
-            HostTensor {
-                shape: t.size.clone(),
-                dtype: st.dtype,
-                data,
-            },
-        );
+        if out
+            .insert(
+                name.clone(),
+                HostTensor {
+                    shape: t.size.clone(),
+                    dtype: st.dtype,
+                    data,
+                },
+            )
+            .is_some()
+        {
+            bail!("{what} holds two tensors called `{name}`: the file is corrupt, re-download it");
+        }
     }
     Ok(out)
 }

