@@ -226,3 +226,71 @@ fn inception_v3_fid_torchscript() {
         )
     );
 }
+
+/// The real ImageNet MobileNetV2, loaded from the legacy torch file with its
+/// 1000-class classifier, gives torchvision's logits on the fixtures' sine
+/// input (scripts/make_vision_fixtures.py): the same top-10 classes in the
+/// same order, and the first 20 logits within 1e-4 of the output scale.
+#[test]
+fn mobilenet_v2_imagenet_logits_match_torchvision() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use headstart::models::Flow;
+    let file = weights("mobilenet_v2");
+    let device = Device::default();
+    let classifier =
+        headstart::train::eval_image::load_image_classifier(&file, Some("mobilenet_v2"), &device)
+            .unwrap();
+    assert_eq!(classifier.task.labels.labels.len(), 1000);
+    assert_eq!(classifier.task.labels.labels[285], "Egyptian cat");
+    let side = 224;
+    let mut v = Vec::with_capacity(2 * 3 * side * side);
+    for b in 0..2 {
+        for c in 0..3 {
+            for h in 0..side {
+                for w in 0..side {
+                    let x = 0.1 * (b + 1) as f64 * (h + 1) as f64
+                        + 0.07 * (c + 1) as f64 * (w + 1) as f64;
+                    v.push(x.sin() as f32);
+                }
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, side, side]), &device);
+    let model = &classifier.model;
+    let logits = model.head.forward(model.features(Flow::Maps(x), 0));
+    let got: Vec<f32> = logits.into_data().to_vec().unwrap();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/vision/mobilenet_v2_imagenet.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for b in 0..2 {
+        let row = &got[b * 1000..(b + 1) * 1000];
+        let mut order: Vec<usize> = (0..1000).collect();
+        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+        let want: Vec<usize> = reference["top10_indices"][b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(&order[..10], &want[..], "example {b}");
+        let scale = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, w) in reference["first20_logits"][b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let w = w.as_f64().unwrap() as f32;
+            assert!(
+                (row[i] - w).abs() <= 1e-4 * scale,
+                "example {b} logit {i}: {} vs torchvision {w} (scale {scale})",
+                row[i]
+            );
+        }
+    }
+}

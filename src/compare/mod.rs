@@ -23,10 +23,10 @@ use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::models::Architecture;
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
-use crate::tasks::Task;
-use crate::tasks::image::ImageClassification;
 use crate::strategy::Strategy;
+use crate::tasks::Task;
 use crate::tasks::classification::{MetricName, Metrics};
+use crate::tasks::image::ImageClassification;
 use crate::train::{self, TrainConfig};
 use burn::tensor::Device;
 use stats::{Budget, MeanCi};
@@ -376,8 +376,12 @@ pub fn compare(
                         let started = std::time::Instant::now();
                         let test_file = test_path.display().to_string();
                         let metrics = if is_image {
-                            train::eval_image::load_image_classifier(&outcome.model_dir, None, device)?
-                                .evaluate(&test, &test_file, 32, device)?
+                            train::eval_image::load_image_classifier(
+                                &outcome.model_dir,
+                                None,
+                                device,
+                            )?
+                            .evaluate(&test, &test_file, 32, device)?
                         } else {
                             train::load_classifier(&outcome.model_dir, device)?
                                 .evaluate(&test, &test_file, 32, device)?
@@ -488,7 +492,9 @@ fn sha256_files(paths: &[&PathBuf]) -> Result<String> {
             let mut files = Vec::new();
             let mut stack = vec![p.to_path_buf()];
             while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+                for e in
+                    std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+                {
                     let path = e?.path();
                     if path.is_dir() {
                         stack.push(path);

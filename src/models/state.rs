@@ -130,7 +130,6 @@ struct Loader<'a, A: Architecture> {
     exact: bool,
 }
 
-
 impl<A: Architecture> Loader<'_, A> {
     /// Initial values of a parameter not taken from a checkpoint (the
     /// family's init), in the layout burn holds.
@@ -143,33 +142,33 @@ impl<A: Architecture> Loader<'_, A> {
         stored: &[usize],
         transposed: bool,
     ) -> Vec<f32> {
-                let n: usize = dims.iter().product();
-                let init = self.body.init(path, container, field);
-                let mut v: Vec<f32> = match init {
-                    Init::Zeros => vec![0.0; n],
-                    Init::Ones => vec![1.0; n],
-                    Init::Normal(std) | Init::NormalZeroRow(std, _) => {
-                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
-                    }
-                    Init::KaimingNormalFanOut => {
-                        let fan_out = dims[0] * dims[2..].iter().product::<usize>();
-                        let std = (2.0 / fan_out.max(1) as f64).sqrt();
-                        (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
-                    }
-                };
-                if let Init::NormalZeroRow(_, row) = init {
-                    let width = n / dims[0].max(1);
-                    if row < dims[0] {
-                        v[row * width..(row + 1) * width].fill(0.0);
-                    }
-                }
-                // Values are held [in, out]; the generator fills them in stored order.
-                if transposed {
-                    transpose(&v, stored[0], stored[1])
-                } else {
-                    v
-                }
-                }
+        let n: usize = dims.iter().product();
+        let init = self.body.init(path, container, field);
+        let mut v: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) | Init::NormalZeroRow(std, _) => {
+                (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
+            }
+            Init::KaimingNormalFanOut => {
+                let fan_out = dims[0] * dims[2..].iter().product::<usize>();
+                let std = (2.0 / fan_out.max(1) as f64).sqrt();
+                (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
+            }
+        };
+        if let Init::NormalZeroRow(_, row) = init {
+            let width = n / dims[0].max(1);
+            if row < dims[0] {
+                v[row * width..(row + 1) * width].fill(0.0);
+            }
+        }
+        // Values are held [in, out]; the generator fills them in stored order.
+        if transposed {
+            transpose(&v, stored[0], stored[1])
+        } else {
+            v
+        }
+    }
 }
 
 impl<A: Architecture> ModuleMapper for Loader<'_, A> {

@@ -147,6 +147,11 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p.to_path_buf());
     }
+    if !p.exists()
+        && let Some(file) = crate::assets::packaged_weights_file(spec, &mut |l| eprintln!("{l}"))?
+    {
+        return Ok(file);
+    }
     crate::find_model(spec)
 }
 
@@ -175,6 +180,9 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
         return Ok(arch);
     }
     if model.is_file() {
+        if let Some(family) = infer_family(model) {
+            return Ok(family);
+        }
         bail!(
             "{} is a bare weights file with no config.json: say which family it is with --arch \
              (one of {})",
@@ -183,6 +191,18 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
         );
     }
     crate::models::model_type(model)
+}
+
+/// The family of a bare weights file from its tensor names, when they are
+/// unmistakable (torchvision's MobileNetV2: `features.18.0.weight` and
+/// inverted residual blocks `features.N.conv...`).
+fn infer_family(file: &Path) -> Option<String> {
+    let c = crate::hub::Checkpoint::load_file(file).ok()?;
+    let has = |k: &str| c.tensors.contains_key(k);
+    (has("features.18.0.weight")
+        && has("features.1.conv.0.0.weight")
+        && has("features.17.conv.2.weight"))
+    .then(|| crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE.to_string())
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.

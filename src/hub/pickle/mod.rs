@@ -27,8 +27,8 @@
 //! ([`read_numpy_pickle`]).
 
 mod archive;
-mod numpy;
 mod legacy;
+mod numpy;
 mod torchscript;
 mod vm;
 
