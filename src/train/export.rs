@@ -37,8 +37,13 @@ pub fn export<A: Architecture, T: Task>(
         .as_object_mut()
         .with_context(|| format!("{} is not a JSON object", base_config.display()))?;
     // what the trained body is (an image family's input size, say) wins
+    // over the base's fields; fields the base did not write stay out
     if let serde_json::Value::Object(body) = model.body.hf_config() {
-        obj.extend(body);
+        for (k, v) in body {
+            if let Some(slot) = obj.get_mut(&k) {
+                *slot = v;
+            }
+        }
     }
     obj.insert(
         "architectures".into(),
