@@ -142,11 +142,11 @@ pub fn image_steps(
         seed: 0,
     };
     task.recipe.check()?;
-    let config_path = model.map_or_else(
-        || Path::new("").join("config.json"),
-        |m| m.join("config.json"),
-    );
-    let body = task.adapt_body(MobileNetV2::from_config_file(&config_path, &train_device)?);
+    let config = match model {
+        Some(m) => MobileNetV2::config_of(m)?,
+        None => Default::default(),
+    };
+    let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
     let mut rng = SeededRng::new(0);
     let images = (0..shape.batch)
         .map(|_| {

@@ -308,9 +308,9 @@ fn run(cli: Cli) -> Result<()> {
             cost,
         } => {
             let device = device()?;
-            if train::is_image_model(&model, arch.as_deref()) {
+            if let Some(family) = train::image_family(&model, arch.as_deref()) {
                 let loaded =
-                    train::eval_image::load_image_classifier(&model, arch.as_deref(), &device)?;
+                    train::eval_image::load_image_classifier(&model, Some(&family), &device)?;
                 let label = label_column.unwrap_or_else(|| "label".into());
                 let list =
                     headstart::data::image_list::read(&data, &image_column, &label, skip_bad_rows)?;
@@ -376,8 +376,8 @@ fn run(cli: Cli) -> Result<()> {
             texts,
         } => {
             let path = train::resolve_model(&model)?;
-            if train::is_image_model(&path, arch.as_deref()) {
-                predict_images(&path, arch.as_deref(), file, top_k, batch_size, texts)
+            if let Some(family) = train::image_family(&path, arch.as_deref()) {
+                predict_images(&path, Some(&family), file, top_k, batch_size, texts)
             } else {
                 predict(&path, file, text_column, batch_size, texts)
             }

@@ -64,7 +64,7 @@ impl Strategy {
     /// scratch, 1e-4 for a full fine-tune, 3e-4 above a frozen prefix).
     pub fn defaults_for(&self, task: &str) -> Defaults {
         let mut d = self.defaults();
-        if task == "image-classification" {
+        if task == <crate::tasks::image::ImageClassification as crate::tasks::Task>::NAME {
             d.lr = match self {
                 Strategy::Scratch | Strategy::Head => 1e-3,
                 Strategy::Full => 1e-4,

@@ -93,8 +93,14 @@ pub struct Stored {
 
 /// Decodes `path` into RGB; a file that will not decode is an error naming it.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decodes the bytes of the image file `path` (named in errors).
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?
         .decode()

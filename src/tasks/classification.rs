@@ -183,6 +183,58 @@ impl Metrics {
     }
 }
 
+impl LabelMap {
+    /// A dropout + linear head over `body`'s features with one logit per
+    /// label, parameters zero until loaded or initialised.
+    pub fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> ClassificationHead {
+        let (d, k) = (body.feature_size(), self.len());
+        ClassificationHead {
+            dropout: DropoutConfig::new(body.head_dropout()).init(),
+            classifier: Linear {
+                weight: Param::from_tensor(Tensor::zeros([d, k], device)),
+                bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
+            },
+        }
+    }
+
+    /// Forward FLOPs of that head on `batch` examples.
+    pub fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
+        2.0 * batch as f64 * body.feature_size() as f64 * self.len() as f64
+    }
+
+    /// Metrics of a split from its true ids and its examples' logits.
+    pub fn metrics(&self, truth: &[usize], outputs: &[Vec<f32>]) -> Metrics {
+        let predicted: Vec<usize> = outputs.iter().map(|l| argmax(l)).collect();
+        let loss: f64 = outputs.iter().zip(truth).map(|(l, &y)| nll(l, y)).sum();
+        Metrics::compute(self, truth, &predicted, loss)
+    }
+
+    /// `id2label` and `label2id`, as transformers writes them in config.json.
+    pub fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) {
+        let id2label: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        obj.insert("id2label".into(), id2label.into());
+        obj.insert("label2id".into(), label2id.into());
+    }
+}
+
+/// The label ids of examples `idx` as a targets tensor.
+pub fn label_targets(ids: &[usize], idx: &[usize], device: &Device) -> Tensor<1, Int> {
+    let y: Vec<i64> = idx.iter().map(|&i| ids[i] as i64).collect();
+    let n = y.len();
+    Tensor::from_data(TensorData::new(y, [n]), device)
+}
+
 /// transformers' classification head: dropout, then a linear layer to one
 /// logit per label (`classifier.weight`, `classifier.bias` in checkpoints).
 #[derive(Module, Debug)]
@@ -198,6 +250,15 @@ impl ClassificationHead {
             Flow::Pooled(x) => self.classifier.forward(self.dropout.forward(x)),
             other => panic!("a classification head reads pooled features, not {other:?}"),
         }
+    }
+
+    /// Each example's logits (host copies).
+    pub fn logit_rows(&self, features: Flow) -> Vec<Vec<f32>> {
+        let (shape, values) = host(&self.forward(features));
+        values
+            .chunks(shape[1].max(1))
+            .map(<[f32]>::to_vec)
+            .collect()
     }
 }
 
@@ -238,14 +299,7 @@ impl Task for TextClassification {
     type Metrics = Metrics;
 
     fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> ClassificationHead {
-        let (d, k) = (body.feature_size(), self.labels.len());
-        ClassificationHead {
-            dropout: DropoutConfig::new(body.head_dropout()).init(),
-            classifier: Linear {
-                weight: Param::from_tensor(Tensor::zeros([d, k], device)),
-                bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
-            },
-        }
+        self.labels.new_head(body, device)
     }
 
     fn lengths(split: &TextSplit) -> Vec<usize> {
@@ -258,9 +312,7 @@ impl Task for TextClassification {
     }
 
     fn targets(&self, split: &TextSplit, idx: &[usize], device: &Device) -> Tensor<1, Int> {
-        let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
-        let n = y.len();
-        Tensor::from_data(TensorData::new(y, [n]), device)
+        label_targets(&split.labels, idx, device)
     }
 
     fn hash_inputs(&self, split: &TextSplit, key: &mut KeyHasher) {
@@ -282,21 +334,11 @@ impl Task for TextClassification {
     }
 
     fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
-        let (shape, values) = host(&head.forward(features));
-        values
-            .chunks(shape[1].max(1))
-            .map(<[f32]>::to_vec)
-            .collect()
+        head.logit_rows(features)
     }
 
     fn metrics(&self, split: &TextSplit, outputs: &[Vec<f32>]) -> Metrics {
-        let predicted: Vec<usize> = outputs.iter().map(|l| argmax(l)).collect();
-        let loss: f64 = outputs
-            .iter()
-            .zip(&split.labels)
-            .map(|(l, &y)| nll(l, y))
-            .sum();
-        Metrics::compute(&self.labels, &split.labels, &predicted, loss)
+        self.labels.metrics(&split.labels, outputs)
     }
 
     fn score(m: &Metrics, name: MetricName) -> f64 {
@@ -315,26 +357,11 @@ impl Task for TextClassification {
     }
 
     fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
-        2.0 * batch as f64 * body.feature_size() as f64 * self.labels.len() as f64
+        self.labels.head_flops(body, batch)
     }
 
     fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
-        let id2label: serde_json::Map<String, serde_json::Value> = self
-            .labels
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-            .collect();
-        let label2id: serde_json::Map<String, serde_json::Value> = self
-            .labels
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-            .collect();
-        obj.insert("id2label".into(), id2label.into());
-        obj.insert("label2id".into(), label2id.into());
+        self.labels.export_config(obj);
         obj.insert(
             "problem_type".into(),
             serde_json::json!("single_label_classification"),

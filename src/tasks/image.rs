@@ -7,18 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
-use burn::module::Param;
-use burn::nn::{DropoutConfig, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::Task;
 use super::classification::{
-    ClassificationHead, LabelMap, MetricName, Metrics, argmax, cross_entropy, nll,
+    ClassificationHead, LabelMap, MetricName, Metrics, cross_entropy, label_targets,
 };
-use crate::data::preprocess::{Augment, Recipe, Stored, decode};
+use crate::data::preprocess::{Augment, Recipe, Stored, decode_bytes};
 use crate::data::table::Example;
-use crate::models::params::{SeededRng, host};
+use crate::models::params::SeededRng;
 use crate::models::{Architecture, Flow};
 use crate::train::cache::KeyHasher;
 
@@ -80,7 +78,7 @@ pub fn load_split(
                                 .with_context(|| format!("cannot read image {}", path.display()))?;
                             let digest: [u8; 32] =
                                 <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-                            let img = decode(path)?;
+                            let img = decode_bytes(&bytes, path)?;
                             Ok((Stored::new(img, &task.recipe), digest))
                         })
                         .collect::<Vec<_>>()
@@ -181,14 +179,7 @@ impl Task for ImageClassification {
     type Metrics = Metrics;
 
     fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> ClassificationHead {
-        let (d, k) = (body.feature_size(), self.labels.len());
-        ClassificationHead {
-            dropout: DropoutConfig::new(body.head_dropout()).init(),
-            classifier: Linear {
-                weight: Param::from_tensor(Tensor::zeros([d, k], device)),
-                bias: Some(Param::from_tensor(Tensor::zeros([k], device))),
-            },
-        }
+        self.labels.new_head(body, device)
     }
 
     fn lengths(split: &ImageSplit) -> Vec<usize> {
@@ -200,9 +191,7 @@ impl Task for ImageClassification {
     }
 
     fn targets(&self, split: &ImageSplit, idx: &[usize], device: &Device) -> Tensor<1, Int> {
-        let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
-        let n = y.len();
-        Tensor::from_data(TensorData::new(y, [n]), device)
+        label_targets(&split.labels, idx, device)
     }
 
     fn hash_inputs(&self, split: &ImageSplit, key: &mut KeyHasher) {
@@ -226,21 +215,11 @@ impl Task for ImageClassification {
     }
 
     fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
-        let (shape, values) = host(&head.forward(features));
-        values
-            .chunks(shape[1].max(1))
-            .map(<[f32]>::to_vec)
-            .collect()
+        head.logit_rows(features)
     }
 
     fn metrics(&self, split: &ImageSplit, outputs: &[Vec<f32>]) -> Metrics {
-        let predicted: Vec<usize> = outputs.iter().map(|l| argmax(l)).collect();
-        let loss: f64 = outputs
-            .iter()
-            .zip(&split.labels)
-            .map(|(l, &y)| nll(l, y))
-            .sum();
-        Metrics::compute(&self.labels, &split.labels, &predicted, loss)
+        self.labels.metrics(&split.labels, outputs)
     }
 
     fn score(m: &Metrics, name: MetricName) -> f64 {
@@ -259,26 +238,11 @@ impl Task for ImageClassification {
     }
 
     fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
-        2.0 * batch as f64 * body.feature_size() as f64 * self.labels.len() as f64
+        self.labels.head_flops(body, batch)
     }
 
     fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
-        let id2label: serde_json::Map<String, serde_json::Value> = self
-            .labels
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-            .collect();
-        let label2id: serde_json::Map<String, serde_json::Value> = self
-            .labels
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-            .collect();
-        obj.insert("id2label".into(), id2label.into());
-        obj.insert("label2id".into(), label2id.into());
+        self.labels.export_config(obj);
         obj.insert("num_labels".into(), serde_json::json!(self.labels.len()));
         obj.insert("preprocessing".into(), serde_json::to_value(&self.recipe)?);
         Ok(())

@@ -98,13 +98,29 @@ pub struct LoadedClassifier {
     pub dir: PathBuf,
 }
 
+/// The model of `path`: a run directory's exported `model/`, else `path` itself.
+pub fn exported_model(path: &Path) -> PathBuf {
+    if path.join("model").join("config.json").exists() {
+        path.join("model")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// A trained classifier's checkpoint must hold every parameter, head included.
+pub fn require_complete(report: &crate::models::params::LoadReport, dir: &Path) -> Result<()> {
+    if let Some(k) = report.missing.iter().chain(&report.new_head).next() {
+        bail!(
+            "{}: the checkpoint lacks `{k}`: it is damaged or not a classifier of this config",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// `dir` may be a run directory (its `model/` is used) or an HF directory.
 pub fn load_classifier(dir: &Path, device: &Device) -> Result<LoadedClassifier> {
-    let dir = if dir.join("model").join("config.json").exists() {
-        dir.join("model")
-    } else {
-        dir.to_path_buf()
-    };
+    let dir = exported_model(dir);
     let config_path = dir.join("config.json");
     let body = Bert::from_config_file(&config_path, device)?;
     let raw: serde_json::Value = read_json(&config_path)?;
@@ -124,12 +140,7 @@ pub fn load_classifier(dir: &Path, device: &Device) -> Result<LoadedClassifier> 
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
-    if let Some(k) = report.missing.iter().chain(&report.new_head).next() {
-        bail!(
-            "{}: the checkpoint lacks `{k}`: it is damaged or not a classifier of this config",
-            dir.display()
-        );
-    }
+    require_complete(&report, &dir)?;
     let meta = read_json(&dir.join("headstart.json")).ok();
     Ok(LoadedClassifier {
         model,

@@ -51,11 +51,7 @@ pub fn load_image_classifier(
     arch: Option<&str>,
     device: &Device,
 ) -> Result<ImageClassifier> {
-    let dir = if model.join("model").join("config.json").exists() {
-        model.join("model")
-    } else {
-        model.to_path_buf()
-    };
+    let dir = super::eval::exported_model(model);
     let family = super::family_of(&dir, arch)?;
     if family != MobileNetV2::MODEL_TYPE {
         bail!(
@@ -102,12 +98,7 @@ pub fn load_image_classifier(
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
-    if let Some(k) = report.missing.iter().chain(&report.new_head).next() {
-        bail!(
-            "{}: the checkpoint lacks `{k}`: it is damaged or not a classifier of this configuration",
-            dir.display()
-        );
-    }
+    super::eval::require_complete(&report, &dir)?;
     Ok(ImageClassifier {
         model: model.valid(),
         task,

@@ -155,15 +155,13 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     crate::find_model(spec)
 }
 
-/// Whether `model` (a run, an exported directory or a weights file of
-/// family `arch`) is an image model.
-pub fn is_image_model(model: &Path, arch: Option<&str>) -> bool {
-    let dir = if model.join("model").join("config.json").exists() {
-        model.join("model")
-    } else {
-        model.to_path_buf()
-    };
-    family_of(&dir, arch).is_ok_and(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
+/// The image family of `model` (a run, an exported directory or a weights
+/// file of family `arch`), `None` for other models; pass it on as the
+/// family so that a bare file's tensor names are read only once.
+pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
+    family_of(&eval::exported_model(model), arch)
+        .ok()
+        .filter(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
 }
 
 /// The family of `model`: `--arch` when given, else the directory's
@@ -218,17 +216,8 @@ fn image_classification<A: Architecture>(
     let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
     config.strategy.check(body.groups().len())?;
     let (train_examples, val_examples, skipped_rows, data_sha256) = read_image_data(config)?;
-    let state = match &resumed {
-        Some((rc, _)) => {
-            if rc.data_sha256 != data_sha256 {
-                bail!(
-                    "the training or validation images changed since {} started; start the run again",
-                    rc.config.out.as_deref().unwrap_or(Path::new(".")).display()
-                );
-            }
-            serde_json::from_value(rc.task_state.clone())
-                .context("the run's config.json has no label names or image recipe")?
-        }
+    let state = match restored_state(&resumed, &data_sha256, "label names or image recipe")? {
+        Some(state) => state,
         None => ImageTaskState {
             labels: LabelMap::from_examples(&train_examples)?,
             recipe: Recipe::imagenet(config.image_size.unwrap_or(224)),
@@ -241,9 +230,7 @@ fn image_classification<A: Architecture>(
         seed: config.seed,
     };
     let body = task.adapt_body(body);
-    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let train_file = name(&config.train).unwrap_or_default();
-    let val_file = name(&config.val).unwrap_or_else(|| train_file.clone());
+    let (train_file, val_file) = file_names(config);
     let (train, bad_train) = image::load_split(
         &task,
         &train_examples,
@@ -262,75 +249,43 @@ fn image_classification<A: Architecture>(
     if train.is_empty() || val.is_empty() {
         bail!("no decodable training or validation images left");
     }
-    let resolved = Resolved::new(config, train.len());
-    let run_config = RunConfig {
-        schema: SCHEMA_VERSION,
-        config: config.clone(),
-        resolved: resolved.clone(),
+    let run = Run {
+        config,
+        model_dir,
+        resumed,
         task_state: serde_json::to_value(&state)?,
-        model_dir: model_dir.to_path_buf(),
-        train_examples: train.len(),
-        val_examples: val.len(),
-        skipped_rows: skipped,
         data_sha256,
-    };
-    let run_dir = config.out.clone().context("--out DIR is required")?;
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-    let resume_from = match resumed {
-        Some((_, last)) => Some(last),
-        None => {
-            crate::fsutil::write_json_atomic(&run_dir.join("config.json"), &run_config)?;
-            None
-        }
-    };
-    obs.line(&format!(
-        "{} on {} training / {} validation images, labels {}; {} epochs, {} steps, lr {:.1e}, \
-         warmup {} steps; images: {}{}{}",
-        config.strategy,
-        train.len(),
-        val.len(),
-        state.labels.labels.join(", "),
-        resolved.epochs,
-        resolved.total_steps,
-        resolved.lr,
-        resolved.warmup_steps,
-        state.recipe.describe(),
-        if config.augment != crate::data::preprocess::Augment::None {
-            format!("; augmentation {:?} (feature cache off)", config.augment).to_lowercase()
-        } else {
-            String::new()
-        },
-        if skipped > 0 {
-            format!("; {skipped} bad rows or images skipped")
-        } else {
-            String::new()
-        }
-    ));
-    let phases = Phases {
-        data: started.elapsed().as_secs_f64(),
-        ..Phases::default()
-    };
-    let setup = Setup {
-        run_dir,
-        run_config,
-        resume_from,
-        device: device.clone(),
-    };
-    let head = task.new_head(&body, &train_device);
-    let model = TaskModel { body, head };
-    fit::fit(
-        setup,
-        Prepared {
-            model,
-            task,
-            train,
-            val,
-        },
+        skipped,
+        device,
         started,
-        phases,
-        obs,
-    )
+    };
+    let describe = |resolved: &Resolved| {
+        format!(
+            "{} on {} training / {} validation images, labels {}; {} epochs, {} steps, lr {:.1e}, \
+             warmup {} steps; images: {}{}{}",
+            config.strategy,
+            train.len(),
+            val.len(),
+            state.labels.labels.join(", "),
+            resolved.epochs,
+            resolved.total_steps,
+            resolved.lr,
+            resolved.warmup_steps,
+            state.recipe.describe(),
+            if config.augment != crate::data::preprocess::Augment::None {
+                format!("; augmentation {:?} (feature cache off)", config.augment).to_lowercase()
+            } else {
+                String::new()
+            },
+            if skipped > 0 {
+                format!("; {skipped} bad rows or images skipped")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let line = describe(&Resolved::new(config, train.len()));
+    run.fit(body, task, train, val, &line, obs)
 }
 
 /// Training and validation images (from folders or tables), rows skipped,
@@ -342,56 +297,173 @@ fn read_image_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, 
          image and label columns",
     )?;
     let read = |p: &Path| {
-        crate::data::image_list::read(
+        let list = crate::data::image_list::read(
             p,
             &config.image_column,
             &config.label_column,
             config.skip_bad_rows,
-        )
+        )?;
+        Ok((list.examples, list.skipped))
     };
-    let train = read(train_path)?;
-    let mut skipped = train.skipped;
-    let mut train_examples = train.examples;
-    let val_examples = match &config.val {
+    let mut hasher = Sha256::new();
+    let (train, val, skipped) = split_examples(config, train_path, read, "images", |t, v| {
+        for e in t.iter().chain(v) {
+            hasher.update((e.text.len() as u64).to_le_bytes());
+            hasher.update(e.text.as_bytes());
+            hasher.update((e.label.len() as u64).to_le_bytes());
+            hasher.update(e.label.as_bytes());
+            if let Ok(meta) = std::fs::metadata(&e.text) {
+                hasher.update(meta.len().to_le_bytes());
+            }
+        }
+    })?;
+    Ok((train, val, skipped, hex(hasher.finalize().as_slice())))
+}
+
+/// Training and validation examples from `train_path` (and `--val`, else a
+/// stratified `--val-fraction` of the training examples), `hash` shown both
+/// before `--train-limit` takes its subset; and the rows skipped.
+fn split_examples(
+    config: &TrainConfig,
+    train_path: &Path,
+    read: impl Fn(&Path) -> Result<(Vec<Example>, usize)>,
+    what: &str,
+    mut hash: impl FnMut(&[Example], &[Example]),
+) -> Result<(Vec<Example>, Vec<Example>, usize)> {
+    let (mut train, mut skipped) = read(train_path)?;
+    let val = match &config.val {
         Some(p) => {
-            let v = read(p)?;
-            skipped += v.skipped;
-            v.examples
+            let (v, s) = read(p)?;
+            skipped += s;
+            v
         }
         None => {
             if !(config.val_fraction > 0.0 && config.val_fraction < 1.0) {
                 bail!("--val-fraction must be in (0, 1) when no --val is given");
             }
-            let (t, v) = stratified_split(train_examples, config.val_fraction, config.seed);
-            train_examples = t;
+            let (t, v) = stratified_split(train, config.val_fraction, config.seed);
+            train = t;
             v
         }
     };
-    let mut hasher = Sha256::new();
-    for e in train_examples.iter().chain(&val_examples) {
-        hasher.update((e.text.len() as u64).to_le_bytes());
-        hasher.update(e.text.as_bytes());
-        hasher.update((e.label.len() as u64).to_le_bytes());
-        hasher.update(e.label.as_bytes());
-        if let Ok(meta) = std::fs::metadata(&e.text) {
-            hasher.update(meta.len().to_le_bytes());
-        }
-    }
-    let data_sha256 = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    hash(&train, &val);
     if let Some(limit) = config.train_limit {
-        train_examples = seeded_subset(&train_examples, limit, config.seed);
+        train = seeded_subset(&train, limit, config.seed);
     }
-    if train_examples.is_empty() {
-        bail!("{}: no training images", train_path.display());
+    if train.is_empty() {
+        bail!("{}: no training {what}", train_path.display());
     }
-    if val_examples.is_empty() {
-        bail!("no validation images: give --val or a larger --val-fraction");
+    if val.is_empty() {
+        bail!("no validation {what}: give --val or a larger --val-fraction");
     }
-    Ok((train_examples, val_examples, skipped, data_sha256))
+    Ok((train, val, skipped))
+}
+
+/// The task state a resumed run saved (`None` for a new run), after
+/// checking that its data did not change.
+fn restored_state<S: serde::de::DeserializeOwned>(
+    resumed: &Option<(RunConfig, PathBuf)>,
+    data_sha256: &str,
+    what: &str,
+) -> Result<Option<S>> {
+    let Some((rc, _)) = resumed else {
+        return Ok(None);
+    };
+    if rc.data_sha256 != data_sha256 {
+        bail!(
+            "the training or validation data changed since {} started; start the run again",
+            rc.config.out.as_deref().unwrap_or(Path::new(".")).display()
+        );
+    }
+    serde_json::from_value(rc.task_state.clone())
+        .map(Some)
+        .with_context(|| format!("the run's config.json has no {what}"))
+}
+
+/// The training and validation file names, for messages.
+fn file_names(config: &TrainConfig) -> (String, String) {
+    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let train_file = name(&config.train).unwrap_or_default();
+    let val_file = name(&config.val).unwrap_or_else(|| train_file.clone());
+    (train_file, val_file)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What every task hands to the fit loop besides its model and splits.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    model_dir: &'a Path,
+    resumed: Option<(RunConfig, PathBuf)>,
+    task_state: serde_json::Value,
+    data_sha256: String,
+    skipped: usize,
+    device: &'a Device,
+    started: Instant,
+}
+
+impl Run<'_> {
+    /// Writes the run's config.json (a new run), logs `line` and fits.
+    fn fit<A: Architecture, T: Task>(
+        self,
+        body: A,
+        task: T,
+        train: T::Split,
+        val: T::Split,
+        line: &str,
+        obs: &mut dyn Observer,
+    ) -> Result<TrainOutcome> {
+        let config = self.config;
+        let (n_train, n_val) = (T::lengths(&train).len(), T::lengths(&val).len());
+        let run_config = RunConfig {
+            schema: SCHEMA_VERSION,
+            config: config.clone(),
+            resolved: Resolved::new(config, n_train),
+            task_state: self.task_state,
+            model_dir: self.model_dir.to_path_buf(),
+            train_examples: n_train,
+            val_examples: n_val,
+            skipped_rows: self.skipped,
+            data_sha256: self.data_sha256,
+        };
+        let run_dir = config.out.clone().context("--out DIR is required")?;
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        let resume_from = match self.resumed {
+            Some((_, last)) => Some(last),
+            None => {
+                crate::fsutil::write_json_atomic(&run_dir.join("config.json"), &run_config)?;
+                None
+            }
+        };
+        obs.line(line);
+        let phases = Phases {
+            data: self.started.elapsed().as_secs_f64(),
+            ..Phases::default()
+        };
+        let setup = Setup {
+            run_dir,
+            run_config,
+            resume_from,
+            device: self.device.clone(),
+        };
+        let head = task.new_head(&body, &self.device.clone().autodiff());
+        let model = TaskModel { body, head };
+        fit::fit(
+            setup,
+            Prepared {
+                model,
+                task,
+                train,
+                val,
+            },
+            self.started,
+            phases,
+            obs,
+        )
+    }
 }
 
 /// Text classification with family `A`: read and tokenise the data, then fit.
@@ -407,17 +479,8 @@ fn text_classification<A: Architecture>(
     let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
     body_checks(&body, config)?;
     let (train_examples, val_examples, skipped, data_sha256) = read_data(config)?;
-    let labels = match &resumed {
-        Some((rc, _)) => {
-            if rc.data_sha256 != data_sha256 {
-                bail!(
-                    "the training or validation data changed since {} started; start the run again",
-                    rc.config.out.as_deref().unwrap_or(Path::new(".")).display()
-                );
-            }
-            serde_json::from_value(rc.task_state.clone())
-                .context("the run's config.json has no label names")?
-        }
+    let labels = match restored_state(&resumed, &data_sha256, "label names")? {
+        Some(labels) => labels,
         None => LabelMap::from_examples(&train_examples)?,
     };
     let mut tokenizer = TextTokenizer::from_dir(model_dir)?;
@@ -425,9 +488,7 @@ fn text_classification<A: Architecture>(
         labels: labels.clone(),
         pad_id: tokenizer.pad_id,
     };
-    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let train_file = name(&config.train).unwrap_or_default();
-    let val_file = name(&config.val).unwrap_or_else(|| train_file.clone());
+    let (train_file, val_file) = file_names(config);
     let train = task.split(
         &mut tokenizer,
         &train_examples,
@@ -436,28 +497,7 @@ fn text_classification<A: Architecture>(
     )?;
     let val = task.split(&mut tokenizer, &val_examples, &val_file, config.max_length)?;
     let resolved = Resolved::new(config, train.items.len());
-    let run_config = RunConfig {
-        schema: SCHEMA_VERSION,
-        config: config.clone(),
-        resolved: resolved.clone(),
-        task_state: serde_json::to_value(&labels)?,
-        model_dir: model_dir.to_path_buf(),
-        train_examples: train.items.len(),
-        val_examples: val.items.len(),
-        skipped_rows: skipped,
-        data_sha256,
-    };
-    let run_dir = config.out.clone().context("--out DIR is required")?;
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-    let resume_from = match resumed {
-        Some((_, last)) => Some(last),
-        None => {
-            crate::fsutil::write_json_atomic(&run_dir.join("config.json"), &run_config)?;
-            None
-        }
-    };
-    obs.line(&format!(
+    let line = format!(
         "{} on {} training / {} validation examples, labels {}; {} epochs, {} steps, lr {:.1e}, warmup {} steps{}",
         config.strategy,
         train.items.len(),
@@ -472,31 +512,18 @@ fn text_classification<A: Architecture>(
         } else {
             String::new()
         }
-    ));
-    let phases = Phases {
-        data: started.elapsed().as_secs_f64(),
-        ..Phases::default()
-    };
-    let setup = Setup {
-        run_dir,
-        run_config,
-        resume_from,
-        device: device.clone(),
-    };
-    let head = task.new_head(&body, &train_device);
-    let model = TaskModel { body, head };
-    fit::fit(
-        setup,
-        Prepared {
-            model,
-            task,
-            train,
-            val,
-        },
+    );
+    let run = Run {
+        config,
+        model_dir,
+        resumed,
+        task_state: serde_json::to_value(&labels)?,
+        data_sha256,
+        skipped,
+        device,
         started,
-        phases,
-        obs,
-    )
+    };
+    run.fit(body, task, train, val, &line, obs)
 }
 
 /// Settings the architecture must allow.
@@ -550,37 +577,10 @@ fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize,
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
     }
-    let data_sha256 = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let train = table::read_examples(train_path, &cols)?;
-    let mut skipped = train.skipped;
-    let mut train_examples = train.examples;
-    let val_examples = match &config.val {
-        Some(p) => {
-            let v = table::read_examples(p, &cols)?;
-            skipped += v.skipped;
-            v.examples
-        }
-        None => {
-            if !(config.val_fraction > 0.0 && config.val_fraction < 1.0) {
-                bail!("--val-fraction must be in (0, 1) when no --val file is given");
-            }
-            let (t, v) = stratified_split(train_examples, config.val_fraction, config.seed);
-            train_examples = t;
-            v
-        }
+    let read = |p: &Path| {
+        let t = table::read_examples(p, &cols)?;
+        Ok((t.examples, t.skipped))
     };
-    if let Some(limit) = config.train_limit {
-        train_examples = seeded_subset(&train_examples, limit, config.seed);
-    }
-    if train_examples.is_empty() {
-        bail!("{}: no training examples", train_path.display());
-    }
-    if val_examples.is_empty() {
-        bail!("no validation examples: give --val FILE or a larger --val-fraction");
-    }
-    Ok((train_examples, val_examples, skipped, data_sha256))
+    let (train, val, skipped) = split_examples(config, train_path, read, "examples", |_, _| {})?;
+    Ok((train, val, skipped, hex(hasher.finalize().as_slice())))
 }

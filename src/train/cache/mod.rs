@@ -232,33 +232,6 @@ impl Features {
         let h = self.hidden;
         let b = idx.len();
         match self.positions {
-            Positions::First => {
-                let mut x = vec![0f32; b * h];
-                for (row, &i) in idx.iter().enumerate() {
-                    self.copy_rows(i, &mut x[row * h..(row + 1) * h]);
-                }
-                Flow::Hidden {
-                    x: Tensor::from_data(TensorData::new(x, [b, 1, h]), device),
-                    mask: Tensor::ones([b, 1], device),
-                }
-            }
-            Positions::Vector | Positions::Map { .. } => {
-                let mut x = vec![0f32; b * h];
-                for (row, &i) in idx.iter().enumerate() {
-                    self.copy_rows(i, &mut x[row * h..(row + 1) * h]);
-                }
-                match self.positions {
-                    Positions::Map {
-                        channels,
-                        height,
-                        width,
-                    } => Flow::Maps(Tensor::from_data(
-                        TensorData::new(x, [b, channels, height, width]),
-                        device,
-                    )),
-                    _ => Flow::Pooled(Tensor::from_data(TensorData::new(x, [b, h]), device)),
-                }
-            }
             Positions::All => {
                 let s = idx.iter().map(|&i| self.rows(i)).max().unwrap_or(0);
                 let mut x = vec![0f32; b * s * h];
@@ -271,6 +244,30 @@ impl Features {
                 Flow::Hidden {
                     x: Tensor::from_data(TensorData::new(x, [b, s, h]), device),
                     mask: Tensor::from_data(TensorData::new(mask, [b, s]), device),
+                }
+            }
+            fixed => {
+                // one row per example
+                let mut x = vec![0f32; b * h];
+                for (row, &i) in idx.iter().enumerate() {
+                    self.copy_rows(i, &mut x[row * h..(row + 1) * h]);
+                }
+                match fixed {
+                    Positions::Map {
+                        channels,
+                        height,
+                        width,
+                    } => Flow::Maps(Tensor::from_data(
+                        TensorData::new(x, [b, channels, height, width]),
+                        device,
+                    )),
+                    Positions::Vector => {
+                        Flow::Pooled(Tensor::from_data(TensorData::new(x, [b, h]), device))
+                    }
+                    _ => Flow::Hidden {
+                        x: Tensor::from_data(TensorData::new(x, [b, 1, h]), device),
+                        mask: Tensor::ones([b, 1], device),
+                    },
                 }
             }
         }
