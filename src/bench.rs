@@ -116,10 +116,11 @@ pub fn train_steps(
 }
 
 /// Times training steps of each strategy on `batch` images of `size` x
-/// `size` pixels (seeded noise) through an image family (MobileNetV2):
-/// `model` is a weights file (with its family's defaults), a model
-/// directory, or nothing (scratch weights; speed does not depend on them).
-pub fn image_steps(
+/// `size` pixels (seeded noise) through image family `A`: `model` is a
+/// weights file (with its family's defaults), a model directory, or
+/// nothing (the family's default configuration with scratch weights;
+/// speed does not depend on them).
+pub fn image_steps<A: Architecture>(
     model: Option<&Path>,
     size: u32,
     strategies: &[Strategy],
@@ -128,7 +129,6 @@ pub fn image_steps(
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
     use crate::data::preprocess::Recipe;
-    use crate::models::mobilenet_v2::MobileNetV2;
     use crate::tasks::image::{ImageClassification, ImageSplit};
     if shape.batch == 0 || shape.steps == 0 {
         bail!("--batch and --steps must be at least 1");
@@ -142,11 +142,11 @@ pub fn image_steps(
         seed: 0,
     };
     task.recipe.check()?;
-    let config = match model {
-        Some(m) => MobileNetV2::config_of(m)?,
-        None => Default::default(),
+    let body = match model {
+        Some(m) => A::from_config_file(&m.join("config.json"), &train_device)?,
+        None => A::reference(&train_device)?,
     };
-    let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
+    let body = task.adapt_body(body);
     let mut rng = SeededRng::new(0);
     let images = (0..shape.batch)
         .map(|_| {

@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// bare weights file (.pth, .safetensors) with --arch.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
-    /// The family of a bare weights file: mobilenet_v2.
+    /// The family of a bare weights file (mobilenet_v2, ...); inferred from its tensor names when unmistakable.
     #[arg(long)]
     pub arch: Option<String>,
     /// scratch | full | freeze:N | head | lr-decay:F | gradual
@@ -51,6 +51,11 @@ pub struct TrainArgs {
     /// Augmentation of training images; with any, the feature cache is off.
     #[arg(long, value_enum, default_value = "none")]
     pub augment: headstart::data::preprocess::Augment,
+    /// BatchNorm in trainable groups: `train` (batch statistics, running ones
+    /// updated) or `frozen` (inference mode everywhere, running statistics
+    /// kept as loaded; better with small batches). Frozen groups are always frozen.
+    #[arg(long, value_enum, default_value = "train")]
+    pub bn: headstart::models::BatchNormMode,
     /// Skip bad rows (counted) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_rows: bool,
@@ -146,6 +151,7 @@ impl TrainArgs {
             arch: self.arch,
             image_size: self.image_size,
             augment: self.augment,
+            bn: self.bn,
             skip_bad_rows: self.skip_bad_rows,
             train_limit: self.train_limit,
             batch_size: self.batch_size,

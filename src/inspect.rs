@@ -1,5 +1,7 @@
 //! `headstart inspect`: what a checkpoint is, how big, and the names of its
-//! layer groups that freezing strategies refer to.
+//! layer groups that freezing strategies refer to. Takes a model directory
+//! (text or image families) or a bare weights file (image families: the
+//! family named with `--arch` or recognised from the tensor names).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ use crate::hub::Checkpoint;
 use crate::models::bert::{Bert, BertConfig};
 use crate::models::state::{Source, group_counts, load};
 use crate::models::{Architecture, TaskModel};
+use crate::tasks::classification::LabelMap;
 use crate::tokenize::{TextTokenizer, TokenizerSource};
 
 #[derive(Debug, Serialize)]
@@ -33,7 +36,16 @@ pub struct Inspection {
     pub config: serde_json::Value,
     pub files: Vec<FileEntry>,
     pub dtype: String,
-    pub tokenizer: String,
+    /// How the weights were read (format, wrapper dicts, prefixes), for bare files.
+    pub format: Vec<String>,
+    /// `None` for image models.
+    pub tokenizer: Option<String>,
+    /// The preprocessing the pretrained weights expect (image models).
+    pub preprocessing: Option<String>,
+    /// How BatchNorm behaves under each strategy (families that have it).
+    pub batch_norm: Option<String>,
+    /// Forward FLOPs of one example (an image at the recipe's crop; text at 128 tokens).
+    pub forward_flops: f64,
     pub total_params: usize,
     pub groups: Vec<Group>,
     /// Encoder layer count: `freeze:N` takes N in 0..=layers.
@@ -41,7 +53,96 @@ pub struct Inspection {
     pub load_report: Vec<String>,
 }
 
-pub fn inspect(dir: &Path) -> Result<Inspection> {
+/// What `model` (a directory or a weights file) is; `arch` names the
+/// family of a bare file.
+pub fn inspect(model: &Path, arch: Option<&str>) -> Result<Inspection> {
+    let family = crate::train::family_of(model, arch)?;
+    if crate::models::vision::is_image_family(&family) {
+        return crate::with_image_family!(family.as_str(), A => inspect_image::<A>(model), else unreachable!());
+    }
+    if model.is_file() {
+        bail!(
+            "{} is a single file: a text model is a directory with config.json, the weights and the tokenizer",
+            model.display()
+        );
+    }
+    inspect_text(model)
+}
+
+fn inspect_image<A: Architecture>(model: &Path) -> Result<Inspection> {
+    let device = burn::tensor::Device::default();
+    let checkpoint = Checkpoint::open(model)?;
+    let body = A::from_config_file(&model.join("config.json"), &device)?;
+    let recipe = A::recipe(model, None)?;
+    let body = body.with_image_size(recipe.crop as usize);
+    let key = body.head_key("classifier.weight");
+    let classes = checkpoint.tensors.get(&key).map(|t| t.shape[0]);
+    let head = classes.map(|n| {
+        LabelMap {
+            labels: (0..n).map(|i| i.to_string()).collect(),
+        }
+        .new_head(&body, &device)
+    });
+    let forward_flops = body.group_flops(1, 0).iter().sum::<f64>()
+        + classes.map_or(0.0, |n| 2.0 * (body.feature_size() * n) as f64);
+    let (model_loaded, report) =
+        load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
+    let mut files = Vec::new();
+    if model.is_dir() {
+        collect_files(model, model, &mut files)?;
+    } else {
+        files.push(FileEntry {
+            name: model.display().to_string(),
+            bytes: std::fs::metadata(model)?.len(),
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let groups: Vec<Group> = group_counts(&model_loaded)
+        .into_iter()
+        .map(|(name, params)| Group { name, params })
+        .collect();
+    let has_bn = checkpoint
+        .tensors
+        .keys()
+        .any(|k| k.ends_with("running_mean"));
+    let mut load_report = report.lines();
+    if let Some(n) = classes {
+        load_report.push(format!(
+            "classifier {key}: {n} classes{}",
+            if n == 1000 { " (ImageNet-1k)" } else { "" }
+        ));
+    } else {
+        load_report.push(format!(
+            "no classifier ({key}): a base network; training puts a new head on it"
+        ));
+    }
+    let layers = groups.len().saturating_sub(2);
+    Ok(Inspection {
+        path: model.to_path_buf(),
+        architecture: format!("{} ({} image family)", A::HF_STEM, A::MODEL_TYPE),
+        model_type: A::MODEL_TYPE.to_string(),
+        config: model_loaded.body.hf_config(),
+        files,
+        dtype: checkpoint.dtype_summary(),
+        format: checkpoint.notes.clone(),
+        tokenizer: None,
+        preprocessing: Some(recipe.describe()),
+        batch_norm: has_bn.then(|| {
+            "frozen groups run in inference mode on their running statistics, never updated; \
+             trainable groups normalise with batch statistics and update the running ones \
+             (--bn frozen keeps every BatchNorm in inference mode)"
+                .to_string()
+        }),
+        forward_flops,
+        // parameters only: BatchNorm running statistics are buffers
+        total_params: groups.iter().map(|g| g.params).sum(),
+        groups,
+        layers,
+        load_report,
+    })
+}
+
+fn inspect_text(dir: &Path) -> Result<Inspection> {
     let config_path = dir.join("config.json");
     let _: serde_json::Value = match std::fs::read_to_string(&config_path) {
         Ok(text) => serde_json::from_str(&text)
@@ -79,6 +180,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         },
         Err(e) => format!("none usable: {e:#}"),
     };
+    let forward_flops = model.body.group_flops(1, 128).iter().sum::<f64>();
     let architecture = config
         .architectures
         .as_ref()
@@ -105,7 +207,11 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         }),
         files,
         dtype: checkpoint.dtype_summary(),
-        tokenizer,
+        format: Vec::new(),
+        tokenizer: Some(tokenizer),
+        preprocessing: None,
+        batch_norm: None,
+        forward_flops,
         total_params: model.num_params(),
         groups,
         layers: config.num_hidden_layers,
@@ -167,22 +273,49 @@ impl Inspection {
             ),
         );
         let c = &self.config;
+        if self.tokenizer.is_some() {
+            push(
+                &mut s,
+                format!(
+                    "config        {} layers, hidden {}, {} heads, FFN {}, vocab {}, max positions {}, {}, LayerNorm eps {}",
+                    c["num_hidden_layers"],
+                    c["hidden_size"],
+                    c["num_attention_heads"],
+                    c["intermediate_size"],
+                    c["vocab_size"],
+                    c["max_position_embeddings"],
+                    c["hidden_act"].as_str().unwrap_or("?"),
+                    c["layer_norm_eps"],
+                ),
+            );
+        } else {
+            push(&mut s, format!("config        {c}"));
+        }
+        for line in &self.format {
+            push(&mut s, format!("read          {line}"));
+        }
+        push(&mut s, format!("dtype         {}", self.dtype));
+        if let Some(t) = &self.tokenizer {
+            push(&mut s, format!("tokenizer     {t}"));
+        }
+        if let Some(p) = &self.preprocessing {
+            push(&mut s, format!("images        {p}"));
+        }
         push(
             &mut s,
             format!(
-                "config        {} layers, hidden {}, {} heads, FFN {}, vocab {}, max positions {}, {}, LayerNorm eps {}",
-                c["num_hidden_layers"],
-                c["hidden_size"],
-                c["num_attention_heads"],
-                c["intermediate_size"],
-                c["vocab_size"],
-                c["max_position_embeddings"],
-                c["hidden_act"].as_str().unwrap_or("?"),
-                c["layer_norm_eps"],
+                "forward       {:.2} GFLOPs per {}",
+                self.forward_flops / 1e9,
+                if self.tokenizer.is_some() {
+                    "128-token text"
+                } else {
+                    "image"
+                }
             ),
         );
-        push(&mut s, format!("dtype         {}", self.dtype));
-        push(&mut s, format!("tokenizer     {}", self.tokenizer));
+        if let Some(b) = &self.batch_norm {
+            push(&mut s, format!("batch norm    {b}"));
+        }
         push(&mut s, "files".to_string());
         for f in &self.files {
             push(
@@ -200,7 +333,7 @@ impl Inspection {
         push(
             &mut s,
             format!(
-                "layer groups  {} (freeze:N freezes embeddings and encoder.layer.0..N-1, N in 0..={})",
+                "layer groups  {} (freeze:N freezes the bottom group and the N above it, N in 0..={})",
                 self.groups
                     .iter()
                     .map(|g| g.name.as_str())
@@ -219,6 +352,79 @@ impl Inspection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/vision")
+            .join(name)
+    }
+
+    #[test]
+    fn an_image_model_directory_is_described_with_its_groups_and_batch_norm() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("mobilenet_v2_random.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type": "mobilenet_v2", "width_mult": 0.25}"#,
+        )
+        .unwrap();
+        let report = inspect(dir.path(), None).unwrap();
+        assert_eq!(report.model_type, "mobilenet_v2");
+        assert!(report.tokenizer.is_none());
+        // torchvision's count for width 0.25 with a 10-class classifier
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("mobilenet_v2_random.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            report.total_params as u64,
+            reference["num_parameters"].as_u64().unwrap()
+        );
+        assert_eq!(report.groups.len(), 20);
+        assert_eq!(report.groups[0].name, "features.0");
+        assert_eq!(
+            report.groups.iter().map(|g| g.params).sum::<usize>(),
+            report.total_params
+        );
+        assert_eq!(report.layers, 18);
+        assert!(
+            report
+                .batch_norm
+                .as_deref()
+                .unwrap()
+                .contains("--bn frozen")
+        );
+        assert!(
+            report.load_report.iter().any(|l| l.contains("10 classes")),
+            "{:?}",
+            report.load_report
+        );
+        let text = report.to_text();
+        assert!(
+            text.contains("layer groups  features.0, features.1"),
+            "{text}"
+        );
+        assert!(text.contains("images        "), "{text}");
+    }
+
+    #[test]
+    fn a_bare_file_of_no_known_family_asks_for_arch() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weights.safetensors");
+        crate::hub::write_safetensors(
+            &file,
+            &[("encoder.w".to_string(), vec![2], vec![1.0, 2.0])],
+            None,
+        )
+        .unwrap();
+        let err = format!("{:#}", inspect(&file, None).unwrap_err());
+        assert!(err.contains("--arch"), "{err}");
+        assert!(err.contains("mobilenet_v2"), "{err}");
+    }
 
     #[test]
     fn thousands_separators() {

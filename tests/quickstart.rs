@@ -72,3 +72,47 @@ fn quickstart_compares_strategies_and_reports_test_accuracy() {
         assert_eq!(cached, frozen, "{}", r["strategy"]);
     }
 }
+
+/// The image variant in its quick setting: Fashion-MNIST and torchvision's
+/// ImageNet MobileNetV2 fetched, inspected, three strategies compared.
+#[test]
+fn image_quickstart_compares_pretrained_mobilenet_with_scratch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("qs-images");
+    let run = Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args([
+            "quickstart",
+            "--images",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // inspect of the bare legacy .pth: torchvision's parameter count, its classifier
+    assert!(stdout.contains("3,504,872 in total"), "{stdout}");
+    assert!(stdout.contains("1000 classes (ImageNet-1k)"), "{stdout}");
+    assert!(stdout.contains("batch norm"), "{stdout}");
+    for s in ["scratch", "head", "freeze:16"] {
+        assert!(stdout.lines().any(|l| l.starts_with(s)), "{s}: {stdout}");
+    }
+    assert!(stdout.contains("100 Fashion-MNIST test images"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare/report.json")).unwrap())
+            .unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for r in runs {
+        let acc = r["test"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r}");
+        // the frozen prefixes train from the feature cache, scratch does not
+        let cached = r["cost"]["phases"]["feature_cache"].as_f64().unwrap() > 0.0;
+        assert_eq!(cached, r["strategy"] != "scratch", "{}", r["strategy"]);
+    }
+}

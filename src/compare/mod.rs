@@ -22,7 +22,6 @@ use crate::data::table::{self, Columns, Example};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::models::Architecture;
 use crate::models::bert::Bert;
-use crate::models::mobilenet_v2::MobileNetV2;
 use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::classification::{MetricName, Metrics};
@@ -239,12 +238,12 @@ pub fn compare(
     let is_image = base.task == ImageClassification::NAME;
     let groups = if is_image {
         let family = train::family_of(&model_dir, base.arch.as_deref())?;
-        if family != MobileNetV2::MODEL_TYPE {
-            bail!("image-classification compares image families (mobilenet_v2), not `{family}`");
-        }
-        MobileNetV2::from_config_file(&model_dir.join("config.json"), device)?
+        crate::with_image_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
             .groups()
-            .len()
+            .len(), else bail!(
+            "image-classification compares image families ({}), not `{family}`",
+            crate::models::vision::IMAGE_FAMILIES.join(", ")
+        ))
     } else {
         Bert::from_config_file(&model_dir.join("config.json"), device)?
             .groups()

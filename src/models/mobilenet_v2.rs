@@ -294,6 +294,20 @@ impl Architecture for MobileNetV2 {
         Self::new(&Self::config_of(dir)?, device)
     }
 
+    fn reference(device: &Device) -> Result<Self> {
+        Self::new(&MobileNetV2Config::default(), device)
+    }
+
+    fn recognises(names: &[&str]) -> bool {
+        [
+            "features.18.0.weight",
+            "features.1.conv.0.0.weight",
+            "features.17.conv.2.weight",
+        ]
+        .iter()
+        .all(|k| names.contains(k))
+    }
+
     fn groups(&self) -> Vec<Group> {
         let mut groups = vec![Group {
             name: "features.0".into(),
@@ -522,7 +536,15 @@ mod tests {
         config: MobileNetV2Config,
         labels: usize,
     ) -> TaskModel<MobileNetV2, crate::tasks::classification::ClassificationHead> {
-        let device = Device::default();
+        classifier_on(config, labels, &Device::default())
+    }
+
+    fn classifier_on(
+        config: MobileNetV2Config,
+        labels: usize,
+        device: &Device,
+    ) -> TaskModel<MobileNetV2, crate::tasks::classification::ClassificationHead> {
+        let device = device.clone();
         let task = ImageClassification {
             labels: LabelMap {
                 labels: (0..labels).map(|i| i.to_string()).collect(),
@@ -574,6 +596,47 @@ mod tests {
             diff <= 1e-4 * scale.max(1.0),
             "max |diff| {diff} (scale {scale})"
         );
+    }
+
+    #[test]
+    fn frozen_batch_norm_keeps_running_statistics_and_trains_scale() {
+        let config = MobileNetV2Config {
+            width_mult: 0.25,
+            ..MobileNetV2Config::default()
+        };
+        let device = Device::default().autodiff();
+        let (blank, _) = load(classifier_on(config, 3, &device), Source::Scratch, 7).unwrap();
+        let groups = blank.num_groups();
+        // read through export, as checkpoints and the exported model read them
+        let stats =
+            |m: &TaskModel<MobileNetV2, crate::tasks::classification::ClassificationHead>| {
+                crate::models::state::export(m, &|_| true)
+                    .into_iter()
+                    .find(|(k, _, _)| k == "features.0.1.running_mean")
+                    .unwrap()
+                    .2
+            };
+        let x = || Flow::Maps(Tensor::from_data(sine_input(2, 32).into_data(), &device));
+        let before = stats(&blank);
+
+        // every group trainable: batch statistics, running ones updated
+        let training = blank.clone().set_trainable(&vec![true; groups]);
+        let _ = training.head.forward(training.features(x(), 0));
+        assert_ne!(
+            stats(&training),
+            before,
+            "--bn train updates running statistics"
+        );
+
+        // --bn frozen: inference mode everywhere, scale and shift still learn
+        // (clones share running statistics: read them again first)
+        let frozen = blank.set_trainable(&vec![true; groups]).freeze_batch_norm();
+        let loaded = stats(&frozen);
+        let loss = frozen.head.forward(frozen.features(x(), 0)).sum();
+        assert_eq!(stats(&frozen), loaded, "--bn frozen leaves them as loaded");
+        let grads = loss.backward();
+        assert!(frozen.body.stem.bn.gamma.grad(&grads).is_some());
+        assert!(frozen.body.stem.conv.weight.grad(&grads).is_some());
     }
 
     #[test]

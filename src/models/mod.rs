@@ -18,6 +18,7 @@ pub mod bert;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod state;
+pub mod vision;
 
 use std::ops::Range;
 
@@ -114,6 +115,32 @@ pub enum Positions {
     },
 }
 
+/// `--bn`: how the BatchNorm layers of trainable groups train. Frozen
+/// groups' BatchNorm always runs in inference mode on its running
+/// statistics and is never updated.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormMode {
+    /// Normalise with each batch's statistics and update the running ones
+    /// (PyTorch's `model.train()`).
+    #[default]
+    Train,
+    /// Every BatchNorm in inference mode on its running statistics, which
+    /// stay as loaded; its scale and shift still train where their group
+    /// does (the usual choice with small batches).
+    Frozen,
+}
+
 /// A layer group: a unit of freezing, caching and learning rates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
@@ -143,6 +170,16 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
 
     /// Reads `config.json` of a model directory.
     fn from_config_file(path: &std::path::Path, device: &Device) -> Result<Self>;
+
+    /// The family's reference configuration (for image families the
+    /// published ImageNet model), built when no `config.json` says otherwise
+    /// (benchmarks on scratch weights).
+    fn reference(_device: &Device) -> Result<Self> {
+        bail!(
+            "`{}` has no reference configuration: give a model directory with a config.json",
+            Self::MODEL_TYPE
+        )
+    }
 
     /// Layer groups bottom to top. The last one is the top group: a task's
     /// head joins it, and every strategy trains it.
@@ -194,6 +231,31 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
         path.to_string()
     }
 
+    /// The preprocessing that the pretrained weights at `model` (a model
+    /// directory or a bare weights file) expect, with the crop at `side`
+    /// pixels when given: image families override it where the checkpoint
+    /// says (HF `preprocessor_config.json`) or their published recipe is not
+    /// torchvision's ImageNet one.
+    fn recipe(
+        _model: &std::path::Path,
+        side: Option<u32>,
+    ) -> Result<crate::data::preprocess::Recipe> {
+        Ok(crate::data::preprocess::Recipe::imagenet(
+            side.unwrap_or(224),
+        ))
+    }
+
+    /// Other `--arch` names of this family's variants (`resnet18`,
+    /// `resnet50`), beside its `model_type`.
+    const ARCH_NAMES: &'static [&'static str] = &[];
+
+    /// Whether a bare weights file with these tensor names is unmistakably
+    /// this family in its reference layout (image families; used when no
+    /// `--arch` and no `config.json` say).
+    fn recognises(_names: &[&str]) -> bool {
+        false
+    }
+
     /// The checkpoint key of a head parameter (`classifier.weight` under
     /// the head), where the family's reference names it otherwise.
     fn head_key(&self, path: &str) -> String {
@@ -240,6 +302,37 @@ impl<A: Architecture, H: Head> TaskModel<A, H> {
             };
         }
         self
+    }
+
+    /// Every BatchNorm layer in inference mode ([`BatchNormMode::Frozen`]):
+    /// running statistics used and never updated; scale and shift keep
+    /// their gradients. Apply after [`TaskModel::set_trainable`], which
+    /// switches trainable groups' BatchNorm back to batch statistics.
+    pub fn freeze_batch_norm(self) -> Self {
+        struct Freeze {
+            containers: Vec<String>,
+        }
+        impl burn::module::ModuleMapper for Freeze {
+            fn enter_module(&mut self, _name: &str, container: &str) {
+                self.containers.push(container.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container: &str) {
+                self.containers.pop();
+            }
+            fn map_flag(
+                &mut self,
+                flag: burn::module::Param<burn::module::Flag>,
+            ) -> burn::module::Param<burn::module::Flag> {
+                // entering a field passes the type that owns it: `Struct:BatchNorm`
+                match self.containers.last().map(String::as_str) {
+                    Some("Struct:BatchNorm") => flag.with_value(false),
+                    _ => flag,
+                }
+            }
+        }
+        self.map(&mut Freeze {
+            containers: Vec::new(),
+        })
     }
 
     /// The head's input after the body, with the bottom `frozen` groups run

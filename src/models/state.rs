@@ -384,6 +384,11 @@ pub fn export<A: Architecture, H: Head>(
     model: &TaskModel<A, H>,
     keep: &dyn Fn(&str) -> bool,
 ) -> NamedTensors {
+    // burn holds a BatchNorm's latest running-statistics update per thread
+    // until the next update or a sync, and a visit reads the synced value:
+    // without this, checkpoints and exports would miss the last step's update.
+    // `valid` syncs the shared state (the copy it returns is dropped).
+    drop(model.valid());
     let mut v = Exporter::<A> {
         walk: Walk::default(),
         body: &model.body,

@@ -70,6 +70,8 @@ pub struct TrainConfig {
     pub image_size: Option<u32>,
     /// Augmentation of training images.
     pub augment: crate::data::preprocess::Augment,
+    /// BatchNorm of trainable groups: batch statistics, or frozen.
+    pub bn: crate::models::BatchNormMode,
     /// Skip rows with a missing text or label (counted) instead of stopping.
     pub skip_bad_rows: bool,
     /// Use only this many training examples (a seeded random subset).
@@ -132,6 +134,7 @@ impl Default for TrainConfig {
             arch: None,
             image_size: None,
             augment: crate::data::preprocess::Augment::None,
+            bn: crate::models::BatchNormMode::Train,
             skip_bad_rows: false,
             train_limit: None,
             batch_size: 16,

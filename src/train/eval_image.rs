@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
 use super::checkpoint::read_json;
@@ -16,24 +16,27 @@ use super::eval::predict;
 use crate::data::preprocess::{Augment, Recipe};
 use crate::data::table::Example;
 use crate::hub::Checkpoint;
-use crate::models::mobilenet_v2::MobileNetV2;
 use crate::models::state::{self, Source};
-use crate::models::{Architecture, TaskModel};
+use crate::models::{Architecture, Flow, TaskModel};
 use crate::tasks::Task;
-use crate::tasks::classification::{
-    ClassificationHead, LabelMap, Metrics, labels_from_config, softmax,
-};
-use crate::tasks::image::{ImageClassification, load_split};
+use crate::tasks::classification::{LabelMap, Metrics, labels_from_config, softmax};
+use crate::tasks::image::{ImageClassification, ImageSplit, load_split};
 
 /// ImageNet-1k class names in index order (torchvision's list).
 pub const IMAGENET_CLASSES: &str = include_str!("../models/data/imagenet_classes.txt");
 
 /// A loaded image classifier.
 pub struct ImageClassifier {
-    pub model: TaskModel<MobileNetV2, ClassificationHead>,
+    /// The head's outputs for every image of a split (the family's
+    /// model in inference mode, batched).
+    run: RunFn,
+    /// Logits of a preprocessed batch `[batch, 3, side, side]`.
+    forward: Box<dyn Fn(Tensor<4>) -> Tensor<2>>,
     pub task: ImageClassification,
     pub source: PathBuf,
 }
+
+type RunFn = Box<dyn Fn(&ImageClassification, &ImageSplit, usize, &Device) -> Vec<Vec<f32>>>;
 
 /// One image's prediction.
 #[derive(Clone, Debug, Serialize)]
@@ -53,12 +56,14 @@ pub fn load_image_classifier(
 ) -> Result<ImageClassifier> {
     let dir = super::eval::exported_model(model);
     let family = super::family_of(&dir, arch)?;
-    if family != MobileNetV2::MODEL_TYPE {
-        bail!(
-            "{} is a `{family}` model, not an image classifier this build implements (mobilenet_v2)",
-            dir.display()
-        );
-    }
+    crate::with_image_family!(family.as_str(), A => load_as::<A>(dir, device), else bail!(
+        "{} is a `{family}` model, not an image classifier this build implements ({})",
+        dir.display(),
+        crate::models::vision::IMAGE_FAMILIES.join(", ")
+    ))
+}
+
+fn load_as<A: Architecture + 'static>(dir: PathBuf, device: &Device) -> Result<ImageClassifier> {
     let checkpoint = Checkpoint::open(&dir)?;
     let config_path = dir.join("config.json");
     let (labels, recipe) = if dir.is_dir() {
@@ -71,22 +76,24 @@ pub fn load_image_classifier(
                     config_path.display()
                 )
             })?,
-            None => Recipe::imagenet(224),
+            None => A::recipe(&dir, None)?,
         };
         (labels, recipe)
     } else {
+        let defaults = A::from_config_file(&config_path, device)?;
+        let key = defaults.head_key("classifier.weight");
         let classes = checkpoint
             .tensors
-            .get("classifier.1.weight")
+            .get(&key)
             .map(|t| t.shape[0])
-            .with_context(|| format!("{} has no classifier (classifier.1.weight): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display()))?;
+            .with_context(|| format!("{} has no classifier ({key}): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display()))?;
         let names: Vec<String> = IMAGENET_CLASSES.lines().map(str::to_string).collect();
         let labels = if classes == names.len() {
             names
         } else {
             (0..classes).map(|i| i.to_string()).collect()
         };
-        (LabelMap { labels }, Recipe::imagenet(224))
+        (LabelMap { labels }, A::recipe(&dir, None)?)
     };
     recipe.check()?;
     let task = ImageClassification {
@@ -94,19 +101,30 @@ pub fn load_image_classifier(
         recipe,
         seed: 0,
     };
-    let body = task.adapt_body(MobileNetV2::from_config_file(&config_path, device)?);
+    let body = task.adapt_body(A::from_config_file(&config_path, device)?);
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
     super::eval::require_complete(&report, &dir)?;
+    let model = model.valid();
+    let same = model.clone();
     Ok(ImageClassifier {
-        model: model.valid(),
+        run: Box::new(move |task, split, batch_size, device| {
+            predict(&model, task, split, batch_size, None, device)
+        }),
+        forward: Box::new(move |x| same.head.forward(same.features(Flow::Maps(x), 0))),
         task,
         source: dir,
     })
 }
 
 impl ImageClassifier {
+    /// Logits `[batch, labels]` of images already preprocessed with
+    /// [`ImageClassifier::task`]'s recipe, `[batch, 3, side, side]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        (self.forward)(images)
+    }
+
     /// Logits of each image, in order; an image that will not decode is an error naming it.
     pub fn logits(
         &self,
@@ -124,14 +142,7 @@ impl ImageClassifier {
             })
             .collect();
         let (split, _) = load_split(&self.task, &examples, "the images", Augment::None, false)?;
-        Ok(predict(
-            &self.model,
-            &self.task,
-            &split,
-            batch_size,
-            None,
-            device,
-        ))
+        Ok((self.run)(&self.task, &split, batch_size, device))
     }
 
     /// The `top_k` most likely labels of each image.
@@ -174,7 +185,7 @@ impl ImageClassifier {
         device: &Device,
     ) -> Result<Metrics> {
         let (split, _) = load_split(&self.task, examples, file, Augment::None, false)?;
-        let outputs = predict(&self.model, &self.task, &split, batch_size, None, device);
+        let outputs = (self.run)(&self.task, &split, batch_size, device);
         Ok(self.task.metrics(&split, &outputs))
     }
 }

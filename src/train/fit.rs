@@ -178,6 +178,9 @@ pub fn fit<A: Architecture, T: Task>(
         let trainable = config.strategy.trainable(n, epoch);
         let frozen = config.strategy.frozen_prefix(n, epoch);
         model = model.set_trainable(&trainable);
+        if config.bn == crate::models::BatchNormMode::Frozen {
+            model = model.freeze_batch_norm();
+        }
         task.start_epoch(&train, epoch);
         if !cache_wanted(config, frozen) || task.augmented(&train) {
             caches.extend(active.take().map(|c| c.use_));

@@ -37,11 +37,10 @@ pub use fit::TrainOutcome;
 pub use progress::{Observer, Quiet, StepLine};
 
 use crate::cost::run::Phases;
-use crate::data::preprocess::Recipe;
 use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
 use crate::models::bert::Bert;
-use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::vision;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
@@ -124,12 +123,13 @@ fn dispatch(
         (TextClassification::NAME, "bert") => {
             text_classification::<Bert>(config, model_dir, resumed, device, started, obs)
         }
-        (ImageClassification::NAME, "mobilenet_v2") => {
-            image_classification::<MobileNetV2>(config, model_dir, resumed, device, started, obs)
+        (ImageClassification::NAME, family) if vision::is_image_family(family) => {
+            crate::with_image_family!(family, A => image_classification::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is an image family"))
         }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
-             (supported: text-classification with bert; image-classification with mobilenet_v2)"
+             (supported: text-classification with bert; image-classification with {})",
+            vision::IMAGE_FAMILIES.join(", ")
         ),
     }
 }
@@ -161,46 +161,46 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
     family_of(&eval::exported_model(model), arch)
         .ok()
-        .filter(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
+        .filter(|f| vision::is_image_family(f))
 }
 
-/// The family of `model`: `--arch` when given, else the directory's
-/// `config.json`; a bare weights file needs `--arch`.
+/// The family of `model`: `--arch` when given (a family or one of its
+/// variants: `resnet50`), else the directory's `config.json`; a bare
+/// weights file's family comes from its tensor names, else needs `--arch`.
 pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
     if let Some(arch) = arch {
-        let arch = arch.trim().to_ascii_lowercase().replace('-', "_");
-        if !crate::models::SUPPORTED.contains(&arch.as_str()) {
-            bail!(
-                "--arch {arch} is not a family this build implements (supported: {})",
-                crate::models::SUPPORTED.join(", ")
-            );
+        let name = arch.trim().to_ascii_lowercase().replace('-', "_");
+        if let Some(family) = vision::family_for_arch(&name) {
+            return Ok(family.to_string());
         }
-        return Ok(arch);
+        if crate::models::SUPPORTED.contains(&name.as_str()) {
+            return Ok(name);
+        }
+        bail!(
+            "--arch {arch} is not a family this build implements (image families: {})",
+            vision::arch_names().join(", ")
+        );
     }
     if model.is_file() {
         if let Some(family) = infer_family(model) {
             return Ok(family);
         }
         bail!(
-            "{} is a bare weights file with no config.json: say which family it is with --arch \
-             (one of {})",
+            "{} is a bare weights file with no config.json and its tensor names match no family's \
+             reference layout: say which family it is with --arch (one of {})",
             model.display(),
-            crate::models::SUPPORTED.join(", ")
+            vision::arch_names().join(", ")
         );
     }
     crate::models::model_type(model)
 }
 
-/// The family of a bare weights file from its tensor names, when they are
-/// unmistakable (torchvision's MobileNetV2: `features.18.0.weight` and
-/// inverted residual blocks `features.N.conv...`).
+/// The family of a bare weights file from its tensor names, when exactly
+/// one image family recognises them ([`vision::family_from_names`]).
 fn infer_family(file: &Path) -> Option<String> {
     let c = crate::hub::Checkpoint::load_file(file).ok()?;
-    let has = |k: &str| c.tensors.contains_key(k);
-    (has("features.18.0.weight")
-        && has("features.1.conv.0.0.weight")
-        && has("features.17.conv.2.weight"))
-    .then(|| crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE.to_string())
+    let names: Vec<&str> = c.tensors.keys().map(String::as_str).collect();
+    vision::family_from_names(&names).map(str::to_string)
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.
@@ -220,7 +220,7 @@ fn image_classification<A: Architecture>(
         Some(state) => state,
         None => ImageTaskState {
             labels: LabelMap::from_examples(&train_examples)?,
-            recipe: Recipe::imagenet(config.image_size.unwrap_or(224)),
+            recipe: A::recipe(model_dir, config.image_size)?,
         },
     };
     state.recipe.check()?;
