@@ -18,6 +18,7 @@ pub mod bert;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod state;
+pub mod vgg;
 
 use std::ops::Range;
 
@@ -199,6 +200,22 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     fn head_key(&self, path: &str) -> String {
         path.to_string()
     }
+
+    /// `checkpoint` under the family's reference names when it uses
+    /// another naming the family knows (Keras names for VGG16); `None`
+    /// when it needs no renaming.
+    fn reference_checkpoint(
+        &self,
+        _checkpoint: &crate::hub::Checkpoint,
+    ) -> Option<crate::hub::Checkpoint> {
+        None
+    }
+
+    /// The preprocessing the pretrained weights were trained with, for
+    /// crops of `crop` pixels (image families).
+    fn pretrained_recipe(&self, crop: u32) -> crate::data::preprocess::Recipe {
+        crate::data::preprocess::Recipe::imagenet(crop)
+    }
 }
 
 /// What can sit on a body: any module (burn's derive also wants it displayable).
@@ -320,7 +337,7 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16"];
 
 #[cfg(test)]
 mod tests {
