@@ -116,10 +116,46 @@ pub fn train_steps(
 }
 
 /// Times training steps of each strategy on `batch` images of `size` x
-/// `size` pixels (seeded noise) through an image family (MobileNetV2):
-/// `model` is a weights file (with its family's defaults), a model
-/// directory, or nothing (scratch weights; speed does not depend on them).
+/// `size` pixels (seeded noise) through the image family `family`
+/// (`mobilenet_v2`, `vgg16`): `model` is a weights file (with its family's
+/// defaults), a model directory, or nothing (scratch weights; speed does
+/// not depend on them).
 pub fn image_steps(
+    family: &str,
+    model: Option<&Path>,
+    size: u32,
+    strategies: &[Strategy],
+    shape: StepShape,
+    peak: &Peak,
+    device: &Device,
+) -> Result<Vec<BenchResult>> {
+    use crate::models::mobilenet_v2::MobileNetV2;
+    use crate::models::vgg::Vgg16;
+    let train_device = device.clone().autodiff();
+    match family {
+        "mobilenet_v2" => {
+            let config = match model {
+                Some(m) => MobileNetV2::config_of(m)?,
+                None => Default::default(),
+            };
+            let body = MobileNetV2::new(&config, &train_device)?;
+            image_steps_of(body, model, size, strategies, shape, peak, device)
+        }
+        "vgg16" => {
+            // without weights, the conv base the compare tunes
+            let config = match model {
+                Some(m) => Vgg16::config_of(m)?,
+                None => crate::models::vgg::Vgg16Config::conv_base(),
+            };
+            let body = Vgg16::new(&config, &train_device)?;
+            image_steps_of(body, model, size, strategies, shape, peak, device)
+        }
+        other => bail!("bench: `{other}` is not an image family (mobilenet_v2, vgg16)"),
+    }
+}
+
+fn image_steps_of<A: Architecture>(
+    body: A,
     model: Option<&Path>,
     size: u32,
     strategies: &[Strategy],
@@ -128,12 +164,10 @@ pub fn image_steps(
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
     use crate::data::preprocess::Recipe;
-    use crate::models::mobilenet_v2::MobileNetV2;
     use crate::tasks::image::{ImageClassification, ImageSplit};
     if shape.batch == 0 || shape.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    let train_device = device.clone().autodiff();
     let task = ImageClassification {
         labels: LabelMap {
             labels: (0..10).map(|i| i.to_string()).collect(),
@@ -142,11 +176,7 @@ pub fn image_steps(
         seed: 0,
     };
     task.recipe.check()?;
-    let config = match model {
-        Some(m) => MobileNetV2::config_of(m)?,
-        None => Default::default(),
-    };
-    let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
+    let body = task.adapt_body(body);
     let mut rng = SeededRng::new(0);
     let images = (0..shape.batch)
         .map(|_| {

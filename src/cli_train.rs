@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// bare weights file (.pth, .safetensors) with --arch.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
-    /// The family of a bare weights file: mobilenet_v2.
+    /// The family of a bare weights file: mobilenet_v2 or vgg16.
     #[arg(long)]
     pub arch: Option<String>,
     /// scratch | full | freeze:N | head | lr-decay:F | gradual

@@ -76,7 +76,7 @@ enum Command {
         /// folder (one sub-folder per class) or a CSV/JSONL of image paths and labels.
         #[arg(long)]
         data: PathBuf,
-        /// The family of a bare weights file (mobilenet_v2).
+        /// The family of a bare weights file (mobilenet_v2, vgg16).
         #[arg(long)]
         arch: Option<String>,
         #[arg(long, default_value = "image")]
@@ -101,7 +101,7 @@ enum Command {
         /// a weights file with --arch.
         #[arg(long)]
         model: String,
-        /// The family of a bare weights file (mobilenet_v2).
+        /// The family of a bare weights file (mobilenet_v2, vgg16).
         #[arg(long)]
         arch: Option<String>,
         /// Labels per image in the output.
@@ -119,11 +119,11 @@ enum Command {
     },
     /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
     Bench {
-        /// A text model, or with --arch an image family (mobilenet_v2) and
+        /// A text model, or with --arch an image family (mobilenet_v2, vgg16) and
         /// optionally its weights file or directory.
         #[arg(long, default_value = "all-MiniLM-L6-v2")]
         model: String,
-        /// Benchmark an image family (mobilenet_v2) on --image-size images.
+        /// Benchmark an image family (mobilenet_v2, vgg16) on --image-size images.
         #[arg(long)]
         arch: Option<String>,
         #[arg(long, default_value_t = 224)]
@@ -310,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             let device = device()?;
             if let Some(family) = train::image_family(&model, arch.as_deref()) {
                 let loaded =
-                    train::eval_image::load_image_classifier(&model, Some(&family), &device)?;
+                    train::eval_image::open_image_classifier(&model, Some(&family), &device)?;
                 let label = label_column.unwrap_or_else(|| "label".into());
                 let list =
                     headstart::data::image_list::read(&data, &image_column, &label, skip_bad_rows)?;
@@ -411,10 +411,11 @@ fn run(cli: Cli) -> Result<()> {
                 warmup,
             };
             let results = match arch.as_deref() {
-                Some("mobilenet_v2") => {
+                Some(family @ ("mobilenet_v2" | "vgg16")) => {
                     let path = std::path::Path::new(&model);
                     let weights = (path.exists()).then_some(path);
                     headstart::bench::image_steps(
+                        family,
                         weights,
                         image_size,
                         &strategies,
@@ -423,7 +424,9 @@ fn run(cli: Cli) -> Result<()> {
                         &device,
                     )?
                 }
-                Some(other) => bail!("bench --arch {other}: image families are mobilenet_v2"),
+                Some(other) => {
+                    bail!("bench --arch {other}: image families are mobilenet_v2, vgg16")
+                }
                 None => headstart::bench::train_steps(&dir, &strategies, shape, &peak, &device)?,
             };
             for r in results {
@@ -710,7 +713,7 @@ fn predict_images(
     args: Vec<String>,
 ) -> Result<()> {
     let device = device()?;
-    let loaded = train::eval_image::load_image_classifier(model, arch, &device)?;
+    let loaded = train::eval_image::open_image_classifier(model, arch, &device)?;
     let mut images: Vec<PathBuf> = Vec::new();
     if let Some(f) = &file {
         let list = if f.is_dir() {

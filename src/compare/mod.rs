@@ -239,12 +239,19 @@ pub fn compare(
     let is_image = base.task == ImageClassification::NAME;
     let groups = if is_image {
         let family = train::family_of(&model_dir, base.arch.as_deref())?;
-        if family != MobileNetV2::MODEL_TYPE {
-            bail!("image-classification compares image families (mobilenet_v2), not `{family}`");
+        let config = model_dir.join("config.json");
+        match family.as_str() {
+            "mobilenet_v2" => MobileNetV2::from_config_file(&config, device)?
+                .groups()
+                .len(),
+            "vgg16" => crate::models::vgg::Vgg16::from_config_file(&config, device)?
+                .groups()
+                .len(),
+            _ => bail!(
+                "image-classification compares image families ({}), not `{family}`",
+                train::IMAGE_FAMILIES.join(", ")
+            ),
         }
-        MobileNetV2::from_config_file(&model_dir.join("config.json"), device)?
-            .groups()
-            .len()
     } else {
         Bert::from_config_file(&model_dir.join("config.json"), device)?
             .groups()
@@ -376,7 +383,7 @@ pub fn compare(
                         let started = std::time::Instant::now();
                         let test_file = test_path.display().to_string();
                         let metrics = if is_image {
-                            train::eval_image::load_image_classifier(
+                            train::eval_image::open_image_classifier(
                                 &outcome.model_dir,
                                 None,
                                 device,

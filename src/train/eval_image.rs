@@ -1,8 +1,8 @@
 //! A trained (or pretrained) image classifier for `eval`, `predict` and
 //! `compare`: an exported run (`config.json` with `id2label` and the image
 //! recipe, `model.safetensors`), or a bare pretrained file with its own
-//! classifier (torchvision's ImageNet MobileNetV2: 1000 ImageNet classes,
-//! named from the class list torchvision ships).
+//! classifier (torchvision's ImageNet MobileNetV2 or VGG16: 1000 ImageNet
+//! classes, named from the class list torchvision ships).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,7 @@ use crate::data::table::Example;
 use crate::hub::Checkpoint;
 use crate::models::mobilenet_v2::MobileNetV2;
 use crate::models::state::{self, Source};
+use crate::models::vgg::Vgg16;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{
@@ -28,11 +29,75 @@ use crate::tasks::image::{ImageClassification, load_split};
 /// ImageNet-1k class names in index order (torchvision's list).
 pub const IMAGENET_CLASSES: &str = include_str!("../models/data/imagenet_classes.txt");
 
-/// A loaded image classifier.
-pub struct ImageClassifier {
-    pub model: TaskModel<MobileNetV2, ClassificationHead>,
+/// A loaded image classifier of family `A`.
+pub struct ImageClassifier<A: Architecture = MobileNetV2> {
+    pub model: TaskModel<A, ClassificationHead>,
     pub task: ImageClassification,
     pub source: PathBuf,
+}
+
+/// An image classifier of whichever family the model is.
+pub enum AnyImageClassifier {
+    MobileNetV2(ImageClassifier<MobileNetV2>),
+    Vgg16(ImageClassifier<Vgg16>),
+}
+
+/// Loads `model` ([`load_image_classifier`]) as the family it is.
+pub fn open_image_classifier(
+    model: &Path,
+    arch: Option<&str>,
+    device: &Device,
+) -> Result<AnyImageClassifier> {
+    let dir = super::eval::exported_model(model);
+    let family = super::family_of(&dir, arch)?;
+    Ok(match family.as_str() {
+        "mobilenet_v2" => {
+            AnyImageClassifier::MobileNetV2(load_image_classifier(model, Some(&family), device)?)
+        }
+        "vgg16" => AnyImageClassifier::Vgg16(load_image_classifier(model, Some(&family), device)?),
+        other => bail!(
+            "{} is a `{other}` model, not an image classifier this build implements ({})",
+            dir.display(),
+            super::IMAGE_FAMILIES.join(", ")
+        ),
+    })
+}
+
+impl AnyImageClassifier {
+    /// See [`ImageClassifier::predict`].
+    pub fn predict(
+        &self,
+        images: &[PathBuf],
+        top_k: usize,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<ImagePrediction>> {
+        match self {
+            Self::MobileNetV2(c) => c.predict(images, top_k, batch_size, device),
+            Self::Vgg16(c) => c.predict(images, top_k, batch_size, device),
+        }
+    }
+
+    /// See [`ImageClassifier::evaluate`].
+    pub fn evaluate(
+        &self,
+        examples: &[Example],
+        file: &str,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Metrics> {
+        match self {
+            Self::MobileNetV2(c) => c.evaluate(examples, file, batch_size, device),
+            Self::Vgg16(c) => c.evaluate(examples, file, batch_size, device),
+        }
+    }
+
+    pub fn task(&self) -> &ImageClassification {
+        match self {
+            Self::MobileNetV2(c) => &c.task,
+            Self::Vgg16(c) => &c.task,
+        }
+    }
 }
 
 /// One image's prediction.
@@ -44,23 +109,26 @@ pub struct ImagePrediction {
     pub top: Vec<(String, f64)>,
 }
 
-/// Loads `model`: a run directory (its `model/`), an exported directory,
-/// or a bare weights file of family `arch` whose classifier is ImageNet's.
-pub fn load_image_classifier(
+/// Loads `model` as family `A`: a run directory (its `model/`), an
+/// exported directory, or a bare weights file of family `arch` whose
+/// classifier is ImageNet's.
+pub fn load_image_classifier<A: Architecture>(
     model: &Path,
     arch: Option<&str>,
     device: &Device,
-) -> Result<ImageClassifier> {
+) -> Result<ImageClassifier<A>> {
     let dir = super::eval::exported_model(model);
     let family = super::family_of(&dir, arch)?;
-    if family != MobileNetV2::MODEL_TYPE {
+    if family != A::MODEL_TYPE {
         bail!(
-            "{} is a `{family}` model, not an image classifier this build implements (mobilenet_v2)",
-            dir.display()
+            "{} is a `{family}` model, not a `{}` image classifier",
+            dir.display(),
+            A::MODEL_TYPE
         );
     }
     let checkpoint = Checkpoint::open(&dir)?;
     let config_path = dir.join("config.json");
+    let base = A::from_config_file(&config_path, device)?;
     let (labels, recipe) = if dir.is_dir() {
         let raw: serde_json::Value = read_json(&config_path)?;
         let labels = labels_from_config(&raw, &config_path.display().to_string())?;
@@ -75,18 +143,19 @@ pub fn load_image_classifier(
         };
         (labels, recipe)
     } else {
+        let head_key = base.head_key("classifier.weight");
         let classes = checkpoint
             .tensors
-            .get("classifier.1.weight")
+            .get(&head_key)
             .map(|t| t.shape[0])
-            .with_context(|| format!("{} has no classifier (classifier.1.weight): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display()))?;
+            .with_context(|| format!("{} has no classifier ({head_key}): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display()))?;
         let names: Vec<String> = IMAGENET_CLASSES.lines().map(str::to_string).collect();
         let labels = if classes == names.len() {
             names
         } else {
             (0..classes).map(|i| i.to_string()).collect()
         };
-        (LabelMap { labels }, Recipe::imagenet(224))
+        (LabelMap { labels }, base.pretrained_recipe(224))
     };
     recipe.check()?;
     let task = ImageClassification {
@@ -94,7 +163,7 @@ pub fn load_image_classifier(
         recipe,
         seed: 0,
     };
-    let body = task.adapt_body(MobileNetV2::from_config_file(&config_path, device)?);
+    let body = task.adapt_body(base);
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
@@ -106,7 +175,7 @@ pub fn load_image_classifier(
     })
 }
 
-impl ImageClassifier {
+impl<A: Architecture> ImageClassifier<A> {
     /// Logits of each image, in order; an image that will not decode is an error naming it.
     pub fn logits(
         &self,

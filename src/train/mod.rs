@@ -42,6 +42,7 @@ use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::vgg::Vgg16;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
@@ -127,9 +128,13 @@ fn dispatch(
         (ImageClassification::NAME, "mobilenet_v2") => {
             image_classification::<MobileNetV2>(config, model_dir, resumed, device, started, obs)
         }
+        (ImageClassification::NAME, "vgg16") => {
+            image_classification::<Vgg16>(config, model_dir, resumed, device, started, obs)
+        }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
-             (supported: text-classification with bert; image-classification with mobilenet_v2)"
+             (supported: text-classification with bert; image-classification with {})",
+            IMAGE_FAMILIES.join(", ")
         ),
     }
 }
@@ -161,8 +166,11 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
     family_of(&eval::exported_model(model), arch)
         .ok()
-        .filter(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
+        .filter(|f| IMAGE_FAMILIES.contains(&f.as_str()))
 }
+
+/// The image families this build implements, by `model_type`.
+pub const IMAGE_FAMILIES: &[&str] = &[MobileNetV2::MODEL_TYPE, Vgg16::MODEL_TYPE];
 
 /// The family of `model`: `--arch` when given, else the directory's
 /// `config.json`; a bare weights file needs `--arch`.
@@ -193,14 +201,19 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
 
 /// The family of a bare weights file from its tensor names, when they are
 /// unmistakable (torchvision's MobileNetV2: `features.18.0.weight` and
-/// inverted residual blocks `features.N.conv...`).
+/// inverted residual blocks `features.N.conv...`; VGG16: torchvision's
+/// `features.N` convolutions at configuration D's indices, or Keras'
+/// `block{b}_conv{n}` names).
 fn infer_family(file: &Path) -> Option<String> {
     let c = crate::hub::Checkpoint::load_file(file).ok()?;
     let has = |k: &str| c.tensors.contains_key(k);
-    (has("features.18.0.weight")
+    if has("features.18.0.weight")
         && has("features.1.conv.0.0.weight")
-        && has("features.17.conv.2.weight"))
-    .then(|| crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE.to_string())
+        && has("features.17.conv.2.weight")
+    {
+        return Some(MobileNetV2::MODEL_TYPE.to_string());
+    }
+    crate::models::vgg::recognises(&c).then(|| Vgg16::MODEL_TYPE.to_string())
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.
@@ -218,10 +231,19 @@ fn image_classification<A: Architecture>(
     let (train_examples, val_examples, skipped_rows, data_sha256) = read_image_data(config)?;
     let state = match restored_state(&resumed, &data_sha256, "label names or image recipe")? {
         Some(state) => state,
-        None => ImageTaskState {
-            labels: LabelMap::from_examples(&train_examples)?,
-            recipe: Recipe::imagenet(config.image_size.unwrap_or(224)),
-        },
+        None => {
+            // the input the pretrained weights were trained with; scratch
+            // training takes torchvision's normalisation
+            let crop = config.image_size.unwrap_or(224);
+            ImageTaskState {
+                labels: LabelMap::from_examples(&train_examples)?,
+                recipe: if config.strategy.uses_pretrained_weights() {
+                    body.pretrained_recipe(crop)
+                } else {
+                    Recipe::imagenet(crop)
+                },
+            }
+        }
     };
     state.recipe.check()?;
     let task = ImageClassification {
