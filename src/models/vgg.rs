@@ -204,8 +204,9 @@ impl Vgg16Config {
 /// 1-D bias); `None` when `c` has none. Other tensors (a Keras model's own
 /// head) keep their names and are reported as unused when loading.
 pub fn keras_to_torchvision(c: &Checkpoint) -> Option<Checkpoint> {
-    let mut found: BTreeMap<(usize, usize), (Option<&HostTensor>, Option<&HostTensor>)> =
-        BTreeMap::new();
+    // (block, conv) -> (kernel, bias)
+    type Found<'a> = BTreeMap<(usize, usize), (Option<&'a HostTensor>, Option<&'a HostTensor>)>;
+    let mut found: Found<'_> = BTreeMap::new();
     let mut rest = BTreeMap::new();
     for (name, t) in &c.tensors {
         match keras_conv(name) {

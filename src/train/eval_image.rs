@@ -36,7 +36,9 @@ pub struct ImageClassifier<A: Architecture = MobileNetV2> {
     pub source: PathBuf,
 }
 
-/// An image classifier of whichever family the model is.
+/// An image classifier of whichever family the model is (one per command,
+/// so the variants' size difference does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum AnyImageClassifier {
     MobileNetV2(ImageClassifier<MobileNetV2>),
     Vgg16(ImageClassifier<Vgg16>),

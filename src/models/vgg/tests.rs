@@ -311,11 +311,8 @@ fn keras_names_map_onto_torchvision() {
     let renamed = keras_to_torchvision(&ck).unwrap();
     let w = &renamed.tensors["features.0.weight"];
     assert_eq!(w.shape, [4, 2, 3, 3]);
-    // OIHW [o=1, i=0, y=2, x=1] is HWIO [2, 1, 0, 1]
-    assert_eq!(
-        w.data[((1 * 2) * 3 + 2) * 3 + 1],
-        hwio[((2 * 3 + 1) * 2) * 4 + 1]
-    );
+    // OIHW [o=1, i=0, y=2, x=1] (flat ((o * 2 + i) * 3 + y) * 3 + x) is HWIO [2, 1, 0, 1]
+    assert_eq!(w.data[(2 * 3 + 2) * 3 + 1], hwio[((2 * 3 + 1) * 2) * 4 + 1]);
     assert_eq!(renamed.tensors["features.0.bias"].data, [1., 2., 3., 4.]);
     assert_eq!(renamed.tensors["features.2.weight"].shape, [5, 4, 3, 3]);
     assert!(renamed.tensors.contains_key("dense/kernel:0"));
