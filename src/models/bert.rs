@@ -758,6 +758,7 @@ mod tests {
                 .collect(),
             files: vec![],
             notes: vec![],
+            graph: None,
         };
         let fresh = scratch(&c, true, 99);
         let (again, report) = state::load(fresh, Source::Exact(&checkpoint), 0).unwrap();

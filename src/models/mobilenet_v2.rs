@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
+use crate::hub::Checkpoint;
 
 /// The published block table: expansion t, output channels c, repeats n,
 /// first stride s.
@@ -298,14 +299,14 @@ impl Architecture for MobileNetV2 {
         Self::new(&MobileNetV2Config::default(), device)
     }
 
-    fn recognises(names: &[&str]) -> bool {
+    fn recognises(checkpoint: &Checkpoint) -> bool {
         [
             "features.18.0.weight",
             "features.1.conv.0.0.weight",
             "features.17.conv.2.weight",
         ]
         .iter()
-        .all(|k| names.contains(k))
+        .all(|k| checkpoint.tensors.contains_key(*k))
     }
 
     fn groups(&self) -> Vec<Group> {

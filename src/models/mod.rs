@@ -18,6 +18,7 @@ pub mod bert;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod state;
+pub mod vgg;
 pub mod vision;
 
 use std::ops::Range;
@@ -249,10 +250,10 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// `resnet50`), beside its `model_type`.
     const ARCH_NAMES: &'static [&'static str] = &[];
 
-    /// Whether a bare weights file with these tensor names is unmistakably
-    /// this family in its reference layout (image families; used when no
-    /// `--arch` and no `config.json` say).
-    fn recognises(_names: &[&str]) -> bool {
+    /// Whether a bare weights file holding `checkpoint` is unmistakably
+    /// this family, from its tensor names and shapes (image families; used
+    /// when no `--arch` and no `config.json` say).
+    fn recognises(_checkpoint: &crate::hub::Checkpoint) -> bool {
         false
     }
 
@@ -260,6 +261,16 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// the head), where the family's reference names it otherwise.
     fn head_key(&self, path: &str) -> String {
         path.to_string()
+    }
+
+    /// `checkpoint` under the family's reference names when it uses
+    /// another naming the family knows (Keras names for VGG16); `None`
+    /// when it needs no renaming.
+    fn reference_checkpoint(
+        &self,
+        _checkpoint: &crate::hub::Checkpoint,
+    ) -> Option<crate::hub::Checkpoint> {
+        None
     }
 }
 
@@ -413,7 +424,7 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16"];
 
 #[cfg(test)]
 mod tests {

@@ -278,6 +278,8 @@ pub fn load<A: Architecture, H: Head>(
         Source::Overlay(c, t) => (Some(c), t, true),
     };
     let body = model.body.clone();
+    let renamed = checkpoint.and_then(|c| body.reference_checkpoint(c));
+    let checkpoint = renamed.as_ref().or(checkpoint);
     let mut loader = Loader {
         walk: Walk::default(),
         body: &body,

@@ -4,13 +4,14 @@
 //! `compare`, `bench`) pick the Rust type from a family name with
 //! [`with_image_family!`](crate::with_image_family); a bare weights file's
 //! family comes from `--arch` ([`family_for_arch`]) or from its tensor
-//! names ([`family_from_names`]). A new family adds one line to
+//! names ([`family_of_checkpoint`]). A new family adds one line to
 //! [`IMAGE_FAMILIES`] and one arm to the macro.
 
 use super::Architecture;
+use crate::hub::Checkpoint;
 
 /// Image families by `model_type`, in the order `--arch` help lists them.
-pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2"];
+pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2", "vgg16"];
 
 /// Runs `$body` with the type alias `$A` naming the image family whose
 /// `model_type` is `$family` (a `&str`), or evaluates `$other` for a name
@@ -21,6 +22,10 @@ macro_rules! with_image_family {
         match $family {
             "mobilenet_v2" => {
                 type $A = $crate::models::mobilenet_v2::MobileNetV2;
+                $body
+            }
+            "vgg16" => {
+                type $A = $crate::models::vgg::Vgg16;
                 $body
             }
             _ => $other,
@@ -54,11 +59,11 @@ pub fn arch_names() -> Vec<&'static str> {
     names
 }
 
-/// The image family whose reference layout has exactly these tensor names
+/// The image family that recognises a bare file's tensors
 /// ([`Architecture::recognises`]), when one and only one does.
-pub fn family_from_names(names: &[&str]) -> Option<&'static str> {
+pub fn family_of_checkpoint(checkpoint: &Checkpoint) -> Option<&'static str> {
     let mut found = IMAGE_FAMILIES.iter().copied().filter(
-        |&f| with_image_family!(f, A => <A as Architecture>::recognises(names), else false),
+        |&f| with_image_family!(f, A => <A as Architecture>::recognises(checkpoint), else false),
     );
     let first = found.next()?;
     found.next().is_none().then_some(first)
@@ -71,6 +76,7 @@ fn normalise(arch: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{DType, HostTensor};
 
     #[test]
     fn every_listed_family_dispatches_to_its_own_type() {
@@ -99,16 +105,28 @@ mod tests {
 
     #[test]
     fn mobilenet_names_are_recognised_and_others_not() {
-        let names = [
+        let names = |names: &[&str]| Checkpoint {
+            tensors: names
+                .iter()
+                .map(|n| {
+                    let t = HostTensor {
+                        shape: vec![1, 1, 1, 1],
+                        dtype: DType::F32,
+                        data: vec![0.0],
+                    };
+                    (n.to_string(), t)
+                })
+                .collect(),
+            ..Checkpoint::default()
+        };
+        let mobilenet = names(&[
             "features.18.0.weight",
             "features.1.conv.0.0.weight",
             "features.17.conv.2.weight",
             "classifier.1.weight",
-        ];
-        assert_eq!(family_from_names(&names), Some("mobilenet_v2"));
-        assert_eq!(
-            family_from_names(&["bert.embeddings.word_embeddings.weight"]),
-            None
-        );
+        ]);
+        assert_eq!(family_of_checkpoint(&mobilenet), Some("mobilenet_v2"));
+        let bert = names(&["bert.embeddings.word_embeddings.weight"]);
+        assert_eq!(family_of_checkpoint(&bert), None);
     }
 }

@@ -196,11 +196,10 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
 }
 
 /// The family of a bare weights file from its tensor names, when exactly
-/// one image family recognises them ([`vision::family_from_names`]).
+/// one image family recognises them ([`vision::family_of_checkpoint`]).
 fn infer_family(file: &Path) -> Option<String> {
     let c = crate::hub::Checkpoint::load_file(file).ok()?;
-    let names: Vec<&str> = c.tensors.keys().map(String::as_str).collect();
-    vision::family_from_names(&names).map(str::to_string)
+    vision::family_of_checkpoint(&c).map(str::to_string)
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.
