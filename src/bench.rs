@@ -116,10 +116,12 @@ pub fn train_steps(
 }
 
 /// Times training steps of each strategy on `batch` images of `size` x
-/// `size` pixels (seeded noise) through an image family (MobileNetV2):
-/// `model` is a weights file (with its family's defaults), a model
-/// directory, or nothing (scratch weights; speed does not depend on them).
+/// `size` pixels (seeded noise) through image family `arch`
+/// (`mobilenet_v2`, `resnet18`, `resnet50`, or `resnet` with a weights
+/// file): `model` is a weights file or a model directory, or nothing
+/// (scratch weights of the named architecture; speed does not depend on them).
 pub fn image_steps(
+    arch: &str,
     model: Option<&Path>,
     size: u32,
     strategies: &[Strategy],
@@ -129,7 +131,8 @@ pub fn image_steps(
 ) -> Result<Vec<BenchResult>> {
     use crate::data::preprocess::Recipe;
     use crate::models::mobilenet_v2::MobileNetV2;
-    use crate::tasks::image::{ImageClassification, ImageSplit};
+    use crate::models::resnet::{ResNet, ResNetConfig};
+    use crate::tasks::image::ImageClassification;
     if shape.batch == 0 || shape.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
@@ -142,11 +145,47 @@ pub fn image_steps(
         seed: 0,
     };
     task.recipe.check()?;
-    let config = match model {
-        Some(m) => MobileNetV2::config_of(m)?,
-        None => Default::default(),
-    };
-    let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
+    match (arch, model) {
+        ("mobilenet_v2", _) => {
+            let config = match model {
+                Some(m) => MobileNetV2::config_of(m)?,
+                None => Default::default(),
+            };
+            let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
+            image_steps_with(body, &task, model, strategies, shape, peak, device)
+        }
+        ("resnet" | "resnet18" | "resnet50", Some(m)) => {
+            let body = task.adapt_body(ResNet::new(&ResNet::config_of(m)?, &train_device)?);
+            image_steps_with(body, &task, model, strategies, shape, peak, device)
+        }
+        ("resnet18" | "resnet50", None) => {
+            let config = if arch == "resnet18" {
+                ResNetConfig::resnet18()
+            } else {
+                ResNetConfig::resnet50()
+            };
+            let body = task.adapt_body(ResNet::new(&config, &train_device)?);
+            image_steps_with(body, &task, model, strategies, shape, peak, device)
+        }
+        (other, _) => bail!(
+            "bench --arch {other}: image families are mobilenet_v2, resnet18, resnet50 \
+             (or resnet with a weights file)"
+        ),
+    }
+}
+
+/// [`image_steps`] with the body built.
+fn image_steps_with<A: Architecture>(
+    body: A,
+    task: &crate::tasks::image::ImageClassification,
+    model: Option<&Path>,
+    strategies: &[Strategy],
+    shape: StepShape,
+    peak: &Peak,
+    device: &Device,
+) -> Result<Vec<BenchResult>> {
+    use crate::tasks::image::ImageSplit;
+    let size = task.recipe.crop;
     let mut rng = SeededRng::new(0);
     let images = (0..shape.batch)
         .map(|_| {
@@ -164,7 +203,7 @@ pub fn image_steps(
     let checkpoint = model.map(Checkpoint::open).transpose()?;
     time_strategies(
         body,
-        &task,
+        task,
         &split,
         checkpoint.as_ref(),
         strategies,

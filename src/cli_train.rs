@@ -24,7 +24,8 @@ pub struct TrainArgs {
     /// bare weights file (.pth, .safetensors) with --arch.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
-    /// The family of a bare weights file: mobilenet_v2.
+    /// The family of a bare weights file: mobilenet_v2, resnet18, resnet50
+    /// (inferred from the tensor names when they are unmistakable).
     #[arg(long)]
     pub arch: Option<String>,
     /// scratch | full | freeze:N | head | lr-decay:F | gradual

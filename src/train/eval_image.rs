@@ -1,8 +1,8 @@
 //! A trained (or pretrained) image classifier for `eval`, `predict` and
 //! `compare`: an exported run (`config.json` with `id2label` and the image
 //! recipe, `model.safetensors`), or a bare pretrained file with its own
-//! classifier (torchvision's ImageNet MobileNetV2: 1000 ImageNet classes,
-//! named from the class list torchvision ships).
+//! classifier (torchvision's ImageNet MobileNetV2 or ResNet: 1000 ImageNet
+//! classes, named from the class list torchvision ships).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,7 @@ use crate::data::preprocess::{Augment, Recipe};
 use crate::data::table::Example;
 use crate::hub::Checkpoint;
 use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::resnet::ResNet;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
@@ -30,9 +31,25 @@ pub const IMAGENET_CLASSES: &str = include_str!("../models/data/imagenet_classes
 
 /// A loaded image classifier.
 pub struct ImageClassifier {
-    pub model: TaskModel<MobileNetV2, ClassificationHead>,
+    pub model: ImageModel,
     pub task: ImageClassification,
     pub source: PathBuf,
+}
+
+/// A classifier of one of the image families.
+pub enum ImageModel {
+    MobileNetV2(TaskModel<MobileNetV2, ClassificationHead>),
+    ResNet(TaskModel<ResNet, ClassificationHead>),
+}
+
+/// Runs `$body` with `$m` bound to the family's model.
+macro_rules! with_model {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            ImageModel::MobileNetV2($m) => $body,
+            ImageModel::ResNet($m) => $body,
+        }
+    };
 }
 
 /// One image's prediction.
@@ -53,13 +70,37 @@ pub fn load_image_classifier(
 ) -> Result<ImageClassifier> {
     let dir = super::eval::exported_model(model);
     let family = super::family_of(&dir, arch)?;
-    if family != MobileNetV2::MODEL_TYPE {
-        bail!(
-            "{} is a `{family}` model, not an image classifier this build implements (mobilenet_v2)",
-            dir.display()
-        );
+    match family.as_str() {
+        "mobilenet_v2" => {
+            let (model, task) = load_family::<MobileNetV2>(&dir, device)?;
+            Ok(ImageClassifier {
+                model: ImageModel::MobileNetV2(model),
+                task,
+                source: dir,
+            })
+        }
+        "resnet" => {
+            let (model, task) = load_family::<ResNet>(&dir, device)?;
+            Ok(ImageClassifier {
+                model: ImageModel::ResNet(model),
+                task,
+                source: dir,
+            })
+        }
+        _ => bail!(
+            "{} is a `{family}` model, not an image classifier this build implements ({})",
+            dir.display(),
+            super::IMAGE_FAMILIES.join(", ")
+        ),
     }
-    let checkpoint = Checkpoint::open(&dir)?;
+}
+
+/// The classifier of family `A` in `dir` (a directory or a bare file).
+fn load_family<A: Architecture>(
+    dir: &Path,
+    device: &Device,
+) -> Result<(TaskModel<A, ClassificationHead>, ImageClassification)> {
+    let checkpoint = Checkpoint::open(dir)?;
     let config_path = dir.join("config.json");
     let (labels, recipe) = if dir.is_dir() {
         let raw: serde_json::Value = read_json(&config_path)?;
@@ -75,11 +116,13 @@ pub fn load_image_classifier(
         };
         (labels, recipe)
     } else {
-        let classes = checkpoint
-            .tensors
-            .get("classifier.1.weight")
+        let body = A::from_config_file(&config_path, device)?;
+        let key = state::key_of(&body, "head.classifier.weight", "Linear", "weight");
+        let classes = std::iter::once(&key.key)
+            .chain(&key.renamings)
+            .find_map(|k| checkpoint.tensors.get(k))
             .map(|t| t.shape[0])
-            .with_context(|| format!("{} has no classifier (classifier.1.weight): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display()))?;
+            .with_context(|| format!("{} has no classifier ({}): a base network cannot predict labels; train one with `headstart train --task image-classification`", dir.display(), key.key))?;
         let names: Vec<String> = IMAGENET_CLASSES.lines().map(str::to_string).collect();
         let labels = if classes == names.len() {
             names
@@ -94,16 +137,12 @@ pub fn load_image_classifier(
         recipe,
         seed: 0,
     };
-    let body = task.adapt_body(MobileNetV2::from_config_file(&config_path, device)?);
+    let body = task.adapt_body(A::from_config_file(&config_path, device)?);
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
-    super::eval::require_complete(&report, &dir)?;
-    Ok(ImageClassifier {
-        model: model.valid(),
-        task,
-        source: dir,
-    })
+    super::eval::require_complete(&report, dir)?;
+    Ok((model.valid(), task))
 }
 
 impl ImageClassifier {
@@ -124,14 +163,14 @@ impl ImageClassifier {
             })
             .collect();
         let (split, _) = load_split(&self.task, &examples, "the images", Augment::None, false)?;
-        Ok(predict(
-            &self.model,
+        Ok(with_model!(&self.model, m => predict(
+            m,
             &self.task,
             &split,
             batch_size,
             None,
             device,
-        ))
+        )))
     }
 
     /// The `top_k` most likely labels of each image.
@@ -174,7 +213,8 @@ impl ImageClassifier {
         device: &Device,
     ) -> Result<Metrics> {
         let (split, _) = load_split(&self.task, examples, file, Augment::None, false)?;
-        let outputs = predict(&self.model, &self.task, &split, batch_size, None, device);
+        let outputs =
+            with_model!(&self.model, m => predict(m, &self.task, &split, batch_size, None, device));
         Ok(self.task.metrics(&split, &outputs))
     }
 }

@@ -42,6 +42,7 @@ use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::resnet::ResNet;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
@@ -127,9 +128,13 @@ fn dispatch(
         (ImageClassification::NAME, "mobilenet_v2") => {
             image_classification::<MobileNetV2>(config, model_dir, resumed, device, started, obs)
         }
+        (ImageClassification::NAME, "resnet") => {
+            image_classification::<ResNet>(config, model_dir, resumed, device, started, obs)
+        }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
-             (supported: text-classification with bert; image-classification with mobilenet_v2)"
+             (supported: text-classification with bert; image-classification with mobilenet_v2, \
+             resnet)"
         ),
     }
 }
@@ -161,17 +166,26 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
     family_of(&eval::exported_model(model), arch)
         .ok()
-        .filter(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
+        .filter(|f| IMAGE_FAMILIES.contains(&f.as_str()))
 }
 
-/// The family of `model`: `--arch` when given, else the directory's
-/// `config.json`; a bare weights file needs `--arch`.
+/// The image families this build implements, by `model_type`.
+pub const IMAGE_FAMILIES: &[&str] = &[MobileNetV2::MODEL_TYPE, ResNet::MODEL_TYPE];
+
+/// The family of `model`: `--arch` when given (a family, or a variant such
+/// as `resnet18` whose sizes the weights give), else the directory's
+/// `config.json`; a bare weights file needs `--arch` unless its tensor
+/// names are unmistakable.
 pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
     if let Some(arch) = arch {
         let arch = arch.trim().to_ascii_lowercase().replace('-', "_");
+        let arch = crate::models::timm_family(&arch)
+            .map(str::to_string)
+            .unwrap_or(arch);
         if !crate::models::SUPPORTED.contains(&arch.as_str()) {
             bail!(
-                "--arch {arch} is not a family this build implements (supported: {})",
+                "--arch {arch} is not a family this build implements (supported: {}; \
+                 resnet18, resnet34, resnet50, resnet101 and resnet152 name the resnet family)",
                 crate::models::SUPPORTED.join(", ")
             );
         }
@@ -193,14 +207,28 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
 
 /// The family of a bare weights file from its tensor names, when they are
 /// unmistakable (torchvision's MobileNetV2: `features.18.0.weight` and
-/// inverted residual blocks `features.N.conv...`).
+/// inverted residual blocks `features.N.conv...`; a ResNet in torchvision's
+/// and timm's naming, `conv1.weight`, `bn1.running_var` and
+/// `layer1.0.conv1.weight`, or in transformers', whose stem is
+/// `resnet.embedder.embedder.convolution.weight`).
 fn infer_family(file: &Path) -> Option<String> {
     let c = crate::hub::Checkpoint::load_file(file).ok()?;
     let has = |k: &str| c.tensors.contains_key(k);
-    (has("features.18.0.weight")
+    if has("features.18.0.weight")
         && has("features.1.conv.0.0.weight")
-        && has("features.17.conv.2.weight"))
-    .then(|| crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE.to_string())
+        && has("features.17.conv.2.weight")
+    {
+        return Some(MobileNetV2::MODEL_TYPE.to_string());
+    }
+    let torchvision_resnet =
+        has("conv1.weight") && has("bn1.running_var") && has("layer1.0.conv1.weight");
+    let hf_resnet = ["resnet.", ""].iter().any(|p| {
+        has(&format!("{p}embedder.embedder.convolution.weight"))
+            && has(&format!(
+                "{p}encoder.stages.0.layers.0.layer.0.convolution.weight"
+            ))
+    });
+    (torchvision_resnet || hf_resnet).then(|| ResNet::MODEL_TYPE.to_string())
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.
@@ -583,4 +611,126 @@ fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize,
     };
     let (train, val, skipped) = split_examples(config, train_path, read, "examples", |_, _| {})?;
     Ok((train, val, skipped, hex(hasher.finalize().as_slice())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/vision")
+            .join(name)
+    }
+
+    #[test]
+    fn resnet_files_and_directories_are_recognised() {
+        let tv = fixture("resnet_bottleneck_random.safetensors");
+        assert_eq!(family_of(&tv, None).unwrap(), "resnet");
+        assert_eq!(family_of(&tv, Some("ResNet50")).unwrap(), "resnet");
+        assert_eq!(family_of(&tv, Some("resnet18")).unwrap(), "resnet");
+        assert_eq!(
+            family_of(&fixture("resnet_hf_random"), None).unwrap(),
+            "resnet"
+        );
+        assert_eq!(
+            family_of(&fixture("mobilenet_v2_random.safetensors"), None).unwrap(),
+            "mobilenet_v2"
+        );
+        let e = family_of(&tv, Some("resnet19")).unwrap_err().to_string();
+        assert!(e.contains("resnet19") && e.contains("resnet"), "{e}");
+        // a timm directory: config.json names the architecture, the weights the sizes
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"architecture": "resnet50", "num_classes": 10,
+                "pretrained_cfg": {"input_size": [3, 96, 96]}}"#,
+        )
+        .unwrap();
+        std::fs::copy(&tv, dir.path().join("model.safetensors")).unwrap();
+        assert_eq!(family_of(dir.path(), None).unwrap(), "resnet");
+        let config = ResNet::config_of(dir.path()).unwrap();
+        assert_eq!(config.depths, vec![1, 2, 1, 1]);
+        assert_eq!(config.image_size, 96);
+    }
+
+    /// Two classes of 64x64 noise images, light and dark.
+    fn image_folder(root: &Path, per_class: usize) {
+        let mut rng = crate::models::params::SeededRng::new(5);
+        for (label, base) in [("dark", 40u8), ("light", 200u8)] {
+            let d = root.join(label);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..per_class {
+                let img = ::image::RgbImage::from_fn(64, 64, |_, _| {
+                    let v = (rng.next_u64() % 40) as u8;
+                    ::image::Rgb([base + v, base + v / 2, base])
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_torchvision_resnet_file_trains_exports_and_predicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        image_folder(&images, 6);
+        let out = dir.path().join("run");
+        let config = TrainConfig {
+            task: ImageClassification::NAME.into(),
+            model: fixture("resnet_basic_random.safetensors")
+                .display()
+                .to_string(),
+            arch: Some("resnet18".into()),
+            train: Some(images.clone()),
+            val_fraction: 0.34,
+            image_size: Some(64),
+            strategy: "freeze:2".parse().unwrap(),
+            epochs: Some(1),
+            batch_size: 4,
+            out: Some(out.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..TrainConfig::default()
+        };
+        let device = Device::default();
+        let outcome = train(config, &device, &mut Quiet).unwrap();
+        let model = outcome.model_dir;
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(written["model_type"], "resnet");
+        assert_eq!(written["architectures"][0], "ResNetForImageClassification");
+        let exported = crate::hub::Checkpoint::load(&model).unwrap();
+        assert!(exported.tensors.contains_key("classifier.1.weight"));
+        assert!(
+            exported
+                .tensors
+                .contains_key("resnet.embedder.embedder.normalization.running_var")
+        );
+        // the frozen stem and layer1 left as loaded, BatchNorm statistics included
+        let fixture =
+            crate::hub::Checkpoint::load_file(&fixture("resnet_basic_random.safetensors")).unwrap();
+        for (tv, hf) in [
+            (
+                "bn1.running_var",
+                "resnet.embedder.embedder.normalization.running_var",
+            ),
+            (
+                "layer1.1.conv2.weight",
+                "resnet.encoder.stages.0.layers.1.layer.1.convolution.weight",
+            ),
+        ] {
+            assert_eq!(fixture.tensors[tv].data, exported.tensors[hf].data, "{tv}");
+        }
+        assert_ne!(
+            fixture.tensors["layer3.0.conv1.weight"].data,
+            exported.tensors["resnet.encoder.stages.2.layers.0.layer.0.convolution.weight"].data
+        );
+        let loaded = eval_image::load_image_classifier(&out, None, &device).unwrap();
+        let files = vec![images.join("dark/0.png"), images.join("light/0.png")];
+        let predictions = loaded.predict(&files, 2, 2, &device).unwrap();
+        assert_eq!(predictions.len(), 2);
+        let labels: Vec<&str> = predictions[0].top.iter().map(|t| t.0.as_str()).collect();
+        assert!(labels.contains(&"dark") && labels.contains(&"light"));
+    }
 }
