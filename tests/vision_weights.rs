@@ -256,7 +256,9 @@ fn mobilenet_v2_imagenet_logits_match_torchvision() {
         }
     }
     let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, side, side]), &device);
-    let model = &classifier.model;
+    let headstart::train::eval_image::ImageModel::MobileNetV2(model) = &classifier.model else {
+        panic!("mobilenet_v2 loaded as another family");
+    };
     let logits = model.head.forward(model.features(Flow::Maps(x), 0));
     let got: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
     let reference: serde_json::Value = serde_json::from_str(

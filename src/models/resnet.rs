@@ -1123,7 +1123,7 @@ mod tests {
         let conv = host(&model.body.layers[3][1].conv2.weight.val()).1;
         let std =
             (conv.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / conv.len() as f64).sqrt();
-        let want = (2.0 / (512.0 * 9.0) as f64).sqrt(); // fan_out = 512 * 3 * 3
+        let want = (2.0f64 / (512.0 * 9.0)).sqrt(); // fan_out = 512 * 3 * 3
         assert!((std / want - 1.0).abs() < 0.02, "{std} vs {want}");
         assert!(
             host(&model.body.bn1.gamma.val())

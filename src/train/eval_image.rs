@@ -37,6 +37,7 @@ pub struct ImageClassifier {
 }
 
 /// A classifier of one of the image families.
+#[allow(clippy::large_enum_variant)] // one per loaded classifier, never stored in bulk
 pub enum ImageModel {
     MobileNetV2(TaskModel<MobileNetV2, ClassificationHead>),
     ResNet(TaskModel<ResNet, ClassificationHead>),
