@@ -17,6 +17,7 @@
 pub mod bert;
 pub mod mobilenet_v2;
 pub mod params;
+pub mod resnet;
 pub mod state;
 pub mod vgg;
 pub mod vision;
@@ -272,6 +273,20 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     ) -> Option<crate::hub::Checkpoint> {
         None
     }
+
+    /// Other spellings of checkpoint key `key` (after the hooks above and
+    /// the renames): the same tensor in another library's naming (timm's,
+    /// transformers'), tried on load when `key` itself is absent; a key
+    /// found this way is reported as renamed.
+    fn key_aliases(&self, _key: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The name checkpoint key `key` gets in an exported directory, where
+    /// the library that reads it back (transformers) names it otherwise.
+    fn export_key(&self, key: &str) -> String {
+        key.to_string()
+    }
 }
 
 /// What can sit on a body: any module (burn's derive also wants it displayable).
@@ -408,11 +423,14 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
     })?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
-    let t = v
-        .get("model_type")
-        .and_then(|t| t.as_str())
-        .unwrap_or(bert::Bert::MODEL_TYPE)
-        .to_string();
+    let t = match v.get("model_type").and_then(|t| t.as_str()) {
+        Some(t) => t.to_string(),
+        // timm's config.json names the architecture (`resnet50`) instead
+        None => match v.get("architecture").and_then(|a| a.as_str()) {
+            Some(a) => timm_family(a).unwrap_or(a).to_string(),
+            None => bert::Bert::MODEL_TYPE.to_string(),
+        },
+    };
     if !SUPPORTED.contains(&t.as_str()) {
         bail!(
             "model_type `{t}` in {} is not supported yet (supported: {})",
@@ -424,7 +442,17 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet"];
+
+/// The family of an `--arch` name or a timm architecture that names a
+/// variant (`resnet18`, `resnet50`): its sizes come from the weights.
+pub fn timm_family(arch: &str) -> Option<&'static str> {
+    matches!(
+        arch,
+        "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152"
+    )
+    .then_some(resnet::ResNet::MODEL_TYPE)
+}
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,8 @@ pub struct LoadReport {
     pub new_head: Vec<String>,
     /// Checkpoint keys the architecture does not use.
     pub unexpected: Vec<String>,
+    /// Keys found in another library's naming, `found -> key`.
+    pub renamed: Vec<String>,
     /// True when no checkpoint was used at all (training from scratch).
     pub from_scratch: bool,
 }
@@ -68,6 +70,13 @@ impl LoadReport {
         if self.from_scratch {
             out.push("initialised from scratch (no pretrained weights used)".to_string());
             return out;
+        }
+        if !self.renamed.is_empty() {
+            out.push(format!(
+                "{} key(s) read from another naming of the same weights: {}",
+                self.renamed.len(),
+                abbreviate(&self.renamed, 4)
+            ));
         }
         if !self.new_head.is_empty() {
             out.push(format!(

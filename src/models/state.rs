@@ -31,6 +31,9 @@ pub enum Init {
     /// Normal(0, sqrt(2 / fan_out)), fan_out = output channels x kernel
     /// area: torchvision's `kaiming_normal_(mode="fan_out")` for convolutions.
     KaimingNormalFanOut,
+    /// Uniform in [-bound, bound): PyTorch's default for a Linear layer's
+    /// weight and bias is bound 1/sqrt(fan_in).
+    Uniform(f64),
 }
 
 /// Module path and container of the parameter being visited.
@@ -63,6 +66,8 @@ pub struct KeyOf {
     pub key: String,
     /// Older spellings that load too.
     pub aliases: Vec<String>,
+    /// The same tensor in other libraries' namings ([`Architecture::key_aliases`]).
+    pub renamings: Vec<String>,
     /// Stored `[out, in]`, held `[in, out]`.
     pub transposed: bool,
 }
@@ -109,9 +114,11 @@ pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &st
             .collect();
         aliases.extend(bare);
     }
+    let renamings = body.key_aliases(&key);
     KeyOf {
         key,
         aliases,
+        renamings,
         transposed: container == "Linear" && field == "weight",
     }
 }
@@ -155,6 +162,9 @@ impl<A: Architecture> Loader<'_, A> {
                 let std = (2.0 / fan_out.max(1) as f64).sqrt();
                 (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
             }
+            Init::Uniform(bound) => (0..n)
+                .map(|_| ((self.rng.uniform() * 2.0 - 1.0) * bound) as f32)
+                .collect(),
         };
         if let Init::NormalZeroRow(_, row) = init {
             let width = n / dims[0].max(1);
@@ -196,8 +206,14 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
         let found = self.source.and_then(|c| {
             std::iter::once(&k.key)
                 .chain(&k.aliases)
+                .chain(&k.renamings)
                 .find_map(|name| c.tensors.get(name).map(|t| (name.clone(), t)))
         });
+        if let Some((name, _)) = &found
+            && k.renamings.contains(name)
+        {
+            self.report.renamed.push(format!("{name} -> {}", k.key));
+        }
         let values = match found {
             Some((name, t)) if t.shape != stored && path.starts_with("head.") && !self.exact => {
                 // a pretrained classifier for other labels (ImageNet's 1000):

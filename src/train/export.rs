@@ -33,6 +33,11 @@ pub fn export<A: Architecture, T: Task>(
             .with_context(|| format!("{} is not JSON", base_config.display()))?,
         Err(_) => model.body.hf_config(),
     };
+    // a config.json of another library (timm's names only the architecture)
+    // says nothing transformers can build from: the body's own config instead
+    if hf.get("model_type").is_none() && hf.get("architecture").is_some() {
+        hf = model.body.hf_config();
+    }
     let obj = hf
         .as_object_mut()
         .with_context(|| format!("{} is not a JSON object", base_config.display()))?;
@@ -55,11 +60,11 @@ pub fn export<A: Architecture, T: Task>(
     write_json_atomic(&out.join("config.json"), &hf)?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    write_safetensors(
-        &out.join("model.safetensors"),
-        &export_tensors(model, &|_| true),
-        Some(meta),
-    )?;
+    let tensors: Vec<_> = export_tensors(model, &|_| true)
+        .into_iter()
+        .map(|(k, shape, values)| (model.body.export_key(&k), shape, values))
+        .collect();
+    write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
     for f in TOKENIZER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {

@@ -583,3 +583,125 @@ fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize,
     let (train, val, skipped) = split_examples(config, train_path, read, "examples", |_, _| {})?;
     Ok((train, val, skipped, hex(hasher.finalize().as_slice())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/vision")
+            .join(name)
+    }
+
+    #[test]
+    fn resnet_files_and_directories_are_recognised() {
+        let tv = fixture("resnet_bottleneck_random.safetensors");
+        assert_eq!(family_of(&tv, None).unwrap(), "resnet");
+        assert_eq!(family_of(&tv, Some("ResNet50")).unwrap(), "resnet");
+        assert_eq!(family_of(&tv, Some("resnet18")).unwrap(), "resnet");
+        assert_eq!(
+            family_of(&fixture("resnet_hf_random"), None).unwrap(),
+            "resnet"
+        );
+        assert_eq!(
+            family_of(&fixture("mobilenet_v2_random.safetensors"), None).unwrap(),
+            "mobilenet_v2"
+        );
+        let e = family_of(&tv, Some("resnet19")).unwrap_err().to_string();
+        assert!(e.contains("resnet19") && e.contains("resnet"), "{e}");
+        // a timm directory: config.json names the architecture, the weights the sizes
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"architecture": "resnet50", "num_classes": 10,
+                "pretrained_cfg": {"input_size": [3, 96, 96]}}"#,
+        )
+        .unwrap();
+        std::fs::copy(&tv, dir.path().join("model.safetensors")).unwrap();
+        assert_eq!(family_of(dir.path(), None).unwrap(), "resnet");
+        let config = crate::models::resnet::ResNet::config_of(dir.path()).unwrap();
+        assert_eq!(config.depths, vec![1, 2, 1, 1]);
+        assert_eq!(config.image_size, 96);
+    }
+
+    /// Two classes of 64x64 noise images, light and dark.
+    fn image_folder(root: &Path, per_class: usize) {
+        let mut rng = crate::models::params::SeededRng::new(5);
+        for (label, base) in [("dark", 40u8), ("light", 200u8)] {
+            let d = root.join(label);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..per_class {
+                let img = ::image::RgbImage::from_fn(64, 64, |_, _| {
+                    let v = (rng.next_u64() % 40) as u8;
+                    ::image::Rgb([base + v, base + v / 2, base])
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_torchvision_resnet_file_trains_exports_and_predicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        image_folder(&images, 6);
+        let out = dir.path().join("run");
+        let config = TrainConfig {
+            task: ImageClassification::NAME.into(),
+            model: fixture("resnet_basic_random.safetensors")
+                .display()
+                .to_string(),
+            arch: Some("resnet18".into()),
+            train: Some(images.clone()),
+            val_fraction: 0.34,
+            image_size: Some(64),
+            strategy: "freeze:2".parse().unwrap(),
+            epochs: Some(1),
+            batch_size: 4,
+            out: Some(out.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..TrainConfig::default()
+        };
+        let device = Device::default();
+        let outcome = train(config, &device, &mut Quiet).unwrap();
+        let model = outcome.model_dir;
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(written["model_type"], "resnet");
+        assert_eq!(written["architectures"][0], "ResNetForImageClassification");
+        let exported = crate::hub::Checkpoint::load(&model).unwrap();
+        assert!(exported.tensors.contains_key("classifier.1.weight"));
+        assert!(
+            exported
+                .tensors
+                .contains_key("resnet.embedder.embedder.normalization.running_var")
+        );
+        // the frozen stem and layer1 left as loaded, BatchNorm statistics included
+        let fixture =
+            crate::hub::Checkpoint::load_file(&fixture("resnet_basic_random.safetensors")).unwrap();
+        for (tv, hf) in [
+            (
+                "bn1.running_var",
+                "resnet.embedder.embedder.normalization.running_var",
+            ),
+            (
+                "layer1.1.conv2.weight",
+                "resnet.encoder.stages.0.layers.1.layer.1.convolution.weight",
+            ),
+        ] {
+            assert_eq!(fixture.tensors[tv].data, exported.tensors[hf].data, "{tv}");
+        }
+        assert_ne!(
+            fixture.tensors["layer3.0.conv1.weight"].data,
+            exported.tensors["resnet.encoder.stages.2.layers.0.layer.0.convolution.weight"].data
+        );
+        let loaded = eval_image::load_image_classifier(&out, None, &device).unwrap();
+        let files = vec![images.join("dark/0.png"), images.join("light/0.png")];
+        let predictions = loaded.predict(&files, 2, 2, &device).unwrap();
+        assert_eq!(predictions.len(), 2);
+        let labels: Vec<&str> = predictions[0].top.iter().map(|t| t.0.as_str()).collect();
+        assert!(labels.contains(&"dark") && labels.contains(&"light"));
+    }
+}
