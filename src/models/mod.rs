@@ -18,6 +18,8 @@ pub mod bert;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod state;
+pub mod transformer;
+pub mod vit;
 
 use std::ops::Range;
 
@@ -106,6 +108,9 @@ pub enum Positions {
     All,
     /// One vector per example (pooled features).
     Vector,
+    /// Every position of a sequence of the same length for every example
+    /// (a ViT's patches and [CLS]).
+    Sequence { len: usize },
     /// One feature map per example.
     Map {
         channels: usize,
@@ -192,6 +197,20 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// to the result.
     fn key_path(&self, path: &str) -> String {
         path.to_string()
+    }
+
+    /// Values for the parameter at `path` (under the body) from a
+    /// checkpoint tensor of another shape, where the family knows how to
+    /// fit it (ViT's position embeddings at another image size); `None`
+    /// makes the shape difference an error.
+    fn resample(
+        &self,
+        _path: &str,
+        _stored: &[usize],
+        _values: &[f32],
+        _wanted: &[usize],
+    ) -> Option<Vec<f32>> {
+        None
     }
 
     /// The checkpoint key of a head parameter (`classifier.weight` under
@@ -319,8 +338,21 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
     Ok(t)
 }
 
+/// Image families this build implements, by `model_type`.
+pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2", "vit"];
+
+/// The family (`model_type`) of an `--arch` name: `vit_b_16` is ViT-B/16
+/// at 224 pixels, the defaults of a `vit` without a config.json; other
+/// names are families themselves.
+pub fn family_of_arch(arch: &str) -> &str {
+    match arch {
+        "vit_b_16" => vit::Vit::MODEL_TYPE,
+        other => other,
+    }
+}
+
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vit"];
 
 #[cfg(test)]
 mod tests {
