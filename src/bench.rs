@@ -116,10 +116,48 @@ pub fn train_steps(
 }
 
 /// Times training steps of each strategy on `batch` images of `size` x
-/// `size` pixels (seeded noise) through an image family (MobileNetV2):
-/// `model` is a weights file (with its family's defaults), a model
-/// directory, or nothing (scratch weights; speed does not depend on them).
+/// `size` pixels (seeded noise) through the image family `family`
+/// (`mobilenet_v2`, `vit`): `model` is a weights file (with its family's
+/// defaults), a model directory, or nothing (scratch weights; speed does
+/// not depend on them).
 pub fn image_steps(
+    family: &str,
+    model: Option<&Path>,
+    size: u32,
+    strategies: &[Strategy],
+    shape: StepShape,
+    peak: &Peak,
+    device: &Device,
+) -> Result<Vec<BenchResult>> {
+    use crate::models::mobilenet_v2::MobileNetV2;
+    use crate::models::vit::Vit;
+    let train_device = device.clone().autodiff();
+    match family {
+        "mobilenet_v2" => {
+            let config = match model {
+                Some(m) => MobileNetV2::config_of(m)?,
+                None => Default::default(),
+            };
+            let body = MobileNetV2::new(&config, &train_device)?;
+            image_steps_of(body, model, size, strategies, shape, peak, device)
+        }
+        "vit" => {
+            let config = match model {
+                Some(m) => Vit::config_of(m)?,
+                None => Default::default(),
+            };
+            let body = Vit::new(&config, &train_device)?;
+            image_steps_of(body, model, size, strategies, shape, peak, device)
+        }
+        other => bail!(
+            "bench --arch {other}: image families are {}",
+            crate::models::IMAGE_FAMILIES.join(", ")
+        ),
+    }
+}
+
+fn image_steps_of<A: Architecture>(
+    body: A,
     model: Option<&Path>,
     size: u32,
     strategies: &[Strategy],
@@ -128,25 +166,19 @@ pub fn image_steps(
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
     use crate::data::preprocess::Recipe;
-    use crate::models::mobilenet_v2::MobileNetV2;
     use crate::tasks::image::{ImageClassification, ImageSplit};
     if shape.batch == 0 || shape.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    let train_device = device.clone().autodiff();
     let task = ImageClassification {
         labels: LabelMap {
             labels: (0..10).map(|i| i.to_string()).collect(),
         },
-        recipe: Recipe::imagenet(size),
+        recipe: Recipe::default_for(A::MODEL_TYPE, size),
         seed: 0,
     };
     task.recipe.check()?;
-    let config = match model {
-        Some(m) => MobileNetV2::config_of(m)?,
-        None => Default::default(),
-    };
-    let body = task.adapt_body(MobileNetV2::new(&config, &train_device)?);
+    let body = task.adapt_body(body);
     let mut rng = SeededRng::new(0);
     let images = (0..shape.batch)
         .map(|_| {

@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// bare weights file (.pth, .safetensors) with --arch.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
-    /// The family of a bare weights file: mobilenet_v2.
+    /// The family of a bare weights file: mobilenet_v2 or vit_b_16 (ViT-B/16 at 224 pixels).
     #[arg(long)]
     pub arch: Option<String>,
     /// scratch | full | freeze:N | head | lr-decay:F | gradual
@@ -45,7 +45,8 @@ pub struct TrainArgs {
     /// Column of image paths in a CSV/JSONL list of images (relative to its folder).
     #[arg(long, default_value = "image")]
     pub image_column: String,
-    /// Crop size of images, in pixels (default: the family's, 224).
+    /// Input size of images, in pixels (default: the model's preprocessor_config.json,
+    /// else 224); ViT resamples its position embeddings to it.
     #[arg(long)]
     pub image_size: Option<u32>,
     /// Augmentation of training images; with any, the feature cache is off.

@@ -76,7 +76,7 @@ enum Command {
         /// folder (one sub-folder per class) or a CSV/JSONL of image paths and labels.
         #[arg(long)]
         data: PathBuf,
-        /// The family of a bare weights file (mobilenet_v2).
+        /// The family of a bare weights file (mobilenet_v2, vit_b_16).
         #[arg(long)]
         arch: Option<String>,
         #[arg(long, default_value = "image")]
@@ -101,7 +101,7 @@ enum Command {
         /// a weights file with --arch.
         #[arg(long)]
         model: String,
-        /// The family of a bare weights file (mobilenet_v2).
+        /// The family of a bare weights file (mobilenet_v2, vit_b_16).
         #[arg(long)]
         arch: Option<String>,
         /// Labels per image in the output.
@@ -119,11 +119,11 @@ enum Command {
     },
     /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
     Bench {
-        /// A text model, or with --arch an image family (mobilenet_v2) and
+        /// A text model, or with --arch an image family (mobilenet_v2, vit_b_16) and
         /// optionally its weights file or directory.
         #[arg(long, default_value = "all-MiniLM-L6-v2")]
         model: String,
-        /// Benchmark an image family (mobilenet_v2) on --image-size images.
+        /// Benchmark an image family (mobilenet_v2, vit_b_16) on --image-size images.
         #[arg(long)]
         arch: Option<String>,
         #[arg(long, default_value_t = 224)]
@@ -410,11 +410,15 @@ fn run(cli: Cli) -> Result<()> {
                 steps,
                 warmup,
             };
-            let results = match arch.as_deref() {
-                Some("mobilenet_v2") => {
+            let family = arch
+                .as_deref()
+                .map(|a| headstart::models::family_of_arch(&a.to_ascii_lowercase()).to_string());
+            let results = match family.as_deref() {
+                Some(family) if headstart::models::IMAGE_FAMILIES.contains(&family) => {
                     let path = std::path::Path::new(&model);
                     let weights = (path.exists()).then_some(path);
                     headstart::bench::image_steps(
+                        family,
                         weights,
                         image_size,
                         &strategies,
@@ -423,7 +427,10 @@ fn run(cli: Cli) -> Result<()> {
                         &device,
                     )?
                 }
-                Some(other) => bail!("bench --arch {other}: image families are mobilenet_v2"),
+                Some(other) => bail!(
+                    "bench --arch {other}: image families are {}",
+                    headstart::models::IMAGE_FAMILIES.join(", ")
+                ),
                 None => headstart::bench::train_steps(&dir, &strategies, shape, &peak, &device)?,
             };
             for r in results {

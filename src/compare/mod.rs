@@ -23,6 +23,7 @@ use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::models::Architecture;
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::vit::Vit;
 use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::classification::{MetricName, Metrics};
@@ -239,12 +240,17 @@ pub fn compare(
     let is_image = base.task == ImageClassification::NAME;
     let groups = if is_image {
         let family = train::family_of(&model_dir, base.arch.as_deref())?;
-        if family != MobileNetV2::MODEL_TYPE {
-            bail!("image-classification compares image families (mobilenet_v2), not `{family}`");
+        let config = model_dir.join("config.json");
+        match family.as_str() {
+            "mobilenet_v2" => MobileNetV2::from_config_file(&config, device)?
+                .groups()
+                .len(),
+            "vit" => Vit::from_config_file(&config, device)?.groups().len(),
+            _ => bail!(
+                "image-classification compares image families ({}), not `{family}`",
+                crate::models::IMAGE_FAMILIES.join(", ")
+            ),
         }
-        MobileNetV2::from_config_file(&model_dir.join("config.json"), device)?
-            .groups()
-            .len()
     } else {
         Bert::from_config_file(&model_dir.join("config.json"), device)?
             .groups()

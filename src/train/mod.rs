@@ -42,6 +42,7 @@ use crate::data::split::{seeded_subset, stratified_split};
 use crate::data::table::{self, Columns, Example};
 use crate::models::bert::Bert;
 use crate::models::mobilenet_v2::MobileNetV2;
+use crate::models::vit::Vit;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification};
@@ -127,9 +128,13 @@ fn dispatch(
         (ImageClassification::NAME, "mobilenet_v2") => {
             image_classification::<MobileNetV2>(config, model_dir, resumed, device, started, obs)
         }
+        (ImageClassification::NAME, "vit") => {
+            image_classification::<Vit>(config, model_dir, resumed, device, started, obs)
+        }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
-             (supported: text-classification with bert; image-classification with mobilenet_v2)"
+             (supported: text-classification with bert; image-classification with {})",
+            crate::models::IMAGE_FAMILIES.join(", ")
         ),
     }
 }
@@ -161,7 +166,7 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
     family_of(&eval::exported_model(model), arch)
         .ok()
-        .filter(|f| f == crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE)
+        .filter(|f| crate::models::IMAGE_FAMILIES.contains(&f.as_str()))
 }
 
 /// The family of `model`: `--arch` when given, else the directory's
@@ -169,13 +174,15 @@ pub fn image_family(model: &Path, arch: Option<&str>) -> Option<String> {
 pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
     if let Some(arch) = arch {
         let arch = arch.trim().to_ascii_lowercase().replace('-', "_");
-        if !crate::models::SUPPORTED.contains(&arch.as_str()) {
+        let family = crate::models::family_of_arch(&arch);
+        if !crate::models::SUPPORTED.contains(&family) {
             bail!(
-                "--arch {arch} is not a family this build implements (supported: {})",
+                "--arch {arch} is not a family this build implements (supported: {}; \
+                 vit_b_16 names ViT-B/16 at 224 pixels)",
                 crate::models::SUPPORTED.join(", ")
             );
         }
-        return Ok(arch);
+        return Ok(family.to_string());
     }
     if model.is_file() {
         if let Some(family) = infer_family(model) {
@@ -193,14 +200,27 @@ pub fn family_of(model: &Path, arch: Option<&str>) -> Result<String> {
 
 /// The family of a bare weights file from its tensor names, when they are
 /// unmistakable (torchvision's MobileNetV2: `features.18.0.weight` and
-/// inverted residual blocks `features.N.conv...`).
+/// inverted residual blocks `features.N.conv...`; Hugging Face's ViT: the
+/// patch projection and `encoder.layer.0.attention.attention.query`, with
+/// or without the `vit.` prefix).
 fn infer_family(file: &Path) -> Option<String> {
     let c = crate::hub::Checkpoint::load_file(file).ok()?;
     let has = |k: &str| c.tensors.contains_key(k);
-    (has("features.18.0.weight")
+    if has("features.18.0.weight")
         && has("features.1.conv.0.0.weight")
-        && has("features.17.conv.2.weight"))
-    .then(|| crate::models::mobilenet_v2::MobileNetV2::MODEL_TYPE.to_string())
+        && has("features.17.conv.2.weight")
+    {
+        return Some(MobileNetV2::MODEL_TYPE.to_string());
+    }
+    ["vit.", ""]
+        .iter()
+        .any(|p| {
+            has(&format!("{p}embeddings.patch_embeddings.projection.weight"))
+                && has(&format!(
+                    "{p}encoder.layer.0.attention.attention.query.weight"
+                ))
+        })
+        .then(|| Vit::MODEL_TYPE.to_string())
 }
 
 /// Image classification with family `A`: list and decode the images, then fit.
@@ -220,7 +240,7 @@ fn image_classification<A: Architecture>(
         Some(state) => state,
         None => ImageTaskState {
             labels: LabelMap::from_examples(&train_examples)?,
-            recipe: Recipe::imagenet(config.image_size.unwrap_or(224)),
+            recipe: Recipe::for_model(model_dir, A::MODEL_TYPE, config.image_size)?,
         },
     };
     state.recipe.check()?;
