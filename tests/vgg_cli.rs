@@ -86,7 +86,7 @@ fn vgg16_head_trains_on_tiny_images_and_predicts() {
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     let recipe = &config["task_state"]["recipe"];
     assert_eq!(recipe["channels"], "bgr", "{config}");
-    assert_eq!(recipe["pixel_scale"], 255.0);
+    assert_eq!(recipe["rescale_factor"], 1.0);
     assert_eq!(recipe["crop"], 32);
     let exported: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())

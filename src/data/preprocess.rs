@@ -1,15 +1,19 @@
 //! Image preprocessing: decode, resize, crop, normalise, and the seeded
 //! training augmentations.
 //!
-//! The recipe is torchvision's evaluation transform: the shorter side
-//! resized to `resize` (bilinear with antialiasing, the longer side
+//! The default recipe is torchvision's evaluation transform: the shorter
+//! side resized to `resize` (bilinear with antialiasing, the longer side
 //! `floor(resize * long / short)`), a centre crop of `crop` x `crop`
 //! (offsets rounded like torchvision's `CenterCrop`), values scaled to
 //! [0, 1] and normalised per channel with `mean` and `std`, laid out NCHW.
 //! Keras' Caffe-mode weights (VGG16) want the channels in BGR order and
-//! values in [0, 255]: [`Recipe::channels`] and [`Recipe::pixel_scale`]
+//! values in [0, 255]: [`Recipe::channels`] and [`Recipe::rescale_factor`]
 //! say so ([`Recipe::caffe`]); recipes written before those fields existed
 //! read as RGB in [0, 1].
+//! Hugging Face image processors (`preprocessor_config.json`, e.g. ViT's:
+//! both sides resized straight to 224, mean and std 0.5) map onto the same
+//! recipe ([`Recipe::from_preprocessor`]) with `resize_mode: stretch`, and
+//! a recipe is written back as one ([`Recipe::to_preprocessor`]).
 //! Grey images are repeated to three channels; an alpha channel is dropped
 //! (as PIL's `convert("RGB")` does); 16-bit images are scaled to 8 bits.
 //!
@@ -43,29 +47,111 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-fn one() -> f64 {
-    1.0
-}
-
 /// How pixels become a model's input; recorded in the run and exported.
+/// Fields added after the first release have defaults (torchvision's
+/// behaviour) and are left out of the record when they hold them, so older
+/// runs read and hash as before.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
-    /// The shorter side is resized to this many pixels.
+    /// The shorter side is resized to this many pixels (both sides, with
+    /// [`ResizeMode::Stretch`]).
     pub resize: u32,
     /// Then a centre crop of `crop` x `crop`.
     pub crop: u32,
-    /// Per-channel mean and std after scaling to [0, `pixel_scale`], in
-    /// the order of the model's channels (`channels`).
+    /// Per-channel mean and std after rescaling, in the order of the
+    /// model's channels (`channels`).
     pub mean: [f64; 3],
     pub std: [f64; 3],
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resize_mode: ResizeMode,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resample: Resample,
+    /// Pixel values (0-255) are multiplied by this before normalising:
+    /// 1/255 (torchvision, HF), 1 (Caffe).
+    #[serde(
+        default = "default_rescale",
+        skip_serializing_if = "is_default_rescale"
+    )]
+    pub rescale_factor: f64,
     /// The order of the model's input channels.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub channels: ChannelOrder,
-    /// Pixel values are scaled to [0, `pixel_scale`] before the mean is
-    /// subtracted: 1 (torchvision), 255 (Caffe).
-    #[serde(default = "one")]
-    pub pixel_scale: f64,
 }
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+const DEFAULT_RESCALE: f64 = 1.0 / 255.0;
+
+fn default_rescale() -> f64 {
+    DEFAULT_RESCALE
+}
+
+fn is_default_rescale(v: &f64) -> bool {
+    *v == DEFAULT_RESCALE
+}
+
+/// How an image reaches `resize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// The shorter side to `resize`, the aspect ratio kept (torchvision).
+    #[default]
+    Shorter,
+    /// Both sides to `resize`, the aspect ratio not kept (Hugging Face's
+    /// `size: {height, width}`, as ViT's processor does).
+    Stretch,
+}
+
+/// The resampling filter (PIL's codes in `preprocessor_config.json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    /// PIL 0.
+    Nearest,
+    /// PIL 2, with antialiasing when shrinking.
+    #[default]
+    Bilinear,
+    /// PIL 3.
+    Bicubic,
+    /// PIL 1.
+    Lanczos,
+}
+
+impl Resample {
+    fn filter(self) -> FilterType {
+        match self {
+            Self::Nearest => FilterType::Nearest,
+            Self::Bilinear => FilterType::Triangle,
+            Self::Bicubic => FilterType::CatmullRom,
+            Self::Lanczos => FilterType::Lanczos3,
+        }
+    }
+
+    /// PIL's code, as `preprocessor_config.json` writes it.
+    pub fn pil_code(self) -> u64 {
+        match self {
+            Self::Nearest => 0,
+            Self::Lanczos => 1,
+            Self::Bilinear => 2,
+            Self::Bicubic => 3,
+        }
+    }
+
+    fn from_pil(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Nearest,
+            1 => Self::Lanczos,
+            2 => Self::Bilinear,
+            3 => Self::Bicubic,
+            _ => return None,
+        })
+    }
+}
+
+/// The standard mean and std of Hugging Face's ViT processor.
+pub const HALF: [f64; 3] = [0.5, 0.5, 0.5];
 
 impl Recipe {
     /// torchvision's ImageNet evaluation recipe for a crop of `crop` pixels
@@ -76,8 +162,10 @@ impl Recipe {
             crop,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            resize_mode: ResizeMode::Shorter,
+            resample: Resample::Bilinear,
+            rescale_factor: DEFAULT_RESCALE,
             channels: ChannelOrder::Rgb,
-            pixel_scale: 1.0,
         }
     }
 
@@ -89,9 +177,262 @@ impl Recipe {
             mean: CAFFE_MEAN_BGR,
             std: [1.0; 3],
             channels: ChannelOrder::Bgr,
-            pixel_scale: 255.0,
+            rescale_factor: 1.0,
             ..Self::imagenet(crop)
         }
+    }
+
+    /// Hugging Face's `ViTImageProcessor` defaults at `side` pixels: both
+    /// sides resized to `side` (bilinear), no crop, mean and std 0.5.
+    pub fn vit(side: u32) -> Self {
+        Self {
+            resize: side,
+            crop: side,
+            mean: HALF,
+            std: HALF,
+            resize_mode: ResizeMode::Stretch,
+            resample: Resample::Bilinear,
+            rescale_factor: DEFAULT_RESCALE,
+            channels: ChannelOrder::Rgb,
+        }
+    }
+
+    /// The recipe of a family's published models when a checkpoint names
+    /// none (a bare weights file): ViT's processor for `vit`, torchvision's
+    /// ImageNet transform otherwise.
+    pub fn default_for(model_type: &str, side: u32) -> Self {
+        match model_type {
+            "vit" => Self::vit(side),
+            _ => Self::imagenet(side),
+        }
+    }
+
+    /// The same recipe for inputs of `side` pixels: the resize scales with
+    /// the crop (256 for 224 stays 256/224 of it).
+    pub fn at_size(self, side: u32) -> Self {
+        if side == self.crop {
+            return self;
+        }
+        let resize = (self.resize as f64 * side as f64 / self.crop as f64).round() as u32;
+        Self {
+            resize: resize.max(side),
+            crop: side,
+            ..self
+        }
+    }
+
+    /// The recipe a model directory names: `preprocessing` in its
+    /// `config.json` (headstart's own record of a run), else its
+    /// `preprocessor_config.json` (a Hugging Face image processor), else
+    /// the family's default at 224 pixels; at `side` pixels when given.
+    pub fn for_model(model: &Path, model_type: &str, side: Option<u32>) -> Result<Self> {
+        let config = model.join("config.json");
+        let processor = model.join("preprocessor_config.json");
+        let recorded = if model.is_dir() && config.is_file() {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", config.display()))?;
+            v.get("preprocessing")
+                .map(|r| {
+                    serde_json::from_value::<Recipe>(r.clone()).with_context(|| {
+                        format!(
+                            "{}: `preprocessing` is not an image recipe",
+                            config.display()
+                        )
+                    })
+                })
+                .transpose()?
+        } else {
+            None
+        };
+        let recipe = match recorded {
+            Some(r) => r,
+            None if model.is_dir() && processor.is_file() => Self::from_preprocessor(&processor)?,
+            None => Self::default_for(model_type, 224),
+        };
+        let recipe = match side {
+            Some(s) => recipe.at_size(s),
+            None => recipe,
+        };
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Maps a Hugging Face `preprocessor_config.json` onto a recipe:
+    /// `size` as `{height, width}` (or one number) resizes both sides
+    /// (square only), `{shortest_edge}` the shorter side and then needs
+    /// `do_center_crop` with `crop_size`; `resample` is PIL's code (0-3);
+    /// `do_rescale`/`rescale_factor`, `do_normalize`/`image_mean`/`image_std`
+    /// as transformers applies them. Absent fields take `ViTImageProcessor`'s
+    /// defaults (224 x 224, bilinear, 1/255, mean and std 0.5).
+    pub fn from_preprocessor(path: &Path) -> Result<Self> {
+        let name = path.display();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{name} is not JSON"))?;
+        let flag = |k: &str, default: bool| -> Result<bool> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                Some(b) => b
+                    .as_bool()
+                    .with_context(|| format!("{name}: `{k}` must be true or false, not {b}")),
+            }
+        };
+        // a side, {height, width} (square), or {shortest_edge}
+        enum Size {
+            Square(u32),
+            Shortest(u32),
+        }
+        let size_of = |k: &str| -> Result<Option<Size>> {
+            let bad = || {
+                anyhow::anyhow!(
+                    "{name}: `{k}` must be a number, {{\"height\": N, \"width\": N}} or \
+                     {{\"shortest_edge\": N}}"
+                )
+            };
+            let int = |x: &serde_json::Value| x.as_u64().filter(|n| *n > 0).map(|n| n as u32);
+            Ok(match v.get(k) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(n) if n.is_number() => Some(Size::Square(int(n).ok_or_else(bad)?)),
+                Some(o) if o.get("shortest_edge").is_some() => {
+                    Some(Size::Shortest(int(&o["shortest_edge"]).ok_or_else(bad)?))
+                }
+                Some(o) => {
+                    let (h, w) = (
+                        o.get("height").and_then(int).ok_or_else(bad)?,
+                        o.get("width").and_then(int).ok_or_else(bad)?,
+                    );
+                    if h != w {
+                        bail!(
+                            "{name}: `{k}` is {h}x{w}; only square inputs are supported \
+                             (edit it to equal height and width)"
+                        );
+                    }
+                    Some(Size::Square(h))
+                }
+            })
+        };
+        if !flag("do_resize", true)? {
+            bail!(
+                "{name}: do_resize is false, but the images of one batch must share a size; \
+                 set do_resize to true with a `size`"
+            );
+        }
+        let crop = if flag("do_center_crop", false)? {
+            match size_of("crop_size")? {
+                Some(Size::Square(c)) => Some(c),
+                _ => bail!("{name}: do_center_crop needs a square `crop_size` {{height, width}}"),
+            }
+        } else {
+            None
+        };
+        let (resize_mode, resize) = match size_of("size")?.unwrap_or(Size::Square(224)) {
+            Size::Square(s) => (ResizeMode::Stretch, s),
+            Size::Shortest(s) => (ResizeMode::Shorter, s),
+        };
+        let crop = match (crop, resize_mode) {
+            (Some(c), _) => c,
+            (None, ResizeMode::Stretch) => resize,
+            (None, ResizeMode::Shorter) => bail!(
+                "{name}: size {{shortest_edge}} without do_center_crop gives images of \
+                 different shapes; add do_center_crop with a crop_size"
+            ),
+        };
+        let resample = match v.get("resample") {
+            None | Some(serde_json::Value::Null) => Resample::Bilinear,
+            Some(r) => r.as_u64().and_then(Resample::from_pil).with_context(|| {
+                format!(
+                    "{name}: resample {r} is not supported (0 nearest, 1 lanczos, 2 bilinear, \
+                     3 bicubic)"
+                )
+            })?,
+        };
+        let rescale_factor = if flag("do_rescale", true)? {
+            match v.get("rescale_factor") {
+                None | Some(serde_json::Value::Null) => DEFAULT_RESCALE,
+                Some(f) => f
+                    .as_f64()
+                    .filter(|f| *f > 0.0)
+                    .with_context(|| format!("{name}: rescale_factor {f} must be positive"))?,
+            }
+        } else {
+            1.0
+        };
+        let triple = |k: &str| -> Result<[f64; 3]> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(HALF),
+                Some(x) if x.is_number() => Ok([x.as_f64().unwrap_or(0.0); 3]),
+                Some(x) => {
+                    let vals: Option<Vec<f64>> = x
+                        .as_array()
+                        .and_then(|a| a.iter().map(|e| e.as_f64()).collect::<Option<Vec<f64>>>());
+                    match vals.as_deref() {
+                        Some([a, b, c]) => Ok([*a, *b, *c]),
+                        _ => bail!("{name}: `{k}` must be three numbers (R, G, B), not {x}"),
+                    }
+                }
+            }
+        };
+        let (mean, std) = if flag("do_normalize", true)? {
+            (triple("image_mean")?, triple("image_std")?)
+        } else {
+            ([0.0; 3], [1.0; 3])
+        };
+        let recipe = Self {
+            resize,
+            crop,
+            mean,
+            std,
+            resize_mode,
+            resample,
+            rescale_factor,
+            // Hugging Face image processors feed RGB
+            channels: ChannelOrder::Rgb,
+        };
+        recipe.check().with_context(|| format!("in {name}"))?;
+        Ok(recipe)
+    }
+
+    /// The recipe as a Hugging Face `preprocessor_config.json`:
+    /// `ViTImageProcessor` for a stretch to a square, an image processor
+    /// with `shortest_edge` and a centre crop (`MobileNetV2ImageProcessor`)
+    /// for torchvision's recipe.
+    pub fn to_preprocessor(&self) -> serde_json::Value {
+        let square = |s: u32| serde_json::json!({"height": s, "width": s});
+        let mut v = serde_json::json!({
+            "do_resize": true,
+            "resample": self.resample.pil_code(),
+            "do_rescale": true,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": true,
+            "image_mean": self.mean,
+            "image_std": self.std,
+        });
+        let o = v.as_object_mut().expect("an object");
+        match self.resize_mode {
+            ResizeMode::Stretch => {
+                o.insert("image_processor_type".into(), "ViTImageProcessor".into());
+                o.insert("size".into(), square(self.resize));
+                if self.crop != self.resize {
+                    o.insert("do_center_crop".into(), true.into());
+                    o.insert("crop_size".into(), square(self.crop));
+                }
+            }
+            ResizeMode::Shorter => {
+                o.insert(
+                    "image_processor_type".into(),
+                    "MobileNetV2ImageProcessor".into(),
+                );
+                o.insert(
+                    "size".into(),
+                    serde_json::json!({"shortest_edge": self.resize}),
+                );
+                o.insert("do_center_crop".into(), true.into());
+                o.insert("crop_size".into(), square(self.crop));
+            }
+        }
+        v
     }
 
     pub fn check(&self) -> Result<()> {
@@ -105,23 +446,37 @@ impl Recipe {
         if self.std.iter().any(|s| *s <= 0.0) {
             bail!("image recipe: std {:?} must be positive", self.std);
         }
-        if !(self.pixel_scale > 0.0 && self.pixel_scale.is_finite()) {
+        if !(self.rescale_factor > 0.0 && self.rescale_factor.is_finite()) {
             bail!(
-                "image recipe: pixel_scale {} must be positive (1 for [0, 1], 255 for [0, 255])",
-                self.pixel_scale
+                "image recipe: rescale_factor {} must be positive (1/255 for values in [0, 1], \
+                 1 for [0, 255])",
+                self.rescale_factor
             );
         }
         Ok(())
     }
 
     pub fn describe(&self) -> String {
+        let resize = match self.resize_mode {
+            ResizeMode::Shorter => format!("resize shorter side to {}", self.resize),
+            ResizeMode::Stretch => format!("resize to {0}x{0}", self.resize),
+        };
+        let crop = if self.resize_mode == ResizeMode::Stretch && self.crop == self.resize {
+            String::new()
+        } else {
+            format!(", centre crop {0}x{0}", self.crop)
+        };
+        let mut extra = String::new();
+        if self.resample != Resample::Bilinear {
+            extra.push_str(&format!(", {:?} resampling", self.resample).to_lowercase());
+        }
+        if self.rescale_factor == 1.0 {
+            extra.push_str(", values in [0, 255]");
+        } else if self.rescale_factor != DEFAULT_RESCALE {
+            extra.push_str(&format!(", values x {}", self.rescale_factor));
+        }
         format!(
-            "resize shorter side to {}, centre crop {}x{}, values in [0, {}], mean {:?}, std {:?}, \
-             {}, NCHW",
-            self.resize,
-            self.crop,
-            self.crop,
-            self.pixel_scale,
+            "{resize}{crop}, mean {:?}, std {:?}{extra}, {}, NCHW",
             self.mean,
             self.std,
             match self.channels {
@@ -190,15 +545,23 @@ fn resized_dims(w: u32, h: u32, size: u32) -> (u32, u32) {
     }
 }
 
+/// The size `recipe` resizes a `w` x `h` image to.
+fn target_dims(w: u32, h: u32, recipe: &Recipe) -> (u32, u32) {
+    match recipe.resize_mode {
+        ResizeMode::Shorter => resized_dims(w, h, recipe.resize),
+        ResizeMode::Stretch => (recipe.resize, recipe.resize),
+    }
+}
+
 impl Stored {
     /// Keeps `image` at the recipe's resize when it is larger, as it is
     /// otherwise (resized when a batch is made, with the same result).
     pub fn new(image: RgbImage, recipe: &Recipe) -> Self {
         let (w, h) = image.dimensions();
-        let (rw, rh) = resized_dims(w, h, recipe.resize);
+        let (rw, rh) = target_dims(w, h, recipe);
         if (rw as u64) * (rh as u64) < (w as u64) * (h as u64) {
             Self {
-                image: image::imageops::resize(&image, rw, rh, FilterType::Triangle),
+                image: image::imageops::resize(&image, rw, rh, recipe.resample.filter()),
             }
         } else {
             Self { image }
@@ -208,7 +571,7 @@ impl Stored {
     /// The image resized so its shorter side is `recipe.resize`.
     fn resized(&self, recipe: &Recipe) -> std::borrow::Cow<'_, RgbImage> {
         let (w, h) = self.image.dimensions();
-        let (rw, rh) = resized_dims(w, h, recipe.resize);
+        let (rw, rh) = target_dims(w, h, recipe);
         if (rw, rh) == (w, h) {
             std::borrow::Cow::Borrowed(&self.image)
         } else {
@@ -216,7 +579,7 @@ impl Stored {
                 &self.image,
                 rw,
                 rh,
-                FilterType::Triangle,
+                recipe.resample.filter(),
             ))
         }
     }
@@ -239,23 +602,28 @@ impl Stored {
                 let r = self.resized(recipe);
                 let (x, y, w, h) = random_resized_box(r.width(), r.height(), rng);
                 let view = image::imageops::crop_imm(&*r, x, y, w, h).to_image();
-                let patch = image::imageops::resize(&view, c, c, FilterType::Triangle);
+                let patch = image::imageops::resize(&view, c, c, recipe.resample.filter());
                 (patch, rng.uniform() < 0.5)
             }
         };
         let plane = (c * c) as usize;
         let mean = recipe.mean.map(|m| m as f32);
         let std = recipe.std.map(|s| s as f32);
-        let scale = (recipe.pixel_scale / 255.0) as f32;
         let source: [usize; 3] = match recipe.channels {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],
+        };
+        // x / 255 as before for the default factor (bit for bit), x * factor otherwise
+        let (div, factor) = if recipe.rescale_factor == DEFAULT_RESCALE {
+            (255.0f32, 1.0f32)
+        } else {
+            (1.0, recipe.rescale_factor as f32)
         };
         for (x, y, p) in patch.enumerate_pixels() {
             let xx = if flip { c - 1 - x } else { x };
             let at = (y * c + xx) as usize;
             for ch in 0..3 {
-                out[ch * plane + at] = (p.0[source[ch]] as f32 * scale - mean[ch]) / std[ch];
+                out[ch * plane + at] = (p.0[source[ch]] as f32 * factor / div - mean[ch]) / std[ch];
             }
         }
     }
@@ -361,8 +729,7 @@ mod tests {
             crop: 2,
             mean: [0.5, 0.0, 0.0],
             std: [0.5, 1.0, 1.0],
-            channels: ChannelOrder::Rgb,
-            pixel_scale: 1.0,
+            ..Recipe::imagenet(2)
         };
         let img = RgbImage::from_fn(2, 2, |x, _| {
             image::Rgb([if x == 0 { 0 } else { 255 }, 255, 0])
@@ -398,10 +765,15 @@ mod tests {
         .unwrap();
         assert_eq!(old, Recipe::imagenet(224));
         let bad = Recipe {
-            pixel_scale: 0.0,
+            rescale_factor: 0.0,
             ..Recipe::imagenet(4)
         };
-        assert!(bad.check().unwrap_err().to_string().contains("pixel_scale"));
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("rescale_factor")
+        );
     }
 
     #[test]
@@ -447,5 +819,140 @@ mod tests {
         std::fs::write(&p, b"not an image").unwrap();
         let err = format!("{:#}", decode(&p).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod processor_tests {
+    use super::*;
+
+    fn vit_fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision/vit_random")
+    }
+
+    #[test]
+    fn vit_processor_maps_onto_a_stretch_recipe() {
+        let r = Recipe::from_preprocessor(&vit_fixture().join("preprocessor_config.json")).unwrap();
+        assert_eq!(r, Recipe::vit(32));
+        assert_eq!(r.resize_mode, ResizeMode::Stretch);
+        assert_eq!((r.resize, r.crop), (32, 32));
+        // a model directory without a run's record takes its processor
+        assert_eq!(Recipe::for_model(&vit_fixture(), "vit", None).unwrap(), r);
+        assert_eq!(
+            Recipe::for_model(&vit_fixture(), "vit", Some(48)).unwrap(),
+            Recipe::vit(48)
+        );
+        // a bare file takes its family's default
+        let file = vit_fixture().join("model.safetensors");
+        assert_eq!(
+            Recipe::for_model(&file, "vit", None).unwrap(),
+            Recipe::vit(224)
+        );
+        assert_eq!(
+            Recipe::for_model(&file, "mobilenet_v2", Some(160)).unwrap(),
+            Recipe::imagenet(160)
+        );
+        // written back, it reads as itself
+        let dir = tempfile::tempdir().unwrap();
+        for recipe in [Recipe::vit(48), Recipe::imagenet(224)] {
+            let p = dir.path().join("preprocessor_config.json");
+            std::fs::write(&p, recipe.to_preprocessor().to_string()).unwrap();
+            assert_eq!(Recipe::from_preprocessor(&p).unwrap(), recipe);
+        }
+    }
+
+    #[test]
+    fn older_recipes_read_and_write_as_before() {
+        let old =
+            r#"{"resize":256,"crop":224,"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225]}"#;
+        let r: Recipe = serde_json::from_str(old).unwrap();
+        assert_eq!(r, Recipe::imagenet(224));
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        let vit = serde_json::to_value(Recipe::vit(224)).unwrap();
+        assert_eq!(vit["resize_mode"], "stretch");
+        assert!(vit.get("resample").is_none());
+    }
+
+    #[test]
+    fn processor_options_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("preprocessor_config.json");
+        let read = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Recipe::from_preprocessor(&p)
+        };
+        let r = read(
+            r#"{"size": {"shortest_edge": 256}, "do_center_crop": true,
+                "crop_size": {"height": 224, "width": 224}, "resample": 3,
+                "do_rescale": false, "do_normalize": false}"#,
+        )
+        .unwrap();
+        assert_eq!(r.resize_mode, ResizeMode::Shorter);
+        assert_eq!((r.resize, r.crop), (256, 224));
+        assert_eq!(r.resample, Resample::Bicubic);
+        assert_eq!(r.rescale_factor, 1.0);
+        assert_eq!((r.mean, r.std), ([0.0; 3], [1.0; 3]));
+        let r = read(r#"{"size": 384, "image_mean": 0.5, "image_std": [0.2, 0.3, 0.4]}"#).unwrap();
+        assert_eq!(
+            (r.resize, r.crop, r.resize_mode),
+            (384, 384, ResizeMode::Stretch)
+        );
+        assert_eq!(r.std, [0.2, 0.3, 0.4]);
+        for (text, says) in [
+            (r#"{"size": {"height": 224, "width": 256}}"#, "only square"),
+            (r#"{"do_resize": false}"#, "do_resize"),
+            (r#"{"resample": 5}"#, "resample 5"),
+            (r#"{"size": {"shortest_edge": 256}}"#, "do_center_crop"),
+            (r#"{"image_std": [0.5, 0.5]}"#, "image_std"),
+            (r#"{"image_std": [0.5, 0.0, 0.5]}"#, "positive"),
+        ] {
+            let err = format!("{:#}", read(text).unwrap_err());
+            assert!(
+                err.contains(says) && err.contains("preprocessor_config.json"),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn stretched_images_match_transformers_processor() {
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision/vit_random.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let (w, h) = (40u32, 24u32);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                ((x * 6) % 256) as u8,
+                ((y * 10) % 256) as u8,
+                ((x * y) % 256) as u8,
+            ])
+        });
+        let recipe = Recipe::vit(32);
+        let mut out = vec![0f32; 3 * 32 * 32];
+        Stored::new(img, &recipe).write(&recipe, None, &mut out);
+        let want = &reference["processor"];
+        // PIL's and the image crate's bilinear round to 8 bits alike, up to
+        // one level (2/255 after normalising with std 0.5)
+        for (key, sum_key) in [("pil_first", "pil_sum"), ("first", "sum")] {
+            let first: Vec<f64> = want[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            for (a, b) in out.iter().zip(&first) {
+                assert!(
+                    (*a as f64 - b).abs() <= 2.0 / 255.0 + 1e-6,
+                    "{key}: {a} vs {b}"
+                );
+            }
+            let sum: f64 = out.iter().map(|v| *v as f64).sum();
+            let mean_diff = (sum - want[sum_key].as_f64().unwrap()).abs() / out.len() as f64;
+            assert!(mean_diff < 2e-3, "{sum_key}: mean difference {mean_diff}");
+        }
     }
 }

@@ -19,15 +19,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::params::LoadReport;
 use super::state::{Init, Source, load};
+pub use super::transformer::Activation;
+use super::transformer::{Intermediate, SelfAttention, layer_norm};
 use super::{Architecture, Flow, Group, Positions, TaskModel};
 use crate::hub::Checkpoint;
 
@@ -136,41 +135,6 @@ impl BertConfig {
     }
 }
 
-/// The feed-forward activation named by `hidden_act`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU, x * Φ(x) with erf (transformers' "gelu").
-    Gelu,
-    /// tanh approximation ("gelu_new", "gelu_pytorch_tanh", "gelu_fast").
-    GeluTanh,
-    Relu,
-    Silu,
-}
-
-impl Activation {
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            other => bail!(
-                "hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, \
-                 relu, silu)"
-            ),
-        })
-    }
-
-    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::Gelu => gelu(x),
-            Self::GeluTanh => gelu_approximate(x),
-            Self::Relu => relu(x),
-            Self::Silu => silu(x),
-        }
-    }
-}
-
 /// Token ids, their segment ids and the attention mask, as tensors.
 #[derive(Clone, Debug)]
 pub struct BertInput {
@@ -225,22 +189,15 @@ impl BertInput {
     }
 }
 
-/// A Linear layer of zeros, `[d_in, d_out]` as burn holds it; the state walk fills it.
+/// A biased Linear layer of zeros (see [`super::transformer::linear`]).
 fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
-    Linear {
-        weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
-        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
-    }
+    super::transformer::linear(d_in, d_out, true, device)
 }
 
 fn embedding(n: usize, d: usize, device: &Device) -> Embedding {
     Embedding {
         weight: Param::from_tensor(Tensor::zeros([n, d], device)),
     }
-}
-
-fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(eps).init(device)
 }
 
 #[derive(Module, Debug)]
@@ -267,56 +224,6 @@ impl BertEmbeddings {
     }
 }
 
-/// Q, K and V projections and attention-probability dropout.
-#[derive(Module, Debug)]
-pub struct BertSelfAttention {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
-    pub dropout: Dropout,
-    #[module(skip)]
-    pub num_heads: usize,
-}
-
-impl BertSelfAttention {
-    /// `x`: `[batch * seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`.
-    /// Returns the attention context `[batch * seq, hidden]`.
-    fn forward(&self, x: Tensor<2>, mask_bias: Tensor<4>, batch: usize, seq: usize) -> Tensor<2> {
-        let hidden = x.dims()[1];
-        let heads = self.num_heads;
-        let head_dim = hidden / heads;
-        let split = |t: Tensor<2>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
-        let dropout_active = self.dropout.prob > 0.0
-            && self.dropout.training.is_enabled()
-            && x.device().is_autodiff();
-        let context = if dropout_active {
-            // Dropout on the attention probabilities needs them materialised.
-            let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
-            let probs = self.dropout.forward(softmax(scores, 3));
-            probs.matmul(v)
-        } else {
-            // The backend's fused attention (on autodiff backends it is the
-            // same decomposition as above, with a correct backward).
-            attention(
-                q,
-                k,
-                v,
-                None,
-                Some(mask_bias.expand([batch, heads, seq, seq])),
-                AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal: false,
-                },
-            )
-        };
-        context.swap_dims(1, 2).reshape([batch * seq, hidden])
-    }
-}
-
 /// Output projection, dropout, residual and LayerNorm (of attention or of the FFN).
 #[derive(Module, Debug)]
 pub struct BertOutput {
@@ -333,18 +240,17 @@ impl BertOutput {
     }
 }
 
+/// BERT's `attention.self`: the shared multi-head self-attention.
+pub type BertSelfAttention = SelfAttention;
+
+/// BERT's `intermediate`: the shared feed-forward expansion.
+pub type BertIntermediate = Intermediate;
+
 #[derive(Module, Debug)]
 pub struct BertAttention {
     /// `attention.self` in checkpoint keys.
     pub self_: BertSelfAttention,
     pub output: BertOutput,
-}
-
-#[derive(Module, Debug)]
-pub struct BertIntermediate {
-    pub dense: Linear,
-    #[module(skip)]
-    pub activation: Activation,
 }
 
 /// One post-LN encoder layer: `x = LN(x + Attn(x)); x = LN(x + FFN(x))`.
@@ -367,12 +273,9 @@ impl BertLayer {
         let context = self
             .attention
             .self_
-            .forward(x.clone(), mask_bias, batch, seq);
+            .forward(x.clone(), Some(mask_bias), batch, seq);
         let x = self.attention.output.forward(context, x);
-        let inner = self
-            .intermediate
-            .activation
-            .apply(self.intermediate.dense.forward(x.clone()));
+        let inner = self.intermediate.forward(x.clone());
         self.output.forward(inner, x).reshape([batch, seq, hidden])
     }
 }

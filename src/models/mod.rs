@@ -19,8 +19,10 @@ pub mod mobilenet_v2;
 pub mod params;
 pub mod resnet;
 pub mod state;
+pub mod transformer;
 pub mod vgg;
 pub mod vision;
+pub mod vit;
 
 use std::ops::Range;
 
@@ -109,6 +111,9 @@ pub enum Positions {
     All,
     /// One vector per example (pooled features).
     Vector,
+    /// Every position of a sequence of the same length for every example
+    /// (a ViT's patches and [CLS]).
+    Sequence { len: usize },
     /// One feature map per example.
     Map {
         channels: usize,
@@ -239,12 +244,10 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// says (HF `preprocessor_config.json`) or their published recipe is not
     /// torchvision's ImageNet one.
     fn recipe(
-        _model: &std::path::Path,
+        model: &std::path::Path,
         side: Option<u32>,
     ) -> Result<crate::data::preprocess::Recipe> {
-        Ok(crate::data::preprocess::Recipe::imagenet(
-            side.unwrap_or(224),
-        ))
+        crate::data::preprocess::Recipe::for_model(model, Self::MODEL_TYPE, side)
     }
 
     /// Other `--arch` names of this family's variants (`resnet18`,
@@ -256,6 +259,20 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// when no `--arch` and no `config.json` say).
     fn recognises(_checkpoint: &crate::hub::Checkpoint) -> bool {
         false
+    }
+
+    /// Values for the parameter at `path` (under the body) from a
+    /// checkpoint tensor of another shape, where the family knows how to
+    /// fit it (ViT's position embeddings at another image size); `None`
+    /// makes the shape difference an error.
+    fn resample(
+        &self,
+        _path: &str,
+        _stored: &[usize],
+        _values: &[f32],
+        _wanted: &[usize],
+    ) -> Option<Vec<f32>> {
+        None
     }
 
     /// The checkpoint key of a head parameter (`classifier.weight` under
@@ -442,7 +459,7 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet", "vit"];
 
 /// The family of an `--arch` name or a timm architecture that names a
 /// variant (`resnet18`, `resnet50`): its sizes come from the weights.

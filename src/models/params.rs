@@ -61,6 +61,9 @@ pub struct LoadReport {
     pub renamed: Vec<String>,
     /// True when no checkpoint was used at all (training from scratch).
     pub from_scratch: bool,
+    /// Tensors loaded at another shape and resampled to the model's
+    /// (ViT's position embeddings at another image size): `key from -> to`.
+    pub resampled: Vec<String>,
 }
 
 impl LoadReport {
@@ -89,6 +92,13 @@ impl LoadReport {
                 "warning: {} key(s) missing from the checkpoint, initialised fresh: {}",
                 self.missing.len(),
                 abbreviate(&self.missing, 8)
+            ));
+        }
+        if !self.resampled.is_empty() {
+            out.push(format!(
+                "resampled to this input size (bicubic, as transformers' \
+                 interpolate_pos_encoding): {}",
+                self.resampled.join(", ")
             ));
         }
         if !self.unexpected.is_empty() {

@@ -34,6 +34,9 @@ pub enum Init {
     /// Uniform in [-bound, bound): PyTorch's default for a Linear layer's
     /// weight and bias is bound 1/sqrt(fan_in).
     Uniform(f64),
+    /// Normal(0, std) redrawn until within ±bound: PyTorch's
+    /// `trunc_normal_(std=std, a=-bound, b=bound)` (transformers' ViT init).
+    TruncatedNormal(f64, f64),
 }
 
 /// Module path and container of the parameter being visited.
@@ -157,6 +160,16 @@ impl<A: Architecture> Loader<'_, A> {
             Init::Normal(std) | Init::NormalZeroRow(std, _) => {
                 (0..n).map(|_| (self.rng.normal() * std) as f32).collect()
             }
+            Init::TruncatedNormal(std, bound) => (0..n)
+                .map(|_| {
+                    loop {
+                        let v = self.rng.normal() * std;
+                        if v.abs() <= bound {
+                            break v as f32;
+                        }
+                    }
+                })
+                .collect(),
             Init::KaimingNormalFanOut => {
                 let fan_out = dims[0] * dims[2..].iter().product::<usize>();
                 let std = (2.0 / fan_out.max(1) as f64).sqrt();
@@ -225,15 +238,32 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
                 ));
                 self.init_values(&path, &container, &field, &dims, &stored, k.transposed)
             }
+            Some((name, t)) if t.shape != stored && !self.exact && path.starts_with("body.") => {
+                // a tensor the family can fit to its shape (ViT's position
+                // grid at another image size), else the shape error below
+                match self
+                    .body
+                    .resample(&path["body.".len()..], &t.shape, &t.data, &stored)
+                {
+                    Some(v) => {
+                        self.used.insert(name.clone());
+                        self.report.loaded += 1;
+                        self.report
+                            .resampled
+                            .push(format!("{name} {:?} -> {stored:?}", t.shape));
+                        v
+                    }
+                    None => {
+                        self.error
+                            .get_or_insert(shape_error::<A>(&name, &t.shape, &stored));
+                        return Param::from_mapped_value(id, tensor, mapper);
+                    }
+                }
+            }
             Some((name, t)) => {
                 if t.shape != stored {
-                    self.error.get_or_insert(format!(
-                        "checkpoint tensor `{name}` has shape {:?}, but the architecture built \
-                         from config.json expects {stored:?}: the config does not describe these \
-                         weights (check {} in config.json)",
-                        t.shape,
-                        A::SIZE_FIELDS
-                    ));
+                    self.error
+                        .get_or_insert(shape_error::<A>(&name, &t.shape, &stored));
                     return Param::from_mapped_value(id, tensor, mapper);
                 }
                 self.used.insert(name);
@@ -262,6 +292,15 @@ impl<A: Architecture> ModuleMapper for Loader<'_, A> {
         }
         Param::from_mapped_value(id, t, mapper)
     }
+}
+
+fn shape_error<A: Architecture>(name: &str, shape: &[usize], stored: &[usize]) -> String {
+    format!(
+        "checkpoint tensor `{name}` has shape {shape:?}, but the architecture built from \
+         config.json expects {stored:?}: the config does not describe these weights (check {} \
+         in config.json)",
+        A::SIZE_FIELDS
+    )
 }
 
 /// What to load.

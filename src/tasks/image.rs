@@ -248,6 +248,17 @@ impl Task for ImageClassification {
         Ok(())
     }
 
+    /// The recipe as a Hugging Face image processor, so that transformers
+    /// preprocesses images as the model was trained.
+    fn export_files(&self) -> Vec<(&'static str, serde_json::Value)> {
+        // Hugging Face image processors feed RGB: a BGR (Caffe) recipe has
+        // no such file, and `preprocessing` in config.json says it all.
+        if self.recipe.channels == crate::data::preprocess::ChannelOrder::Bgr {
+            return Vec::new();
+        }
+        vec![("preprocessor_config.json", self.recipe.to_preprocessor())]
+    }
+
     fn adapt_body<A: Architecture>(&self, body: A) -> A {
         body.with_image_size(self.recipe.crop as usize)
     }

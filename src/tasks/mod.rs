@@ -54,6 +54,12 @@ pub trait Task: Sized {
     /// What an export adds to the base model's `config.json`.
     fn export_config(&self, config: &mut serde_json::Map<String, serde_json::Value>) -> Result<()>;
 
+    /// Files an export writes besides the config and weights (an image
+    /// task's `preprocessor_config.json`), as JSON by file name.
+    fn export_files(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+
     /// The body as this task feeds it (image tasks set the input size).
     fn adapt_body<A: Architecture>(&self, body: A) -> A {
         body

@@ -1,7 +1,8 @@
 //! Writes a trained model as a Hugging Face directory that `transformers`
 //! loads: the base model's `config.json` with the task's fields and class
-//! name, `model.safetensors` under transformers' keys, the tokenizer files,
-//! and `headstart.json` with what `eval` and `predict` need.
+//! name, `model.safetensors` under transformers' keys, the tokenizer files
+//! (or an image task's `preprocessor_config.json`), and `headstart.json`
+//! with what `eval` and `predict` need.
 
 use std::io::Write;
 use std::path::Path;
@@ -65,6 +66,9 @@ pub fn export<A: Architecture, T: Task>(
         .map(|(k, shape, values)| (model.body.export_key(&k), shape, values))
         .collect();
     write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
+    for (name, value) in task.export_files() {
+        write_json_atomic(&out.join(name), &value)?;
+    }
     for f in TOKENIZER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {

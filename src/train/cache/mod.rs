@@ -232,7 +232,7 @@ impl Features {
         let h = self.hidden;
         let b = idx.len();
         match self.positions {
-            Positions::All => {
+            Positions::All | Positions::Sequence { .. } => {
                 let s = idx.iter().map(|&i| self.rows(i)).max().unwrap_or(0);
                 let mut x = vec![0f32; b * s * h];
                 let mut mask = vec![0f32; b * s];
@@ -350,6 +350,7 @@ pub fn get_or_build(
     let started = Instant::now();
     let rows: Vec<usize> = match req.positions {
         Positions::All => req.lengths.clone(),
+        Positions::Sequence { len } => vec![len; req.lengths.len()],
         _ => vec![1; req.lengths.len()],
     };
     let mut offsets = vec![0usize];
@@ -438,6 +439,7 @@ pub fn get_or_build(
             let seq = batch.iter().map(|&i| req.lengths[i]).max().unwrap_or(0);
             let per_example = match req.positions {
                 Positions::All => seq * req.hidden,
+                Positions::Sequence { len } => len * req.hidden,
                 _ => req.hidden,
             };
             if out.len() != batch.len() * per_example {

@@ -1,0 +1,136 @@
+//! Pieces of transformer encoders that several families share: the
+//! feed-forward activation named by `hidden_act`, multi-head
+//! self-attention with Q/K/V projections, the intermediate (expansion)
+//! layer, and zero-filled Linear and LayerNorm constructors.
+//!
+//! Where a family's layer differs (BERT normalises after each residual,
+//! ViT before each sub-layer), the layer itself stays in the family's file.
+
+use anyhow::{Result, bail};
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+/// The feed-forward activation named by `hidden_act`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU, x * Φ(x) with erf (transformers' "gelu").
+    Gelu,
+    /// tanh approximation ("gelu_new", "gelu_pytorch_tanh", "gelu_fast").
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            other => bail!(
+                "hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, \
+                 relu, silu)"
+            ),
+        })
+    }
+
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Gelu => gelu(x),
+            Self::GeluTanh => gelu_approximate(x),
+            Self::Relu => relu(x),
+            Self::Silu => silu(x),
+        }
+    }
+}
+
+/// A Linear layer of zeros, `[d_in, d_out]` as burn holds it; the state walk fills it.
+pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+    Linear {
+        weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// Q, K and V projections and attention-probability dropout.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl SelfAttention {
+    /// `x`: `[batch * seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`
+    /// added to the scores (none: every position attends to every other).
+    /// Returns the attention context `[batch * seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        mask_bias: Option<Tensor<4>>,
+        batch: usize,
+        seq: usize,
+    ) -> Tensor<2> {
+        let hidden = x.dims()[1];
+        let heads = self.num_heads;
+        let head_dim = hidden / heads;
+        let split = |t: Tensor<2>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let dropout_active = self.dropout.prob > 0.0
+            && self.dropout.training.is_enabled()
+            && x.device().is_autodiff();
+        let context = if dropout_active {
+            // Dropout on the attention probabilities needs them materialised.
+            let mut scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt();
+            if let Some(bias) = mask_bias {
+                scores = scores + bias;
+            }
+            let probs = self.dropout.forward(softmax(scores, 3));
+            probs.matmul(v)
+        } else {
+            // The backend's fused attention (on autodiff backends it is the
+            // same decomposition as above, with a correct backward).
+            attention(
+                q,
+                k,
+                v,
+                None,
+                mask_bias.map(|b| b.expand([batch, heads, seq, seq])),
+                AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: false,
+                },
+            )
+        };
+        context.swap_dims(1, 2).reshape([batch * seq, hidden])
+    }
+}
+
+/// The feed-forward expansion: `act(dense(x))`.
+#[derive(Module, Debug)]
+pub struct Intermediate {
+    pub dense: Linear,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Intermediate {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.activation.apply(self.dense.forward(x))
+    }
+}
