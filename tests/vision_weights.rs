@@ -411,3 +411,26 @@ fn vgg16_keras_onnx_conv_base_matches_torchvision() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff <= 1e-4 * scale, "max |diff| {diff} (scale {scale})");
 }
+
+/// A checkpoint of another family is a clear error naming the file and
+/// what it holds, whichever family `--arch` asks for.
+#[test]
+fn a_checkpoint_of_the_wrong_family_is_a_clear_error() {
+    let file = weights("mobilenet_v2");
+    let device = burn::tensor::Device::default();
+    for (arch, says) in [
+        ("resnet18", "is not a resnet checkpoint"),
+        ("vgg16", "is not a vgg16 checkpoint"),
+        ("vit_b_16", "is not a vit checkpoint"),
+    ] {
+        let err =
+            match headstart::train::eval_image::load_image_classifier(&file, Some(arch), &device) {
+                Ok(_) => panic!("--arch {arch} loaded a MobileNetV2 file"),
+                Err(e) => format!("{e:#}"),
+            };
+        assert!(err.contains(says), "{arch}: {err}");
+        assert!(err.contains("mobilenet_v2-b0353104.pth"), "{arch}: {err}");
+        assert!(err.contains("features.0.0.weight"), "{arch}: {err}");
+        assert!(err.contains("use --arch mobilenet_v2"), "{arch}: {err}");
+    }
+}

@@ -65,6 +65,23 @@ pub fn load_image_classifier(
 
 fn load_as<A: Architecture + 'static>(dir: PathBuf, device: &Device) -> Result<ImageClassifier> {
     let checkpoint = Checkpoint::open(&dir)?;
+    if dir.is_file() && !A::recognises(&checkpoint) {
+        let first: Vec<&str> = checkpoint
+            .tensors
+            .keys()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        let hint = match crate::models::vision::family_of_checkpoint(&checkpoint) {
+            Some(f) => format!("its tensors are a {f} checkpoint's: use --arch {f}"),
+            None => "no image family recognises its tensor names".to_string(),
+        };
+        bail!(
+            "{} is not a {} checkpoint in any naming headstart reads (its first keys are {first:?}); {hint}",
+            dir.display(),
+            A::MODEL_TYPE
+        );
+    }
     let config_path = dir.join("config.json");
     let (labels, recipe) = if dir.is_dir() {
         let raw: serde_json::Value = read_json(&config_path)?;
