@@ -458,6 +458,15 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
     Ok(t)
 }
 
+/// A family's serialisable config as `config.json`, with its `model_type`.
+pub fn config_json(config: &impl serde::Serialize, model_type: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("model_type".into(), serde_json::json!(model_type));
+    }
+    v
+}
+
 /// Families this build implements, by `model_type`.
 pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet", "vit"];
 

@@ -757,11 +757,7 @@ impl Architecture for ResNet {
     }
 
     fn hf_config(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.config).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("model_type".into(), serde_json::json!(Self::MODEL_TYPE));
-        }
-        v
+        super::config_json(&self.config, Self::MODEL_TYPE)
     }
 
     /// The task's `classifier` is torchvision's `fc`.

@@ -83,6 +83,8 @@ fn load_as<A: Architecture + 'static>(dir: PathBuf, device: &Device) -> Result<I
         );
     }
     let config_path = dir.join("config.json");
+    // built once: for a bare file this reads the weights' names and shapes
+    let body = A::from_config_file(&config_path, device)?;
     let (labels, recipe) = if dir.is_dir() {
         let raw: serde_json::Value = read_json(&config_path)?;
         let labels = labels_from_config(&raw, &config_path.display().to_string())?;
@@ -97,8 +99,7 @@ fn load_as<A: Architecture + 'static>(dir: PathBuf, device: &Device) -> Result<I
         };
         (labels, recipe)
     } else {
-        let defaults = A::from_config_file(&config_path, device)?;
-        let key = defaults.head_key("classifier.weight");
+        let key = body.head_key("classifier.weight");
         let classes = checkpoint
             .tensors
             .get(&key)
@@ -118,7 +119,7 @@ fn load_as<A: Architecture + 'static>(dir: PathBuf, device: &Device) -> Result<I
         recipe,
         seed: 0,
     };
-    let body = task.adapt_body(A::from_config_file(&config_path, device)?);
+    let body = task.adapt_body(body);
     let head = task.new_head(&body, device);
     let (model, report) =
         state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
