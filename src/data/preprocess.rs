@@ -813,6 +813,49 @@ mod tests {
     }
 
     #[test]
+    fn grey_rgba_and_16_bit_images_become_the_same_rgb() {
+        use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgba};
+        let png = |img: DynamicImage| {
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+                .unwrap();
+            decode_bytes(&bytes, Path::new("mixed.png")).unwrap()
+        };
+        let values = [0u8, 100, 200, 255];
+        let at = |x: u32, y: u32| values[(y * 2 + x) as usize];
+        let grey = png(DynamicImage::ImageLuma8(ImageBuffer::from_fn(
+            2,
+            2,
+            |x, y| Luma([at(x, y)]),
+        )));
+        let grey_alpha = png(DynamicImage::ImageLumaA8(ImageBuffer::from_fn(
+            2,
+            2,
+            |x, y| LumaA([at(x, y), 17]),
+        )));
+        let rgba = png(DynamicImage::ImageRgba8(ImageBuffer::from_fn(
+            2,
+            2,
+            |x, y| {
+                let v = at(x, y);
+                Rgba([v, v, v, 0])
+            },
+        )));
+        let sixteen = png(DynamicImage::ImageLuma16(ImageBuffer::from_fn(
+            2,
+            2,
+            |x, y| Luma([at(x, y) as u16 * 257]),
+        )));
+        for (x, y, p) in grey.enumerate_pixels() {
+            assert_eq!(p.0, [at(x, y); 3], "grey at {x},{y}");
+        }
+        // alpha is dropped, 16-bit values scale down to the same 8-bit ones
+        assert_eq!(grey_alpha, grey);
+        assert_eq!(rgba, grey);
+        assert_eq!(sixteen, grey);
+    }
+
+    #[test]
     fn undecodable_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("broken.png");
