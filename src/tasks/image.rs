@@ -271,3 +271,36 @@ impl Task for ImageClassification {
         split.augment != Augment::None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::classification::LabelMap;
+
+    #[test]
+    fn a_test_label_absent_from_training_is_an_error_naming_file_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.png");
+        image::RgbImage::new(4, 4).save(&path).unwrap();
+        let task = ImageClassification {
+            labels: LabelMap {
+                labels: vec!["coat".into(), "shirt".into()],
+            },
+            recipe: Recipe::imagenet(4),
+            seed: 0,
+        };
+        let examples = vec![Example {
+            text: path.display().to_string(),
+            label: "boot".into(),
+            line: 7,
+        }];
+        let err = match load_split(&task, &examples, "test.csv", Augment::None, false) {
+            Ok(_) => panic!("an unknown label was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains("test.csv line 7") && err.contains("`boot`"),
+            "{err}"
+        );
+    }
+}
