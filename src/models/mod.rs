@@ -15,6 +15,7 @@
 //! and groups every parameter.
 
 pub mod bert;
+pub mod causal;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod resnet;
