@@ -17,7 +17,7 @@ use headstart::train::{ExportChoice, Observer, StepLine, TrainConfig};
 /// `headstart train` / `compare` flags; defaults are [`TrainConfig::default`]'s.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TrainArgs {
-    /// text-classification | image-classification
+    /// text-classification | image-classification | causal-lm
     #[arg(long, default_value = "text-classification")]
     pub task: String,
     /// Pretrained model: HF directory, hub id, packaged short name, or a
@@ -89,14 +89,21 @@ pub struct TrainArgs {
     pub grad_accum: usize,
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    /// causal-lm: tokens per training row (default: the smaller of 512 and the model's context).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// causal-lm: `on` joins documents with EOS and cuts full rows; `off` keeps one document per row (padding masked).
+    #[arg(long, value_enum, default_value = "on")]
+    pub pack: headstart::tasks::causal_lm::Pack,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Validate every K optimizer steps as well as at each epoch's end.
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Metric for the best checkpoint and early stopping: accuracy | macro_f1 | loss.
-    #[arg(long, default_value = "accuracy")]
-    pub metric: MetricName,
+    /// Metric for the best checkpoint and early stopping: accuracy | macro_f1 | loss
+    /// (default: accuracy; loss, that is perplexity, for causal-lm).
+    #[arg(long)]
+    pub metric: Option<MetricName>,
     /// Stop after this many validations without improvement.
     #[arg(long)]
     pub patience: Option<usize>,
@@ -138,6 +145,11 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     pub fn into_config(self) -> Result<TrainConfig> {
+        let metric = self.metric.unwrap_or(if self.task == "causal-lm" {
+            MetricName::Loss
+        } else {
+            MetricName::Accuracy
+        });
         let c = TrainConfig {
             task: self.task,
             model: self.model,
@@ -164,9 +176,11 @@ impl TrainArgs {
             clip_norm: self.clip_norm,
             grad_accum: self.grad_accum,
             max_length: self.max_length,
+            block_size: self.block_size,
+            pack: self.pack,
             seed: self.seed,
             eval_every: self.eval_every,
-            metric: self.metric,
+            metric,
             patience: self.patience,
             export: self.export,
             checkpoint_every: self.checkpoint_every,

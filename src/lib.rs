@@ -14,6 +14,7 @@ pub mod cost;
 pub mod data;
 pub mod embed;
 pub mod fsutil;
+pub mod generate;
 pub mod hub;
 pub mod inspect;
 pub mod models;

@@ -183,13 +183,52 @@ impl TextTokenizer {
     }
 }
 
+/// The tokenizer of a language model's directory (`tokenizer.json`), with
+/// no padding or truncation: documents are encoded whole and packed.
+pub fn lm_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        bail!(
+            "no tokenizer in {}: a language model directory needs tokenizer.json",
+            dir.display()
+        );
+    }
+    let mut tok = Tokenizer::from_file(&path).map_err(|e| {
+        anyhow!(
+            "cannot read tokenizer {}: {e}; the file may be corrupt (re-download it) or from a \
+             newer tokenizers version",
+            path.display()
+        )
+    })?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(tok)
+}
+
+/// Each text's token ids, with the special tokens the tokenizer itself
+/// adds (a BOS for tokenizers that add one), no truncation.
+pub fn encode_documents(tok: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        let enc = tok
+            .encode_batch(chunk.to_vec(), true)
+            .map_err(|e| anyhow!("tokenisation failed: {e}"))?;
+        out.extend(enc.iter().map(|e| e.get_ids().to_vec()));
+    }
+    Ok(out)
+}
+
 /// The files of a model directory that define its tokenizer (those present
 /// are copied on export and hashed into feature-cache keys).
-pub const TOKENIZER_FILES: [&str; 4] = [
+pub const TOKENIZER_FILES: [&str; 7] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.txt",
     "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
 ];
 
 /// One text's token ids without padding, as produced once per dataset.

@@ -168,6 +168,12 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     const BASE_PREFIX: &'static str;
     /// The HF class name stem (`Bert` for `BertForSequenceClassification`).
     const HF_STEM: &'static str;
+    /// The HF class of this family for a task's class suffix (`Bert` +
+    /// `ForSequenceClassification`); families whose classes break the
+    /// pattern override it (GPT-2's causal LM is `GPT2LMHeadModel`).
+    fn hf_class(suffix: &str) -> String {
+        format!("{}{suffix}", Self::HF_STEM)
+    }
     /// Module-path segments spelled otherwise in checkpoint keys.
     const RENAMES: &'static [(&'static str, &'static str)] = &[];
     /// The `config.json` fields that set tensor shapes, named when a

@@ -333,7 +333,13 @@ impl Task for TextClassification {
         cross_entropy(head.forward(features), targets)
     }
 
-    fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
+    fn outputs(
+        &self,
+        head: &ClassificationHead,
+        features: Flow,
+        _split: &TextSplit,
+        _idx: &[usize],
+    ) -> Vec<Vec<f32>> {
         head.logit_rows(features)
     }
 

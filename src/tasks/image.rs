@@ -214,7 +214,13 @@ impl Task for ImageClassification {
         cross_entropy(head.forward(features), targets)
     }
 
-    fn outputs(&self, head: &ClassificationHead, features: Flow) -> Vec<Vec<f32>> {
+    fn outputs(
+        &self,
+        head: &ClassificationHead,
+        features: Flow,
+        _split: &ImageSplit,
+        _idx: &[usize],
+    ) -> Vec<Vec<f32>> {
         head.logit_rows(features)
     }
 

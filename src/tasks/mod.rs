@@ -2,6 +2,7 @@
 //! on top of a family's body, the loss, the metrics, and what an export
 //! adds to `config.json`. The fit loop knows no task.
 
+pub mod causal_lm;
 pub mod classification;
 pub mod image;
 
@@ -39,8 +40,15 @@ pub trait Task: Sized {
     fn hash_inputs(&self, split: &Self::Split, key: &mut crate::train::cache::KeyHasher);
     /// The mean loss of a batch from the body's output.
     fn loss(&self, head: &Self::Head, features: Flow, targets: Self::Targets) -> Tensor<1>;
-    /// The head's output for each example of a batch (host copies).
-    fn outputs(&self, head: &Self::Head, features: Flow) -> Vec<Vec<f32>>;
+    /// The head's output for each example `idx` of `split` in a batch
+    /// (host copies).
+    fn outputs(
+        &self,
+        head: &Self::Head,
+        features: Flow,
+        split: &Self::Split,
+        idx: &[usize],
+    ) -> Vec<Vec<f32>>;
     /// Metrics of a split from its examples' outputs, in split order.
     fn metrics(&self, split: &Self::Split, outputs: &[Vec<f32>]) -> Self::Metrics;
     /// A named metric, oriented so that larger is better.

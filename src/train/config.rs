@@ -90,6 +90,11 @@ pub struct TrainConfig {
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
     pub max_length: usize,
+    /// Tokens per training row of a causal LM (default: the smaller of 512
+    /// and the model's context).
+    pub block_size: Option<usize>,
+    /// How a causal LM's documents become rows.
+    pub pack: crate::tasks::causal_lm::Pack,
     pub seed: u64,
     /// Validate every K optimizer steps as well as at each epoch's end.
     pub eval_every: Option<usize>,
@@ -147,6 +152,8 @@ impl Default for TrainConfig {
             clip_norm: 1.0,
             grad_accum: 1,
             max_length: 128,
+            block_size: None,
+            pack: crate::tasks::causal_lm::Pack::On,
             seed: 42,
             eval_every: None,
             metric: MetricName::Accuracy,
@@ -174,6 +181,12 @@ impl TrainConfig {
         }
         if self.max_steps == Some(0) || self.epochs == Some(0) {
             bail!("--max-steps and --epochs must be at least 1");
+        }
+        if self.task == "causal-lm" && self.metric == MetricName::MacroF1 {
+            bail!(
+                "--metric macro_f1 has no meaning for causal-lm (no classes): use loss (perplexity) \
+                 or accuracy (next-token)"
+            );
         }
         if self.max_length < 2 {
             bail!("--max-length must be at least 2 (room for [CLS] and [SEP])");

@@ -52,7 +52,10 @@ pub fn predict<A: Architecture, T: Task>(
             Some((f, boundary)) => model.features_from(f.batch(&chunk, device), boundary),
             None => model.features(task.input(split, &chunk, device), 0),
         };
-        for (i, o) in chunk.iter().zip(task.outputs(&model.head, features)) {
+        for (i, o) in chunk
+            .iter()
+            .zip(task.outputs(&model.head, features, split, &chunk))
+        {
             out[*i] = o;
         }
     }

@@ -53,7 +53,7 @@ pub fn export<A: Architecture, T: Task>(
     }
     obj.insert(
         "architectures".into(),
-        serde_json::json!([format!("{}{}", A::HF_STEM, T::HF_SUFFIX)]),
+        serde_json::json!([A::hf_class(T::HF_SUFFIX)]),
     );
     obj.insert("model_type".into(), serde_json::json!(A::MODEL_TYPE));
     task.export_config(obj)?;

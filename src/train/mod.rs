@@ -525,6 +525,105 @@ fn text_classification<A: Architecture>(
     run.fit(body, task, train, val, &line, obs)
 }
 
+/// Causal language modelling with family `A`: read, tokenise and pack the
+/// corpus, then fit.
+#[allow(dead_code)] // dispatched once a causal-LM family is registered
+fn causal_lm<A: crate::models::causal::CausalLm>(
+    config: &TrainConfig,
+    model_dir: &Path,
+    resumed: Option<(RunConfig, PathBuf)>,
+    device: &Device,
+    started: Instant,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    use crate::tasks::causal_lm::{CausalLanguageModelling, LmSplit, check_block_size, pack_rows};
+    let train_device = device.clone().autodiff();
+    let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
+    config.strategy.check(body.groups().len())?;
+    let block = config.block_size.unwrap_or(512.min(body.max_positions()));
+    check_block_size(block, body.max_positions())?;
+    let eos = *body.eos_token_ids().first().with_context(|| {
+        format!(
+            "{} names no eos_token_id: documents cannot be joined",
+            model_dir.join("config.json").display()
+        )
+    })?;
+    let train_path = config
+        .train
+        .as_ref()
+        .context("--train is required: a text file, a folder of text files, or a CSV/JSONL with a text column")?;
+    let mut hasher = Sha256::new();
+    let read = |p: &Path| {
+        crate::data::corpus::read_documents(p, &config.text_column, config.skip_bad_rows)
+    };
+    let (train_docs, val_docs, skipped) =
+        split_examples(config, train_path, read, "documents", |t, v| {
+            for e in t.iter().chain(v) {
+                hasher.update((e.text.len() as u64).to_le_bytes());
+                hasher.update(e.text.as_bytes());
+            }
+        })?;
+    let data_sha256 = hex(hasher.finalize().as_slice());
+    if resumed.is_some() {
+        restored_state::<serde_json::Value>(&resumed, &data_sha256, "task state")?;
+    }
+    let tokenizer = crate::tokenize::lm_tokenizer(model_dir)?;
+    let rows = |docs: &[Example]| -> Result<Vec<Vec<u32>>> {
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let mut ids = crate::tokenize::encode_documents(&tokenizer, &texts)?;
+        for d in &mut ids {
+            // tokenizers whose post-processor already ends with EOS
+            if d.last() == Some(&eos) {
+                d.pop();
+            }
+        }
+        Ok(pack_rows(&ids, eos, block, config.pack))
+    };
+    let train = LmSplit {
+        rows: rows(&train_docs)?,
+    };
+    let val = LmSplit {
+        rows: rows(&val_docs)?,
+    };
+    if train.rows.is_empty() || val.rows.is_empty() {
+        bail!("no training or validation tokens left after tokenising (every document is empty)");
+    }
+    let task = CausalLanguageModelling { pad_id: eos };
+    let resolved = Resolved::new(config, train.rows.len());
+    let line = format!(
+        "{} on {} training / {} validation documents ({} / {} tokens to predict, rows of {} tokens, \
+         packing {:?}); {} epochs, {} steps, lr {:.1e}, warmup {} steps{}",
+        config.strategy,
+        train_docs.len(),
+        val_docs.len(),
+        train.targets(),
+        val.targets(),
+        block,
+        config.pack,
+        resolved.epochs,
+        resolved.total_steps,
+        resolved.lr,
+        resolved.warmup_steps,
+        if skipped > 0 {
+            format!("; {skipped} bad rows skipped")
+        } else {
+            String::new()
+        }
+    )
+    .to_lowercase();
+    let run = Run {
+        config,
+        model_dir,
+        resumed,
+        task_state: serde_json::json!({ "block_size": block, "eos": eos }),
+        data_sha256,
+        skipped,
+        device,
+        started,
+    };
+    run.fit(body, task, train, val, &line, obs)
+}
+
 /// Settings the architecture must allow.
 fn body_checks<A: Architecture>(body: &A, config: &TrainConfig) -> Result<()> {
     config.strategy.check(body.groups().len())?;

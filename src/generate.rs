@@ -1,0 +1,299 @@
+//! Text generation with a causal LM: prompts are run once, batched and
+//! left-padded, then one token per step through the key/value cache
+//! ([`crate::models::causal::KvCache`]); each sequence stops at an
+//! end-of-sequence token or after `max_new` tokens, and finished sequences
+//! leave the batch. Decoding is greedy (`temperature` 0, which equals
+//! transformers' `do_sample=False`) or sampled with temperature, top-k and
+//! top-p (nucleus) filtering from a seeded generator: the same seed gives
+//! the same text.
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::models::causal::{CausalLm, KvCache};
+use crate::models::params::SeededRng;
+
+/// How the next token is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy (the most likely token); otherwise logits are divided by it.
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens (`None`: all).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability
+    /// reaches `p` (`None` or 1: all).
+    pub top_p: Option<f64>,
+    pub seed: u64,
+}
+
+impl Sampling {
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        }
+    }
+
+    /// Rejects values no sampler can use.
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature must be 0 (greedy) or positive, got {}",
+                self.temperature
+            );
+        }
+        if self.top_k == Some(0) {
+            bail!("--top-k must be at least 1");
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            bail!("--top-p must be in (0, 1], got {p}");
+        }
+        Ok(())
+    }
+}
+
+/// Why a sequence ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stop {
+    /// It produced an end-of-sequence token (kept as its last token).
+    Eos,
+    /// It reached the token budget.
+    Length,
+}
+
+/// One prompt's continuation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// The new tokens (an EOS that ended it included, as transformers returns it).
+    pub ids: Vec<u32>,
+    pub stop: Stop,
+}
+
+/// The next token from one row of logits.
+pub fn choose(logits: &[f32], sampling: &Sampling, rng: &mut SeededRng) -> u32 {
+    if sampling.temperature == 0.0 {
+        // the first maximum, as torch.argmax
+        let mut best = 0;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if let Some(k) = sampling.top_k {
+        order.truncate(k.max(1));
+    }
+    let max = logits[order[0]] as f64;
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / sampling.temperature).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if let Some(top_p) = sampling.top_p.filter(|&p| p < 1.0) {
+        let mut cumulative = 0.0;
+        let mut keep = probs.len();
+        for (n, p) in probs.iter().enumerate() {
+            cumulative += p;
+            if cumulative >= top_p {
+                keep = n + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let mut u = rng.uniform();
+    for (i, p) in order.iter().zip(&probs) {
+        if u < *p {
+            return *i as u32;
+        }
+        u -= p;
+    }
+    *order.last().expect("at least one token") as u32
+}
+
+/// Continues each prompt (token ids, none empty) by at most `max_new`
+/// tokens; see the module doc. `model` should be on a plain (inference)
+/// device.
+pub fn generate<A: CausalLm>(
+    model: &A,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    sampling: &Sampling,
+    stop: &[u32],
+    device: &Device,
+) -> Result<Vec<Generated>> {
+    sampling.check()?;
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        bail!("prompt {} is empty: give at least one token", i + 1);
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + max_new > model.max_positions() {
+        bail!(
+            "a prompt of {longest} tokens plus {max_new} new ones exceeds the model's context of {} positions",
+            model.max_positions()
+        );
+    }
+    let mut out: Vec<Generated> = prompts
+        .iter()
+        .map(|_| Generated {
+            ids: Vec::new(),
+            stop: Stop::Length,
+        })
+        .collect();
+    if max_new == 0 || prompts.is_empty() {
+        return Ok(out);
+    }
+    let b = prompts.len();
+    let mut rng = SeededRng::new(sampling.seed);
+    // the prompts, left-padded: position ids count real tokens only
+    let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for p in prompts {
+        let pad = longest - p.len();
+        ids.extend(
+            (0..pad)
+                .map(|_| p[0] as i64)
+                .chain(p.iter().map(|&t| t as i64)),
+        );
+        pos.extend((0..pad).map(|_| 0i64).chain((0..p.len()).map(|t| t as i64)));
+        mask.extend((0..pad).map(|_| 0.0f32).chain(p.iter().map(|_| 1.0)));
+    }
+    let ints = |v: Vec<i64>, n: usize, s: usize| {
+        Tensor::<2, Int>::from_data(TensorData::new(v, [n, s]), device)
+    };
+    let mut key_mask: Vec<Vec<f32>> = mask.chunks(longest).map(<[f32]>::to_vec).collect();
+    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let mut cache = KvCache::new(model.num_layers());
+    let mut logits = model.forward_cached(
+        ints(ids, b, longest),
+        ints(pos, b, longest),
+        Tensor::from_data(TensorData::new(mask, [b, longest]), device),
+        &mut cache,
+    );
+    // rows of the batch -> prompt index
+    let mut active: Vec<usize> = (0..b).collect();
+    for step in 0..max_new {
+        let [n, s, v] = logits.dims();
+        let last: Vec<f32> = logits
+            .slice([0..n, s - 1..s, 0..v])
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| anyhow::anyhow!("logits: {e:?}"))?;
+        let mut chosen = Vec::with_capacity(n);
+        let mut keep = Vec::with_capacity(n);
+        for (row, &prompt) in active.iter().enumerate() {
+            let token = choose(&last[row * v..(row + 1) * v], sampling, &mut rng);
+            out[prompt].ids.push(token);
+            if stop.contains(&token) {
+                out[prompt].stop = Stop::Eos;
+            } else {
+                keep.push(row);
+                chosen.push(token);
+            }
+        }
+        if keep.is_empty() || step + 1 == max_new {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.select(&keep, device);
+            active = keep.iter().map(|&r| active[r]).collect();
+            key_mask = keep.iter().map(|&r| key_mask[r].clone()).collect();
+            next_pos = keep.iter().map(|&r| next_pos[r]).collect();
+        }
+        let n = active.len();
+        for m in &mut key_mask {
+            m.push(1.0);
+        }
+        let total = key_mask[0].len();
+        logits = model.forward_cached(
+            ints(chosen.iter().map(|&t| t as i64).collect(), n, 1),
+            ints(next_pos.clone(), n, 1),
+            Tensor::from_data(TensorData::new(key_mask.concat(), [n, total]), device),
+            &mut cache,
+        );
+        next_pos.iter_mut().for_each(|p| *p += 1);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut rng = SeededRng::new(1);
+        let s = Sampling::greedy();
+        assert_eq!(choose(&[0.1, 2.0, 2.0, -1.0], &s, &mut rng), 1);
+    }
+
+    #[test]
+    fn top_k_and_top_p_limit_the_candidates_and_seeds_repeat() {
+        let logits = [3.0f32, 2.9, 0.0, -1.0, 2.8];
+        let draw = |s: &Sampling| {
+            let mut rng = SeededRng::new(s.seed);
+            (0..400)
+                .map(|_| choose(&logits, s, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        let top2 = Sampling {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+            seed: 7,
+        };
+        let a = draw(&top2);
+        assert!(a.iter().all(|&t| t == 0 || t == 1));
+        assert!(a.contains(&0) && a.contains(&1));
+        assert_eq!(a, draw(&top2), "same seed, same draws");
+        // probabilities ~ 0.35, 0.32, 0.29 for tokens 0, 1, 4: top-p 0.6 keeps two
+        let nucleus = Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.6),
+            seed: 3,
+        };
+        let b = draw(&nucleus);
+        assert!(b.iter().all(|&t| t == 0 || t == 1), "{b:?}");
+        // a low temperature concentrates on the maximum
+        let cold = Sampling {
+            temperature: 0.01,
+            top_k: None,
+            top_p: None,
+            seed: 3,
+        };
+        assert!(draw(&cold).iter().all(|&t| t == 0));
+        let all = Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 11,
+        };
+        let c = draw(&all);
+        assert!(c.contains(&4) && c.contains(&2));
+    }
+
+    #[test]
+    fn bad_sampling_settings_are_refused() {
+        let mut s = Sampling::greedy();
+        s.temperature = -1.0;
+        assert!(s.check().is_err());
+        s.temperature = 1.0;
+        s.top_p = Some(1.5);
+        assert!(s.check().unwrap_err().to_string().contains("top-p"));
+        s.top_p = None;
+        s.top_k = Some(0);
+        assert!(s.check().is_err());
+    }
+}
