@@ -227,6 +227,126 @@ pub fn generate<A: CausalLm>(
     Ok(out)
 }
 
+/// A causal LM ready to generate, its family erased: what `generate`
+/// and captioning decoders call.
+pub struct LanguageModel {
+    pub tokenizer: tokenizers::Tokenizer,
+    /// Tokens that end a sequence (`config.json`'s and
+    /// `generation_config.json`'s `eos_token_id`).
+    pub eos: Vec<u32>,
+    pub max_positions: usize,
+    /// The family (`config.json`'s `model_type`).
+    pub family: String,
+    run: RunFn,
+}
+
+type RunFn = Box<dyn Fn(&[Vec<u32>], usize, &Sampling, &[u32], &Device) -> Result<Vec<Generated>>>;
+
+impl LanguageModel {
+    /// Continues `prompts` (token ids); see [`generate`].
+    pub fn generate_ids(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new: usize,
+        sampling: &Sampling,
+        device: &Device,
+    ) -> Result<Vec<Generated>> {
+        (self.run)(prompts, max_new, sampling, &self.eos, device)
+    }
+
+    /// Token ids of `text` as the model reads a prompt (with the special
+    /// tokens its tokenizer adds, such as a BOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(crate::tokenize::encode_documents(&self.tokenizer, &[text])?.remove(0))
+    }
+
+    /// The text of generated ids, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
+    }
+}
+
+/// `eos_token_id` of a config file (a number or a list), if any.
+fn eos_ids(path: &std::path::Path) -> Result<Vec<u32>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
+    Ok(match v.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|n| n.as_u64())
+            .map(|n| n as u32)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Loads family `A` from model directory `dir` (every parameter must be
+/// there) on `device`, with its tokenizer.
+pub fn load_family<A: CausalLm + 'static>(
+    dir: &std::path::Path,
+    device: &Device,
+) -> Result<LanguageModel> {
+    use crate::models::TaskModel;
+    use crate::models::state::{self, Source};
+    use crate::tasks::causal_lm::NoHead;
+    let body = A::from_config_file(&dir.join("config.json"), device)?;
+    let checkpoint = crate::hub::Checkpoint::open(dir)?;
+    let (model, report) = state::load(
+        TaskModel { body, head: NoHead },
+        Source::Pretrained(&checkpoint),
+        0,
+    )?;
+    if let Some(k) = report.missing.first() {
+        bail!(
+            "{}: the checkpoint lacks `{k}`{}: it is damaged or not a {} model of this config",
+            dir.display(),
+            if report.missing.len() > 1 {
+                format!(" (and {} more)", report.missing.len() - 1)
+            } else {
+                String::new()
+            },
+            A::MODEL_TYPE
+        );
+    }
+    let body = model.body;
+    let mut eos = body.eos_token_ids();
+    for id in eos_ids(&dir.join("generation_config.json"))? {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    let max_positions = body.max_positions();
+    Ok(LanguageModel {
+        tokenizer: crate::tokenize::lm_tokenizer(dir)?,
+        eos,
+        max_positions,
+        family: A::MODEL_TYPE.to_string(),
+        run: Box::new(move |prompts, max_new, sampling, stop, device| {
+            generate(&body, prompts, max_new, sampling, stop, device)
+        }),
+    })
+}
+
+/// Loads the causal LM at `model` (a run directory, an exported or HF
+/// model directory) for generation.
+pub fn load(model: &std::path::Path, device: &Device) -> Result<LanguageModel> {
+    let dir = crate::train::eval::exported_model(model);
+    let family = crate::models::model_type(&dir)?;
+    crate::with_causal_family!(family.as_str(), A => load_family::<A>(&dir, device), else bail!(
+        "{} is a `{family}` model, not a causal language model (causal-LM families: {})",
+        dir.display(),
+        crate::models::causal::CAUSAL_FAMILIES.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

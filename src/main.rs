@@ -117,6 +117,37 @@ enum Command {
         batch_size: usize,
         texts: Vec<String>,
     },
+    /// Continue prompts with a causal language model (GPT-2, Llama, a causal-lm run).
+    Generate {
+        /// A run directory, an exported or HF model directory, a hub id, or a GGUF file.
+        #[arg(long)]
+        model: String,
+        /// A prompt (repeat the flag for several, generated as one batch).
+        #[arg(long)]
+        prompt: Vec<String>,
+        /// Prompts, one per line (blank lines skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 = greedy decoding (the most likely token each step).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Sample only among the K most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample only among the most likely tokens whose probability reaches P.
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Prompts generated together.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// JSON lines {"prompt", "completion", "new_tokens", "stop"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
     Bench {
         /// A text model, or with --arch an image family (mobilenet_v2, ...) and
@@ -389,6 +420,73 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 predict(&path, file, text_column, batch_size, texts)
             }
+        }
+        Command::Generate {
+            model,
+            prompt,
+            file,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            batch_size,
+            json,
+        } => {
+            let sampling = headstart::generate::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            };
+            sampling.check()?;
+            let mut prompts = prompt;
+            if let Some(f) = &file {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read prompts from {}", f.display()))?;
+                prompts.extend(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string),
+                );
+            }
+            if prompts.is_empty() {
+                anyhow::bail!("nothing to continue: give --prompt TEXT or --file FILE");
+            }
+            let path = train::resolve_model(&model)?;
+            let device = device()?;
+            let lm = headstart::generate::load(&path, &device)?;
+            let started = std::time::Instant::now();
+            let mut new_tokens = 0;
+            for chunk in prompts.chunks(batch_size.max(1)) {
+                let ids: Vec<Vec<u32>> =
+                    chunk.iter().map(|p| lm.encode(p)).collect::<Result<_>>()?;
+                let out = lm.generate_ids(&ids, max_new_tokens, &sampling, &device)?;
+                for (p, g) in chunk.iter().zip(out) {
+                    new_tokens += g.ids.len();
+                    let completion = lm.decode(&g.ids)?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "prompt": p,
+                                "completion": completion,
+                                "new_tokens": g.ids.len(),
+                                "stop": g.stop,
+                            })
+                        );
+                    } else {
+                        println!("{p}{completion}\n");
+                    }
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{new_tokens} new tokens for {} prompts in {secs:.2} s ({:.1} tokens/s)",
+                prompts.len(),
+                new_tokens as f64 / secs.max(1e-9)
+            );
+            Ok(())
         }
         Command::Bench {
             model,

@@ -98,6 +98,20 @@ pub fn positions(batch: usize, offset: usize, new: usize, device: &Device) -> Te
     Tensor::from_data(TensorData::new(p, [batch, new]), device)
 }
 
+/// The causal-LM families, by `model_type`.
+pub const CAUSAL_FAMILIES: &[&str] = &[];
+
+/// Runs `body` with `$A` bound to the causal-LM family named `$family`
+/// (a `model_type`), or `other` when it names none.
+#[macro_export]
+macro_rules! with_causal_family {
+    ($family:expr, $A:ident => $body:expr, else $other:expr) => {
+        match $family {
+            _ => $other,
+        }
+    };
+}
+
 /// A causal language-model family: what generation needs beyond
 /// [`Architecture`] (whose `run` covers training on whole sequences).
 pub trait CausalLm: Architecture {
