@@ -16,6 +16,7 @@
 
 pub mod bert;
 pub mod causal;
+pub mod llama;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod resnet;
@@ -475,7 +476,7 @@ pub fn config_json(config: &impl serde::Serialize, model_type: &str) -> serde_js
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet", "vit"];
+pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet", "vit", "llama"];
 
 /// The family of an `--arch` name or a timm architecture that names a
 /// variant (`resnet18`, `resnet50`): its sizes come from the weights.
