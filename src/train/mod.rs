@@ -43,6 +43,7 @@ use crate::models::bert::Bert;
 use crate::models::vision;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
+use crate::tasks::causal_lm::CausalLanguageModelling;
 use crate::tasks::classification::{LabelMap, TextClassification};
 use crate::tasks::image::{self, ImageClassification, ImageTaskState};
 use crate::tokenize::TextTokenizer;
@@ -126,10 +127,17 @@ fn dispatch(
         (ImageClassification::NAME, family) if vision::is_image_family(family) => {
             crate::with_image_family!(family, A => image_classification::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is an image family"))
         }
+        (CausalLanguageModelling::NAME, family)
+            if crate::models::causal::CAUSAL_FAMILIES.contains(&family) =>
+        {
+            crate::with_causal_family!(family, A => causal_lm::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is a causal-LM family"))
+        }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
-             (supported: text-classification with bert; image-classification with {})",
-            vision::IMAGE_FAMILIES.join(", ")
+             (supported: text-classification with bert; image-classification with {}; \
+             causal-lm with {})",
+            vision::IMAGE_FAMILIES.join(", "),
+            crate::models::causal::CAUSAL_FAMILIES.join(", ")
         ),
     }
 }
@@ -527,7 +535,6 @@ fn text_classification<A: Architecture>(
 
 /// Causal language modelling with family `A`: read, tokenise and pack the
 /// corpus, then fit.
-#[allow(dead_code)] // dispatched once a causal-LM family is registered
 fn causal_lm<A: crate::models::causal::CausalLm>(
     config: &TrainConfig,
     model_dir: &Path,
@@ -536,7 +543,7 @@ fn causal_lm<A: crate::models::causal::CausalLm>(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    use crate::tasks::causal_lm::{CausalLanguageModelling, LmSplit, check_block_size, pack_rows};
+    use crate::tasks::causal_lm::{LmSplit, check_block_size, pack_rows};
     let train_device = device.clone().autodiff();
     let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
     config.strategy.check(body.groups().len())?;
