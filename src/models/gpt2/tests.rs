@@ -756,3 +756,48 @@ fn a_gpt2_in_the_hugging_face_cache_resolves_and_loads_offline() {
     let (diff, scale) = max_diff_real(&got, &floats(&r["logits"]), &mask, 96);
     assert!(diff <= 1e-4 * scale.max(1.0), "{diff}");
 }
+
+#[test]
+fn training_with_dropout_runs_and_reaches_every_parameter() {
+    // attention-probability dropout takes the explicit softmax path
+    let device = device().autodiff();
+    let config = Gpt2Config {
+        attn_pdrop: 0.5,
+        ..tiny(false)
+    };
+    let body = Gpt2::new(&config, &device).unwrap();
+    let model = load(Lm { body, head: None }, Source::Scratch, 4).unwrap().0;
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(vec![1i64, 2, 3, 4, 5, 6, 7, 0], [2, 4]),
+        &device,
+    );
+    let mask = Tensor::<2>::from_data(
+        TensorData::new(vec![1f32, 1., 1., 1., 1., 1., 1., 0.], [2, 4]),
+        &device,
+    );
+    let flow = Flow::Tokens {
+        ids: ids.clone(),
+        type_ids: ids.zeros_like(),
+        mask,
+    };
+    let Flow::Hidden { x, .. } = model.body.run(flow, 0..4) else {
+        panic!("logits");
+    };
+    assert_eq!(x.dims(), [2, 4, 40]);
+    let (_, v) = host(&x);
+    assert!(v.iter().all(|x| x.is_finite()));
+    let grads = (x.clone() * x).sum().backward();
+    let b = &model.body.h[0];
+    assert!(b.attn.c_attn.weight.grad(&grads).is_some());
+    assert!(model.body.wte.weight.grad(&grads).is_some());
+    assert!(
+        model
+            .body
+            .lm_head
+            .as_ref()
+            .unwrap()
+            .weight
+            .grad(&grads)
+            .is_some()
+    );
+}
