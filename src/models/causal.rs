@@ -99,7 +99,7 @@ pub fn positions(batch: usize, offset: usize, new: usize, device: &Device) -> Te
 }
 
 /// The causal-LM families, by `model_type`.
-pub const CAUSAL_FAMILIES: &[&str] = &["llama"];
+pub const CAUSAL_FAMILIES: &[&str] = &["gpt2", "llama"];
 
 /// Runs `body` with `$A` bound to the causal-LM family named `$family`
 /// (a `model_type`), or `other` when it names none.
@@ -107,6 +107,10 @@ pub const CAUSAL_FAMILIES: &[&str] = &["llama"];
 macro_rules! with_causal_family {
     ($family:expr, $A:ident => $body:expr, else $other:expr) => {
         match $family {
+            "gpt2" => {
+                type $A = $crate::models::gpt2::Gpt2;
+                $body
+            }
             "llama" => {
                 type $A = $crate::models::llama::Llama;
                 $body

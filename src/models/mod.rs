@@ -16,6 +16,7 @@
 
 pub mod bert;
 pub mod causal;
+pub mod gpt2;
 pub mod llama;
 pub mod mobilenet_v2;
 pub mod params;
@@ -182,6 +183,11 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     const SIZE_FIELDS: &'static str;
     /// Checkpoint keys that hold no parameter (buffers such as `position_ids`).
     const IGNORED_KEY_SUFFIXES: &'static [&'static str] = &[];
+    /// First segments of module paths under the body whose checkpoint keys
+    /// take no [`Architecture::BASE_PREFIX`]: a causal LM's untied output
+    /// projection, which transformers keeps beside the base model
+    /// (`lm_head.weight` next to `transformer.wte.weight`).
+    const UNPREFIXED: &'static [&'static str] = &[];
 
     /// Reads `config.json` of a model directory.
     fn from_config_file(path: &std::path::Path, device: &Device) -> Result<Self>;
@@ -311,6 +317,14 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     /// the library that reads it back (transformers) names it otherwise.
     fn export_key(&self, key: &str) -> String {
         key.to_string()
+    }
+
+    /// Checkpoint keys that hold a copy of another parameter's values,
+    /// `(copy, original)`: an output projection tied to the input
+    /// embeddings, which older files store anyway. A copy equal to its
+    /// original loads (as used); one that differs is an error.
+    fn tied_keys(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -476,7 +490,15 @@ pub fn config_json(config: &impl serde::Serialize, model_type: &str) -> serde_js
 }
 
 /// Families this build implements, by `model_type`.
-pub const SUPPORTED: &[&str] = &["bert", "mobilenet_v2", "vgg16", "resnet", "vit", "llama"];
+pub const SUPPORTED: &[&str] = &[
+    "bert",
+    "mobilenet_v2",
+    "vgg16",
+    "resnet",
+    "vit",
+    "gpt2",
+    "llama",
+];
 
 /// The family of an `--arch` name or a timm architecture that names a
 /// variant (`resnet18`, `resnet50`): its sizes come from the weights.

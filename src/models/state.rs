@@ -3,10 +3,13 @@
 //! checkpoint, export in PyTorch layout, count and hash per group.
 //!
 //! A parameter's checkpoint key is its module path with `body.` replaced by
-//! the family's base prefix, `head.` dropped and the family's renames
-//! applied; a Linear weight is stored `[out, in]` in checkpoints and `[in,
-//! out]` in burn, and a LayerNorm's `gamma`/`beta` are `weight`/`bias`
-//! (older BERT checkpoints say `gamma`/`beta`, which load too).
+//! the family's base prefix (none for the family's
+//! [`Architecture::UNPREFIXED`] paths), `head.` dropped and the family's
+//! renames applied; a Linear weight is stored `[out, in]` in checkpoints
+//! and `[in, out]` in burn (any other container's weight, GPT-2's `Conv1D`
+//! say, is stored as burn holds it), and a LayerNorm's `gamma`/`beta` are
+//! `weight`/`bias` (older BERT checkpoints say `gamma`/`beta`, which load
+//! too).
 
 use std::collections::BTreeSet;
 
@@ -81,7 +84,13 @@ pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &st
     let (prefix, rest) = match path.strip_prefix("body.") {
         Some(r) => {
             renamed = body.key_path(r);
-            (A::BASE_PREFIX, renamed.as_str())
+            let first = renamed.split('.').next().unwrap_or_default();
+            let prefix = if A::UNPREFIXED.contains(&first) {
+                ""
+            } else {
+                A::BASE_PREFIX
+            };
+            (prefix, renamed.as_str())
         }
         None => {
             renamed = body.head_key(path.strip_prefix("head.").unwrap_or(path));
@@ -351,13 +360,37 @@ pub fn load<A: Architecture, H: Head>(
     };
     let model = model.map(&mut loader);
     let mut report = loader.report;
-    let used = loader.used;
+    let mut used = loader.used;
     let file = checkpoint
         .and_then(|c| c.files.first())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the checkpoint".into());
     if let Some(e) = loader.error {
         bail!("{file}: {e}");
+    }
+    if let Some(c) = checkpoint {
+        for (copy, original) in body.tied_keys() {
+            let Some(t) = c.tensors.get(&copy) else {
+                continue;
+            };
+            // the bare base model's checkpoint has no prefix
+            let bare = original.strip_prefix(A::BASE_PREFIX);
+            let Some(o) = c
+                .tensors
+                .get(&original)
+                .or_else(|| bare.and_then(|b| c.tensors.get(b)))
+            else {
+                continue;
+            };
+            if o.shape != t.shape || o.data != t.data {
+                bail!(
+                    "{file} stores `{copy}` with other values than `{original}`, but config.json \
+                     ties them (tie_word_embeddings): set tie_word_embeddings to false to load \
+                     `{copy}` as an output projection of its own"
+                );
+            }
+            used.insert(copy);
+        }
     }
     if let Some(c) = checkpoint {
         report.unexpected = c
