@@ -17,7 +17,7 @@
 //!   naming the file, the tensor and the type; so is a type id this reader
 //!   does not know.
 //! * [`load_llama`] turns a `llama` file into what a Hugging Face Llama
-//!   directory holds: the weights as a [`Checkpoint`] under transformers'
+//!   directory holds: the weights as a [`crate::hub::Checkpoint`] under transformers'
 //!   `LlamaForCausalLM` names (with llama.cpp's rotary row permutation of
 //!   the Q and K projections undone), a `config.json` ([`llama_config`]) and
 //!   the tokenizer ([`GgufFile::tokenizer`]).
