@@ -150,17 +150,22 @@ fn locate_model(config: &TrainConfig) -> Result<PathBuf> {
 
 /// `--model`: an existing file or directory as it is, else a packaged
 /// model, hub id or cached snapshot ([`crate::find_model`]).
+/// A GGUF file becomes a model directory ([`crate::hub::gguf::model_dir`]).
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    let log = &mut |l: &str| eprintln!("{l}");
     let p = Path::new(spec);
-    if p.is_file() {
-        return Ok(p.to_path_buf());
+    let file = if p.is_file() {
+        Some(p.to_path_buf())
+    } else if !p.exists() {
+        crate::assets::packaged_weights_file(spec, log)?
+    } else {
+        None
+    };
+    match file {
+        Some(f) if crate::hub::gguf::is_gguf(&f) => crate::hub::gguf::model_dir(&f, log),
+        Some(f) => Ok(f),
+        None => crate::find_model(spec),
     }
-    if !p.exists()
-        && let Some(file) = crate::assets::packaged_weights_file(spec, &mut |l| eprintln!("{l}"))?
-    {
-        return Ok(file);
-    }
-    crate::find_model(spec)
 }
 
 /// The image family of `model` (a run, an exported directory or a weights

@@ -29,6 +29,7 @@
 //! transformers 5.24 derives from the same file (`scripts/make_gguf_reference.py`
 //! records it; `tests.rs` compares).
 
+pub mod convert;
 mod llama;
 mod tokenizer;
 
@@ -44,6 +45,7 @@ use pmetal_gguf::{GgmlType, GgufContent, GgufReadError, GgufVersion};
 
 use super::tensor::{DType, HostTensor};
 
+pub use convert::{is_gguf, model_dir};
 pub use llama::{LlamaGguf, hf_name, llama_config, load_llama, unpermute_rows};
 /// A metadata value: the 13 GGUF value types, arrays nested to any depth.
 /// `as_u64`, `as_i64`, `as_f64`, `as_str`, `as_bool` and `as_array` read it;
