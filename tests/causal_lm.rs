@@ -1,0 +1,196 @@
+//! `train --task causal-lm` and `generate` from the command line, on the
+//! random-initialised GPT-2 and Llama fixtures with a word-level tokenizer
+//! written here: a corpus where every word is followed by the next number
+//! teaches the successor, which greedy generation must then continue.
+
+mod common;
+
+use std::path::Path;
+
+/// A word-level tokenizer over the fixture's vocabulary of `vocab` ids:
+/// id `eos` is `<eos>`, the last other id `<unk>`, id i otherwise `t{i}`.
+fn word_tokenizer(dir: &Path, vocab: usize, eos: usize) {
+    let unk = if eos == vocab - 1 {
+        vocab - 2
+    } else {
+        vocab - 1
+    };
+    let mut words = serde_json::Map::new();
+    for i in 0..vocab {
+        let word = match i {
+            i if i == eos => "<eos>".to_string(),
+            i if i == unk => "<unk>".to_string(),
+            i => format!("t{i}"),
+        };
+        words.insert(word, serde_json::json!(i));
+    }
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{
+            "id": eos, "content": "<eos>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "<eos>", "pad_token": "<eos>"}"#,
+    )
+    .unwrap();
+}
+
+/// Documents of 16 consecutive numbers from 10 to 10 + `modulo` - 1 (then
+/// round again), one per paragraph.
+fn counting_corpus(path: &Path, docs: usize, modulo: usize) {
+    let text: Vec<String> = (0..docs)
+        .map(|d| {
+            (0..16)
+                .map(|k| format!("t{}", 10 + (d * 7 + k) % modulo))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    std::fs::write(path, text.join("\n\n")).unwrap();
+}
+
+fn eval_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["eval"]["loss"].as_f64()
+        })
+        .collect()
+}
+
+fn learns_to_count(fixture: &str, strategy: &str, expect_class: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&common::fixtures().join(fixture), &model);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let vocab = config["vocab_size"].as_u64().unwrap() as usize;
+    let eos = match &config["eos_token_id"] {
+        serde_json::Value::Array(a) => a[0].as_u64().unwrap(),
+        v => v.as_u64().unwrap(),
+    } as usize;
+    word_tokenizer(&model, vocab, eos);
+    let corpus = tmp.path().join("corpus.txt");
+    counting_corpus(&corpus, 120, 40);
+    let run = tmp.path().join("run");
+    let (m, c, r) = (
+        model.to_str().unwrap(),
+        corpus.to_str().unwrap(),
+        run.to_str().unwrap(),
+    );
+    common::headstart_ok(&[
+        "train",
+        "--task",
+        "causal-lm",
+        "--model",
+        m,
+        "--train",
+        c,
+        "--strategy",
+        strategy,
+        "--epochs",
+        "25",
+        "--batch-size",
+        "8",
+        "--block-size",
+        "32",
+        "--lr",
+        "5e-3",
+        "--eval-every",
+        "40",
+        "--out",
+        r,
+        "--quiet",
+    ]);
+    let losses = eval_losses(&run);
+    assert!(losses.len() >= 3, "{losses:?}");
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < 0.5 * first, "validation loss {first} -> {last}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(exported["architectures"][0], expect_class);
+    assert!(run.join("model/tokenizer.json").is_file());
+
+    let out = common::headstart_ok(&[
+        "generate",
+        "--model",
+        r,
+        "--prompt",
+        "t10 t11 t12",
+        "--prompt",
+        "t31 t32",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["completion"], "t13 t14 t15", "{out}");
+    assert_eq!(lines[1]["completion"], "t33 t34 t35", "{out}");
+    assert_eq!(lines[0]["stop"], "length");
+}
+
+#[test]
+fn gpt2_trained_fully_counts_on() {
+    learns_to_count("gpt2/tied", "full", "GPT2LMHeadModel");
+}
+
+#[test]
+fn llama_with_a_frozen_layer_counts_on() {
+    learns_to_count("llama/tied_gqa", "freeze:1", "LlamaForCausalLM");
+}
+
+#[test]
+fn an_empty_corpus_and_a_block_above_the_context_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&common::fixtures().join("gpt2/tied"), &model);
+    word_tokenizer(&model, 96, 94);
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let corpus = tmp.path().join("corpus.txt");
+    counting_corpus(&corpus, 20, 40);
+    let run = |train: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "--task".into(),
+            "causal-lm".into(),
+            "--model".into(),
+            model.display().to_string(),
+            "--train".into(),
+            train.display().to_string(),
+            "--out".into(),
+            tmp.path().join("run").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&empty, &[]);
+    assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
+    let e = run(&corpus, &["--block-size", "100"]);
+    assert!(e.contains("100") && e.contains("64"), "{e}");
+    let e = run(&corpus, &["--metric", "macro_f1"]);
+    assert!(e.contains("macro_f1"), "{e}");
+}
