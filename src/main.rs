@@ -255,7 +255,7 @@ enum DataCommand {
         #[arg(long, default_value_t = data::iu::DEFAULT_TEST_FRACTION)]
         test_fraction: f64,
     },
-    /// Write the IU reports as train/val/test CSV (id,findings,impression,mesh,label).
+    /// Write the IU reports as train/val/test CSV (id,findings,impression,mesh,label,report; report = FINDINGS and IMPRESSION on two lines, a language model's document).
     IuReports {
         #[arg(long)]
         out: PathBuf,

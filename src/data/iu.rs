@@ -23,7 +23,7 @@ pub const NORMAL: &str = "normal";
 pub const ABNORMAL: &str = "abnormal";
 
 /// Column names of the split CSV files, in order.
-pub const CSV_COLUMNS: [&str; 5] = ["id", "findings", "impression", "mesh", "label"];
+pub const CSV_COLUMNS: [&str; 6] = ["id", "findings", "impression", "mesh", "label", "report"];
 
 /// One radiology report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +343,17 @@ fn share(n: usize, fraction: f64) -> usize {
     ((n as f64 * fraction).round() as usize).min(n)
 }
 
+impl Report {
+    /// The whole report as one text (a language model's document):
+    /// `FINDINGS: ...` and `IMPRESSION: ...` on two lines.
+    pub fn report_text(&self) -> String {
+        format!(
+            "FINDINGS: {}\nIMPRESSION: {}",
+            self.findings, self.impression
+        )
+    }
+}
+
 fn write_csv_atomically(path: &Path, rows: &[&Report]) -> Result<()> {
     crate::fsutil::write_atomic(path, |w| {
         let mut writer = csv::Writer::from_writer(w);
@@ -354,6 +365,7 @@ fn write_csv_atomically(path: &Path, rows: &[&Report]) -> Result<()> {
                 r.impression.as_str(),
                 r.mesh.join(";").as_str(),
                 r.label(),
+                r.report_text().as_str(),
             ])?;
         }
         writer.flush()?;
