@@ -56,7 +56,24 @@ pub struct Inspection {
 /// What `model` (a directory or a weights file) is; `arch` names the
 /// family of a bare file.
 pub fn inspect(model: &Path, arch: Option<&str>) -> Result<Inspection> {
+    if model.is_file() && crate::hub::gguf::is_gguf(model) {
+        let dir = crate::hub::gguf::model_dir(model, &mut |l| eprintln!("{l}"))?;
+        let mut i = inspect(&dir, arch)?;
+        i.format.insert(
+            0,
+            format!(
+                "GGUF file {} ({}), dequantised to f32 in {}",
+                model.display(),
+                crate::hub::gguf::GgufFile::open(model)?.type_summary(),
+                dir.display()
+            ),
+        );
+        return Ok(i);
+    }
     let family = crate::train::family_of(model, arch)?;
+    if crate::models::causal::CAUSAL_FAMILIES.contains(&family.as_str()) {
+        return crate::with_causal_family!(family.as_str(), A => inspect_causal::<A>(model), else unreachable!());
+    }
     if crate::models::vision::is_image_family(&family) {
         return crate::with_image_family!(family.as_str(), A => inspect_image::<A>(model), else unreachable!());
     }
@@ -139,6 +156,54 @@ fn inspect_image<A: Architecture>(model: &Path) -> Result<Inspection> {
         groups,
         layers,
         load_report,
+    })
+}
+
+/// A causal LM's directory: its groups, parameters (a tied output
+/// projection counted once), tokenizer and FLOPs of 128 tokens.
+fn inspect_causal<A: crate::models::causal::CausalLm>(dir: &Path) -> Result<Inspection> {
+    let device = burn::tensor::Device::default();
+    let checkpoint = Checkpoint::open(dir)?;
+    let body = A::from_config_file(&dir.join("config.json"), &device)?;
+    let forward_flops = body.group_flops(1, 128).iter().sum::<f64>();
+    let (loaded, report) = load(
+        TaskModel {
+            body,
+            head: crate::tasks::causal_lm::NoHead,
+        },
+        Source::Pretrained(&checkpoint),
+        0,
+    )?;
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let groups: Vec<Group> = group_counts(&loaded)
+        .into_iter()
+        .map(|(name, params)| Group { name, params })
+        .collect();
+    let tokenizer = crate::tokenize::lm_tokenizer(dir).map(|t| {
+        format!(
+            "{} tokens; end of sequence {:?}",
+            t.get_vocab_size(true),
+            loaded.body.eos_token_ids()
+        )
+    });
+    Ok(Inspection {
+        path: dir.to_path_buf(),
+        architecture: format!("{} (causal language model)", A::hf_class("ForCausalLM")),
+        model_type: A::MODEL_TYPE.to_string(),
+        config: loaded.body.hf_config(),
+        files,
+        dtype: checkpoint.dtype_summary(),
+        format: checkpoint.notes.clone(),
+        tokenizer: Some(tokenizer.unwrap_or_else(|e| format!("none usable: {e}"))),
+        preprocessing: None,
+        batch_norm: None,
+        forward_flops,
+        total_params: groups.iter().map(|g| g.params).sum(),
+        layers: loaded.body.num_layers(),
+        groups,
+        load_report: report.lines(),
     })
 }
 
@@ -278,18 +343,26 @@ impl Inspection {
         );
         let c = &self.config;
         if self.tokenizer.is_some() {
+            // the first of the fields that name each size in the families' configs
+            let field = |names: &[&str]| {
+                names
+                    .iter()
+                    .map(|n| &c[*n])
+                    .find(|v| !v.is_null())
+                    .map_or("?".to_string(), |v| v.to_string())
+            };
             push(
                 &mut s,
                 format!(
-                    "config        {} layers, hidden {}, {} heads, FFN {}, vocab {}, max positions {}, {}, LayerNorm eps {}",
-                    c["num_hidden_layers"],
-                    c["hidden_size"],
-                    c["num_attention_heads"],
-                    c["intermediate_size"],
-                    c["vocab_size"],
-                    c["max_position_embeddings"],
-                    c["hidden_act"].as_str().unwrap_or("?"),
-                    c["layer_norm_eps"],
+                    "config        {} layers, hidden {}, {} heads, FFN {}, vocab {}, max positions {}, {}, norm eps {}",
+                    field(&["num_hidden_layers", "n_layer"]),
+                    field(&["hidden_size", "n_embd"]),
+                    field(&["num_attention_heads", "n_head"]),
+                    field(&["intermediate_size", "n_inner"]),
+                    field(&["vocab_size"]),
+                    field(&["max_position_embeddings", "n_positions"]),
+                    field(&["hidden_act", "activation_function"]).trim_matches('"'),
+                    field(&["layer_norm_eps", "rms_norm_eps", "layer_norm_epsilon"]),
                 ),
             );
         } else {
@@ -428,6 +501,26 @@ mod tests {
         let err = format!("{:#}", inspect(&file, None).unwrap_err());
         assert!(err.contains("--arch"), "{err}");
         assert!(err.contains("mobilenet_v2"), "{err}");
+    }
+
+    #[test]
+    fn a_causal_lm_directory_is_described_with_its_layers() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/tied_gqa");
+        let i = inspect(&dir, None).unwrap();
+        assert_eq!(i.model_type, "llama");
+        assert!(
+            i.architecture.starts_with("LlamaForCausalLM"),
+            "{}",
+            i.architecture
+        );
+        assert_eq!(i.layers, 2);
+        let names: Vec<&str> = i.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["embeddings", "layers.0", "layers.1", "head"]);
+        // tied: the output projection is the embedding matrix, counted once
+        let c = crate::hub::Checkpoint::load(&dir).unwrap();
+        assert_eq!(i.total_params, c.num_params());
+        let text = i.to_text();
+        assert!(text.contains("2 layers, hidden 48, 4 heads"), "{text}");
     }
 
     #[test]
