@@ -50,7 +50,11 @@ fn smollm2_logits_and_greedy_text_equal_transformers() {
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
     let m = model.body;
     let lm = headstart::generate::load(&dir, &device).unwrap();
-    assert!(lm.eos.contains(&2), "<|im_end|> ends generation: {:?}", lm.eos);
+    assert!(
+        lm.eos.contains(&2),
+        "<|im_end|> ends generation: {:?}",
+        lm.eos
+    );
 
     for p in reference()["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();

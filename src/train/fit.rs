@@ -85,6 +85,18 @@ pub fn blank<A: Architecture, T: Task>(
     Ok(TaskModel { body, head })
 }
 
+/// `model` with the run's LoRA adapters (zero until loaded from a run's
+/// checkpoint), or as it is for other strategies.
+pub fn with_adapters<A: Architecture, H: crate::models::Head>(
+    model: TaskModel<A, H>,
+    config: &TrainConfig,
+) -> Result<TaskModel<A, H>> {
+    Ok(match config.lora() {
+        Some(l) => model.add_lora(&l, config.seed)?.0,
+        None => model,
+    })
+}
+
 /// Runs (or continues) the loop; see the module doc.
 pub fn fit<A: Architecture, T: Task>(
     setup: Setup,
@@ -121,9 +133,10 @@ pub fn fit<A: Architecture, T: Task>(
         weight_decay: resolved.weight_decay,
         ..AdamWConfig::default()
     };
+    let lora = config.lora();
     let (mut model, mut state, mut opt) = match &resume_from {
         Some(ckpt) => {
-            let model = load_weights(model, ckpt)?;
+            let model = load_weights(with_adapters(model, config)?, ckpt)?;
             let state: TrainState = read_json(&ckpt.join("state.json"))?;
             let opt_tensors = read_safetensors(&ckpt.join("optimizer.safetensors"))?;
             let opt = AdamW::import(adamw, &opt_tensors, &state.optimizer_steps, &train_device)?;
@@ -147,6 +160,20 @@ pub fn fit<A: Architecture, T: Task>(
             for line in report.lines() {
                 obs.line(&line);
             }
+            let model = match &lora {
+                Some(l) => {
+                    let (model, targets) = model.add_lora(l, config.seed)?;
+                    obs.line(&format!(
+                        "LoRA r={} alpha={} dropout={} on {}",
+                        l.r,
+                        l.alpha,
+                        l.dropout,
+                        targets.join(", ")
+                    ));
+                    model
+                }
+                None => model,
+            };
             let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
             (model, TrainState::default(), AdamW::new(adamw))
         }
@@ -178,6 +205,9 @@ pub fn fit<A: Architecture, T: Task>(
         let trainable = config.strategy.trainable(n, epoch);
         let frozen = config.strategy.frozen_prefix(n, epoch);
         model = model.set_trainable(&trainable);
+        if lora.is_some() {
+            model = model.train_only_adapters();
+        }
         if config.bn == crate::models::BatchNormMode::Frozen {
             model = model.freeze_batch_norm();
         }
@@ -409,7 +439,10 @@ pub fn fit<A: Architecture, T: Task>(
     let metric = format!("{:?}", config.metric).to_lowercase();
     let exported = match (config.export, state.best_step) {
         (ExportChoice::Best, Some(step)) if best_dir.join("model.safetensors").exists() => {
-            model = load_weights(blank::<A, T>(&task, model_dir, &device)?, &best_dir)?;
+            model = load_weights(
+                with_adapters(blank::<A, T>(&task, model_dir, &device)?, config)?,
+                &best_dir,
+            )?;
             format!(
                 "the best validation {metric} (step {step}, epoch {:.2}; ties go to the lower \
                  loss, then the later step)",
@@ -429,7 +462,14 @@ pub fn fit<A: Architecture, T: Task>(
             }
         ),
     };
-    super::export::export(&model, &task, model_dir, &export_dir, config)?;
+    match &lora {
+        Some(l) => {
+            super::export::export_adapter(&model, &task, l, &run_dir.join("adapter"), config)?;
+            let merged = model.clone().merge_lora();
+            super::export::export(&merged, &task, model_dir, &export_dir, config)?;
+        }
+        None => super::export::export(&model, &task, model_dir, &export_dir, config)?,
+    }
     obs.line(&format!("exported {exported}"));
     phases.export += lap(&mut phase);
     let seconds = started.elapsed().as_secs_f64();
