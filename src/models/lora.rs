@@ -271,5 +271,57 @@ pub fn freeze_all_but_adapters<M: Module>(module: M, keep: &dyn Fn(&str) -> bool
     })
 }
 
+/// Forward FLOPs of the adapters in each of `groups` on `tokens`
+/// positions: `2 * tokens * r * (in + out)` per adapter.
+pub fn adapter_flops<M: Module>(model: &M, groups: &[super::Group], tokens: usize) -> Vec<f64> {
+    struct Count<'a> {
+        path: Vec<String>,
+        groups: &'a [super::Group],
+        out: Vec<f64>,
+        tokens: f64,
+    }
+    impl burn::module::ModuleVisitor for Count<'_> {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let path = self.path.join(".");
+            if is_adapter_path(&path) {
+                let n: usize = param.dims().iter().product();
+                let g = super::group_of(self.groups, &path);
+                self.out[g] += 2.0 * self.tokens * n as f64;
+            }
+        }
+    }
+    let mut c = Count {
+        path: Vec::new(),
+        groups,
+        out: vec![0.0; groups.len()],
+        tokens: tokens as f64,
+    };
+    model.visit(&mut c);
+    c.out
+}
+
+/// Parameters that train (need a gradient) and all parameters.
+pub fn trainable_params<M: Module>(model: &M) -> (usize, usize) {
+    struct Count(usize, usize);
+    impl burn::module::ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n: usize = param.dims().iter().product();
+            self.1 += n;
+            if param.is_require_grad() {
+                self.0 += n;
+            }
+        }
+    }
+    let mut c = Count(0, 0);
+    model.visit(&mut c);
+    (c.0, c.1)
+}
+
 #[cfg(test)]
 mod tests;

@@ -20,11 +20,12 @@ use super::eval::{eval_flops, predict};
 use super::freeze::{ActiveCache, CacheUse, build_cache, cache_wanted};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, schedule};
 use super::progress::{Observer, StepLine};
-use crate::cost::flops::train_step_flops;
+use crate::cost::flops::{lora_step_flops, train_step_flops};
 use crate::cost::run::{FlopCount, Phases, RunCost};
 use crate::data::split::epoch_order;
 use crate::fsutil::write_json_atomic;
 use crate::hub::{Checkpoint, read_safetensors};
+use crate::models::lora::adapter_flops as lora_flops;
 use crate::models::params::host;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, TaskModel, group_of};
@@ -207,6 +208,11 @@ pub fn fit<A: Architecture, T: Task>(
         model = model.set_trainable(&trainable);
         if lora.is_some() {
             model = model.train_only_adapters();
+            let (trainable, total) = crate::models::lora::trainable_params(&model);
+            obs.line(&format!(
+                "trainable parameters: {trainable} of {total} ({:.3}%)",
+                100.0 * trainable as f64 / total.max(1) as f64
+            ));
         }
         if config.bn == crate::models::BatchNormMode::Frozen {
             model = model.freeze_batch_norm();
@@ -247,12 +253,21 @@ pub fn fit<A: Architecture, T: Task>(
             let bi = state.batch_in_epoch;
             let chunk = batches[bi];
             let seq = chunk.iter().map(|&i| train_lengths[i]).max().unwrap_or(0);
-            flops.train += train_step_flops(
-                &model.body.group_flops(chunk.len(), seq),
-                task.head_flops(&model.body, chunk.len()),
-                &trainable,
-                active.is_some(),
-            );
+            flops.train += match &lora {
+                Some(_) => lora_step_flops(
+                    &model.body.group_flops(chunk.len(), seq),
+                    &lora_flops(&model, &groups, chunk.len() * seq),
+                    task.head_flops(&model.body, chunk.len()),
+                    &trainable,
+                    active.is_some(),
+                ),
+                None => train_step_flops(
+                    &model.body.group_flops(chunk.len(), seq),
+                    task.head_flops(&model.body, chunk.len()),
+                    &trainable,
+                    active.is_some(),
+                ),
+            };
             let cached = active.as_mut().map(|c| {
                 c.use_.train_batches += 1;
                 &c.train

@@ -287,3 +287,74 @@ fn llama_trains_only_adapters() {
 fn bert_trains_only_adapters() {
     only_adapters_train::<Bert>(&fixture("", "tiny-bert"));
 }
+
+/// Writes, for each family's fixture, a PEFT adapter directory, the merged
+/// model and our outputs on fixed ids, for `scripts/check_lora_peft.py`
+/// (to `$HEADSTART_PEFT_OUT` when set, else a temporary directory).
+fn write_round_trip<A: Architecture>(family: &str, dir: &Path, out: &Path) {
+    let device = Device::default();
+    let model = loaded::<A>(dir, &device);
+    let (model, _) = model.add_lora(&all_targets::<A>(3), 2).unwrap();
+    let model = perturb_b(model);
+    let ours = output(&model, &device);
+    let root = out.join(family);
+    let config = all_targets::<A>(3);
+    // the Python side loads BertModel (no `bert.` prefix) and the causal LMs
+    // whole (`transformer.`/`model.` prefixes)
+    let with_prefix = family != "bert";
+    crate::train::export::write_peft_adapter(
+        &model,
+        &config,
+        None,
+        family,
+        with_prefix,
+        &root.join("adapter"),
+    )
+    .unwrap();
+    let adapter =
+        crate::hub::read_safetensors(&root.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(!adapter.is_empty());
+    assert!(adapter.keys().all(|k| k.starts_with("base_model.model.")
+        && (k.ends_with(".lora_A.weight") || k.ends_with(".lora_B.weight"))));
+    let merged = model.merge_lora();
+    let merged_out = output(&merged, &device);
+    let tensors: Vec<_> = export(&merged, &|_| true)
+        .into_iter()
+        .map(|(k, s, v)| (merged.body.export_key(&k), s, v))
+        .collect();
+    std::fs::create_dir_all(root.join("merged")).unwrap();
+    crate::hub::write_safetensors(&root.join("merged/model.safetensors"), &tensors, None).unwrap();
+    std::fs::copy(dir.join("config.json"), root.join("merged/config.json")).unwrap();
+    let report = serde_json::json!({
+        "base": dir,
+        "ids": [[1, 5, 7, 2], [3, 9, 4, 6]],
+        "ours": ours,
+        "ours_merged": merged_out,
+    });
+    std::fs::write(root.join("ours.json"), report.to_string()).unwrap();
+}
+
+#[test]
+fn writes_peft_round_trip_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::env::var_os("HEADSTART_PEFT_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    write_round_trip::<Gpt2>("gpt2", &fixture("gpt2", "tied"), &out);
+    write_round_trip::<Llama>("llama", &fixture("llama", "tied_gqa"), &out);
+    write_round_trip::<Bert>("bert", &fixture("", "tiny-bert"), &out);
+    let c: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("gpt2/adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["peft_type"], "LORA");
+    assert_eq!(c["fan_in_fan_out"], true);
+    assert_eq!(c["r"], 3);
+    assert!(
+        c["target_modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "transformer.h.0.attn.c_attn")
+    );
+}
