@@ -76,7 +76,7 @@ fn perturb_b<M: Module>(model: M) -> M {
             self.0.pop();
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if !self.0.last().is_some_and(|n| n == "lora_B") {
+            if self.0.last().is_none_or(|n| n != "lora_B") {
                 return p;
             }
             let (id, t, _) = p.consume();
