@@ -877,5 +877,25 @@ mod tests {
         let a = &t[&format!("base_model.model.bert.{layer}.query.lora_A.weight")];
         assert_eq!(a.shape[0], 4);
         assert!(!t.keys().any(|k| k.contains(".key.lora_")));
+
+        // --export best reloads the best checkpoint into an adapted model
+        let out2 = dir.path().join("run-best");
+        let config = TrainConfig {
+            model: base.display().to_string(),
+            train: Some(dir.path().join("train.csv")),
+            val_fraction: 0.25,
+            strategy: "lora".parse().unwrap(),
+            epochs: Some(2),
+            batch_size: 4,
+            max_length: 16,
+            export: ExportChoice::Best,
+            out: Some(out2.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..TrainConfig::default()
+        };
+        let outcome = train(config, &Device::default(), &mut Quiet).unwrap();
+        let best = crate::hub::Checkpoint::load(&outcome.model_dir).unwrap();
+        assert!(best.tensors.keys().all(|k| !k.contains("lora_")));
+        assert!(out2.join("adapter/adapter_model.safetensors").is_file());
     }
 }

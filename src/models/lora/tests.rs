@@ -147,6 +147,54 @@ fn bert_fresh_adapter_is_exact_and_merges() {
 }
 
 #[test]
+fn vit_fresh_adapter_is_exact_and_merges() {
+    let device = Device::default();
+    let dir = fixture("vision", "vit_random");
+    let body =
+        crate::models::vit::Vit::from_config_file(&dir.join("config.json"), &device).unwrap();
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let (model, _) = load(
+        TaskModel {
+            body,
+            head: None::<burn::nn::Linear>,
+        },
+        Source::Pretrained(&checkpoint),
+        0,
+    )
+    .unwrap();
+    let side = model.body.config.image_size;
+    let mut rng = crate::models::params::SeededRng::new(3);
+    let pixels: Vec<f32> = (0..2 * 3 * side * side)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let run = |m: &Bare<crate::models::vit::Vit>| {
+        let x =
+            Tensor::<4>::from_data(TensorData::new(pixels.clone(), [2, 3, side, side]), &device);
+        let n = m.num_groups();
+        match m.body.run(Flow::Maps(x), 0..n) {
+            Flow::Pooled(x) => host(&x).1,
+            Flow::Hidden { x, .. } => host(&x).1,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let before = run(&model);
+    let (model, _) = model
+        .add_lora(&all_targets::<crate::models::vit::Vit>(2), 4)
+        .unwrap();
+    assert_eq!(run(&model), before);
+    let model = perturb_b(model);
+    let adapted = run(&model);
+    assert_ne!(adapted, before);
+    let merged = run(&model.merge_lora());
+    let worst = adapted
+        .iter()
+        .zip(&merged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "merged differs by {worst}");
+}
+
+#[test]
 fn adapters_keep_peft_keys_and_layouts() {
     let device = Device::default();
     let model = loaded::<Gpt2>(&fixture("gpt2", "tied"), &device);
