@@ -894,6 +894,11 @@ mod tests {
             ..TrainConfig::default()
         };
         let outcome = train(config, &Device::default(), &mut Quiet).unwrap();
+        assert!(
+            outcome.exported.starts_with("the best validation"),
+            "{}",
+            outcome.exported
+        );
         let best = crate::hub::Checkpoint::load(&outcome.model_dir).unwrap();
         assert!(best.tensors.keys().all(|k| !k.contains("lora_")));
         assert!(out2.join("adapter/adapter_model.safetensors").is_file());
