@@ -8,7 +8,7 @@ the merged export DIR/<family>/merged loaded as a plain model.
 
     python3 -m venv /work/venv-lora
     /work/venv-lora/bin/pip install --no-deps -r scripts/requirements-lora.txt
-    HEADSTART_PEFT_OUT=/tmp/peft cargo test --lib lora::tests::writes_peft
+    HEADSTART_PEFT_OUT=/tmp/peft cargo test --lib -- writes_peft a_lora_run
     PYTHONPATH=/work/venv-vit/lib/python3.11/site-packages \\
         /work/venv-lora/bin/python scripts/check_lora_peft.py /tmp/peft
 """
@@ -30,6 +30,11 @@ def run(model, ids):
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
     t = out.pooler_output if hasattr(out, "pooler_output") else out.logits
     return t.float().numpy().ravel()
+
+
+def run_cls(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.numpy().ravel()
 
 
 def main(root):
@@ -58,6 +63,23 @@ def main(root):
               + f" (the adapter moves outputs by {moved:.2e})")
         assert moved > 1e-3, "the adapter must change the outputs for the check to mean anything"
         worst_all = max(worst_all, *diffs.values())
+    cls_dir = Path(root) / "bert-cls"
+    if cls_dir.is_dir():
+        # a classifier run: adapters plus the head as modules_to_save
+        # (train::tests::a_lora_run_exports_the_merged_model_and_a_peft_adapter)
+        from transformers import BertForSequenceClassification
+
+        base_dir = (cls_dir / "base.txt").read_text()
+        merged = BertForSequenceClassification.from_pretrained(cls_dir / "merged").eval()
+        base = BertForSequenceClassification.from_pretrained(
+            base_dir, num_labels=merged.config.num_labels
+        ).eval()
+        peft = PeftModel.from_pretrained(base, cls_dir / "adapter").eval()
+        ids = torch.tensor([[2, 5, 7, 9, 3], [2, 11, 4, 6, 3]])
+        a, m = run_cls(peft, ids), run_cls(merged, ids)
+        d = np.abs(a - m).max()
+        print(f"bert-cls: peft (adapter + modules_to_save) vs merged export {d:.2e}")
+        worst_all = max(worst_all, d)
     assert worst_all < 1e-4, f"max difference {worst_all}"
     print("ok")
 

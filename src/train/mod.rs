@@ -877,6 +877,18 @@ mod tests {
         let a = &t[&format!("base_model.model.bert.{layer}.query.lora_A.weight")];
         assert_eq!(a.shape[0], 4);
         assert!(!t.keys().any(|k| k.contains(".key.lora_")));
+        // for scripts/check_lora_peft.py: the classifier run's adapter and merged model
+        if let Some(keep) = std::env::var_os("HEADSTART_PEFT_OUT") {
+            let keep = Path::new(&keep).join("bert-cls");
+            for (from, to) in [(&adapter, "adapter"), (&outcome.model_dir, "merged")] {
+                std::fs::create_dir_all(keep.join(to)).unwrap();
+                for f in std::fs::read_dir(from).unwrap() {
+                    let f = f.unwrap().path();
+                    std::fs::copy(&f, keep.join(to).join(f.file_name().unwrap())).unwrap();
+                }
+            }
+            std::fs::write(keep.join("base.txt"), base.display().to_string()).unwrap();
+        }
 
         // --export best reloads the best checkpoint into an adapted model
         let out2 = dir.path().join("run-best");
