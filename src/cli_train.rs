@@ -97,6 +97,18 @@ pub struct TrainArgs {
     pub pack: headstart::tasks::causal_lm::Pack,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// --strategy lora: adapter rank (lora:R sets it too).
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    /// --strategy lora: adapters are scaled by alpha / r.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// --strategy lora: dropout on the adapters' input while training.
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// --strategy lora: comma-separated projections to adapt (bert/vit: query,key,value,attention.output.dense,intermediate.dense,output.dense; gpt2: c_attn,attn.c_proj,c_fc,mlp.c_proj,c_proj; llama: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj). Default: query and value of attention.
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Vec<String>,
     /// Validate every K optimizer steps as well as at each epoch's end.
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -193,6 +205,10 @@ impl TrainArgs {
             max_seconds: self.max_seconds,
             max_wh: self.max_wh,
             cost: self.cost,
+            lora_r: self.lora_r,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            lora_targets: self.lora_targets,
         };
         c.check()?;
         Ok(c)

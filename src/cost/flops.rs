@@ -10,6 +10,11 @@
 //! the input gradient flows through it). A frozen prefix costs nothing in
 //! backward: no gradient is needed below the first trainable group; read
 //! from a feature cache it costs nothing in forward either.
+//!
+//! LoRA ([`lora_step_flops`]): every base weight is frozen, so a group
+//! above the frozen prefix costs 1x its forward in backward (input
+//! gradients only, no weight-gradient products), while its adapters cost
+//! forward + 2x (input and weight gradients) like any trainable matrix.
 
 /// FLOPs of one training step: forward through every group and the head,
 /// backward as the module doc says. `trainable[g]` for each group; the
@@ -37,9 +42,64 @@ pub fn train_step_flops(
     forward + backward - prefix
 }
 
+/// FLOPs of one LoRA training step: `adapter_forward[g]` is the forward
+/// FLOPs of group g's adapters (`2 * tokens * r * (in + out)` each); base
+/// weights of every group are frozen, so groups above the frozen prefix
+/// pass input gradients only; adapters and the head train.
+pub fn lora_step_flops(
+    group_forward: &[f64],
+    adapter_forward: &[f64],
+    head_forward: f64,
+    trainable: &[bool],
+    cached: bool,
+) -> f64 {
+    let frozen = trainable.iter().take_while(|t| !**t).count();
+    let forward: f64 =
+        group_forward.iter().sum::<f64>() + adapter_forward.iter().sum::<f64>() + head_forward;
+    let backward: f64 = group_forward
+        .iter()
+        .zip(adapter_forward)
+        .skip(frozen)
+        .map(|(f, a)| f + 2.0 * a)
+        .sum::<f64>()
+        + 2.0 * head_forward;
+    let prefix: f64 = if cached {
+        group_forward[..frozen].iter().sum()
+    } else {
+        0.0
+    };
+    forward + backward - prefix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lora_step_counts_no_weight_gradients_of_frozen_matrices() {
+        // one layer: hidden 4, FFN 8, on 1 x 2 tokens; adapters r = 2 on
+        // query and value (4 -> 4 each): 2 * 2 * 2 * (4 + 4) each
+        let (h, f, tokens) = (4.0, 8.0, 2.0);
+        let layer = 2.0 * tokens * (4.0 * h * h + 2.0 * h * f) + 4.0 * tokens * tokens * h;
+        let adapters = 2.0 * (2.0 * tokens * 2.0 * (h + h));
+        assert_eq!(adapters, 128.0);
+        let groups = [10.0, layer, 6.0];
+        let adapter = [0.0, adapters, 0.0];
+        let head = 3.0;
+        let t = [false, true, true];
+        // forward: all + adapters + head; backward: the layer and the top
+        // group pass input gradients (1x), adapters and head cost 2x
+        let want =
+            (10.0 + layer + 6.0 + adapters + head) + (layer + 2.0 * adapters) + 6.0 + 2.0 * head;
+        assert_eq!(lora_step_flops(&groups, &adapter, head, &t, false), want);
+        // cheaper than a full fine-tune of the same groups
+        assert!(want < train_step_flops(&groups, head, &t, false));
+        // the cached embeddings cost nothing
+        assert_eq!(
+            lora_step_flops(&groups, &adapter, head, &t, true),
+            want - 10.0
+        );
+    }
 
     /// MiniLM-L6 (h 384, f 1536) on 16 x 128, two labels: embeddings, six
     /// layers, pooler; the classifier is the head.

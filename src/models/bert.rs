@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::params::LoadReport;
 use super::state::{Init, Source, load};
 pub use super::transformer::Activation;
-use super::transformer::{Intermediate, SelfAttention, layer_norm};
+use super::transformer::{Intermediate, SelfAttention, layer_norm, proj};
 use super::{Architecture, Flow, Group, Positions, TaskModel};
 use crate::hub::Checkpoint;
 
@@ -227,7 +227,7 @@ impl BertEmbeddings {
 /// Output projection, dropout, residual and LayerNorm (of attention or of the FFN).
 #[derive(Module, Debug)]
 pub struct BertOutput {
-    pub dense: Linear,
+    pub dense: super::lora::Linear,
     pub layer_norm: LayerNorm,
     pub dropout: Dropout,
 }
@@ -323,7 +323,7 @@ impl Bert {
         let activation = Activation::parse(&config.hidden_act)?;
         let hidden_dropout = || DropoutConfig::new(config.hidden_dropout_prob).init();
         let output = |d_in: usize| BertOutput {
-            dense: linear(d_in, h, device),
+            dense: proj(d_in, h, true, device),
             layer_norm: layer_norm(h, eps, device),
             dropout: hidden_dropout(),
         };
@@ -331,16 +331,16 @@ impl Bert {
             .map(|_| BertLayer {
                 attention: BertAttention {
                     self_: BertSelfAttention {
-                        query: linear(h, h, device),
-                        key: linear(h, h, device),
-                        value: linear(h, h, device),
+                        query: proj(h, h, true, device),
+                        key: proj(h, h, true, device),
+                        value: proj(h, h, true, device),
                         dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
                         num_heads: config.num_attention_heads,
                     },
                     output: output(h),
                 },
                 intermediate: BertIntermediate {
-                    dense: linear(h, f, device),
+                    dense: proj(h, f, true, device),
                     activation,
                 },
                 output: output(f),
@@ -499,6 +499,29 @@ impl Architecture for Bert {
     /// transformers' `BertPreTrainedModel._init_weights`: normal(0,
     /// initializer_range) for Linear and Embedding weights (the padding row
     /// zero), zero biases, LayerNorm 1 and 0.
+    const LORA_TARGETS: &'static [&'static str] = &[
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ];
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["query", "value"];
+
+    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
+        use super::lora::visit;
+        for l in &mut self.encoder.layer {
+            let a = &mut l.attention;
+            visit(&mut a.self_.query, "query", targets, op);
+            visit(&mut a.self_.key, "key", targets, op);
+            visit(&mut a.self_.value, "value", targets, op);
+            visit(&mut a.output.dense, "attention.output.dense", targets, op);
+            visit(&mut l.intermediate.dense, "intermediate.dense", targets, op);
+            visit(&mut l.output.dense, "output.dense", targets, op);
+        }
+    }
+
     fn init(&self, path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {

@@ -24,6 +24,9 @@
 //! `head` (`ln_f` and an untied `lm_head`), which returns the logits
 //! `[batch, seq, vocab]` (see [`super::causal`]).
 
+// `lora_A`/`lora_B` fields: the segments of PEFT's checkpoint keys
+#![allow(non_snake_case)]
+
 use std::ops::Range;
 use std::path::Path;
 
@@ -240,6 +243,14 @@ pub struct Conv1D {
     pub weight: Param<Tensor<2>>,
     /// `[out]`
     pub bias: Param<Tensor<1>>,
+    /// An optional LoRA adapter (see [`super::lora`]): `[in, r]`, stored
+    /// `[r, in]` as PEFT does with `fan_in_fan_out`.
+    pub lora_A: Option<Param<Tensor<2>>>,
+    /// `[r, out]`, stored `[out, r]`.
+    pub lora_B: Option<Param<Tensor<2>>>,
+    pub lora_dropout: Dropout,
+    #[module(skip)]
+    pub lora_scale: f64,
 }
 
 impl Conv1D {
@@ -248,11 +259,45 @@ impl Conv1D {
         Self {
             weight: Param::from_tensor(Tensor::zeros([d_in, d_out], device)),
             bias: Param::from_tensor(Tensor::zeros([d_out], device)),
+            lora_A: None,
+            lora_B: None,
+            lora_dropout: super::lora::no_dropout(),
+            lora_scale: 0.0,
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear_op(x, self.weight.val(), Some(self.bias.val()))
+        let delta = super::lora::adapter_delta(
+            &x,
+            &self.lora_A,
+            &self.lora_B,
+            &self.lora_dropout,
+            self.lora_scale,
+        );
+        let y = linear_op(x, self.weight.val(), Some(self.bias.val()));
+        match delta {
+            Some(d) => y + d,
+            None => y,
+        }
+    }
+}
+
+impl super::lora::Adaptable for Conv1D {
+    fn sizes(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
+    }
+    fn device(&self) -> Device {
+        self.weight.device()
+    }
+    fn adapter_mut(&mut self) -> super::lora::AdapterMut<'_> {
+        super::lora::AdapterMut {
+            weight: &mut self.weight,
+            a: &mut self.lora_A,
+            b: &mut self.lora_B,
+            dropout: &mut self.lora_dropout,
+            scale: &mut self.lora_scale,
+        }
     }
 }
 
@@ -598,6 +643,30 @@ impl Architecture for Gpt2 {
     /// biases, LayerNorm 1 and 0, and both `c_proj` weights of every block
     /// normal(0, initializer_range / sqrt(2 * n_layer)) (the residual
     /// branches' scaled init of the GPT-2 paper).
+    /// `c_proj` names both output projections (attention's and the MLP's).
+    const LORA_TARGETS: &'static [&'static str] =
+        &["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj", "c_proj"];
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["c_attn"];
+
+    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
+        use super::lora::visit;
+        let both = targets.iter().any(|t| t == "c_proj");
+        let with = |name: &str| {
+            let mut t = targets.to_vec();
+            if both {
+                t.push(name.to_string());
+            }
+            t
+        };
+        let (attn_proj, mlp_proj) = (with("attn.c_proj"), with("mlp.c_proj"));
+        for b in &mut self.h {
+            visit(&mut b.attn.c_attn, "c_attn", targets, op);
+            visit(&mut b.attn.c_proj, "attn.c_proj", &attn_proj, op);
+            visit(&mut b.mlp.c_fc, "c_fc", targets, op);
+            visit(&mut b.mlp.c_proj, "mlp.c_proj", &mlp_proj, op);
+        }
+    }
+
     fn init(&self, path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {

@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 
 use super::causal::{CausalLm, KvCache, causal_bias, positions};
 use super::state::Init;
-use super::transformer::linear;
+use super::transformer::{linear, proj};
 use super::{Architecture, Flow, Group, Positions};
 use crate::hub::Checkpoint;
 
@@ -500,10 +500,10 @@ fn resolve_rope(raw: &RawConfig) -> Result<Rope> {
 /// each shared by `num_attention_heads / num_key_value_heads` query heads.
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: super::lora::Linear,
+    pub k_proj: super::lora::Linear,
+    pub v_proj: super::lora::Linear,
+    pub o_proj: super::lora::Linear,
     pub dropout: Dropout,
     #[module(skip)]
     pub num_heads: usize,
@@ -594,9 +594,9 @@ impl LlamaAttention {
 /// SwiGLU: `down(silu(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: super::lora::Linear,
+    pub up_proj: super::lora::Linear,
+    pub down_proj: super::lora::Linear,
 }
 
 impl LlamaMlp {
@@ -666,19 +666,19 @@ impl Llama {
         let layers = (0..c.num_hidden_layers)
             .map(|_| LlamaDecoderLayer {
                 self_attn: LlamaAttention {
-                    q_proj: linear(h, c.q_width(), c.attention_bias, device),
-                    k_proj: linear(h, c.kv_width(), c.attention_bias, device),
-                    v_proj: linear(h, c.kv_width(), c.attention_bias, device),
-                    o_proj: linear(c.q_width(), h, c.attention_bias, device),
+                    q_proj: proj(h, c.q_width(), c.attention_bias, device),
+                    k_proj: proj(h, c.kv_width(), c.attention_bias, device),
+                    v_proj: proj(h, c.kv_width(), c.attention_bias, device),
+                    o_proj: proj(c.q_width(), h, c.attention_bias, device),
                     dropout: DropoutConfig::new(c.attention_dropout).init(),
                     num_heads: c.num_attention_heads,
                     num_kv_heads: c.num_key_value_heads,
                     head_dim: c.head_dim,
                 },
                 mlp: LlamaMlp {
-                    gate_proj: linear(h, c.intermediate_size, c.mlp_bias, device),
-                    up_proj: linear(h, c.intermediate_size, c.mlp_bias, device),
-                    down_proj: linear(c.intermediate_size, h, c.mlp_bias, device),
+                    gate_proj: proj(h, c.intermediate_size, c.mlp_bias, device),
+                    up_proj: proj(h, c.intermediate_size, c.mlp_bias, device),
+                    down_proj: proj(c.intermediate_size, h, c.mlp_bias, device),
                 },
                 input_layernorm: rms_norm(h, c.rms_norm_eps, device),
                 post_attention_layernorm: rms_norm(h, c.rms_norm_eps, device),
@@ -850,6 +850,32 @@ impl Architecture for Llama {
     /// transformers' `LlamaPreTrainedModel._init_weights`: normal(0,
     /// initializer_range) for Linear and Embedding weights (the padding row
     /// zero), zero biases, RMSNorm weights one.
+    const LORA_TARGETS: &'static [&'static str] = &[
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["q_proj", "v_proj"];
+
+    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
+        use super::lora::visit;
+        for l in &mut self.model.layers {
+            let a = &mut l.self_attn;
+            visit(&mut a.q_proj, "q_proj", targets, op);
+            visit(&mut a.k_proj, "k_proj", targets, op);
+            visit(&mut a.v_proj, "v_proj", targets, op);
+            visit(&mut a.o_proj, "o_proj", targets, op);
+            let m = &mut l.mlp;
+            visit(&mut m.gate_proj, "gate_proj", targets, op);
+            visit(&mut m.up_proj, "up_proj", targets, op);
+            visit(&mut m.down_proj, "down_proj", targets, op);
+        }
+    }
+
     fn init(&self, _path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {

@@ -18,6 +18,7 @@ pub mod bert;
 pub mod causal;
 pub mod gpt2;
 pub mod llama;
+pub mod lora;
 pub mod mobilenet_v2;
 pub mod params;
 pub mod resnet;
@@ -326,6 +327,16 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
     fn tied_keys(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// Names of the projections `--lora-targets` can adapt (none: the
+    /// family takes no LoRA).
+    const LORA_TARGETS: &'static [&'static str] = &[];
+    /// The adapted projections when `--lora-targets` is not given.
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &[];
+
+    /// Applies `op` to every projection of the body (adding adapters only
+    /// to those named in `targets`); see [`lora::visit`].
+    fn lora_walk(&mut self, _targets: &[String], _op: &mut lora::LoraOp) {}
 }
 
 /// What can sit on a body: any module (burn's derive also wants it displayable).
@@ -398,6 +409,34 @@ impl<A: Architecture, H: Head> TaskModel<A, H> {
         self.map(&mut Freeze {
             containers: Vec::new(),
         })
+    }
+
+    /// Gives the projections `config` names a fresh adapter (drawn from
+    /// `seed`); returns the model and the targets used.
+    pub fn add_lora(mut self, config: &lora::LoraConfig, seed: u64) -> Result<(Self, Vec<String>)> {
+        let targets =
+            config.resolve_targets(A::MODEL_TYPE, A::LORA_TARGETS, A::LORA_DEFAULT_TARGETS)?;
+        let mut rng = params::SeededRng::new(seed ^ 0x4C6F_5241);
+        self.body.lora_walk(
+            &targets,
+            &mut lora::LoraOp::Add {
+                config,
+                rng: &mut rng,
+            },
+        );
+        Ok((self, targets))
+    }
+
+    /// Folds every adapter into its base weight: the plain model, which
+    /// computes what the adapted one does (without adapter dropout).
+    pub fn merge_lora(mut self) -> Self {
+        self.body.lora_walk(&[], &mut lora::LoraOp::Merge);
+        self
+    }
+
+    /// Only the adapters and the head train; every base weight is frozen.
+    pub fn train_only_adapters(self) -> Self {
+        lora::freeze_all_but_adapters(self, &|p| p.starts_with("head."))
     }
 
     /// The head's input after the body, with the bottom `frozen` groups run

@@ -117,6 +117,11 @@ pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &st
         aliases.push(format!("{prefix}{stem}.{old}"));
         segments.push(new);
     }
+    // an adapter is stored as PEFT stores it: `...q_proj.lora_A.weight`, `[r, in]`
+    let adapter = matches!(field, "lora_A" | "lora_B");
+    if adapter {
+        segments.push("weight");
+    }
     let key = format!("{prefix}{}", segments.join("."));
     if !prefix.is_empty() {
         // the bare base model's checkpoint has no prefix
@@ -131,7 +136,7 @@ pub fn key_of<A: Architecture>(body: &A, path: &str, container: &str, field: &st
         key,
         aliases,
         renamings,
-        transposed: container == "Linear" && field == "weight",
+        transposed: (container == "Linear" && field == "weight") || adapter,
     }
 }
 
@@ -162,7 +167,12 @@ impl<A: Architecture> Loader<'_, A> {
         transposed: bool,
     ) -> Vec<f32> {
         let n: usize = dims.iter().product();
-        let init = self.body.init(path, container, field);
+        let init = match field {
+            // PEFT's: A Kaiming-uniform with a = sqrt(5), B zero
+            "lora_A" => Init::Uniform(1.0 / (dims[0].max(1) as f64).sqrt()),
+            "lora_B" => Init::Zeros,
+            _ => self.body.init(path, container, field),
+        };
         let mut v: Vec<f32> = match init {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],

@@ -57,6 +57,11 @@ pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear 
     }
 }
 
+/// A projection of zeros that can carry a LoRA adapter; the state walk fills it.
+pub fn proj(d_in: usize, d_out: usize, bias: bool, device: &Device) -> super::lora::Linear {
+    super::lora::Linear::zeros(d_in, d_out, bias, device)
+}
+
 pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(eps).init(device)
 }
@@ -64,9 +69,9 @@ pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
 /// Q, K and V projections and attention-probability dropout.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
+    pub query: super::lora::Linear,
+    pub key: super::lora::Linear,
+    pub value: super::lora::Linear,
     pub dropout: Dropout,
     #[module(skip)]
     pub num_heads: usize,
@@ -124,7 +129,7 @@ impl SelfAttention {
 /// The feed-forward expansion: `act(dense(x))`.
 #[derive(Module, Debug)]
 pub struct Intermediate {
-    pub dense: Linear,
+    pub dense: super::lora::Linear,
     #[module(skip)]
     pub activation: Activation,
 }

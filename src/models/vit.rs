@@ -27,12 +27,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::state::Init;
-use super::transformer::{Activation, Intermediate, SelfAttention, layer_norm, linear};
+use super::transformer::{Activation, Intermediate, SelfAttention, layer_norm, proj};
 use super::{Architecture, Flow, Group, Positions};
 
 /// `config.json` of a ViT, with transformers' `ViTConfig` field names and
@@ -201,7 +201,7 @@ impl VitEmbeddings {
 /// Output projection and dropout after attention (the residual is the layer's).
 #[derive(Module, Debug)]
 pub struct VitSelfOutput {
-    pub dense: Linear,
+    pub dense: super::lora::Linear,
     pub dropout: Dropout,
 }
 
@@ -215,7 +215,7 @@ pub struct VitAttention {
 /// The feed-forward contraction, its dropout and residual.
 #[derive(Module, Debug)]
 pub struct VitOutput {
-    pub dense: Linear,
+    pub dense: super::lora::Linear,
     pub dropout: Dropout,
 }
 
@@ -286,23 +286,23 @@ impl Vit {
             .map(|_| VitLayer {
                 attention: VitAttention {
                     attention: SelfAttention {
-                        query: linear(h, h, config.qkv_bias, device),
-                        key: linear(h, h, config.qkv_bias, device),
-                        value: linear(h, h, config.qkv_bias, device),
+                        query: proj(h, h, config.qkv_bias, device),
+                        key: proj(h, h, config.qkv_bias, device),
+                        value: proj(h, h, config.qkv_bias, device),
                         dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
                         num_heads: config.num_attention_heads,
                     },
                     output: VitSelfOutput {
-                        dense: linear(h, h, true, device),
+                        dense: proj(h, h, true, device),
                         dropout: hidden_dropout(),
                     },
                 },
                 intermediate: Intermediate {
-                    dense: linear(h, f, true, device),
+                    dense: proj(h, f, true, device),
                     activation,
                 },
                 output: VitOutput {
-                    dense: linear(f, h, true, device),
+                    dense: proj(f, h, true, device),
                     dropout: hidden_dropout(),
                 },
                 layernorm_before: layer_norm(h, eps, device),
@@ -483,6 +483,29 @@ impl Architecture for Vit {
     /// (std `initializer_range`, cut at ±2) for Linear and convolution
     /// weights and for the [CLS] and position embeddings, zero biases,
     /// LayerNorm 1 and 0.
+    const LORA_TARGETS: &'static [&'static str] = &[
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ];
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["query", "value"];
+
+    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
+        use super::lora::visit;
+        for l in &mut self.encoder.layer {
+            let a = &mut l.attention;
+            visit(&mut a.attention.query, "query", targets, op);
+            visit(&mut a.attention.key, "key", targets, op);
+            visit(&mut a.attention.value, "value", targets, op);
+            visit(&mut a.output.dense, "attention.output.dense", targets, op);
+            visit(&mut l.intermediate.dense, "intermediate.dense", targets, op);
+            visit(&mut l.output.dense, "output.dense", targets, op);
+        }
+    }
+
     fn init(&self, _path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {

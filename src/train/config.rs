@@ -122,6 +122,17 @@ pub struct TrainConfig {
     /// Stop once the run has used this much energy, in Wh.
     pub max_wh: Option<f64>,
     pub cost: CostOptions,
+    /// `--strategy lora`: adapter rank (`lora:R` overrides it).
+    pub lora_r: usize,
+    /// Adapter scale alpha / r.
+    pub lora_alpha: f64,
+    /// Dropout on the adapters' input while training. 0 by default: the
+    /// runs here are short and small, and without it a LoRA step is
+    /// deterministic given the seed; PEFT's scripts often use 0.05-0.1.
+    pub lora_dropout: f64,
+    /// Projection names to adapt (empty: the family's defaults, attention's
+    /// query and value).
+    pub lora_targets: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -169,13 +180,36 @@ impl Default for TrainConfig {
             max_seconds: None,
             max_wh: None,
             cost: CostOptions::default(),
+            lora_r: 8,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            lora_targets: Vec::new(),
         }
     }
 }
 
 impl TrainConfig {
+    /// The adapters of a `--strategy lora` run (none for other strategies).
+    pub fn lora(&self) -> Option<crate::models::lora::LoraConfig> {
+        match self.strategy {
+            Strategy::Lora(r) => Some(crate::models::lora::LoraConfig {
+                r: r.unwrap_or(self.lora_r),
+                alpha: self.lora_alpha,
+                dropout: self.lora_dropout,
+                targets: self.lora_targets.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Rejects settings no run can use.
     pub fn check(&self) -> Result<()> {
+        if self.lora_r == 0 {
+            bail!("--lora-r must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            bail!("--lora-dropout must be in [0, 1)");
+        }
         if self.batch_size == 0 || self.grad_accum == 0 {
             bail!("--batch-size and --grad-accum must be at least 1");
         }

@@ -88,3 +88,85 @@ pub fn export<A: Architecture, T: Task>(
         },
     )
 }
+
+/// Writes a LoRA run's adapters as a PEFT adapter directory (see
+/// [`write_peft_adapter`]), with the task's PEFT `task_type`.
+pub fn export_adapter<A: Architecture, T: Task>(
+    model: &TaskModel<A, T::Head>,
+    _task: &T,
+    lora: &crate::models::lora::LoraConfig,
+    out: &Path,
+    config: &TrainConfig,
+) -> Result<()> {
+    let task_type = match T::NAME {
+        "causal-lm" => Some("CAUSAL_LM"),
+        "text-classification" => Some("SEQ_CLS"),
+        _ => None,
+    };
+    write_peft_adapter(model, lora, task_type, &config.model, true, out)
+}
+
+/// Writes `adapter_config.json` and `adapter_model.safetensors` with PEFT's
+/// key names (`base_model.model.<module>.lora_A.weight`, `[r, in]`; a
+/// classifier's head as `base_model.model.<head key>`, PEFT's
+/// `modules_to_save`), so that `PeftModel.from_pretrained(base, dir)`
+/// rebuilds the trained model. `with_base_prefix`: keys as the task
+/// model names them (`bert.encoder...` in `BertForSequenceClassification`);
+/// without, as the bare base model does (`encoder...` in `BertModel`).
+pub fn write_peft_adapter<A: Architecture, H: crate::models::Head>(
+    model: &TaskModel<A, H>,
+    lora: &crate::models::lora::LoraConfig,
+    task_type: Option<&str>,
+    base_model: &str,
+    with_base_prefix: bool,
+    out: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let tensors: Vec<_> = export_tensors(model, &|p| {
+        crate::models::lora::is_adapter_path(p) || p.starts_with("head.")
+    })
+    .into_iter()
+    .map(|(k, shape, values)| {
+        let k = model.body.export_key(&k);
+        let k = match k.strip_prefix(A::BASE_PREFIX) {
+            Some(bare) if !with_base_prefix && !A::BASE_PREFIX.is_empty() => bare.to_string(),
+            _ => k,
+        };
+        (format!("base_model.model.{k}"), shape, values)
+    })
+    .collect();
+    let mut modules: Vec<String> = tensors
+        .iter()
+        .filter_map(|(k, _, _)| k.strip_suffix(".lora_A.weight"))
+        .map(|m| m.trim_start_matches("base_model.model.").to_string())
+        .collect();
+    modules.sort();
+    modules.dedup();
+    let head_modules: Vec<String> = export_tensors(model, &|p| p.starts_with("head."))
+        .into_iter()
+        .filter_map(|(k, _, _)| k.split('.').next().map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let adapter_config = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": task_type,
+        "base_model_name_or_path": base_model,
+        "r": lora.r,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": modules,
+        "modules_to_save": (!head_modules.is_empty()).then_some(head_modules),
+        "fan_in_fan_out": A::MODEL_TYPE == "gpt2",
+        "bias": "none",
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "revision": null,
+    });
+    write_json_atomic(&out.join("adapter_config.json"), &adapter_config)?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    write_safetensors(&out.join("adapter_model.safetensors"), &tensors, Some(meta))
+}

@@ -20,11 +20,12 @@ use super::eval::{eval_flops, predict};
 use super::freeze::{ActiveCache, CacheUse, build_cache, cache_wanted};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, schedule};
 use super::progress::{Observer, StepLine};
-use crate::cost::flops::train_step_flops;
+use crate::cost::flops::{lora_step_flops, train_step_flops};
 use crate::cost::run::{FlopCount, Phases, RunCost};
 use crate::data::split::epoch_order;
 use crate::fsutil::write_json_atomic;
 use crate::hub::{Checkpoint, read_safetensors};
+use crate::models::lora::adapter_flops as lora_flops;
 use crate::models::params::host;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, TaskModel, group_of};
@@ -85,6 +86,18 @@ pub fn blank<A: Architecture, T: Task>(
     Ok(TaskModel { body, head })
 }
 
+/// `model` with the run's LoRA adapters (zero until loaded from a run's
+/// checkpoint), or as it is for other strategies.
+pub fn with_adapters<A: Architecture, H: crate::models::Head>(
+    model: TaskModel<A, H>,
+    config: &TrainConfig,
+) -> Result<TaskModel<A, H>> {
+    Ok(match config.lora() {
+        Some(l) => model.add_lora(&l, config.seed)?.0,
+        None => model,
+    })
+}
+
 /// Runs (or continues) the loop; see the module doc.
 pub fn fit<A: Architecture, T: Task>(
     setup: Setup,
@@ -121,9 +134,10 @@ pub fn fit<A: Architecture, T: Task>(
         weight_decay: resolved.weight_decay,
         ..AdamWConfig::default()
     };
+    let lora = config.lora();
     let (mut model, mut state, mut opt) = match &resume_from {
         Some(ckpt) => {
-            let model = load_weights(model, ckpt)?;
+            let model = load_weights(with_adapters(model, config)?, ckpt)?;
             let state: TrainState = read_json(&ckpt.join("state.json"))?;
             let opt_tensors = read_safetensors(&ckpt.join("optimizer.safetensors"))?;
             let opt = AdamW::import(adamw, &opt_tensors, &state.optimizer_steps, &train_device)?;
@@ -147,6 +161,20 @@ pub fn fit<A: Architecture, T: Task>(
             for line in report.lines() {
                 obs.line(&line);
             }
+            let model = match &lora {
+                Some(l) => {
+                    let (model, targets) = model.add_lora(l, config.seed)?;
+                    obs.line(&format!(
+                        "LoRA r={} alpha={} dropout={} on {}",
+                        l.r,
+                        l.alpha,
+                        l.dropout,
+                        targets.join(", ")
+                    ));
+                    model
+                }
+                None => model,
+            };
             let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
             (model, TrainState::default(), AdamW::new(adamw))
         }
@@ -178,6 +206,14 @@ pub fn fit<A: Architecture, T: Task>(
         let trainable = config.strategy.trainable(n, epoch);
         let frozen = config.strategy.frozen_prefix(n, epoch);
         model = model.set_trainable(&trainable);
+        if lora.is_some() {
+            model = model.train_only_adapters();
+            let (trainable, total) = crate::models::lora::trainable_params(&model);
+            obs.line(&format!(
+                "trainable parameters: {trainable} of {total} ({:.3}%)",
+                100.0 * trainable as f64 / total.max(1) as f64
+            ));
+        }
         if config.bn == crate::models::BatchNormMode::Frozen {
             model = model.freeze_batch_norm();
         }
@@ -217,12 +253,21 @@ pub fn fit<A: Architecture, T: Task>(
             let bi = state.batch_in_epoch;
             let chunk = batches[bi];
             let seq = chunk.iter().map(|&i| train_lengths[i]).max().unwrap_or(0);
-            flops.train += train_step_flops(
-                &model.body.group_flops(chunk.len(), seq),
-                task.head_flops(&model.body, chunk.len()),
-                &trainable,
-                active.is_some(),
-            );
+            flops.train += match &lora {
+                Some(_) => lora_step_flops(
+                    &model.body.group_flops(chunk.len(), seq),
+                    &lora_flops(&model, &groups, chunk.len() * seq),
+                    task.head_flops(&model.body, chunk.len()),
+                    &trainable,
+                    active.is_some(),
+                ),
+                None => train_step_flops(
+                    &model.body.group_flops(chunk.len(), seq),
+                    task.head_flops(&model.body, chunk.len()),
+                    &trainable,
+                    active.is_some(),
+                ),
+            };
             let cached = active.as_mut().map(|c| {
                 c.use_.train_batches += 1;
                 &c.train
@@ -409,7 +454,10 @@ pub fn fit<A: Architecture, T: Task>(
     let metric = format!("{:?}", config.metric).to_lowercase();
     let exported = match (config.export, state.best_step) {
         (ExportChoice::Best, Some(step)) if best_dir.join("model.safetensors").exists() => {
-            model = load_weights(blank::<A, T>(&task, model_dir, &device)?, &best_dir)?;
+            model = load_weights(
+                with_adapters(blank::<A, T>(&task, model_dir, &device)?, config)?,
+                &best_dir,
+            )?;
             format!(
                 "the best validation {metric} (step {step}, epoch {:.2}; ties go to the lower \
                  loss, then the later step)",
@@ -429,7 +477,14 @@ pub fn fit<A: Architecture, T: Task>(
             }
         ),
     };
-    super::export::export(&model, &task, model_dir, &export_dir, config)?;
+    match &lora {
+        Some(l) => {
+            super::export::export_adapter(&model, &task, l, &run_dir.join("adapter"), config)?;
+            let merged = model.clone().merge_lora();
+            super::export::export(&merged, &task, model_dir, &export_dir, config)?;
+        }
+        None => super::export::export(&model, &task, model_dir, &export_dir, config)?,
+    }
     obs.line(&format!("exported {exported}"));
     phases.export += lap(&mut phase);
     let seconds = started.elapsed().as_secs_f64();

@@ -815,4 +815,104 @@ mod tests {
         let labels: Vec<&str> = predictions[0].top.iter().map(|t| t.0.as_str()).collect();
         assert!(labels.contains(&"dark") && labels.contains(&"light"));
     }
+
+    #[test]
+    fn a_lora_run_exports_the_merged_model_and_a_peft_adapter() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("train.csv");
+        let mut rows = String::from("text,label\n");
+        for i in 0..16 {
+            let (t, l) = if i % 2 == 0 {
+                ("the movie was good and fun", "pos")
+            } else {
+                ("a bad and dull film", "neg")
+            };
+            rows.push_str(&format!("{t} {i},{l}\n"));
+        }
+        std::fs::write(&data, rows).unwrap();
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let out = dir.path().join("run");
+        let config = TrainConfig {
+            model: base.display().to_string(),
+            train: Some(data),
+            val_fraction: 0.25,
+            strategy: "lora:4".parse().unwrap(),
+            lora_targets: vec!["query".into(), "value".into()],
+            epochs: Some(2),
+            batch_size: 4,
+            max_length: 16,
+            out: Some(out.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..TrainConfig::default()
+        };
+        let outcome = train(config, &Device::default(), &mut Quiet).unwrap();
+        let merged = crate::hub::Checkpoint::load(&outcome.model_dir).unwrap();
+        assert!(merged.tensors.keys().all(|k| !k.contains("lora_")));
+        let fixture = crate::hub::Checkpoint::load(&base).unwrap();
+        let layer = "encoder.layer.0.attention.self";
+        // untargeted and frozen: as loaded; targeted: W + scale B A
+        assert_eq!(
+            fixture.tensors[&format!("{layer}.key.weight")].data,
+            merged.tensors[&format!("bert.{layer}.key.weight")].data
+        );
+        assert_eq!(
+            fixture.tensors[&format!("{layer}.query.bias")].data,
+            merged.tensors[&format!("bert.{layer}.query.bias")].data
+        );
+        assert_ne!(
+            fixture.tensors[&format!("{layer}.query.weight")].data,
+            merged.tensors[&format!("bert.{layer}.query.weight")].data
+        );
+        let adapter = out.join("adapter");
+        let c: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c["task_type"], "SEQ_CLS");
+        assert_eq!(c["r"], 4);
+        assert_eq!(c["modules_to_save"], serde_json::json!(["classifier"]));
+        assert_eq!(c["fan_in_fan_out"], false);
+        let t = crate::hub::read_safetensors(&adapter.join("adapter_model.safetensors")).unwrap();
+        assert!(t.contains_key("base_model.model.classifier.weight"));
+        let a = &t[&format!("base_model.model.bert.{layer}.query.lora_A.weight")];
+        assert_eq!(a.shape[0], 4);
+        assert!(!t.keys().any(|k| k.contains(".key.lora_")));
+        // for scripts/check_lora_peft.py: the classifier run's adapter and merged model
+        if let Some(keep) = std::env::var_os("HEADSTART_PEFT_OUT") {
+            let keep = Path::new(&keep).join("bert-cls");
+            for (from, to) in [(&adapter, "adapter"), (&outcome.model_dir, "merged")] {
+                std::fs::create_dir_all(keep.join(to)).unwrap();
+                for f in std::fs::read_dir(from).unwrap() {
+                    let f = f.unwrap().path();
+                    std::fs::copy(&f, keep.join(to).join(f.file_name().unwrap())).unwrap();
+                }
+            }
+            std::fs::write(keep.join("base.txt"), base.display().to_string()).unwrap();
+        }
+
+        // --export best reloads the best checkpoint into an adapted model
+        let out2 = dir.path().join("run-best");
+        let config = TrainConfig {
+            model: base.display().to_string(),
+            train: Some(dir.path().join("train.csv")),
+            val_fraction: 0.25,
+            strategy: "lora".parse().unwrap(),
+            epochs: Some(2),
+            batch_size: 4,
+            max_length: 16,
+            export: ExportChoice::Best,
+            out: Some(out2.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            ..TrainConfig::default()
+        };
+        let outcome = train(config, &Device::default(), &mut Quiet).unwrap();
+        assert!(
+            outcome.exported.starts_with("the best validation"),
+            "{}",
+            outcome.exported
+        );
+        let best = crate::hub::Checkpoint::load(&outcome.model_dir).unwrap();
+        assert!(best.tensors.keys().all(|k| !k.contains("lora_")));
+        assert!(out2.join("adapter/adapter_model.safetensors").is_file());
+    }
 }
