@@ -194,3 +194,110 @@ fn an_empty_corpus_and_a_block_above_the_context_are_errors() {
     let e = run(&corpus, &["--metric", "macro_f1"]);
     assert!(e.contains("macro_f1"), "{e}");
 }
+
+#[test]
+fn a_lora_run_on_llama_exports_a_merged_model_and_a_peft_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&common::fixtures().join("llama/tied_gqa"), &model);
+    word_tokenizer(&model, 100, 2);
+    let corpus = tmp.path().join("corpus.txt");
+    counting_corpus(&corpus, 60, 40);
+    let run = tmp.path().join("run");
+    common::headstart_ok(&[
+        "train",
+        "--task",
+        "causal-lm",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        corpus.to_str().unwrap(),
+        "--strategy",
+        "lora:4",
+        "--lora-targets",
+        "q_proj,v_proj,gate_proj,up_proj,down_proj",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--block-size",
+        "32",
+        "--lr",
+        "1e-2",
+        "--eval-every",
+        "10",
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let losses = eval_losses(&run);
+    assert!(
+        losses.last().unwrap() < &(0.8 * losses[0]),
+        "validation loss {losses:?}"
+    );
+    let adapter: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adapter["task_type"], "CAUSAL_LM");
+    assert_eq!(adapter["r"], 4);
+    let base = headstart::hub::Checkpoint::load(&model).unwrap();
+    let merged = headstart::hub::Checkpoint::load(&run.join("model")).unwrap();
+    assert!(!merged.tensors.keys().any(|k| k.contains("lora_")));
+    // untargeted weights as loaded, targeted ones moved by B A
+    for (key, same) in [
+        ("model.layers.0.self_attn.k_proj.weight", true),
+        ("model.embed_tokens.weight", true),
+        ("model.layers.1.self_attn.q_proj.weight", false),
+        ("model.layers.0.mlp.down_proj.weight", false),
+    ] {
+        assert_eq!(
+            base.tensors[key].data == merged.tensors[key].data,
+            same,
+            "{key}"
+        );
+    }
+    // the merged model generates through the CLI
+    let out = common::headstart_ok(&[
+        "generate",
+        "--model",
+        run.to_str().unwrap(),
+        "--prompt",
+        "t10 t11",
+        "--max-new-tokens",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn an_unknown_lora_target_is_an_error_listing_the_valid_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&common::fixtures().join("gpt2/tied"), &model);
+    word_tokenizer(&model, 96, 94);
+    let corpus = tmp.path().join("corpus.txt");
+    counting_corpus(&corpus, 20, 40);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args([
+            "train",
+            "--task",
+            "causal-lm",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            corpus.to_str().unwrap(),
+            "--strategy",
+            "lora",
+            "--lora-targets",
+            "q_proj",
+            "--out",
+            tmp.path().join("run").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("q_proj") && e.contains("c_attn"), "{e}");
+}
