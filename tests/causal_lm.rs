@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A word-level tokenizer over the fixture's vocabulary of `vocab` ids:
 /// id `eos` is `<eos>`, the last other id `<unk>`, id i otherwise `t{i}`.
@@ -58,6 +58,41 @@ fn counting_corpus(path: &Path, docs: usize, modulo: usize) {
         })
         .collect();
     std::fs::write(path, text.join("\n\n")).unwrap();
+}
+
+/// A temporary copy of a fixture model with a word tokenizer, and a
+/// counting corpus of `docs` documents beside it.
+fn setup(
+    fixture: &str,
+    vocab: usize,
+    eos: usize,
+    docs: usize,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    common::copy_dir(&common::fixtures().join(fixture), &model);
+    word_tokenizer(&model, vocab, eos);
+    let corpus = tmp.path().join("corpus.txt");
+    counting_corpus(&corpus, docs, 40);
+    (tmp, model, corpus)
+}
+
+/// Runs `headstart train --task causal-lm` expecting a failure; its stderr.
+fn train_fails(model: &Path, train: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["train", "--task", "causal-lm"];
+    let (m, t, o) = (
+        model.to_str().unwrap(),
+        train.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.extend(["--model", m, "--train", t, "--out", o]);
+    args.extend(extra);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn eval_losses(run: &Path) -> Vec<f64> {
@@ -159,34 +194,11 @@ fn llama_with_a_frozen_layer_counts_on() {
 
 #[test]
 fn an_empty_corpus_and_a_block_above_the_context_are_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    common::copy_dir(&common::fixtures().join("gpt2/tied"), &model);
-    word_tokenizer(&model, 96, 94);
+    let (tmp, model, corpus) = setup("gpt2/tied", 96, 94, 20);
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let corpus = tmp.path().join("corpus.txt");
-    counting_corpus(&corpus, 20, 40);
-    let run = |train: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "train".to_string(),
-            "--task".into(),
-            "causal-lm".into(),
-            "--model".into(),
-            model.display().to_string(),
-            "--train".into(),
-            train.display().to_string(),
-            "--out".into(),
-            tmp.path().join("run").display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let out = tmp.path().join("run");
+    let run = |train: &Path, extra: &[&str]| train_fails(&model, train, &out, extra);
     let e = run(&empty, &[]);
     assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
     let e = run(&corpus, &["--block-size", "100"]);
@@ -197,12 +209,7 @@ fn an_empty_corpus_and_a_block_above_the_context_are_errors() {
 
 #[test]
 fn a_lora_run_on_llama_exports_a_merged_model_and_a_peft_adapter() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    common::copy_dir(&common::fixtures().join("llama/tied_gqa"), &model);
-    word_tokenizer(&model, 100, 2);
-    let corpus = tmp.path().join("corpus.txt");
-    counting_corpus(&corpus, 60, 40);
+    let (tmp, model, corpus) = setup("llama/tied_gqa", 100, 2, 60);
     let run = tmp.path().join("run");
     common::headstart_ok(&[
         "train",
@@ -273,31 +280,8 @@ fn a_lora_run_on_llama_exports_a_merged_model_and_a_peft_adapter() {
 
 #[test]
 fn an_unknown_lora_target_is_an_error_listing_the_valid_ones() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    common::copy_dir(&common::fixtures().join("gpt2/tied"), &model);
-    word_tokenizer(&model, 96, 94);
-    let corpus = tmp.path().join("corpus.txt");
-    counting_corpus(&corpus, 20, 40);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
-        .args([
-            "train",
-            "--task",
-            "causal-lm",
-            "--model",
-            model.to_str().unwrap(),
-            "--train",
-            corpus.to_str().unwrap(),
-            "--strategy",
-            "lora",
-            "--lora-targets",
-            "q_proj",
-            "--out",
-            tmp.path().join("run").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
+    let (tmp, model, corpus) = setup("gpt2/tied", 96, 94, 20);
+    let extra = ["--strategy", "lora", "--lora-targets", "q_proj"];
+    let e = train_fails(&model, &corpus, &tmp.path().join("run"), &extra);
     assert!(e.contains("q_proj") && e.contains("c_attn"), "{e}");
 }
