@@ -27,7 +27,7 @@ pub struct TrainArgs {
     /// The family of a bare weights file (mobilenet_v2, ...); inferred from its tensor names when unmistakable.
     #[arg(long)]
     pub arch: Option<String>,
-    /// scratch | full | freeze:N | head | lr-decay:F | gradual
+    /// scratch | full | freeze:N | head | lr-decay:F | gradual | lora[:R]
     #[arg(long, default_value = "full")]
     pub strategy: Strategy,
     /// Training data (.csv, .tsv or .jsonl).
