@@ -226,6 +226,13 @@ pub fn compare(
     if opts.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
+    if base.task == crate::tasks::causal_lm::CausalLanguageModelling::NAME {
+        bail!(
+            "compare does not take --task causal-lm yet (its report reads classification \
+             metrics): run `headstart train --task causal-lm --strategy S` per strategy; each \
+             run's metrics.jsonl and cost.json hold its perplexity and cost"
+        );
+    }
     if base.metric == MetricName::Loss {
         bail!("compare reports accuracy or macro-f1: use --metric accuracy or --metric macro-f1");
     }
