@@ -496,32 +496,26 @@ impl Architecture for Bert {
         self.config.max_position_embeddings
     }
 
-    /// transformers' `BertPreTrainedModel._init_weights`: normal(0,
-    /// initializer_range) for Linear and Embedding weights (the padding row
-    /// zero), zero biases, LayerNorm 1 and 0.
-    const LORA_TARGETS: &'static [&'static str] = &[
-        "query",
-        "key",
-        "value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ];
-    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["query", "value"];
+    const LORA_TARGETS: &'static [&'static str] = super::transformer::LORA_TARGETS;
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = super::transformer::LORA_DEFAULT_TARGETS;
 
     fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
-        use super::lora::visit;
         for l in &mut self.encoder.layer {
             let a = &mut l.attention;
-            visit(&mut a.self_.query, "query", targets, op);
-            visit(&mut a.self_.key, "key", targets, op);
-            visit(&mut a.self_.value, "value", targets, op);
-            visit(&mut a.output.dense, "attention.output.dense", targets, op);
-            visit(&mut l.intermediate.dense, "intermediate.dense", targets, op);
-            visit(&mut l.output.dense, "output.dense", targets, op);
+            super::transformer::lora_walk_layer(
+                &mut a.self_,
+                &mut a.output.dense,
+                &mut l.intermediate,
+                &mut l.output.dense,
+                targets,
+                op,
+            );
         }
     }
 
+    /// transformers' `BertPreTrainedModel._init_weights`: normal(0,
+    /// initializer_range) for Linear and Embedding weights (the padding row
+    /// zero), zero biases, LayerNorm 1 and 0.
     fn init(&self, path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {

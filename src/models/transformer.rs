@@ -66,6 +66,37 @@ pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(eps).init(device)
 }
 
+/// LoRA targets of an encoder layer (BERT, ViT), by the module names PEFT matches.
+pub const LORA_TARGETS: &[&str] = &[
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+/// The targets LoRA takes by default: attention's query and value.
+pub const LORA_DEFAULT_TARGETS: &[&str] = &["query", "value"];
+
+/// Applies `op` to the targeted projections of one encoder layer: its
+/// self-attention, the attention output, the intermediate and output dense.
+pub fn lora_walk_layer(
+    attention: &mut SelfAttention,
+    attention_output: &mut super::lora::Linear,
+    intermediate: &mut Intermediate,
+    output: &mut super::lora::Linear,
+    targets: &[String],
+    op: &mut super::lora::LoraOp,
+) {
+    use super::lora::visit;
+    visit(&mut attention.query, "query", targets, op);
+    visit(&mut attention.key, "key", targets, op);
+    visit(&mut attention.value, "value", targets, op);
+    visit(attention_output, "attention.output.dense", targets, op);
+    visit(&mut intermediate.dense, "intermediate.dense", targets, op);
+    visit(output, "output.dense", targets, op);
+}
+
 /// Q, K and V projections and attention-probability dropout.
 #[derive(Module, Debug)]
 pub struct SelfAttention {

@@ -479,33 +479,27 @@ impl Architecture for Vit {
         1
     }
 
+    const LORA_TARGETS: &'static [&'static str] = super::transformer::LORA_TARGETS;
+    const LORA_DEFAULT_TARGETS: &'static [&'static str] = super::transformer::LORA_DEFAULT_TARGETS;
+
+    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
+        for l in &mut self.encoder.layer {
+            let a = &mut l.attention;
+            super::transformer::lora_walk_layer(
+                &mut a.attention,
+                &mut a.output.dense,
+                &mut l.intermediate,
+                &mut l.output.dense,
+                targets,
+                op,
+            );
+        }
+    }
+
     /// transformers' `ViTPreTrainedModel._init_weights`: truncated normal
     /// (std `initializer_range`, cut at ±2) for Linear and convolution
     /// weights and for the [CLS] and position embeddings, zero biases,
     /// LayerNorm 1 and 0.
-    const LORA_TARGETS: &'static [&'static str] = &[
-        "query",
-        "key",
-        "value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ];
-    const LORA_DEFAULT_TARGETS: &'static [&'static str] = &["query", "value"];
-
-    fn lora_walk(&mut self, targets: &[String], op: &mut super::lora::LoraOp) {
-        use super::lora::visit;
-        for l in &mut self.encoder.layer {
-            let a = &mut l.attention;
-            visit(&mut a.attention.query, "query", targets, op);
-            visit(&mut a.attention.key, "key", targets, op);
-            visit(&mut a.attention.value, "value", targets, op);
-            visit(&mut a.output.dense, "attention.output.dense", targets, op);
-            visit(&mut l.intermediate.dense, "intermediate.dense", targets, op);
-            visit(&mut l.output.dense, "output.dense", targets, op);
-        }
-    }
-
     fn init(&self, _path: &str, container: &str, field: &str) -> Init {
         let std = self.config.initializer_range;
         match (container, field) {
