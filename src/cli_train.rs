@@ -112,8 +112,8 @@ pub struct TrainArgs {
     /// Validate every K optimizer steps as well as at each epoch's end.
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Metric for the best checkpoint and early stopping: accuracy | macro_f1 | loss
-    /// (default: accuracy; loss, that is perplexity, for causal-lm).
+    /// Metric for the best checkpoint and early stopping: accuracy | macro_f1 | loss |
+    /// perplexity (default: accuracy; loss for causal-lm; perplexity orders as loss).
     #[arg(long)]
     pub metric: Option<MetricName>,
     /// Stop after this many validations without improvement.

@@ -67,13 +67,15 @@ enum Command {
         #[command(flatten)]
         options: headstart::compare::CompareOptions,
     },
-    /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix.
+    /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix;
+    /// for a language model, perplexity and next-token accuracy on held-out text.
     Eval {
         /// A run directory or an exported model directory (or a weights file with --arch).
         #[arg(long)]
         model: PathBuf,
-        /// Labelled texts (.csv/.tsv/.jsonl), or for an image model an image
-        /// folder (one sub-folder per class) or a CSV/JSONL of image paths and labels.
+        /// Labelled texts (.csv/.tsv/.jsonl); for an image model an image folder
+        /// (one sub-folder per class) or a CSV/JSONL of image paths and labels; for
+        /// a language model held-out text (a text file, a folder of them, or a text column).
         #[arg(long)]
         data: PathBuf,
         /// The family of a bare weights file (`headstart inspect FILE` lists them; mobilenet_v2, ...).
@@ -363,6 +365,42 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&m)?);
                 } else {
                     print!("{}", m.to_text());
+                }
+                return Ok(());
+            }
+            if let Some(family) = causal_family(&model) {
+                // a language model: perplexity on held-out text
+                let text = text_column.unwrap_or_else(|| {
+                    read_run_text_column(&model).unwrap_or_else(|| "text".into())
+                });
+                let (docs, skipped) =
+                    headstart::data::corpus::read_documents(&data, &text, skip_bad_rows)?;
+                let rows = train::eval_lm::Rows::of_run(&model);
+                let (m, cost) = train::eval_lm::evaluate_lm(
+                    &model,
+                    &docs,
+                    &data.display().to_string(),
+                    rows,
+                    batch_size,
+                    &device,
+                    &cost,
+                )?;
+                if json {
+                    let mut v = serde_json::to_value(&m)?;
+                    v["documents"] = docs.len().into();
+                    v["skipped_rows"] = skipped.into();
+                    v["cost"] = serde_json::to_value(&cost)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "{family} model on {} documents of {}: {}",
+                        docs.len(),
+                        data.display(),
+                        <headstart::tasks::causal_lm::CausalLanguageModelling as headstart::tasks::Task>::describe(&m)
+                    );
+                }
+                for line in cost.summary_lines() {
+                    eprintln!("{line}");
                 }
                 return Ok(());
             }
@@ -931,4 +969,20 @@ fn embed(
     }
     out.flush()?;
     Ok(())
+}
+
+/// The causal-LM family of a run or model directory, if it is one.
+fn causal_family(model: &std::path::Path) -> Option<String> {
+    let dir = train::eval::exported_model(model);
+    let family = headstart::models::model_type(&dir).ok()?;
+    headstart::models::causal::CAUSAL_FAMILIES
+        .contains(&family.as_str())
+        .then_some(family)
+}
+
+/// The text column a run directory was trained with.
+fn read_run_text_column(run: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(run.join("config.json")).ok()?;
+    let rc: train::RunConfig = serde_json::from_str(&text).ok()?;
+    Some(rc.config.text_column)
 }

@@ -157,6 +157,7 @@ pub fn run(
         train_sizes: Vec::new(),
         curve_points: opts.curve_points,
         test_limit: opts.test_limit,
+        samples: 0,
     };
     let comparison = compare::compare(&config, &compare_opts, device, &mut |l| {
         log(&format!("    {l}"))
@@ -274,6 +275,7 @@ pub fn run_images(
         train_sizes: Vec::new(),
         curve_points: opts.curve_points,
         test_limit: Some(opts.test_limit),
+        samples: 0,
     };
     let comparison = compare::compare(&config, &compare_opts, device, &mut |l| {
         log(&format!("    {l}"))

@@ -285,3 +285,107 @@ fn an_unknown_lora_target_is_an_error_listing_the_valid_ones() {
     let e = train_fails(&model, &corpus, &tmp.path().join("run"), &extra);
     assert!(e.contains("q_proj") && e.contains("c_attn"), "{e}");
 }
+
+#[test]
+fn compare_reports_held_out_perplexity_per_strategy_with_samples() {
+    let (tmp, model, corpus) = setup("gpt2/tied", 96, 94, 60);
+    let out = tmp.path().join("cmp");
+    let (m, c, o) = (
+        model.to_str().unwrap(),
+        corpus.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let table = common::headstart_ok(&[
+        "compare",
+        "--task",
+        "causal-lm",
+        "--model",
+        m,
+        "--train",
+        c,
+        "--strategies",
+        "scratch,lora:4,full",
+        "--seeds",
+        "1",
+        "--budget",
+        "12steps",
+        "--batch-size",
+        "8",
+        "--block-size",
+        "32",
+        "--lr",
+        "5e-3",
+        "--out",
+        o,
+    ]);
+    assert!(table.contains("test perplexity"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["task"], "causal-lm");
+    assert_eq!(report["metric"], "perplexity");
+    // 20% of the 60 documents held out, as JSON lines of the text column
+    assert_eq!(report["test_examples"], 12);
+    let test_file = out.join("data/test.jsonl");
+    assert_eq!(
+        std::fs::read_to_string(&test_file).unwrap().lines().count(),
+        12
+    );
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    // training documents (48 less the validation share), not packed rows
+    let n = runs[0]["train_examples"].as_u64().unwrap();
+    assert!((40..48).contains(&n), "{n}");
+    for r in runs {
+        let ppl = r["test"]["perplexity"].as_f64().unwrap();
+        let loss = r["test"]["loss"].as_f64().unwrap();
+        assert!(ppl > 1.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl, "{r}");
+        assert!(r["test"]["tokens"].as_u64().unwrap() > 100);
+    }
+    let summary = report["summary"].as_array().unwrap();
+    for s in summary {
+        assert_eq!(s["score"]["mean"], s["perplexity"]["mean"], "{s}");
+    }
+    // `eval` on the same held-out file gives the number the table reports,
+    // whatever the batch size
+    let full = runs
+        .iter()
+        .find(|r| r["strategy"] == "full")
+        .expect("a full run");
+    let dir = full["dir"].as_str().unwrap();
+    for batch in ["1", "5"] {
+        let json = common::headstart_ok(&[
+            "eval",
+            "--model",
+            dir,
+            "--data",
+            test_file.to_str().unwrap(),
+            "--batch-size",
+            batch,
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["tokens"], full["test"]["tokens"]);
+        let (a, b) = (
+            v["loss"].as_f64().unwrap(),
+            full["test"]["loss"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "eval {a} vs compare {b}");
+    }
+    // three held-out prompts, continued by the untuned model and each strategy
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    for s in samples {
+        let who: Vec<&str> = s["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o[0].as_str().unwrap())
+            .collect();
+        assert_eq!(who, ["pretrained, untuned", "scratch", "lora:4", "full"]);
+        assert_eq!(s["prompt"].as_str().unwrap().split(' ').count(), 8);
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Held-out prompts") && html.contains("next-token accuracy"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| held-out text |"), "{md}");
+}

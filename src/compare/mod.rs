@@ -9,6 +9,7 @@
 //! again with the same settings, so an interrupted comparison continues.
 
 pub mod report;
+pub mod samples;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
@@ -24,10 +25,12 @@ use crate::models::Architecture;
 use crate::models::bert::Bert;
 use crate::strategy::Strategy;
 use crate::tasks::Task;
+use crate::tasks::causal_lm::{CausalLanguageModelling, LmMetrics};
 use crate::tasks::classification::{MetricName, Metrics};
 use crate::tasks::image::ImageClassification;
 use crate::train::{self, TrainConfig};
 use burn::tensor::Device;
+pub use samples::Sample;
 use stats::{Budget, MeanCi};
 
 /// `headstart compare`'s own options; the data, model and training flags are
@@ -58,6 +61,9 @@ pub struct CompareOptions {
     /// Examples of the held-out set to test on (default: all).
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Language models: held-out prompts each strategy continues in the report.
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
 }
 
 /// One point of a learning curve.
@@ -68,6 +74,13 @@ pub struct CurvePoint {
     pub energy_wh: f64,
     pub accuracy: f64,
     pub macro_f1: f64,
+    /// Validation perplexity (`exp` of the loss).
+    #[serde(default = "nan")]
+    pub perplexity: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 impl CurvePoint {
@@ -75,7 +88,52 @@ impl CurvePoint {
         match metric {
             MetricName::Accuracy => self.accuracy,
             MetricName::MacroF1 => self.macro_f1,
+            MetricName::Perplexity => self.perplexity,
             // compare refuses --metric loss
+            MetricName::Loss => f64::NAN,
+        }
+    }
+}
+
+/// What a run scored on the held-out set: a classifier's metrics or a
+/// language model's perplexity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TestMetrics {
+    Text(LmMetrics),
+    Classes(Metrics),
+}
+
+impl TestMetrics {
+    /// Accuracy (of labels, or of next tokens).
+    pub fn accuracy(&self) -> f64 {
+        match self {
+            Self::Classes(m) => m.accuracy,
+            Self::Text(m) => m.accuracy,
+        }
+    }
+
+    /// Macro-F1 (none for a language model).
+    pub fn macro_f1(&self) -> f64 {
+        match self {
+            Self::Classes(m) => m.macro_f1,
+            Self::Text(_) => f64::NAN,
+        }
+    }
+
+    /// `exp` of the mean loss per example (classes) or per token (text).
+    pub fn perplexity(&self) -> f64 {
+        match self {
+            Self::Classes(m) => m.loss.exp(),
+            Self::Text(m) => m.perplexity,
+        }
+    }
+
+    pub fn value(&self, metric: MetricName) -> f64 {
+        match metric {
+            MetricName::Accuracy => self.accuracy(),
+            MetricName::MacroF1 => self.macro_f1(),
+            MetricName::Perplexity => self.perplexity(),
             MetricName::Loss => f64::NAN,
         }
     }
@@ -91,7 +149,7 @@ pub struct RunRecord {
     /// `--train-sizes` entry, if sweeping.
     pub train_size: Option<usize>,
     pub dir: PathBuf,
-    pub test: Metrics,
+    pub test: TestMetrics,
     pub steps: usize,
     pub cost: RunCost,
     pub curve: Vec<CurvePoint>,
@@ -101,25 +159,34 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub fn score(&self, metric: MetricName) -> f64 {
-        match metric {
-            MetricName::Accuracy => self.test.accuracy,
-            MetricName::MacroF1 => self.test.macro_f1,
-            MetricName::Loss => f64::NAN,
-        }
+        self.test.value(metric)
     }
 
-    /// First validation at or above `target`: (seconds, Wh).
+    /// First validation at or better than `target` (at or above it, or at or
+    /// below it for perplexity): (seconds, Wh).
     pub fn to_target(&self, target: f64, metric: MetricName) -> Option<(f64, f64)> {
         self.curve
             .iter()
-            .find(|p| p.score(metric) >= target)
+            .find(|p| at_least(p.score(metric), target, metric))
             .map(|p| (p.seconds, p.energy_wh))
+    }
+}
+
+/// `score` is as good as `target` or better, in `metric`'s direction.
+pub fn at_least(score: f64, target: f64, metric: MetricName) -> bool {
+    if metric.higher_is_better() {
+        score >= target
+    } else {
+        score <= target
     }
 }
 
 /// Everything `compare` measured; `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Comparison {
+    /// `--task`: text-classification, image-classification or causal-lm.
+    #[serde(default = "default_task")]
+    pub task: String,
     pub model: String,
     pub train_file: String,
     pub test_file: String,
@@ -133,7 +200,21 @@ pub struct Comparison {
     pub layers: usize,
     pub runs: Vec<RunRecord>,
     pub summary: Vec<Summary>,
+    /// Language models: continuations of held-out prompts by each strategy.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
     pub date: String,
+}
+
+fn default_task() -> String {
+    crate::tasks::classification::TextClassification::NAME.to_string()
+}
+
+impl Comparison {
+    /// Whether the runs are language models (scored by perplexity).
+    pub fn is_language_model(&self) -> bool {
+        self.task == CausalLanguageModelling::NAME
+    }
 }
 
 /// One strategy at one training-set size, over seeds.
@@ -145,6 +226,7 @@ pub struct Summary {
     pub score: MeanCi,
     pub accuracy: MeanCi,
     pub macro_f1: MeanCi,
+    pub perplexity: MeanCi,
     pub seconds: MeanCi,
     pub flops: MeanCi,
     pub energy_wh: MeanCi,
@@ -226,15 +308,17 @@ pub fn compare(
     if opts.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    if base.task == crate::tasks::causal_lm::CausalLanguageModelling::NAME {
-        bail!(
-            "compare does not take --task causal-lm yet (its report reads classification \
-             metrics): run `headstart train --task causal-lm --strategy S` per strategy; each \
-             run's metrics.jsonl and cost.json hold its perplexity and cost"
-        );
+    let is_lm = base.task == CausalLanguageModelling::NAME;
+    let mut base = base.clone();
+    if is_lm && base.metric == MetricName::Loss {
+        // the same order as the loss, on the scale language models are read on
+        base.metric = MetricName::Perplexity;
     }
+    let base = &base;
     if base.metric == MetricName::Loss {
-        bail!("compare reports accuracy or macro-f1: use --metric accuracy or --metric macro-f1");
+        bail!(
+            "compare reports accuracy, macro-f1 or perplexity: use --metric accuracy, macro-f1 or perplexity"
+        );
     }
     base.cost.check()?;
     let train_file = base
@@ -243,7 +327,15 @@ pub fn compare(
         .context("--train FILE is required: the data to train on")?;
     let model_dir = train::resolve_model(&base.model)?;
     let is_image = base.task == ImageClassification::NAME;
-    let groups = if is_image {
+    let groups = if is_lm {
+        let family = crate::models::model_type(&model_dir)?;
+        crate::with_causal_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
+            .groups()
+            .len(), else bail!(
+            "causal-lm compares language-model families ({}), not `{family}`",
+            crate::models::causal::CAUSAL_FAMILIES.join(", ")
+        ))
+    } else if is_image {
         let family = train::family_of(&model_dir, base.arch.as_deref())?;
         crate::with_image_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
             .groups()
@@ -273,7 +365,9 @@ pub fn compare(
         &base.text_column
     };
     let read_rows = |p: &Path| -> Result<Vec<Example>> {
-        if is_image {
+        if is_lm {
+            Ok(crate::data::corpus::read_documents(p, &base.text_column, base.skip_bad_rows)?.0)
+        } else if is_image {
             Ok(crate::data::image_list::read(
                 p,
                 &base.image_column,
@@ -294,13 +388,18 @@ pub fn compare(
             let all = read_rows(&train_file)?;
             let (train_part, test_part) = stratified_split(all, 0.2, base.seed);
             let dir = out.join("data");
-            let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
-            write_csv(&a, &train_part, input_column, &base.label_column)?;
-            write_csv(&b, &test_part, input_column, &base.label_column)?;
+            let ext = if is_lm { "jsonl" } else { "csv" };
+            let (a, b) = (
+                dir.join(format!("train.{ext}")),
+                dir.join(format!("test.{ext}")),
+            );
+            write_rows(&a, &train_part, is_lm, input_column, &base.label_column)?;
+            write_rows(&b, &test_part, is_lm, input_column, &base.label_column)?;
             log(&format!(
-                "held out {} of {} examples of {} as the test set ({})",
+                "held out {} of {} {} of {} as the test set ({})",
                 test_part.len(),
                 test_part.len() + train_part.len(),
+                if is_lm { "documents" } else { "examples" },
                 train_file.display(),
                 b.display()
             ));
@@ -315,8 +414,12 @@ pub fn compare(
         // A stratified, seeded subset, written out so the numbers can be checked.
         let fraction = k as f64 / test.len() as f64;
         test = stratified_split(test, fraction, base.seed).1;
-        test_path = out.join("data").join("test-subset.csv");
-        write_csv(&test_path, &test, input_column, &base.label_column)?;
+        test_path = out.join("data").join(if is_lm {
+            "test-subset.jsonl"
+        } else {
+            "test-subset.csv"
+        });
+        write_rows(&test_path, &test, is_lm, input_column, &base.label_column)?;
     }
     if test.is_empty() {
         bail!("the test set {} has no examples", test_path.display());
@@ -381,16 +484,33 @@ pub fn compare(
                         let outcome = train::train(config.clone(), device, &mut train::Quiet)?;
                         let started = std::time::Instant::now();
                         let test_file = test_path.display().to_string();
-                        let metrics = if is_image {
-                            train::eval_image::load_image_classifier(
-                                &outcome.model_dir,
-                                None,
-                                device,
-                            )?
-                            .evaluate(&test, &test_file, 32, device)?
+                        let metrics = if is_lm {
+                            TestMetrics::Text(
+                                train::eval_lm::evaluate_lm(
+                                    &outcome.model_dir,
+                                    &test,
+                                    &test_file,
+                                    train::eval_lm::Rows::of_run(&dir),
+                                    base.batch_size,
+                                    device,
+                                    &base.cost,
+                                )?
+                                .0,
+                            )
+                        } else if is_image {
+                            TestMetrics::Classes(
+                                train::eval_image::load_image_classifier(
+                                    &outcome.model_dir,
+                                    None,
+                                    device,
+                                )?
+                                .evaluate(&test, &test_file, 32, device)?,
+                            )
                         } else {
-                            train::load_classifier(&outcome.model_dir, device)?
-                                .evaluate(&test, &test_file, 32, device)?
+                            TestMetrics::Classes(
+                                train::load_classifier(&outcome.model_dir, device)?
+                                    .evaluate(&test, &test_file, 32, device)?,
+                            )
                         };
                         let test_seconds = started.elapsed().as_secs_f64();
                         let record = RunRecord {
@@ -410,10 +530,20 @@ pub fn compare(
                         record
                     }
                 };
+                let scores = match &record.test {
+                    TestMetrics::Classes(m) => {
+                        format!(
+                            "test accuracy {:.4}, macro-F1 {:.4}",
+                            m.accuracy, m.macro_f1
+                        )
+                    }
+                    TestMetrics::Text(m) => format!(
+                        "test perplexity {:.3}, next-token accuracy {:.4}",
+                        m.perplexity, m.accuracy
+                    ),
+                };
                 log(&format!(
-                    "    test accuracy {:.4}, macro-F1 {:.4}; {:.1} s, {:.2} Wh, {:.3} TFLOP",
-                    record.test.accuracy,
-                    record.test.macro_f1,
+                    "    {scores}; {:.1} s, {:.2} Wh, {:.3} TFLOP",
                     record.cost.seconds,
                     record.cost.energy.kwh * 1000.0,
                     record.cost.flops_total / 1e12
@@ -424,7 +554,17 @@ pub fn compare(
     }
 
     let summary = summarise(&runs, &strategies, &sizes, base.metric, opts.target);
+    let samples = if is_lm && opts.samples > 0 {
+        log(&format!(
+            "writing {} held-out continuations per strategy",
+            opts.samples
+        ));
+        samples::lm_samples(&model_dir, &runs, &test, opts.samples, device)?
+    } else {
+        Vec::new()
+    };
     let comparison = Comparison {
+        task: base.task.clone(),
         model: base.model.clone(),
         train_file: train_file.display().to_string(),
         test_file: test_path.display().to_string(),
@@ -438,6 +578,7 @@ pub fn compare(
         layers,
         runs,
         summary,
+        samples,
         date: report::today(),
     };
     report::write(&comparison, &out)?;
@@ -566,10 +707,16 @@ fn reuse(dir: &Path, key: &ReuseKey) -> Result<Option<RunRecord>> {
     Ok(serde_json::from_str(&std::fs::read_to_string(&record)?).ok())
 }
 
+/// Training examples of a run: documents for a language model (its rows
+/// are packed blocks), else examples.
 fn read_run_examples(dir: &Path) -> Result<usize> {
     let rc: train::RunConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    Ok(rc.train_examples)
+    Ok(rc
+        .task_state
+        .get("train_documents")
+        .and_then(|n| n.as_u64())
+        .map_or(rc.train_examples, |n| n as usize))
 }
 
 /// The validation points of a run's metrics.jsonl.
@@ -589,10 +736,36 @@ pub fn read_curve(dir: &Path) -> Result<Vec<CurvePoint>> {
                 energy_wh: f(t, "energy_wh").unwrap_or(0.0),
                 accuracy: f(e, "accuracy").unwrap_or(f64::NAN),
                 macro_f1: f(e, "macro_f1").unwrap_or(f64::NAN),
+                perplexity: f(e, "perplexity")
+                    .or_else(|| f(e, "loss").map(f64::exp))
+                    .unwrap_or(f64::NAN),
             });
         }
     }
     Ok(out)
+}
+
+/// Writes the split `examples`: documents as JSONL with the text column
+/// (language models), else a two-column CSV.
+fn write_rows(
+    path: &Path,
+    examples: &[Example],
+    documents: bool,
+    text: &str,
+    label: &str,
+) -> Result<()> {
+    if !documents {
+        return write_csv(path, examples, text, label);
+    }
+    write_atomic(path, |w| {
+        for e in examples {
+            let mut row = serde_json::Map::new();
+            row.insert(text.to_string(), e.text.clone().into());
+            serde_json::to_writer(&mut *w, &row)?;
+            std::io::Write::write_all(w, b"\n")?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes examples as a two-column CSV (atomically).
@@ -639,8 +812,9 @@ pub fn summarise(
                 train_size: size,
                 train_examples: rs[0].train_examples,
                 score: of(&|r| r.score(metric)),
-                accuracy: of(&|r| r.test.accuracy),
-                macro_f1: of(&|r| r.test.macro_f1),
+                accuracy: of(&|r| r.test.accuracy()),
+                macro_f1: of(&|r| r.test.macro_f1()),
+                perplexity: of(&|r| r.test.perplexity()),
                 seconds: of(&|r| r.cost.seconds),
                 flops: of(&|r| r.cost.flops_total),
                 energy_wh: of(&|r| r.cost.energy.kwh * 1000.0),
@@ -665,7 +839,17 @@ pub fn summarise(
 /// strategy at the smallest size: `Ok(multiplier)`, or `Err(best scratch
 /// score)` when it never did within the sizes tried. `None` without a
 /// sweep or without scratch.
-pub fn data_multiplier(summary: &[Summary]) -> Option<(Strategy, usize, Result<f64, f64>)> {
+pub fn data_multiplier(
+    summary: &[Summary],
+    metric: MetricName,
+) -> Option<(Strategy, usize, Result<f64, f64>)> {
+    let better = |a: f64, b: f64| {
+        if metric.higher_is_better() {
+            a.total_cmp(&b)
+        } else {
+            b.total_cmp(&a)
+        }
+    };
     let mut sizes: Vec<usize> = summary.iter().filter_map(|s| s.train_size).collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -676,7 +860,7 @@ pub fn data_multiplier(summary: &[Summary]) -> Option<(Strategy, usize, Result<f
     let tuned = summary
         .iter()
         .filter(|s| s.train_size == Some(smallest) && s.strategy != Strategy::Scratch)
-        .max_by(|a, b| a.score.mean.total_cmp(&b.score.mean))?;
+        .max_by(|a, b| better(a.score.mean, b.score.mean))?;
     let mut scratch: Vec<&Summary> = summary
         .iter()
         .filter(|s| s.strategy == Strategy::Scratch && s.train_size.is_some())
@@ -685,12 +869,16 @@ pub fn data_multiplier(summary: &[Summary]) -> Option<(Strategy, usize, Result<f
         return None;
     }
     scratch.sort_by_key(|s| s.train_size);
-    let result = match scratch.iter().find(|s| s.score.mean >= tuned.score.mean) {
+    let result = match scratch
+        .iter()
+        .find(|s| at_least(s.score.mean, tuned.score.mean, metric))
+    {
         Some(s) => Ok(s.train_size.unwrap() as f64 / smallest as f64),
         None => Err(scratch
             .iter()
             .map(|s| s.score.mean)
-            .fold(f64::NEG_INFINITY, f64::max)),
+            .max_by(|a, b| better(*a, *b))
+            .unwrap_or(f64::NAN)),
     };
     Some((tuned.strategy, smallest, result))
 }
@@ -728,6 +916,7 @@ mod tests {
             score: m,
             accuracy: m,
             macro_f1: m,
+            perplexity: m,
             seconds: m,
             flops: m,
             energy_wh: m,
@@ -752,14 +941,38 @@ mod tests {
             summary(Strategy::Scratch, 300, 0.85),
             summary(Strategy::Scratch, 1000, 0.91),
         ];
-        let (best, smallest, m) = data_multiplier(&s).unwrap();
+        let (best, smallest, m) = data_multiplier(&s, MetricName::Accuracy).unwrap();
         assert_eq!((best, smallest, m), (Strategy::Full, 100, Ok(10.0)));
         let never = vec![
             summary(Strategy::Scratch, 100, 0.70),
             summary(Strategy::Full, 100, 0.90),
             summary(Strategy::Scratch, 300, 0.80),
         ];
-        assert_eq!(data_multiplier(&never).unwrap().2, Err(0.80));
-        assert!(data_multiplier(&s[..3]).is_none(), "one size is no sweep");
+        assert_eq!(
+            data_multiplier(&never, MetricName::Accuracy).unwrap().2,
+            Err(0.80)
+        );
+        assert!(
+            data_multiplier(&s[..3], MetricName::Accuracy).is_none(),
+            "one size is no sweep"
+        );
+        // perplexity: lower is better, for the best tuned one and for scratch
+        let ppl = vec![
+            summary(Strategy::Scratch, 100, 90.0),
+            summary(Strategy::Full, 100, 12.0),
+            summary(Strategy::Head, 100, 20.0),
+            summary(Strategy::Scratch, 300, 30.0),
+            summary(Strategy::Scratch, 1000, 11.5),
+        ];
+        assert_eq!(
+            data_multiplier(&ppl, MetricName::Perplexity).unwrap(),
+            (Strategy::Full, 100, Ok(10.0))
+        );
+        assert_eq!(
+            data_multiplier(&ppl[..4], MetricName::Perplexity)
+                .unwrap()
+                .2,
+            Err(30.0)
+        );
     }
 }

@@ -33,6 +33,7 @@ fn metric_name(m: MetricName) -> &'static str {
         MetricName::Accuracy => "accuracy",
         MetricName::MacroF1 => "macro-F1",
         MetricName::Loss => "loss",
+        MetricName::Perplexity => "perplexity",
     }
 }
 
@@ -81,6 +82,7 @@ fn mean_curve(runs: &[&RunRecord], metric: MetricName) -> Vec<(CurvePoint, f64)>
                     energy_wh: avg(&|p| p.energy_wh),
                     accuracy: avg(&|p| p.accuracy),
                     macro_f1: avg(&|p| p.macro_f1),
+                    perplexity: avg(&|p| p.perplexity),
                 },
                 avg(&|p| p.score(metric)),
             )
@@ -249,10 +251,13 @@ fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
     if sweep {
         head.push("train n".into());
     }
+    head.push(format!("test {metric} (95% CI)"));
+    if c.is_language_model() {
+        head.push("next-token accuracy".into());
+    } else {
+        head.extend(["accuracy".into(), "macro-F1".into()]);
+    }
     head.extend([
-        format!("test {metric} (95% CI)"),
-        "accuracy".into(),
-        "macro-F1".into(),
         "time (s)".into(),
         "TFLOP".into(),
         "MFU".into(),
@@ -279,7 +284,9 @@ fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
             }
             row.push(s.score.show(3));
             row.push(format!("{:.3}", s.accuracy.mean));
-            row.push(format!("{:.3}", s.macro_f1.mean));
+            if !c.is_language_model() {
+                row.push(format!("{:.3}", s.macro_f1.mean));
+            }
             row.push(sig(s.seconds.mean));
             row.push(sig(s.flops.mean / 1e12));
             row.push(format!("{:.1}%", 100.0 * s.mfu.mean));
@@ -354,10 +361,15 @@ pub fn table_text(c: &Comparison) -> String {
 /// intensity and prices used, the data multiplier.
 fn notes(c: &Comparison) -> Vec<String> {
     let mut notes = vec![format!(
-        "Model `{}`; trained on `{}`, tested on {} held-out examples (`{}`). Budget {} per run for every strategy; {} seed(s) each; the interval is Student's t 95% over seeds{}.",
+        "Model `{}`; trained on `{}`, tested on {} held-out {} (`{}`). Budget {} per run for every strategy; {} seed(s) each; the interval is Student's t 95% over seeds{}.",
         c.model,
         c.train_file,
         c.test_examples,
+        if c.is_language_model() {
+            "documents"
+        } else {
+            "examples"
+        },
         c.test_file,
         c.budget,
         c.seeds,
@@ -416,7 +428,13 @@ fn notes(c: &Comparison) -> Vec<String> {
             "The feature cache (frozen layers computed once) saved about {saved:.0} s over all runs of the table's largest size; per-strategy means are in the last column."
         ));
     }
-    if let Some((best, smallest, result)) = data_multiplier(&c.summary) {
+    if c.is_language_model() {
+        notes.push(
+            "Perplexity: exp of the mean next-token cross-entropy over every held-out token, the documents tokenised and packed as in training (lower is better)."
+                .to_string(),
+        );
+    }
+    if let Some((best, smallest, result)) = data_multiplier(&c.summary, c.metric) {
         let best_score = c
             .summary
             .iter()
@@ -457,7 +475,29 @@ fn markdown(c: &Comparison, plots: &[Plot]) -> String {
             p.title, p.title, p.name
         );
     }
+    if !c.samples.is_empty() {
+        let _ = writeln!(md, "## {}\n", SAMPLES_TITLE);
+        for (k, s) in c.samples.iter().enumerate() {
+            let _ = writeln!(md, "### Prompt {}: \"{}\"\n", k + 1, s.prompt);
+            let _ = writeln!(md, "| written by | continuation |\n|---|---|");
+            let _ = writeln!(md, "| held-out text | {} |", md_cell(&s.reference));
+            for (who, text) in &s.outputs {
+                let _ = writeln!(md, "| {who} | {} |", md_cell(text));
+            }
+            md.push('\n');
+        }
+    }
     md
+}
+
+const SAMPLES_TITLE: &str = "Held-out prompts, continued greedily by each model";
+
+/// Text as one Markdown table cell.
+fn md_cell(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 fn escape(s: &str) -> String {
@@ -475,7 +515,7 @@ fn html(c: &Comparison, plots: &[Plot]) -> String {
     h.push_str(
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
          table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-         th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}figure{margin:2em 0}svg{max-width:100%;height:auto}",
+         th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}table.samples td{text-align:left;vertical-align:top}figure{margin:2em 0}svg{max-width:100%;height:auto}",
     );
     h.push_str("</style></head><body>\n<h1>headstart compare: tuning against scratch</h1>\n");
     let _ = writeln!(h, "<p>{}</p>", escape(&c.date));
@@ -502,6 +542,31 @@ fn html(c: &Comparison, plots: &[Plot]) -> String {
             escape(&p.title),
             p.svg
         );
+    }
+    if !c.samples.is_empty() {
+        let _ = writeln!(h, "<h2>{}</h2>", SAMPLES_TITLE);
+        for (k, s) in c.samples.iter().enumerate() {
+            let _ = writeln!(
+                h,
+                "<h3>Prompt {}: &ldquo;{}&rdquo;</h3>\n<table class=\"samples\"><tr><th>written by</th><th>continuation</th></tr>",
+                k + 1,
+                escape(&s.prompt)
+            );
+            let _ = writeln!(
+                h,
+                "<tr><td>held-out text</td><td><i>{}</i></td></tr>",
+                escape(&s.reference)
+            );
+            for (who, text) in &s.outputs {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    escape(who),
+                    escape(text)
+                );
+            }
+            h.push_str("</table>\n");
+        }
     }
     h.push_str("</body></html>\n");
     h

@@ -65,6 +65,27 @@ pub fn pack_rows(docs: &[Vec<u32>], eos: u32, block: usize, pack: Pack) -> Vec<V
     rows
 }
 
+/// The rows of `texts` as a model with `tokenizer` and end-of-sequence
+/// token `eos` trains and is tested on: each document tokenised (with the
+/// special tokens the tokenizer adds, such as a BOS, but no trailing EOS of
+/// its own), then [`pack_rows`].
+pub fn lm_rows(
+    tokenizer: &tokenizers::Tokenizer,
+    texts: &[&str],
+    eos: u32,
+    block: usize,
+    pack: Pack,
+) -> Result<Vec<Vec<u32>>> {
+    let mut ids = crate::tokenize::encode_documents(tokenizer, texts)?;
+    for d in &mut ids {
+        // tokenizers whose post-processor already ends with EOS
+        if d.last() == Some(&eos) {
+            d.pop();
+        }
+    }
+    Ok(pack_rows(&ids, eos, block, pack))
+}
+
 /// The task: how rows are padded.
 #[derive(Clone, Debug)]
 pub struct CausalLanguageModelling {
@@ -260,7 +281,7 @@ impl Task for CausalLanguageModelling {
 
     fn score(m: &LmMetrics, name: MetricName) -> f64 {
         match name {
-            MetricName::Loss => -m.loss,
+            MetricName::Loss | MetricName::Perplexity => -m.loss,
             // macro-F1 has no meaning over a vocabulary; `TrainConfig::check` refuses it
             MetricName::Accuracy | MetricName::MacroF1 => m.accuracy,
         }

@@ -152,7 +152,7 @@ impl Metrics {
         match metric {
             MetricName::Accuracy => self.accuracy,
             MetricName::MacroF1 => self.macro_f1,
-            MetricName::Loss => -self.loss,
+            MetricName::Loss | MetricName::Perplexity => -self.loss,
         }
     }
 

@@ -91,6 +91,16 @@ pub enum MetricName {
     Accuracy,
     MacroF1,
     Loss,
+    /// `exp(loss)`: the same order as the loss, on the scale language
+    /// models are reported on.
+    Perplexity,
+}
+
+impl MetricName {
+    /// Accuracy and macro-F1 grow as a model improves; loss and perplexity shrink.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Self::Accuracy | Self::MacroF1)
+    }
 }
 
 impl std::str::FromStr for MetricName {
@@ -100,7 +110,10 @@ impl std::str::FromStr for MetricName {
             "accuracy" => Self::Accuracy,
             "macro_f1" | "macro-f1" => Self::MacroF1,
             "loss" => Self::Loss,
-            other => anyhow::bail!("unknown metric `{other}`: use accuracy, macro_f1 or loss"),
+            "perplexity" => Self::Perplexity,
+            other => anyhow::bail!(
+                "unknown metric `{other}`: use accuracy, macro_f1, loss or perplexity"
+            ),
         })
     }
 }

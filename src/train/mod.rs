@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod eval_image;
+pub mod eval_lm;
 pub mod export;
 pub mod fit;
 pub mod freeze;
@@ -548,7 +549,7 @@ fn causal_lm<A: crate::models::causal::CausalLm>(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    use crate::tasks::causal_lm::{LmSplit, check_block_size, pack_rows};
+    use crate::tasks::causal_lm::{LmSplit, check_block_size, lm_rows};
     let train_device = device.clone().autodiff();
     let body = A::from_config_file(&model_dir.join("config.json"), &train_device)?;
     config.strategy.check(body.groups().len())?;
@@ -582,14 +583,7 @@ fn causal_lm<A: crate::models::causal::CausalLm>(
     let tokenizer = crate::tokenize::lm_tokenizer(model_dir)?;
     let rows = |docs: &[Example]| -> Result<Vec<Vec<u32>>> {
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-        let mut ids = crate::tokenize::encode_documents(&tokenizer, &texts)?;
-        for d in &mut ids {
-            // tokenizers whose post-processor already ends with EOS
-            if d.last() == Some(&eos) {
-                d.pop();
-            }
-        }
-        Ok(pack_rows(&ids, eos, block, config.pack))
+        lm_rows(&tokenizer, &texts, eos, block, config.pack)
     };
     let train = LmSplit {
         rows: rows(&train_docs)?,
@@ -627,7 +621,12 @@ fn causal_lm<A: crate::models::causal::CausalLm>(
         config,
         model_dir,
         resumed,
-        task_state: serde_json::json!({ "block_size": block, "eos": eos }),
+        task_state: serde_json::json!({
+            "block_size": block,
+            "eos": eos,
+            "train_documents": train_docs.len(),
+            "train_tokens": train.targets(),
+        }),
         data_sha256,
         skipped,
         device,
