@@ -146,7 +146,7 @@ pub fn write_peft_adapter<A: Architecture, H: crate::models::Head>(
     })
     .into_iter()
     .map(|(k, shape, values)| {
-        let k = model.body.export_key(&k);
+        let k = model.body.peft_key(&model.body.export_key(&k));
         let k = match k.strip_prefix(A::BASE_PREFIX) {
             Some(bare) if !with_base_prefix && !A::BASE_PREFIX.is_empty() => bare.to_string(),
             _ => k,
@@ -250,10 +250,15 @@ mod tests {
             t["base_model.model.classifier.weight"].shape,
             vec![3, model.body.feature_size()]
         );
-        assert!(t.contains_key(
-            "base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight"
-        ));
-        assert!(!t.keys().any(|k| k.contains(".key.lora_")));
+        // transformers 5's module names, which PEFT targets and loads by
+        assert!(t.contains_key("base_model.model.vit.layers.0.attention.q_proj.lora_A.weight"));
+        assert!(
+            c["target_modules"]
+                .as_array()
+                .unwrap()
+                .contains(&"vit.layers.1.attention.v_proj".into())
+        );
+        assert!(!t.keys().any(|k| k.contains(".k_proj.lora_")));
         // and it reads back onto the base, head included
         let adapter = crate::models::lora::peft::PeftAdapter::read(&out).unwrap();
         let body = Vit::from_config_file(&dir.join("config.json"), &device).unwrap();

@@ -354,6 +354,14 @@ fn parameters<A: Architecture, H: Head>(model: &TaskModel<A, H>) -> Vec<ParamInf
             names.extend(k.aliases);
             names.extend(k.renamings);
             names.push(self.body.export_key(&k.key));
+            let peft = self.body.peft_key(&self.body.export_key(&k.key));
+            if let Some(bare) = peft
+                .strip_prefix(A::BASE_PREFIX)
+                .filter(|_| !A::BASE_PREFIX.is_empty())
+            {
+                names.push(bare.to_string());
+            }
+            names.push(peft);
             // an adapter made on a bare `LlamaModel` (no `model.` in front)
             if let Some(bare) = k.key.strip_prefix("model.") {
                 names.push(bare.to_string());
