@@ -97,6 +97,7 @@ fn causal_round_trip<A: CausalLm>(name: &str) {
     let adapted = adapter.attach(plain).unwrap();
     let got = lm_logits(&adapted.body, &want.ids, &device);
     let d = relative(&got, &want.logits);
+    eprintln!("{name}: ours vs PEFT's logits, {d:e} of their scale");
     assert!(
         d < 1e-5,
         "{name}: PEFT's logits differ by {d:e} of their scale"
@@ -225,6 +226,7 @@ fn bert_classifier_adapter_with_its_head_gives_peft_logits() {
     );
     let got = run(&adapted);
     let d = relative(&got, &want.logits);
+    eprintln!("bert-cls: ours vs PEFT's logits, {d:e} of their scale");
     assert!(d < 1e-5, "PEFT's logits differ by {d:e} of their scale");
     let out = tempfile::tempdir().unwrap();
     crate::train::export::write_peft_adapter(
@@ -272,9 +274,12 @@ fn attach_error(dir: &Path, case: &str) -> String {
     }
 }
 
+/// A change to a copy of adapter_config.json.
+type Edit = dyn FnOnce(&mut serde_json::Value);
+
 #[test]
 fn unsupported_settings_name_the_file_and_key() {
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(Box<Edit>, &str)> = vec![
         (Box::new(|c| c["use_dora"] = true.into()), "use_dora"),
         (
             Box::new(|c| c["rank_pattern"] = serde_json::json!({"c_attn": 8})),
