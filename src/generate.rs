@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::models::causal::{CausalLm, KvCache};
+use crate::models::lora::peft::{self, PeftAdapter};
 use crate::models::params::SeededRng;
 
 /// How the next token is chosen.
@@ -294,6 +295,16 @@ pub fn load_family<A: CausalLm + 'static>(
     dir: &std::path::Path,
     device: &Device,
 ) -> Result<LanguageModel> {
+    load_family_with::<A>(dir, None, device)
+}
+
+/// [`load_family`] with a PEFT adapter on the model (merged into its
+/// weights: the same logits, no adapter cost per token).
+pub fn load_family_with<A: CausalLm + 'static>(
+    dir: &std::path::Path,
+    adapter: Option<&PeftAdapter>,
+    device: &Device,
+) -> Result<LanguageModel> {
     use crate::models::TaskModel;
     use crate::models::state::{self, Source};
     use crate::tasks::causal_lm::NoHead;
@@ -316,7 +327,10 @@ pub fn load_family<A: CausalLm + 'static>(
             A::MODEL_TYPE
         );
     }
-    let body = model.body;
+    let body = match adapter {
+        Some(a) => a.attach(model)?.merge_lora().body,
+        None => model.body,
+    };
     let mut eos = body.eos_token_ids();
     for id in eos_ids(&dir.join("generation_config.json"))? {
         if !eos.contains(&id) {
@@ -342,6 +356,39 @@ pub fn load(model: &std::path::Path, device: &Device) -> Result<LanguageModel> {
     let family = crate::models::model_type(&dir)?;
     crate::with_causal_family!(family.as_str(), A => load_family::<A>(&dir, device), else bail!(
         "{} is a `{family}` model, not a causal language model (causal-LM families: {})",
+        dir.display(),
+        crate::models::causal::CAUSAL_FAMILIES.join(", ")
+    ))
+}
+
+/// The causal LM `spec` names for generation: a PEFT adapter directory
+/// (`adapter_config.json`) on its base, which `base` (`--base`) names or
+/// else the adapter's `base_model_name_or_path`; otherwise a model as
+/// `--model` takes it ([`crate::train::resolve_model`], then [`load`]).
+pub fn load_with_base(spec: &str, base: Option<&str>, device: &Device) -> Result<LanguageModel> {
+    let path = std::path::Path::new(spec);
+    if !peft::is_adapter_dir(path) || path.join("config.json").is_file() {
+        if base.is_some() {
+            bail!(
+                "--base goes with a PEFT adapter directory (one with {}), and {spec} is not one",
+                peft::CONFIG_FILE
+            );
+        }
+        return load(&crate::train::resolve_model(spec)?, device);
+    }
+    let adapter = PeftAdapter::read(path)?;
+    if let Some(t) = adapter.task_type.as_deref()
+        && t != "CAUSAL_LM"
+    {
+        bail!(
+            "{}: task_type is {t}: generation needs a causal language model's adapter (CAUSAL_LM)",
+            path.join(peft::CONFIG_FILE).display()
+        );
+    }
+    let dir = adapter.resolve_base(base)?;
+    let family = crate::models::model_type(&dir)?;
+    crate::with_causal_family!(family.as_str(), A => load_family_with::<A>(&dir, Some(&adapter), device), else bail!(
+        "the adapter's base {} is a `{family}` model, not a causal language model (causal-LM families: {})",
         dir.display(),
         crate::models::causal::CAUSAL_FAMILIES.join(", ")
     ))

@@ -70,9 +70,14 @@ enum Command {
     /// Accuracy, macro-F1, per-class precision and recall, and the confusion matrix;
     /// for a language model, perplexity and next-token accuracy on held-out text.
     Eval {
-        /// A run directory or an exported model directory (or a weights file with --arch).
+        /// A run directory or an exported model directory (or a weights file with --arch),
+        /// or a text classifier's PEFT LoRA adapter directory, loaded on its base model.
         #[arg(long)]
         model: PathBuf,
+        /// The base model of a PEFT adapter given as --model (default: the adapter's
+        /// base_model_name_or_path).
+        #[arg(long)]
+        base: Option<String>,
         /// Labelled texts (.csv/.tsv/.jsonl); for an image model an image folder
         /// (one sub-folder per class) or a CSV/JSONL of image paths and labels; for
         /// a language model held-out text (a text file, a folder of them, or a text column).
@@ -99,10 +104,14 @@ enum Command {
     },
     /// Labels, probabilities and logits as JSON lines (images: the top-k labels).
     Predict {
-        /// A run directory, an exported model directory, a packaged model or
-        /// a weights file with --arch.
+        /// A run directory, an exported model directory, a packaged model, a
+        /// weights file with --arch, or a text classifier's PEFT LoRA adapter directory.
         #[arg(long)]
         model: String,
+        /// The base model of a PEFT adapter given as --model (default: the adapter's
+        /// base_model_name_or_path).
+        #[arg(long)]
+        base: Option<String>,
         /// The family of a bare weights file (`headstart inspect FILE` lists them; mobilenet_v2, ...).
         #[arg(long)]
         arch: Option<String>,
@@ -121,9 +130,14 @@ enum Command {
     },
     /// Continue prompts with a causal language model (GPT-2, Llama, a causal-lm run).
     Generate {
-        /// A run directory, an exported or HF model directory, a hub id, or a GGUF file.
+        /// A run directory, an exported or HF model directory, a hub id, a GGUF file, or a
+        /// PEFT LoRA adapter directory (adapter_config.json), loaded on its base model.
         #[arg(long)]
         model: String,
+        /// The base model of a PEFT adapter given as --model (default: the adapter's
+        /// base_model_name_or_path).
+        #[arg(long)]
+        base: Option<String>,
         /// A prompt (repeat the flag for several, generated as one batch).
         #[arg(long)]
         prompt: Vec<String>,
@@ -338,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             model,
+            base,
             data,
             arch,
             image_column,
@@ -370,6 +385,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(family) = causal_family(&model) {
                 // a language model: perplexity on held-out text
+                if base.is_some() {
+                    bail!(
+                        "--base goes with a PEFT adapter directory given as --model, and {} is a model",
+                        model.display()
+                    );
+                }
                 let text = text_column.unwrap_or_else(|| {
                     read_run_text_column(&model).unwrap_or_else(|| "text".into())
                 });
@@ -404,7 +425,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let mut loaded = train::load_classifier(&model, &device)?;
+            let mut loaded = train::load_classifier_with_base(&model, base.as_deref(), &device)?;
             let meta = loaded.meta.clone();
             let text = text_column
                 .or_else(|| meta.as_ref().map(|m| m.text_column.clone()))
@@ -445,6 +466,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict {
             model,
+            base,
             arch,
             top_k,
             file,
@@ -452,15 +474,27 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             texts,
         } => {
+            if headstart::models::lora::peft::is_adapter_dir(Path::new(&model)) {
+                let base = base.as_deref();
+                return predict(
+                    Path::new(&model),
+                    base,
+                    file,
+                    text_column,
+                    batch_size,
+                    texts,
+                );
+            }
             let path = train::resolve_model(&model)?;
             if let Some(family) = train::image_family(&path, arch.as_deref()) {
                 predict_images(&path, Some(&family), file, top_k, batch_size, texts)
             } else {
-                predict(&path, file, text_column, batch_size, texts)
+                predict(&path, base.as_deref(), file, text_column, batch_size, texts)
             }
         }
         Command::Generate {
             model,
+            base,
             prompt,
             file,
             max_new_tokens,
@@ -491,9 +525,8 @@ fn run(cli: Cli) -> Result<()> {
             if prompts.is_empty() {
                 anyhow::bail!("nothing to continue: give --prompt TEXT or --file FILE");
             }
-            let path = train::resolve_model(&model)?;
             let device = device()?;
-            let lm = headstart::generate::load(&path, &device)?;
+            let lm = headstart::generate::load_with_base(&model, base.as_deref(), &device)?;
             let started = std::time::Instant::now();
             let mut new_tokens = 0;
             for chunk in prompts.chunks(batch_size.max(1)) {
@@ -828,13 +861,14 @@ fn read_texts(path: &std::path::Path, text_column: Option<&str>) -> Result<Vec<S
 
 fn predict(
     model: &std::path::Path,
+    base: Option<&str>,
     file: Option<PathBuf>,
     text_column: Option<String>,
     batch_size: usize,
     args: Vec<String>,
 ) -> Result<()> {
     let device = device()?;
-    let mut loaded = train::load_classifier(model, &device)?;
+    let mut loaded = train::load_classifier_with_base(model, base, &device)?;
     let column = text_column.or_else(|| loaded.meta.as_ref().map(|m| m.text_column.clone()));
     let mut texts = match &file {
         Some(p) => read_texts(p, column.as_deref())?,

@@ -389,3 +389,57 @@ fn compare_reports_held_out_perplexity_per_strategy_with_samples() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| held-out text |"), "{md}");
 }
+
+/// Runs `headstart` expecting a failure; its stderr.
+fn headstart_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn generate_runs_a_peft_adapter_on_its_base() {
+    // the adapter PEFT wrote (scripts/make_peft_fixtures.py) and its base
+    // with a word tokenizer (`t5` is id 5, `<eos>` id 2)
+    let (_tmp, model, _) = setup("llama/tied_gqa", 100, 2, 1);
+    let adapter = common::fixtures().join("peft/llama");
+    let (a, m) = (adapter.to_str().unwrap(), model.to_str().unwrap());
+    // PEFT's reference input ids, row 0
+    let prompt = "t1 t5 t7 <eos> t3 t9";
+    let next = |args: &[&str]| -> String {
+        let mut all = vec![
+            "generate",
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "1",
+            "--json",
+        ];
+        all.extend(args);
+        let out = common::headstart_ok(&all);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["completion"].as_str().unwrap().trim().to_string()
+    };
+    // the most likely next token under PEFT's logits is 82; the base's is 60
+    assert_eq!(next(&["--model", a, "--base", m]), "t82");
+    assert_eq!(next(&["--model", m]), "t60");
+    let e = headstart_fails(&["generate", "--model", m, "--base", m, "--prompt", "t1"]);
+    assert!(
+        e.contains("--base") && e.contains("adapter_config.json"),
+        "{e}"
+    );
+    let cls = common::fixtures().join("peft/bert-cls");
+    let e = headstart_fails(&[
+        "generate",
+        "--model",
+        cls.to_str().unwrap(),
+        "--prompt",
+        "t1",
+    ]);
+    assert!(e.contains("SEQ_CLS") && e.contains("CAUSAL_LM"), "{e}");
+}

@@ -212,3 +212,75 @@ fn embed_without_texts_is_a_clear_error() {
     );
     assert_clean_error(&out, &["/nonexistent/texts.txt"]);
 }
+
+#[test]
+fn predict_and_eval_run_a_classifier_adapter_from_peft_on_its_base() {
+    // tests/fixtures/peft/bert-cls: PEFT's adapter with its own classifier
+    // (modules_to_save) on tiny-bert-cls, named by base_model_name_or_path
+    let adapter = fixtures().join("peft/bert-cls");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("reference.json")).unwrap())
+            .unwrap();
+    // ". ; !" is [CLS] . ; ! [SEP]: ids 2 5 7 9 3, PEFT's input row 0
+    assert_eq!(
+        reference["input_ids"][0],
+        serde_json::json!([2, 5, 7, 9, 3])
+    );
+    let want: Vec<f32> = reference["logits"].as_array().unwrap()[..3]
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let out = headstart(
+        &["predict", "--model", adapter.to_str().unwrap(), ". ; !"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let got: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = common::max_abs_diff(&got, &want);
+    assert!(d < 1e-5 * scale, "PEFT's logits {want:?}, ours {got:?}");
+    // the base's labels name the adapter's classes
+    assert!(v["probabilities"].get("positive").is_some(), "{v}");
+
+    // eval, with the base given explicitly
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("test.csv");
+    std::fs::write(&data, "text,label\n. ; !,positive\n( ),negative\n").unwrap();
+    let base = fixtures().join("tiny-bert-cls");
+    let out = headstart(
+        &[
+            "eval",
+            "--model",
+            adapter.to_str().unwrap(),
+            "--base",
+            base.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(m["examples"], 2, "{m}");
+
+    // a base that is not there
+    let out = headstart(
+        &[
+            "predict",
+            "--model",
+            adapter.to_str().unwrap(),
+            "--base",
+            "./no-such-base",
+            "x",
+        ],
+        &[],
+    );
+    assert_clean_error(&out, &["no-such-base"]);
+}

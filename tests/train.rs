@@ -383,6 +383,54 @@ fn early_stopping_ends_the_run_after_patience_validations_without_improvement() 
 }
 
 #[test]
+fn a_lora_run_resumes_with_its_adapters_restored_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let data = data.to_str().unwrap();
+    let a = tmp.path().join("a");
+    let c = tmp.path().join("c");
+    ok(&headstart(
+        &train_args(data, a.to_str().unwrap(), "lora:4"),
+        &[],
+    ));
+    // Killed after step 7 (last checkpoint at step 6), then resumed: the
+    // adapters (and their optimizer state) come back from the checkpoint,
+    // not from a fresh draw.
+    let killed = headstart(
+        &train_args(data, c.to_str().unwrap(), "lora:4"),
+        &[("HEADSTART_ABORT_AFTER_STEP", "7")],
+    );
+    assert!(!killed.status.success());
+    assert!(!c.join("adapter").exists());
+    ok(&headstart(
+        &["train", "--resume", c.to_str().unwrap(), "--quiet"],
+        &[],
+    ));
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&c));
+    let adapter =
+        |run: &Path| read_safetensors(&run.join("adapter/adapter_model.safetensors")).unwrap();
+    let (ta, tc) = (adapter(&a), adapter(&c));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tc.keys().collect::<Vec<_>>());
+    let mut b_trained = false;
+    for (k, t) in &ta {
+        assert_eq!(t.shape, tc[k].shape, "{k}");
+        assert_eq!(
+            t.data, tc[k].data,
+            "{k}: resumed differs from uninterrupted"
+        );
+        b_trained |= k.ends_with("lora_B.weight") && t.data.iter().any(|x| *x != 0.0);
+    }
+    assert!(
+        b_trained,
+        "the adapters must have trained for the check to mean anything"
+    );
+    assert_eq!(
+        std::fs::read(a.join("model/model.safetensors")).unwrap(),
+        std::fs::read(c.join("model/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
 fn a_frozen_strategy_resumes_from_its_partial_checkpoint_and_notices_a_changed_base() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());

@@ -88,6 +88,9 @@ pub enum LoraOp<'a> {
     },
     /// Folds its adapter into the base weight and drops the adapter.
     Merge,
+    /// Drops the adapters whose `lora_A` parameter is one of these (the
+    /// base weight is left as it is).
+    Drop(&'a std::collections::HashSet<burn::module::ParamId>),
 }
 
 /// A projection that can carry an adapter.
@@ -128,6 +131,14 @@ pub trait Adaptable {
                     )
                     .consume();
                     *a.weight = Param::initialized(id, w + delta);
+                }
+            }
+            LoraOp::Drop(ids) => {
+                if a.a.as_ref().is_some_and(|p| ids.contains(&p.id)) {
+                    *a.a = None;
+                    *a.b = None;
+                    *a.dropout = no_dropout();
+                    *a.scale = 0.0;
                 }
             }
         }
@@ -227,11 +238,11 @@ impl Adaptable for Linear {
     }
 }
 
-/// Applies `op` to `p` when `name` is among `targets` (merging applies to
-/// every projection that has an adapter).
+/// Applies `op` to `p` when `name` is among `targets` (merging and
+/// dropping apply to every projection that has an adapter).
 pub fn visit(p: &mut impl Adaptable, name: &str, targets: &[String], op: &mut LoraOp) {
     let wanted = match op {
-        LoraOp::Merge => true,
+        LoraOp::Merge | LoraOp::Drop(_) => true,
         LoraOp::Add { .. } => targets.iter().any(|t| t == name),
     };
     if wanted {
@@ -322,6 +333,8 @@ pub fn trainable_params<M: Module>(model: &M) -> (usize, usize) {
     model.visit(&mut c);
     (c.0, c.1)
 }
+
+pub mod peft;
 
 #[cfg(test)]
 mod tests;

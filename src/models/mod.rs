@@ -320,6 +320,15 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
         key.to_string()
     }
 
+    /// The name checkpoint key `key` (after [`Architecture::export_key`])
+    /// has in a PEFT adapter: PEFT matches `target_modules` and loads
+    /// adapter tensors by the module paths of the model as the pinned
+    /// transformers builds it, which may differ from the checkpoint's
+    /// (transformers 5 renames ViT's modules on load).
+    fn peft_key(&self, key: &str) -> String {
+        key.to_string()
+    }
+
     /// Checkpoint keys that hold a copy of another parameter's values,
     /// `(copy, original)`: an output projection tied to the input
     /// embeddings, which older files store anyway. A copy equal to its

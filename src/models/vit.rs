@@ -555,6 +555,30 @@ impl Architecture for Vit {
         format!("{:?}", self.config)
     }
 
+    /// transformers 5 builds ViT with other module names than its
+    /// checkpoints hold (`ViTModel`'s renamings in its
+    /// `conversion_mapping.py`): `encoder.layer.N` is `layers.N`,
+    /// `attention.attention.query` `attention.q_proj` (and `k_proj`,
+    /// `v_proj`), `attention.output.dense` `attention.o_proj`,
+    /// `intermediate.dense` `mlp.fc1` and `output.dense` `mlp.fc2`.
+    fn peft_key(&self, key: &str) -> String {
+        let mut k = key.replacen("encoder.layer.", "layers.", 1);
+        for (old, new) in [
+            ("attention.attention.query", "attention.q_proj"),
+            ("attention.attention.key", "attention.k_proj"),
+            ("attention.attention.value", "attention.v_proj"),
+            ("attention.output.dense", "attention.o_proj"),
+            ("intermediate.dense", "mlp.fc1"),
+            ("output.dense", "mlp.fc2"),
+        ] {
+            if k.contains(old) {
+                k = k.replacen(old, new, 1);
+                break;
+            }
+        }
+        k
+    }
+
     fn hf_config(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.config).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {

@@ -155,6 +155,93 @@ pub fn load_classifier(dir: &Path, device: &Device) -> Result<LoadedClassifier> 
     })
 }
 
+/// A classifier for `eval` and `predict`: as [`load_classifier`], or for a
+/// PEFT adapter directory (`adapter_config.json`, task `SEQ_CLS`) its base
+/// (`base`, else the adapter's `base_model_name_or_path`) with the adapter
+/// and its saved head (`modules_to_save`) attached. Label names come from
+/// the base's `config.json` when it has as many as the head has rows,
+/// else they are `LABEL_0`, `LABEL_1`, ... (PEFT's adapter files name none).
+pub fn load_classifier_with_base(
+    dir: &Path,
+    base: Option<&str>,
+    device: &Device,
+) -> Result<LoadedClassifier> {
+    use crate::models::lora::peft::{self, PeftAdapter};
+    if !peft::is_adapter_dir(dir) || dir.join("config.json").is_file() {
+        if base.is_some() {
+            bail!(
+                "--base goes with a PEFT adapter directory (one with {}), and {} is not one",
+                peft::CONFIG_FILE,
+                dir.display()
+            );
+        }
+        return load_classifier(dir, device);
+    }
+    let adapter = PeftAdapter::read(dir)?;
+    let config_file = dir.join(peft::CONFIG_FILE);
+    if let Some(t) = adapter.task_type.as_deref()
+        && t != "SEQ_CLS"
+    {
+        bail!(
+            "{}: task_type is {t}: a text classifier's adapter is SEQ_CLS",
+            config_file.display()
+        );
+    }
+    let base_dir = adapter.resolve_base(base)?;
+    let config_path = base_dir.join("config.json");
+    let body = Bert::from_config_file(&config_path, device)?;
+    let raw: serde_json::Value = read_json(&config_path)?;
+    let checkpoint = Checkpoint::load(&base_dir)?;
+    let rows = adapter
+        .tensors
+        .get("classifier.weight")
+        .or_else(|| checkpoint.tensors.get("classifier.weight"))
+        .map(|t| t.shape[0])
+        .with_context(|| {
+            format!(
+                "neither {} (modules_to_save) nor the base {} has a classifier                  (classifier.weight): give the adapter of a text classifier",
+                dir.display(),
+                base_dir.display()
+            )
+        })?;
+    let labels = match labels_from_config(&raw, &config_path.display().to_string()) {
+        Ok(l) if l.len() == rows => l,
+        _ => LabelMap {
+            labels: (0..rows).map(|i| format!("LABEL_{i}")).collect(),
+        },
+    };
+    let tokenizer = TextTokenizer::from_dir(&base_dir)?;
+    let task = TextClassification {
+        labels: labels.clone(),
+        pad_id: tokenizer.pad_id,
+    };
+    let head = task.new_head(&body, device);
+    let (model, report) =
+        state::load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0)?;
+    if let Some(k) = report.missing.first() {
+        bail!(
+            "{}: the checkpoint lacks `{k}`: it is damaged or not a model of this config",
+            base_dir.display()
+        );
+    }
+    if !report.new_head.is_empty() && !adapter.tensors.contains_key("classifier.weight") {
+        bail!(
+            "{}: the adapter saves no classifier (modules_to_save) and the base {} has none for              its labels: give the adapter of a text classifier",
+            config_file.display(),
+            base_dir.display()
+        );
+    }
+    let model = adapter.attach(model)?.merge_lora();
+    Ok(LoadedClassifier {
+        model,
+        task,
+        labels,
+        tokenizer,
+        meta: None,
+        dir: dir.to_path_buf(),
+    })
+}
+
 impl LoadedClassifier {
     /// The length texts are truncated to: what the model was trained with,
     /// at most the model's positions.

@@ -98,12 +98,31 @@ pub fn export_adapter<A: Architecture, T: Task>(
     out: &Path,
     config: &TrainConfig,
 ) -> Result<()> {
-    let task_type = match T::NAME {
+    write_peft_adapter(
+        model,
+        lora,
+        peft_task_type(T::NAME),
+        &config.model,
+        true,
+        out,
+    )
+}
+
+/// PEFT's `task_type` for a task of ours. PEFT's `TaskType` has no image
+/// classification (it lists SEQ_CLS, SEQ_2_SEQ_LM, CAUSAL_LM, TOKEN_CLS,
+/// QUESTION_ANS, FEATURE_EXTRACTION), and its image-classification recipe
+/// leaves `task_type` unset: `PeftModel.from_pretrained` then wraps the
+/// `ViTForImageClassification` as it is, keys under `base_model.model.`
+/// with the task model's names (`vit.encoder...`), and restores the head
+/// from `modules_to_save`. So an image classifier's adapter says `null`,
+/// and SEQ_CLS (which would make PEFT look for `classifier`/`score` and a
+/// text model's inputs) would be wrong.
+pub fn peft_task_type(task: &str) -> Option<&'static str> {
+    match task {
         "causal-lm" => Some("CAUSAL_LM"),
         "text-classification" => Some("SEQ_CLS"),
         _ => None,
-    };
-    write_peft_adapter(model, lora, task_type, &config.model, true, out)
+    }
 }
 
 /// Writes `adapter_config.json` and `adapter_model.safetensors` with PEFT's
@@ -127,7 +146,7 @@ pub fn write_peft_adapter<A: Architecture, H: crate::models::Head>(
     })
     .into_iter()
     .map(|(k, shape, values)| {
-        let k = model.body.export_key(&k);
+        let k = model.body.peft_key(&model.body.export_key(&k));
         let k = match k.strip_prefix(A::BASE_PREFIX) {
             Some(bare) if !with_base_prefix && !A::BASE_PREFIX.is_empty() => bare.to_string(),
             _ => k,
@@ -169,4 +188,88 @@ pub fn write_peft_adapter<A: Architecture, H: crate::models::Head>(
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors(&out.join("adapter_model.safetensors"), &tensors, Some(meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::models::state::{Source, load};
+    use crate::models::vit::Vit;
+    use crate::tasks::classification::LabelMap;
+
+    /// An image classifier's adapter is what PEFT's image-classification
+    /// recipe saves: no task_type, the head in modules_to_save, keys with
+    /// the task model's names. (Set HEADSTART_PEFT_OUT to keep it with the
+    /// base's path for a check with PEFT.)
+    #[test]
+    fn a_vit_classifier_adapter_has_no_task_type_and_saves_its_head() {
+        let device = Device::default();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/vision/vit_random");
+        let body = Vit::from_config_file(&dir.join("config.json"), &device).unwrap();
+        let labels = LabelMap {
+            labels: vec!["cat".into(), "dog".into(), "owl".into()],
+        };
+        let head = labels.new_head(&body, &device);
+        let checkpoint = crate::hub::Checkpoint::open(&dir).unwrap();
+        let (model, _) =
+            load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0).unwrap();
+        let lora = crate::models::lora::LoraConfig {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            targets: Vec::new(),
+        };
+        let (model, _) = model.add_lora(&lora, 1).unwrap();
+        let task_type = peft_task_type(crate::tasks::image::ImageClassification::NAME);
+        assert_eq!(task_type, None);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = std::env::var_os("HEADSTART_PEFT_OUT")
+            .map(|d| std::path::PathBuf::from(d).join("vit-cls"))
+            .unwrap_or_else(|| tmp.path().to_path_buf());
+        write_peft_adapter(
+            &model,
+            &lora,
+            task_type,
+            &dir.display().to_string(),
+            true,
+            &out,
+        )
+        .unwrap();
+        let c: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(c["task_type"].is_null(), "{c}");
+        assert_eq!(c["modules_to_save"], serde_json::json!(["classifier"]));
+        assert_eq!(c["fan_in_fan_out"], false);
+        let t = crate::hub::read_safetensors(&out.join("adapter_model.safetensors")).unwrap();
+        assert_eq!(
+            t["base_model.model.classifier.weight"].shape,
+            vec![3, model.body.feature_size()]
+        );
+        // transformers 5's module names, which PEFT targets and loads by
+        assert!(t.contains_key("base_model.model.vit.layers.0.attention.q_proj.lora_A.weight"));
+        assert!(
+            c["target_modules"]
+                .as_array()
+                .unwrap()
+                .contains(&"vit.layers.1.attention.v_proj".into())
+        );
+        assert!(!t.keys().any(|k| k.contains(".k_proj.lora_")));
+        // and it reads back onto the base, head included
+        let adapter = crate::models::lora::peft::PeftAdapter::read(&out).unwrap();
+        let body = Vit::from_config_file(&dir.join("config.json"), &device).unwrap();
+        let head = labels.new_head(&body, &device);
+        let (plain, _) =
+            load(TaskModel { body, head }, Source::Pretrained(&checkpoint), 0).unwrap();
+        let back = adapter.attach(plain).unwrap();
+        let keep = |p: &str| crate::models::lora::is_adapter_path(p) || p.starts_with("head.");
+        assert_eq!(
+            crate::models::state::export(&back, &keep),
+            crate::models::state::export(&model, &keep)
+        );
+    }
 }

@@ -33,7 +33,7 @@ use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
 pub use config::{ExportChoice, Resolved, RunConfig, SCHEMA_VERSION, TrainConfig, TrainState};
-pub use eval::{ExportMeta, LoadedClassifier, load_classifier};
+pub use eval::{ExportMeta, LoadedClassifier, load_classifier, load_classifier_with_base};
 pub use fit::TrainOutcome;
 pub use progress::{Observer, Quiet, StepLine};
 
