@@ -169,6 +169,10 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// The peak FLOP rate MFU is measured against, GFLOP/s (default: on a
+        /// CPU, measured once by an FMA loop on all cores and cached).
+        #[arg(long)]
+        peak_gflops: Option<f64>,
     },
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
     Inspect {
@@ -497,6 +501,7 @@ fn run(cli: Cli) -> Result<()> {
             seq,
             steps,
             warmup,
+            peak_gflops,
         } => {
             let dir = if arch.is_some() {
                 PathBuf::new()
@@ -508,7 +513,10 @@ fn run(cli: Cli) -> Result<()> {
                 .map(str::parse)
                 .collect::<Result<_>>()?;
             let device = device()?;
-            let peak = headstart::compute_peak(&device);
+            let peak = match peak_gflops {
+                Some(g) => headstart::cost::peak::from_gflops(g)?,
+                None => headstart::compute_peak(&device),
+            };
             eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
             let shape = headstart::bench::StepShape {
                 batch,
