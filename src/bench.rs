@@ -27,9 +27,42 @@ use crate::train::config::{Resolved, TrainConfig};
 use crate::train::fit::{Micro, micro_step, update};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator};
 
+/// How this binary was built: "release", or "dev" when debug assertions
+/// are compiled in (dependencies then run slower too, unless the dev
+/// profile turns their assertions off).
+pub fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
+}
+
+/// Refuses to benchmark a dev build unless `allow_dev`; a dev build that is
+/// allowed is announced on stderr.
+pub fn check_build(allow_dev: bool) -> Result<()> {
+    if build_kind() == "release" {
+        return Ok(());
+    }
+    if !allow_dev {
+        bail!(
+            "this headstart is a dev build (debug assertions compiled in): its step times are not \
+             the tool's. Build with `cargo build --release` and run target/release/headstart \
+             (scripts/bench.sh does), or pass --allow-dev-build to time this build anyway"
+        );
+    }
+    eprintln!(
+        "WARNING: timing a DEV build (--allow-dev-build): the figures are not release figures \
+         and say \"build\": \"dev\""
+    );
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
     pub framework: &'static str,
+    /// [`build_kind`]: "release" or "dev".
+    pub build: &'static str,
     pub strategy: String,
     pub batch: usize,
     pub seq: usize,
@@ -261,6 +294,7 @@ fn time_strategies<
         );
         results.push(BenchResult {
             framework: "headstart",
+            build: build_kind(),
             strategy: strategy.to_string(),
             batch,
             seq,
@@ -277,6 +311,21 @@ fn time_strategies<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dev_build_is_refused_unless_allowed() {
+        // Tests run in whatever profile they were built in: check both ways.
+        if cfg!(debug_assertions) {
+            assert_eq!(super::build_kind(), "dev");
+            let e = super::check_build(false).unwrap_err().to_string();
+            assert!(e.contains("dev build") && e.contains("--release"), "{e}");
+            assert!(e.contains("--allow-dev-build"), "{e}");
+        } else {
+            assert_eq!(super::build_kind(), "release");
+            super::check_build(false).unwrap();
+        }
+        super::check_build(true).unwrap();
+    }
+
     #[test]
     fn a_step_shape_outside_the_model_is_a_clear_error() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
@@ -301,6 +350,7 @@ mod tests {
         let r =
             super::train_steps(&dir, &[super::Strategy::Head], shape(8), &peak, &device).unwrap();
         assert_eq!(r[0].seq, 8);
+        assert_eq!(r[0].build, super::build_kind());
         assert!(r[0].flops_per_step > 0.0);
     }
 }

@@ -148,7 +148,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
+    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py); release builds only.
     Bench {
         /// A text model, or with --arch an image family (mobilenet_v2, ...) and
         /// optionally its weights file or directory.
@@ -173,6 +173,10 @@ enum Command {
         /// CPU, measured once by an FMA loop on all cores and cached).
         #[arg(long)]
         peak_gflops: Option<f64>,
+        /// Time a dev build anyway (refused by default: its figures are not
+        /// the release binary's); the output then says "build": "dev".
+        #[arg(long)]
+        allow_dev_build: bool,
     },
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
     Inspect {
@@ -502,7 +506,9 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             warmup,
             peak_gflops,
+            allow_dev_build,
         } => {
+            headstart::bench::check_build(allow_dev_build)?;
             let dir = if arch.is_some() {
                 PathBuf::new()
             } else {
@@ -517,7 +523,12 @@ fn run(cli: Cli) -> Result<()> {
                 Some(g) => headstart::cost::peak::from_gflops(g)?,
                 None => headstart::compute_peak(&device),
             };
-            eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
+            eprintln!(
+                "{} build; peak: {:.1} GFLOP/s ({})",
+                headstart::bench::build_kind(),
+                peak.flops_per_s / 1e9,
+                peak.how
+            );
             let shape = headstart::bench::StepShape {
                 batch,
                 seq,
