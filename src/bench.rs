@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use serde::Serialize;
 
+use crate::cost::energy::process_usage;
 use crate::cost::flops::train_step_flops;
 use crate::cost::peak::Peak;
 use crate::hub::Checkpoint;
@@ -35,6 +36,16 @@ pub fn build_kind() -> &'static str {
         "dev"
     } else {
         "release"
+    }
+}
+
+/// The global allocator the `headstart` binary is built with: "mimalloc"
+/// (the default `mimalloc` feature) or "system".
+pub fn allocator() -> &'static str {
+    if cfg!(feature = "mimalloc") {
+        "mimalloc"
+    } else {
+        "system"
     }
 }
 
@@ -63,6 +74,8 @@ pub struct BenchResult {
     pub framework: &'static str,
     /// [`build_kind`]: "release" or "dev".
     pub build: &'static str,
+    /// [`allocator`]: "mimalloc" or "system".
+    pub allocator: &'static str,
     pub strategy: String,
     pub batch: usize,
     pub seq: usize,
@@ -72,6 +85,12 @@ pub struct BenchResult {
     pub flops_per_step: f64,
     pub achieved_flops_per_s: f64,
     pub mfu: f64,
+    /// CPU seconds (user + system, all threads) over wall seconds in the
+    /// timed steps: how many cores the step kept busy (`null` without
+    /// /proc).
+    pub cpus_used: Option<f64>,
+    /// Minor + major page faults per timed step (`null` without /proc).
+    pub page_faults_per_step: Option<f64>,
 }
 
 /// The work each timed step does.
@@ -265,7 +284,9 @@ fn time_strategies<
             grad_accum: 1,
         };
         let mut timed = 0.0;
+        let mut used: Option<(f64, u64)> = Some((0.0, 0));
         for i in 0..warmup + steps {
+            let before = process_usage();
             let t0 = Instant::now();
             micro_step(
                 &model,
@@ -283,6 +304,13 @@ fn time_strategies<
             let _ = host(&model.head.classifier.weight.val());
             if i >= warmup {
                 timed += t0.elapsed().as_secs_f64();
+                used = match (used, before, process_usage()) {
+                    (Some((cpu, faults)), Some(a), Some(b)) => Some((
+                        cpu + b.cpu_seconds - a.cpu_seconds,
+                        faults + b.page_faults.saturating_sub(a.page_faults),
+                    )),
+                    _ => None,
+                };
             }
         }
         let per_step = timed / steps as f64;
@@ -295,6 +323,7 @@ fn time_strategies<
         results.push(BenchResult {
             framework: "headstart",
             build: build_kind(),
+            allocator: allocator(),
             strategy: strategy.to_string(),
             batch,
             seq,
@@ -304,6 +333,8 @@ fn time_strategies<
             flops_per_step: flops,
             achieved_flops_per_s: flops / per_step,
             mfu: flops / per_step / peak.flops_per_s,
+            cpus_used: used.map(|(cpu, _)| cpu / timed),
+            page_faults_per_step: used.map(|(_, faults)| faults as f64 / steps as f64),
         });
     }
     Ok(results)
@@ -351,6 +382,8 @@ mod tests {
             super::train_steps(&dir, &[super::Strategy::Head], shape(8), &peak, &device).unwrap();
         assert_eq!(r[0].seq, 8);
         assert_eq!(r[0].build, super::build_kind());
+        assert!(r[0].cpus_used.unwrap() >= 0.0);
+        assert!(r[0].page_faults_per_step.is_some());
         assert!(r[0].flops_per_step > 0.0);
     }
 }

@@ -15,6 +15,8 @@ use headstart::{assets, data, find_model, inspect};
 
 mod cli_train;
 use cli_train::{ProgressObserver, TrainArgs};
+#[cfg(feature = "mimalloc")]
+mod alloc;
 
 #[derive(Parser)]
 #[command(
@@ -284,6 +286,8 @@ fn device() -> Result<burn::tensor::Device> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -524,8 +528,9 @@ fn run(cli: Cli) -> Result<()> {
                 None => headstart::compute_peak(&device),
             };
             eprintln!(
-                "{} build; peak: {:.1} GFLOP/s ({})",
+                "{} build, {} allocator; peak: {:.1} GFLOP/s ({})",
                 headstart::bench::build_kind(),
+                headstart::bench::allocator(),
                 peak.flops_per_s / 1e9,
                 peak.how
             );
