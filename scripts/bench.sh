@@ -4,7 +4,8 @@
 # in the same run, printed as the BENCHMARKS.md table.
 #
 # Usage: scripts/bench.sh [PYTHON]   (PYTHON has scripts/requirements-bench.txt installed)
-# HEADSTART_BIN=path uses an already built binary instead of building --release.
+# HEADSTART_BIN=path uses an already built binary instead of building --release;
+# it must be a release build (`headstart bench` refuses a dev build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
@@ -25,6 +26,10 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 load = lambda f: {d["strategy"]: d for d in map(json.loads, open(out / f))}
 hs, sd, eg = load("headstart.jsonl"), load("torch-sdpa.jsonl"), load("torch-eager.jsonl")
+builds = {d.get("build", "unknown") for d in hs.values()}
+print(f"headstart build: {', '.join(sorted(builds))}")
+if builds != {"release"}:
+    print("WARNING: not a release build; these figures are not comparable with BENCHMARKS.md")
 print("| strategy | headstart samples/s | MFU | PyTorch sdpa samples/s | PyTorch eager samples/s | headstart / PyTorch (best) |")
 print("|---|---|---|---|---|---|")
 for s in ["full", "freeze:4", "head"]:

@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use serde::Serialize;
 
+use crate::cost::energy::process_usage;
 use crate::cost::flops::train_step_flops;
 use crate::cost::peak::Peak;
 use crate::hub::Checkpoint;
@@ -27,9 +28,54 @@ use crate::train::config::{Resolved, TrainConfig};
 use crate::train::fit::{Micro, micro_step, update};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator};
 
+/// How this binary was built: "release", or "dev" when debug assertions
+/// are compiled in (dependencies then run slower too, unless the dev
+/// profile turns their assertions off).
+pub fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
+}
+
+/// The global allocator the `headstart` binary is built with: "mimalloc"
+/// (the default `mimalloc` feature) or "system".
+pub fn allocator() -> &'static str {
+    if cfg!(feature = "mimalloc") {
+        "mimalloc"
+    } else {
+        "system"
+    }
+}
+
+/// Refuses to benchmark a dev build unless `allow_dev`; a dev build that is
+/// allowed is announced on stderr.
+pub fn check_build(allow_dev: bool) -> Result<()> {
+    if build_kind() == "release" {
+        return Ok(());
+    }
+    if !allow_dev {
+        bail!(
+            "this headstart is a dev build (debug assertions compiled in): its step times are not \
+             the tool's. Build with `cargo build --release` and run target/release/headstart \
+             (scripts/bench.sh does), or pass --allow-dev-build to time this build anyway"
+        );
+    }
+    eprintln!(
+        "WARNING: timing a DEV build (--allow-dev-build): the figures are not release figures \
+         and say \"build\": \"dev\""
+    );
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
     pub framework: &'static str,
+    /// [`build_kind`]: "release" or "dev".
+    pub build: &'static str,
+    /// [`allocator`]: "mimalloc" or "system".
+    pub allocator: &'static str,
     pub strategy: String,
     pub batch: usize,
     pub seq: usize,
@@ -39,6 +85,12 @@ pub struct BenchResult {
     pub flops_per_step: f64,
     pub achieved_flops_per_s: f64,
     pub mfu: f64,
+    /// CPU seconds (user + system, all threads) over wall seconds in the
+    /// timed steps: how many cores the step kept busy (`null` without
+    /// /proc).
+    pub cpus_used: Option<f64>,
+    /// Minor + major page faults per timed step (`null` without /proc).
+    pub page_faults_per_step: Option<f64>,
 }
 
 /// The work each timed step does.
@@ -232,7 +284,9 @@ fn time_strategies<
             grad_accum: 1,
         };
         let mut timed = 0.0;
+        let mut used: Option<(f64, u64)> = Some((0.0, 0));
         for i in 0..warmup + steps {
+            let before = process_usage();
             let t0 = Instant::now();
             micro_step(
                 &model,
@@ -250,6 +304,13 @@ fn time_strategies<
             let _ = host(&model.head.classifier.weight.val());
             if i >= warmup {
                 timed += t0.elapsed().as_secs_f64();
+                used = match (used, before, process_usage()) {
+                    (Some((cpu, faults)), Some(a), Some(b)) => Some((
+                        cpu + b.cpu_seconds - a.cpu_seconds,
+                        faults + b.page_faults.saturating_sub(a.page_faults),
+                    )),
+                    _ => None,
+                };
             }
         }
         let per_step = timed / steps as f64;
@@ -261,6 +322,8 @@ fn time_strategies<
         );
         results.push(BenchResult {
             framework: "headstart",
+            build: build_kind(),
+            allocator: allocator(),
             strategy: strategy.to_string(),
             batch,
             seq,
@@ -270,6 +333,8 @@ fn time_strategies<
             flops_per_step: flops,
             achieved_flops_per_s: flops / per_step,
             mfu: flops / per_step / peak.flops_per_s,
+            cpus_used: used.map(|(cpu, _)| cpu / timed),
+            page_faults_per_step: used.map(|(_, faults)| faults as f64 / steps as f64),
         });
     }
     Ok(results)
@@ -277,6 +342,21 @@ fn time_strategies<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dev_build_is_refused_unless_allowed() {
+        // Tests run in whatever profile they were built in: check both ways.
+        if cfg!(debug_assertions) {
+            assert_eq!(super::build_kind(), "dev");
+            let e = super::check_build(false).unwrap_err().to_string();
+            assert!(e.contains("dev build") && e.contains("--release"), "{e}");
+            assert!(e.contains("--allow-dev-build"), "{e}");
+        } else {
+            assert_eq!(super::build_kind(), "release");
+            super::check_build(false).unwrap();
+        }
+        super::check_build(true).unwrap();
+    }
+
     #[test]
     fn a_step_shape_outside_the_model_is_a_clear_error() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
@@ -301,6 +381,9 @@ mod tests {
         let r =
             super::train_steps(&dir, &[super::Strategy::Head], shape(8), &peak, &device).unwrap();
         assert_eq!(r[0].seq, 8);
+        assert_eq!(r[0].build, super::build_kind());
+        assert!(r[0].cpus_used.unwrap() >= 0.0);
+        assert!(r[0].page_faults_per_step.is_some());
         assert!(r[0].flops_per_step > 0.0);
     }
 }

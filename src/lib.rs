@@ -75,7 +75,9 @@ pub fn gpu_index(device: &burn::tensor::Device) -> Option<u32> {
     }
 }
 
-/// The peak f32 FLOP rate of `device`, for model FLOPs utilisation.
+/// The peak f32 FLOP rate of `device`, for model FLOPs utilisation: on the
+/// CPU the sustained peak of all its cores, measured once and cached
+/// ([`cost::peak::cpu_peak`]); on a GPU its data sheet's.
 pub fn compute_peak(device: &burn::tensor::Device) -> cost::peak::Peak {
     if device.clone().inner() == burn::tensor::Device::flex() {
         cost::peak::cpu_peak(

@@ -15,6 +15,8 @@ use headstart::{assets, data, find_model, inspect};
 
 mod cli_train;
 use cli_train::{ProgressObserver, TrainArgs};
+#[cfg(feature = "mimalloc")]
+mod alloc;
 
 #[derive(Parser)]
 #[command(
@@ -164,7 +166,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py).
+    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py); release builds only.
     Bench {
         /// A text model, or with --arch an image family (mobilenet_v2, ...) and
         /// optionally its weights file or directory.
@@ -185,6 +187,14 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// The peak FLOP rate MFU is measured against, GFLOP/s (default: on a
+        /// CPU, measured once by an FMA loop on all cores and cached).
+        #[arg(long)]
+        peak_gflops: Option<f64>,
+        /// Time a dev build anyway (refused by default: its figures are not
+        /// the release binary's); the output then says "build": "dev".
+        #[arg(long)]
+        allow_dev_build: bool,
     },
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
     Inspect {
@@ -292,6 +302,8 @@ fn device() -> Result<burn::tensor::Device> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -568,7 +580,10 @@ fn run(cli: Cli) -> Result<()> {
             seq,
             steps,
             warmup,
+            peak_gflops,
+            allow_dev_build,
         } => {
+            headstart::bench::check_build(allow_dev_build)?;
             let dir = if arch.is_some() {
                 PathBuf::new()
             } else {
@@ -579,8 +594,17 @@ fn run(cli: Cli) -> Result<()> {
                 .map(str::parse)
                 .collect::<Result<_>>()?;
             let device = device()?;
-            let peak = headstart::compute_peak(&device);
-            eprintln!("peak: {:.1} GFLOP/s ({})", peak.flops_per_s / 1e9, peak.how);
+            let peak = match peak_gflops {
+                Some(g) => headstart::cost::peak::from_gflops(g)?,
+                None => headstart::compute_peak(&device),
+            };
+            eprintln!(
+                "{} build, {} allocator; peak: {:.1} GFLOP/s ({})",
+                headstart::bench::build_kind(),
+                headstart::bench::allocator(),
+                peak.flops_per_s / 1e9,
+                peak.how
+            );
             let shape = headstart::bench::StepShape {
                 batch,
                 seq,

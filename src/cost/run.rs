@@ -30,6 +30,12 @@ pub struct CostOptions {
     /// Machine price per hour, e.g. a cloud instance's (default: 0).
     #[arg(long)]
     pub price_hour: Option<f64>,
+    /// The peak FLOP rate MFU is measured against, GFLOP/s (default: on a
+    /// CPU, measured once by an FMA loop on all cores and cached; on a GPU,
+    /// its data sheet's dense f32 figure).
+    #[arg(long)]
+    #[serde(default)]
+    pub peak_gflops: Option<f64>,
 }
 
 impl Default for CostOptions {
@@ -40,6 +46,7 @@ impl Default for CostOptions {
             pue: 1.0,
             price_kwh: None,
             price_hour: None,
+            peak_gflops: None,
         }
     }
 }
@@ -66,7 +73,19 @@ impl CostOptions {
             ));
         }
         self.intensity()?;
+        if let Some(g) = self.peak_gflops {
+            super::peak::from_gflops(g)?;
+        }
         Ok(())
+    }
+
+    /// The peak MFU is measured against: `--peak-gflops`, else the
+    /// device's ([`crate::compute_peak`]).
+    pub fn peak(&self, device: &burn::tensor::Device) -> Result<Peak> {
+        match self.peak_gflops {
+            Some(g) => super::peak::from_gflops(g),
+            None => Ok(crate::compute_peak(device)),
+        }
     }
 
     pub fn intensity(&self) -> Result<Intensity> {
@@ -447,6 +466,28 @@ mod tests {
         // It reads back as it was written.
         let back: Energy = serde_json::from_value(json).unwrap();
         assert_eq!(back, energy);
+    }
+
+    #[test]
+    fn peak_gflops_overrides_the_device_peak() {
+        let device = burn::tensor::Device::default();
+        let options = CostOptions {
+            peak_gflops: Some(250.0),
+            ..CostOptions::default()
+        };
+        options.check().unwrap();
+        let p = options.peak(&device).unwrap();
+        assert_eq!(p.flops_per_s, 250e9);
+        assert_eq!(p.how, "--peak-gflops 250");
+        let bad = CostOptions {
+            peak_gflops: Some(-3.0),
+            ..CostOptions::default()
+        };
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("--peak-gflops -3"), "{e}");
+        // Options saved before the flag existed still read.
+        let old: CostOptions = serde_json::from_str(r#"{"pue": 1.0}"#).unwrap();
+        assert_eq!(old.peak_gflops, None);
     }
 
     #[test]

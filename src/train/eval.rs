@@ -327,7 +327,7 @@ impl LoadedClassifier {
             started.elapsed().as_secs_f64(),
             phases,
             flops,
-            crate::compute_peak(device),
+            cost.peak(device)?,
             meter.stop(),
             0.0,
         )?;

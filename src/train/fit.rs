@@ -494,7 +494,7 @@ pub fn fit<A: Architecture, T: Task>(
         seconds,
         phases,
         flops,
-        crate::compute_peak(&device),
+        config.cost.peak(&device)?,
         meter.stop(),
         saved,
     )?;

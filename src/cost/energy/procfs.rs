@@ -27,15 +27,40 @@ pub(super) fn logical_cpus(cpuinfo: &str) -> usize {
     }
 }
 
-/// utime + stime (fields 14 and 15 of /proc/PID/stat), in clock ticks. The
-/// command name (field 2) may hold spaces and parentheses, so fields are
-/// counted from the last ')'.
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
+/// Field `n` (1-based, as proc(5) numbers them, 3 or more) of a
+/// /proc/PID/stat line. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last ')'.
+fn stat_field(stat: &str, n: usize) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15 of /proc/PID/stat), in clock ticks.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    Some(stat_field(stat, 14)? + stat_field(stat, 15)?)
+}
+
+/// Minor + major page faults (fields 10 and 12 of /proc/PID/stat).
+fn parse_stat_faults(stat: &str) -> Option<u64> {
+    Some(stat_field(stat, 10)? + stat_field(stat, 12)?)
+}
+
+/// This process's CPU time and page faults so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds, all threads.
+    pub cpu_seconds: f64,
+    /// Minor + major page faults.
+    pub page_faults: u64,
+}
+
+/// [`ProcessUsage`] from /proc/self/stat (`None` where there is none).
+pub fn process_usage() -> Option<ProcessUsage> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    Some(ProcessUsage {
+        cpu_seconds: parse_stat_ticks(&stat)? as f64 / clock_ticks_per_second(),
+        page_faults: parse_stat_faults(&stat)?,
+    })
 }
 
 pub(super) fn read_process_ticks() -> Option<u64> {
@@ -111,7 +136,20 @@ mod tests {
     fn stat_parsing_survives_odd_command_names() {
         let stat = "4242 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0 100";
         assert_eq!(parse_stat_ticks(stat), Some(175));
+        assert_eq!(parse_stat_faults(stat), Some(7 + 9));
+        assert_eq!(parse_stat_faults("garbage"), None);
         assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_usage_grows() {
+        let a = process_usage().unwrap();
+        let v: Vec<u8> = (0..64 << 20).map(|i| i as u8).collect();
+        let b = process_usage().unwrap();
+        assert!(std::hint::black_box(v).len() == 64 << 20);
+        assert!(b.cpu_seconds >= a.cpu_seconds);
+        // Touching 64 MiB of fresh memory faults pages in.
+        assert!(b.page_faults > a.page_faults, "{a:?} {b:?}");
     }
 
     #[test]
