@@ -289,26 +289,12 @@ fn eos_ids(path: &std::path::Path) -> Result<Vec<u32>> {
     })
 }
 
-/// Loads family `A` from model directory `dir` (every parameter must be
-/// there) on `device`, with its tokenizer.
-pub fn load_family<A: CausalLm + 'static>(
-    dir: &std::path::Path,
-    device: &Device,
-) -> Result<LanguageModel> {
-    load_family_with::<A>(dir, None, device)
-}
-
-/// [`load_family`] with a PEFT adapter on the model (merged into its
-/// weights: the same logits, no adapter cost per token).
-pub fn load_family_with<A: CausalLm + 'static>(
-    dir: &std::path::Path,
-    adapter: Option<&PeftAdapter>,
-    device: &Device,
-) -> Result<LanguageModel> {
+/// `body` with every parameter read from the checkpoint in `dir`; a
+/// parameter it lacks is an error naming it.
+pub fn load_weights<A: CausalLm>(body: A, dir: &std::path::Path) -> Result<A> {
     use crate::models::TaskModel;
     use crate::models::state::{self, Source};
     use crate::tasks::causal_lm::NoHead;
-    let body = A::from_config_file(&dir.join("config.json"), device)?;
     let checkpoint = crate::hub::Checkpoint::open(dir)?;
     let (model, report) = state::load(
         TaskModel { body, head: NoHead },
@@ -327,9 +313,36 @@ pub fn load_family_with<A: CausalLm + 'static>(
             A::MODEL_TYPE
         );
     }
+    Ok(model.body)
+}
+
+/// Loads family `A` from model directory `dir` (every parameter must be
+/// there) on `device`, with its tokenizer.
+pub fn load_family<A: CausalLm + 'static>(
+    dir: &std::path::Path,
+    device: &Device,
+) -> Result<LanguageModel> {
+    load_family_with::<A>(dir, None, device)
+}
+
+/// [`load_family`] with a PEFT adapter on the model (merged into its
+/// weights: the same logits, no adapter cost per token).
+pub fn load_family_with<A: CausalLm + 'static>(
+    dir: &std::path::Path,
+    adapter: Option<&PeftAdapter>,
+    device: &Device,
+) -> Result<LanguageModel> {
+    use crate::models::TaskModel;
+    use crate::tasks::causal_lm::NoHead;
+    let body = A::from_config_file(&dir.join("config.json"), device)?;
+    let body = load_weights(body, dir)?;
     let body = match adapter {
-        Some(a) => a.attach(model)?.merge_lora().body,
-        None => model.body,
+        Some(a) => {
+            a.attach(TaskModel { body, head: NoHead })?
+                .merge_lora()
+                .body
+        }
+        None => body,
     };
     let mut eos = body.eos_token_ids();
     for id in eos_ids(&dir.join("generation_config.json"))? {

@@ -101,6 +101,53 @@ pub struct LoadedClassifier {
     pub dir: PathBuf,
 }
 
+/// What testing has spent so far.
+pub struct Spent<'a> {
+    pub options: &'a CostOptions,
+    /// The energy meter, running since `started`.
+    pub meter: crate::cost::energy::EnergyMeter,
+    pub started: Instant,
+    /// `data` filled in: the time reading and tokenising took.
+    pub phases: Phases,
+}
+
+/// The outputs of `model` on the prepared `split` (batches of similar
+/// length), their metrics and what testing cost, forward FLOPs counted as
+/// evaluated.
+pub fn costed_eval<A: Architecture, T: Task>(
+    model: &TaskModel<A, T::Head>,
+    task: &T,
+    split: &T::Split,
+    batch_size: usize,
+    device: &Device,
+    spent: Spent<'_>,
+) -> Result<(T::Metrics, RunCost)> {
+    let Spent {
+        options: cost,
+        meter,
+        started,
+        mut phases,
+    } = spent;
+    let lengths = T::lengths(split);
+    let flops = FlopCount {
+        eval: eval_flops(&model.body, task, &lengths, batch_size, 0),
+        ..FlopCount::default()
+    };
+    let outputs = predict(model, task, split, batch_size, None, device);
+    phases.eval = started.elapsed().as_secs_f64() - phases.data;
+    let metrics = task.metrics(split, &outputs);
+    let cost = RunCost::new(
+        cost,
+        started.elapsed().as_secs_f64(),
+        phases,
+        flops,
+        cost.peak(device)?,
+        meter.stop(),
+        0.0,
+    )?;
+    Ok((metrics, cost))
+}
+
 /// The model of `path`: a run directory's exported `model/`, else `path` itself.
 pub fn exported_model(path: &Path) -> PathBuf {
     if path.join("model").join("config.json").exists() {
@@ -314,23 +361,18 @@ impl LoadedClassifier {
             .split(&mut self.tokenizer, examples, file, max_length)
             .with_context(|| format!("evaluating on {file}"))?;
         phases.data = started.elapsed().as_secs_f64();
-        let lengths = TextClassification::lengths(&split);
-        let flops = FlopCount {
-            eval: eval_flops(&self.model.body, &self.task, &lengths, batch_size, 0),
-            ..FlopCount::default()
-        };
-        let outputs = predict(&self.model, &self.task, &split, batch_size, None, device);
-        phases.eval = started.elapsed().as_secs_f64() - phases.data;
-        let metrics = self.task.metrics(&split, &outputs);
-        let cost = RunCost::new(
-            cost,
-            started.elapsed().as_secs_f64(),
-            phases,
-            flops,
-            cost.peak(device)?,
-            meter.stop(),
-            0.0,
-        )?;
-        Ok((metrics, cost))
+        costed_eval(
+            &self.model,
+            &self.task,
+            &split,
+            batch_size,
+            device,
+            Spent {
+                options: cost,
+                meter,
+                started,
+                phases,
+            },
+        )
     }
 }

@@ -9,13 +9,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
 use super::checkpoint::read_json;
-use super::eval::{eval_flops, exported_model, predict};
-use crate::cost::run::{CostOptions, FlopCount, Phases, RunCost};
+use super::eval::{Spent, costed_eval, exported_model};
+use crate::cost::run::{CostOptions, Phases, RunCost};
 use crate::data::table::Example;
 use crate::models::TaskModel;
 use crate::models::causal::CausalLm;
-use crate::models::state::{self, Source};
-use crate::tasks::Task;
 use crate::tasks::causal_lm::{
     CausalLanguageModelling, LmMetrics, LmSplit, NoHead, Pack, check_block_size, lm_rows,
 };
@@ -91,19 +89,10 @@ fn evaluate_family<A: CausalLm>(
             dir.join("config.json").display()
         )
     })?;
-    let checkpoint = crate::hub::Checkpoint::open(dir)?;
-    let (model, report) = state::load(
-        TaskModel { body, head: NoHead },
-        Source::Pretrained(&checkpoint),
-        0,
-    )?;
-    if let Some(k) = report.missing.first() {
-        bail!(
-            "{}: the checkpoint lacks `{k}`: it is damaged or not a {} model of this config",
-            dir.display(),
-            A::MODEL_TYPE
-        );
-    }
+    let model = TaskModel {
+        body: crate::generate::load_weights(body, dir)?,
+        head: NoHead,
+    };
     let tokenizer = crate::tokenize::lm_tokenizer(dir)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let split = LmSplit {
@@ -114,22 +103,17 @@ fn evaluate_family<A: CausalLm>(
     }
     phases.data = started.elapsed().as_secs_f64();
     let task = CausalLanguageModelling { pad_id: eos };
-    let lengths = CausalLanguageModelling::lengths(&split);
-    let flops = FlopCount {
-        eval: eval_flops(&model.body, &task, &lengths, batch_size, 0),
-        ..FlopCount::default()
-    };
-    let outputs = predict(&model, &task, &split, batch_size, None, device);
-    phases.eval = started.elapsed().as_secs_f64() - phases.data;
-    let metrics = task.metrics(&split, &outputs);
-    let cost = RunCost::new(
-        cost,
-        started.elapsed().as_secs_f64(),
-        phases,
-        flops,
-        crate::compute_peak(device),
-        meter.stop(),
-        0.0,
-    )?;
-    Ok((metrics, cost))
+    costed_eval(
+        &model,
+        &task,
+        &split,
+        batch_size,
+        device,
+        Spent {
+            options: cost,
+            meter,
+            started,
+            phases,
+        },
+    )
 }
