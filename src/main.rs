@@ -14,6 +14,7 @@ use headstart::train;
 use headstart::{assets, data, find_model, inspect};
 
 mod cli_bench;
+mod cli_quickstart;
 mod cli_train;
 use cli_train::{ProgressObserver, TrainArgs};
 #[cfg(feature = "mimalloc")]
@@ -183,27 +184,7 @@ enum Command {
         json: bool,
     },
     /// The default job: fetch the real model and data, fine-tune on the IU reports, evaluate.
-    Quickstart {
-        /// Where the report splits, the runs and the report go.
-        #[arg(long, default_value = "runs/quickstart")]
-        out: PathBuf,
-        /// A small setting of the same job (48 reports, 1 epoch, 96 test reports), for tests and a first look.
-        #[arg(long)]
-        quick: bool,
-        /// The image variant: torchvision's ImageNet MobileNetV2 tuned vs trained from scratch
-        /// on 1,000 Fashion-MNIST images (64 px, 3 epochs), tested on 1,000 held-out ones.
-        #[arg(long)]
-        images: bool,
-        /// Seeds per strategy (default 1 for the ten-minute budget).
-        #[arg(long)]
-        seeds: Option<usize>,
-        /// Training reports per run (default 400).
-        #[arg(long)]
-        train_limit: Option<usize>,
-        /// Budget per run (default 2ep).
-        #[arg(long)]
-        budget: Option<headstart::compare::stats::Budget>,
-    },
+    Quickstart(cli_quickstart::QuickstartArgs),
     /// Real models and datasets from the package registries.
     Data {
         #[command(subcommand)]
@@ -573,65 +554,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Quickstart {
-            out,
-            quick,
-            images,
-            seeds,
-            train_limit,
-            budget,
-        } => {
-            use headstart::quickstart::{
-                ImageQuickstartOptions, QuickstartOptions, run, run_images,
-            };
-            if images {
-                let out = if out == Path::new("runs/quickstart") {
-                    PathBuf::from("runs/quickstart-images")
-                } else {
-                    out
-                };
-                let mut opts = if quick {
-                    ImageQuickstartOptions::quick(out)
-                } else {
-                    ImageQuickstartOptions::default_job(out)
-                };
-                opts.seeds = seeds.unwrap_or(opts.seeds);
-                opts.train_limit = train_limit.unwrap_or(opts.train_limit);
-                opts.budget = budget.unwrap_or(opts.budget);
-                let r = run_images(&opts, &device()?, &mut |line| println!("{line}"))?;
-                println!();
-                print!("{}", headstart::compare::report::table_text(&r.comparison));
-                println!(
-                    "done in {:.0} s: {} Fashion-MNIST test images; the majority class alone scores accuracy {:.3}",
-                    r.seconds, r.comparison.test_examples, r.majority_accuracy
-                );
-                println!("report: {}", r.compare_dir.join("report.html").display());
-                println!("        {}", r.compare_dir.join("report.md").display());
-                println!("runs:   {}", r.compare_dir.join("runs").display());
-                println!("images: {}", r.splits_dir.display());
-                return Ok(());
-            }
-            let mut opts = if quick {
-                QuickstartOptions::quick(out)
-            } else {
-                QuickstartOptions::default_job(out)
-            };
-            opts.seeds = seeds.unwrap_or(opts.seeds);
-            opts.train_limit = train_limit.unwrap_or(opts.train_limit);
-            opts.budget = budget.unwrap_or(opts.budget);
-            let r = run(&opts, &device()?, &mut |line| println!("{line}"))?;
-            println!();
-            print!("{}", headstart::compare::report::table_text(&r.comparison));
-            println!(
-                "done in {:.0} s: {} IU test reports; the majority class alone scores accuracy {:.3}",
-                r.seconds, r.comparison.test_examples, r.majority_accuracy
-            );
-            println!("report: {}", r.compare_dir.join("report.html").display());
-            println!("        {}", r.compare_dir.join("report.md").display());
-            println!("runs:   {}", r.compare_dir.join("runs").display());
-            println!("splits: {}", r.splits_dir.display());
-            Ok(())
-        }
+        Command::Quickstart(args) => cli_quickstart::run_cli(args, device()?),
         Command::Data { command } => match command {
             DataCommand::Fetch {
                 names,
