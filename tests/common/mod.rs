@@ -83,3 +83,30 @@ pub fn headstart_ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Six 28x28 grey PNGs per class in an image folder (`stripes/`,
+/// `square/`): horizontal stripes, or a bright square.
+pub fn write_tiny_images(dir: &Path) {
+    for (class, draw) in [
+        (
+            "stripes",
+            (|x: u32, y: u32, i: u32| ((y + i) / 3 % 2) as u8 * 200 + (x % 2) as u8)
+                as fn(u32, u32, u32) -> u8,
+        ),
+        ("square", |x, y, i| {
+            let lo = 6 + i % 4;
+            if (lo..lo + 12).contains(&x) && (lo..lo + 12).contains(&y) {
+                230
+            } else {
+                20
+            }
+        }),
+    ] {
+        let d = dir.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..6 {
+            let img = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([draw(x, y, i)]));
+            img.save(d.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
