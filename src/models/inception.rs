@@ -663,14 +663,8 @@ impl Architecture for InceptionV3 {
     }
 
     fn recipe(model: &Path, side: Option<u32>) -> Result<Recipe> {
-        let own = model.is_dir()
-            && (model.join("preprocessor_config.json").is_file()
-                || std::fs::read_to_string(model.join("config.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .is_some_and(|v| v.get("preprocessing").is_some()));
-        if own {
-            return Recipe::for_model(model, Self::MODEL_TYPE, side);
+        if let Some(recorded) = super::vision::recorded_recipe(model, Self::MODEL_TYPE, side)? {
+            return Ok(recorded);
         }
         let config = Self::config_of(model)?;
         let recipe = config.recipe(side.unwrap_or(config.image_size as u32));

@@ -16,6 +16,7 @@
 
 pub mod bert;
 pub mod causal;
+pub mod efficientnet;
 pub mod gpt2;
 pub mod inception;
 pub mod llama;
@@ -545,6 +546,7 @@ pub const SUPPORTED: &[&str] = &[
     "vgg16",
     "resnet",
     "inception_v3",
+    "efficientnet_lite0",
     "vit",
     "gpt2",
     "llama",

@@ -11,7 +11,14 @@ use super::Architecture;
 use crate::hub::Checkpoint;
 
 /// Image families by `model_type`, in the order `--arch` help lists them.
-pub const IMAGE_FAMILIES: &[&str] = &["mobilenet_v2", "vgg16", "resnet", "inception_v3", "vit"];
+pub const IMAGE_FAMILIES: &[&str] = &[
+    "mobilenet_v2",
+    "vgg16",
+    "resnet",
+    "inception_v3",
+    "efficientnet_lite0",
+    "vit",
+];
 
 /// Runs `$body` with the type alias `$A` naming the image family whose
 /// `model_type` is `$family` (a `&str`), or evaluates `$other` for a name
@@ -34,6 +41,10 @@ macro_rules! with_image_family {
             }
             "inception_v3" => {
                 type $A = $crate::models::inception::InceptionV3;
+                $body
+            }
+            "efficientnet_lite0" => {
+                type $A = $crate::models::efficientnet::EfficientNetLite;
                 $body
             }
             "vit" => {
@@ -79,6 +90,27 @@ pub fn family_of_checkpoint(checkpoint: &Checkpoint) -> Option<&'static str> {
     );
     let first = found.next()?;
     found.next().is_none().then_some(first)
+}
+
+/// The recipe a model directory records (`preprocessing` in its
+/// `config.json`, or a `preprocessor_config.json`), at `side` pixels when
+/// given; `None` for a bare file or a directory that records none, where a
+/// family gives its published recipe.
+pub fn recorded_recipe(
+    model: &std::path::Path,
+    model_type: &str,
+    side: Option<u32>,
+) -> anyhow::Result<Option<crate::data::preprocess::Recipe>> {
+    let records = model.is_dir()
+        && (model.join("preprocessor_config.json").is_file()
+            || std::fs::read_to_string(model.join("config.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v.get("preprocessing").is_some()));
+    if !records {
+        return Ok(None);
+    }
+    crate::data::preprocess::Recipe::for_model(model, model_type, side).map(Some)
 }
 
 fn normalise(arch: &str) -> String {

