@@ -348,6 +348,12 @@ fn run(cli: Cli) -> Result<()> {
             cost,
         } => {
             let device = device()?;
+            // a packaged model name or hub id, as train takes it
+            let model = if model.exists() {
+                model
+            } else {
+                train::resolve_model(&model.display().to_string())?
+            };
             if let Some(family) = train::image_family(&model, arch.as_deref()) {
                 let loaded =
                     train::eval_image::load_image_classifier(&model, Some(&family), &device)?;

@@ -121,3 +121,29 @@ fn smollm2_logits_and_greedy_text_equal_transformers() {
         );
     }
 }
+
+/// `eval` takes the packaged name as `train` does; the pretrained model
+/// scores English far below chance (a vocabulary of 49,152 tokens).
+#[test]
+fn eval_takes_the_packaged_name() {
+    model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("held-out.txt");
+    std::fs::write(
+        &text,
+        "The heart is normal in size. The lungs are clear. There is no pleural effusion.\n\n\
+         normal clear The no is lungs effusion size. pleural are heart in There The is.\n",
+    )
+    .unwrap();
+    let out = common::headstart_ok(&[
+        "eval",
+        "--model",
+        "smollm2-135m-instruct",
+        "--data",
+        text.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ppl = v["perplexity"].as_f64().unwrap_or_else(|| panic!("{out}"));
+    assert!(ppl > 1.0 && ppl < 5000.0, "{ppl}");
+}
