@@ -880,4 +880,21 @@ fn tiny_llama_bad_metadata_is_a_clear_error() {
     );
 }
 
+/// A tensor in one of llama.cpp's repacked CPU layouts (Q4_0_4_4, type 31)
+/// is refused by name, with what to convert it to.
+#[test]
+fn an_unsupported_quantisation_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = gguf(3, &[], &[t("w", &[32], 31, vec![0u8; 18])]);
+    let path = write(dir.path(), "repacked.gguf", &bytes);
+    let err = match GgufFile::open(&path) {
+        Ok(f) => format!("{:#}", f.tensor("w").unwrap_err()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains('w') && err.to_lowercase().contains("convert"),
+        "{err}"
+    );
+}
 mod real;
