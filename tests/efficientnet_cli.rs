@@ -8,31 +8,10 @@ mod common;
 #[test]
 fn efficientnet_lite0_is_tuned_exported_and_predicts() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("images");
-    common::write_tiny_images(&data);
     let run = tmp.path().join("run");
-    let (data_s, run_s) = (data.display().to_string(), run.display().to_string());
-    let stdout = common::headstart_ok(&[
-        "train",
-        "--task",
-        "image-classification",
-        "--model",
-        "efficientnet_lite0",
-        "--strategy",
-        "freeze:6",
-        "--train",
-        &data_s,
-        "--val-fraction",
-        "0.34",
-        "--image-size",
-        "32",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--out",
-        &run_s,
-    ]);
+    let run_s = run.display().to_string();
+    let (data, stdout) =
+        common::train_on_tiny_images(tmp.path(), "efficientnet_lite0", "freeze:6", 32, &run);
     assert!(stdout.contains("best validation"), "{stdout}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();

@@ -13,31 +13,10 @@ fn fid_inception_is_inspected_tuned_exported_and_predicts() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("images");
-    common::write_tiny_images(&data);
     let run = tmp.path().join("run");
-    let (data_s, run_s) = (data.display().to_string(), run.display().to_string());
-    let stdout = common::headstart_ok(&[
-        "train",
-        "--task",
-        "image-classification",
-        "--model",
-        "inception_v3-fid",
-        "--strategy",
-        "freeze:10",
-        "--train",
-        &data_s,
-        "--val-fraction",
-        "0.34",
-        "--image-size",
-        "75",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--out",
-        &run_s,
-    ]);
+    let run_s = run.display().to_string();
+    let (data, stdout) =
+        common::train_on_tiny_images(tmp.path(), "inception_v3-fid", "freeze:10", 75, &run);
     assert!(stdout.contains("best validation"), "{stdout}");
 
     // the run records the port's input: (pixel - 128) / 128, both sides resized

@@ -110,3 +110,40 @@ pub fn write_tiny_images(dir: &Path) {
         }
     }
 }
+
+/// `headstart train --task image-classification` of `model` with `strategy`
+/// on [`write_tiny_images`] at `side` pixels (2 epochs, batches of 4, a
+/// third held out), into `run`; returns the image folder and the output.
+pub fn train_on_tiny_images(
+    tmp: &Path,
+    model: &str,
+    strategy: &str,
+    side: usize,
+    run: &Path,
+) -> (PathBuf, String) {
+    let data = tmp.join("images");
+    write_tiny_images(&data);
+    let side = side.to_string();
+    let stdout = headstart_ok(&[
+        "train",
+        "--task",
+        "image-classification",
+        "--model",
+        model,
+        "--strategy",
+        strategy,
+        "--train",
+        data.to_str().unwrap(),
+        "--val-fraction",
+        "0.34",
+        "--image-size",
+        &side,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    (data, stdout)
+}
