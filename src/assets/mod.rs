@@ -188,11 +188,17 @@ impl Package {
     /// Whether `name` names this package (short name, alias or pip name,
     /// case-insensitive).
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.trim();
-        name.eq_ignore_ascii_case(self.short_name)
-            || name.eq_ignore_ascii_case(self.name)
-            || self.aliases.iter().any(|a| name.eq_ignore_ascii_case(a))
+        names_package(name, self.short_name, self.name, self.aliases)
     }
+}
+
+/// Whether `name` is a package's short name, registry name or one of its
+/// aliases (case-insensitive, surrounding spaces ignored).
+pub(crate) fn names_package(name: &str, short: &str, registry: &str, aliases: &[&str]) -> bool {
+    let name = name.trim();
+    name.eq_ignore_ascii_case(short)
+        || name.eq_ignore_ascii_case(registry)
+        || aliases.iter().any(|a| name.eq_ignore_ascii_case(a))
 }
 
 /// The `sentence-transformers/all-MiniLM-L6-v2` checkpoint.

@@ -86,10 +86,7 @@ impl TarballPackage {
     /// Whether `name` names this package (short name, alias or npm name,
     /// case-insensitive).
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.trim();
-        name.eq_ignore_ascii_case(self.short_name)
-            || name.eq_ignore_ascii_case(self.name)
-            || self.aliases.iter().any(|a| name.eq_ignore_ascii_case(a))
+        super::names_package(name, self.short_name, self.name, self.aliases)
     }
 }
 

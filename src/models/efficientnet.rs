@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig};
@@ -265,14 +265,7 @@ impl EfficientNetLite {
     /// The configuration in a model directory's `config.json`, or the
     /// defaults for a bare weights file.
     pub fn config_of(model: &Path) -> Result<EfficientNetLiteConfig> {
-        let path = model.join("config.json");
-        if !model.is_dir() || !path.exists() {
-            return Ok(EfficientNetLiteConfig::default());
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an EfficientNet config.json", path.display()))
+        super::read_config_or_default(model, "an EfficientNet")
     }
 
     /// Sides of the maps entering each stage, then after the last one.
@@ -369,19 +362,36 @@ pub fn pytorch_names_to_timm(c: &Checkpoint) -> Option<Checkpoint> {
 }
 
 /// Whether `c` is an EfficientNet-lite0 in timm's or efficientnet_pytorch's
-/// names: the lite block layout, no squeeze-and-excitation.
+/// names: the lite block layout, no squeeze-and-excitation. Reads names and
+/// one shape; no tensor is copied.
 fn recognises(c: &Checkpoint) -> bool {
-    let c = match pytorch_names_to_timm(c) {
-        Some(renamed) => std::borrow::Cow::Owned(renamed),
-        None => std::borrow::Cow::Borrowed(c),
+    let pytorch = c.tensors.contains_key("_conv_stem.weight");
+    let names: std::collections::BTreeSet<String> = c
+        .tensors
+        .keys()
+        .filter_map(|k| {
+            if pytorch {
+                timm_name(k)
+            } else {
+                Some(k.clone())
+            }
+        })
+        .collect();
+    let head = if pytorch {
+        "_conv_head.weight"
+    } else {
+        "conv_head.weight"
     };
-    let has = |k: &str| c.tensors.contains_key(k);
-    has("conv_stem.weight")
-        && has("blocks.0.0.conv_dw.weight")
-        && has("blocks.5.3.conv_pwl.weight")
-        && has("blocks.6.0.conv_pwl.weight")
+    [
+        "conv_stem.weight",
+        "blocks.0.0.conv_dw.weight",
+        "blocks.5.3.conv_pwl.weight",
+        "blocks.6.0.conv_pwl.weight",
+    ]
+    .iter()
+    .all(|k| names.contains(*k))
         && c.tensors
-            .get("conv_head.weight")
+            .get(head)
             .is_some_and(|t| t.shape.first() == Some(&HEAD))
         && !c
             .tensors

@@ -34,7 +34,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
@@ -603,14 +603,7 @@ impl InceptionV3 {
                 model,
             )?));
         }
-        let path = model.join("config.json");
-        if !model.is_dir() || !path.exists() {
-            return Ok(InceptionV3Config::default());
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an Inception v3 config.json", path.display()))
+        super::read_config_or_default(model, "an Inception v3")
     }
 
     fn stem_forward(&self, x: Tensor<4>) -> Tensor<4> {

@@ -21,7 +21,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -272,14 +272,7 @@ impl MobileNetV2 {
     /// The configuration in a model directory's `config.json`, or the
     /// defaults (torchvision's ImageNet model) for a bare weights file.
     pub fn config_of(model: &Path) -> Result<MobileNetV2Config> {
-        let path = model.join("config.json");
-        if !model.is_dir() || !path.exists() {
-            return Ok(MobileNetV2Config::default());
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a MobileNetV2 config.json", path.display()))
+        super::read_config_or_default(model, "a MobileNetV2")
     }
 }
 

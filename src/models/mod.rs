@@ -32,7 +32,7 @@ pub mod vit;
 
 use std::ops::Range;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleDisplay, ParamGroup};
 use burn::tensor::{Device, Int, Tensor};
 
@@ -528,6 +528,23 @@ pub fn model_type(dir: &std::path::Path) -> Result<String> {
         );
     }
     Ok(t)
+}
+
+/// The config in model directory `model`'s `config.json`, or `C`'s
+/// defaults when `model` is not a directory or has none; `what` names the
+/// family in the error for a file that does not parse.
+pub fn read_config_or_default<C: serde::de::DeserializeOwned + Default>(
+    model: &std::path::Path,
+    what: &str,
+) -> Result<C> {
+    let path = model.join("config.json");
+    if !model.is_dir() || !path.exists() {
+        return Ok(C::default());
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not {what} config.json", path.display()))
 }
 
 /// A family's serialisable config as `config.json`, with its `model_type`.

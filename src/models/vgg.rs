@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::MaxPool2dConfig;
@@ -441,14 +441,7 @@ impl Vgg16 {
         if model.is_file() {
             return Ok(Vgg16Config::from_checkpoint(&Checkpoint::load_file(model)?));
         }
-        let path = model.join("config.json");
-        if !model.is_dir() || !path.exists() {
-            return Ok(Vgg16Config::default());
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a VGG16 config.json", path.display()))
+        super::read_config_or_default(model, "a VGG16")
     }
 
     fn n_blocks(&self) -> usize {
