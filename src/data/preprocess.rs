@@ -632,10 +632,27 @@ impl Stored {
 /// torchvision's `CenterCrop` of a resized image (offsets
 /// `round((side - crop) / 2)`); an image smaller than the crop is padded
 /// with zeros first, as torchvision does.
+/// Where a centre crop of `crop` starts on a side of `side` pixels, as
+/// torchvision's `center_crop` puts it: Python's `round((side - crop) / 2)`,
+/// which rounds halves to even (73 -> 64 starts at 4, not 5); a side
+/// shorter than the crop is padded with `(crop - side) // 2` zeros first.
+fn crop_offset(side: u32, crop: u32) -> i64 {
+    let d = side as i64 - crop as i64;
+    if d < 0 {
+        return -((-d) / 2);
+    }
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
 fn center_crop(img: &RgbImage, crop: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let mut out = RgbImage::new(crop, crop);
-    let off = |side: u32| ((side as f64 - crop as f64) / 2.0).round() as i64;
+    let off = |side: u32| crop_offset(side, crop);
     let (ox, oy) = (off(w), off(h));
     for y in 0..crop {
         for x in 0..crop {

@@ -27,6 +27,25 @@ fn centre_crop_takes_the_middle_and_pads_small_images() {
 }
 
 #[test]
+fn crop_offsets_round_halves_to_even_as_torchvision() {
+    // torchvision: int(round((side - crop) / 2.0)), Python rounding halves to even
+    for (side, crop, want) in [
+        (73, 64, 4),
+        (75, 64, 6),
+        (256, 224, 16),
+        (342, 299, 22),
+        (341, 299, 21),
+        (64, 64, 0),
+        (65, 64, 0),
+        (67, 64, 2),
+        (61, 64, -1),
+        (60, 64, -2),
+    ] {
+        assert_eq!(crop_offset(side, crop), want, "side {side}, crop {crop}");
+    }
+}
+
+#[test]
 fn stored_images_give_the_same_input_whatever_was_kept() {
     let recipe = Recipe::imagenet(24);
     let big = gradient(90, 60);
