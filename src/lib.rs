@@ -9,6 +9,7 @@
 
 pub mod assets;
 pub mod bench;
+pub mod captioning;
 pub mod compare;
 pub mod cost;
 pub mod data;
