@@ -247,6 +247,23 @@ enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
+    /// Build the captioning demo set: scenes of two to four real Fashion-MNIST images on a
+    /// 64x64 canvas, each with two captions saying what is where ("A sneaker to the left of a
+    /// bag at the top."); images/{train,test}/, train.csv and test.csv (image,caption,labels).
+    /// A stand-in for x-rays and their reports (README, "Captioning").
+    CaptionsDemo {
+        /// Default: $HEADSTART_HOME/data/captions-demo.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Training scenes (items from Fashion-MNIST's training part).
+        #[arg(long, default_value_t = 1000)]
+        train: usize,
+        /// Test scenes (items from Fashion-MNIST's test part).
+        #[arg(long, default_value_t = 500)]
+        test: usize,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+    },
     /// Write Shakespeare's 42 works (modern spelling) as train/val/test JSONL
     /// passages ({"work", "text"}), whole works per split: held-out text from unseen plays.
     Shakespeare {
@@ -597,6 +614,33 @@ fn run(cli: Cli) -> Result<()> {
                     s.val,
                     s.test,
                     out.display()
+                );
+                Ok(())
+            }
+            DataCommand::CaptionsDemo {
+                out,
+                train,
+                test,
+                seed,
+            } => {
+                let opts = data::captions_demo::DemoOptions { train, test, seed };
+                let demo = data::captions_demo::build(
+                    &opts,
+                    out.as_deref(),
+                    &assets::home(),
+                    &mut |line| eprintln!("{line}"),
+                )?;
+                println!(
+                    "{} training and {} test scenes, {} captions each{} -> {}",
+                    demo.manifest.train_images,
+                    demo.manifest.test_images,
+                    demo.manifest.captions_per_image,
+                    if demo.already_present {
+                        " (already present)"
+                    } else {
+                        ""
+                    },
+                    demo.dir.display()
                 );
                 Ok(())
             }

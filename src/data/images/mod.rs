@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::assets::{self, MARKER};
 pub use deb::read_deb_files;
 pub use idx::{Idx, parse_idx};
-use sources::Labelled;
+pub use sources::{FASHION_CLASSES, Image, Labelled, Sample};
 pub use writer::SPLITS;
 
 /// One of the image sets.
@@ -134,7 +134,7 @@ impl ImageSet {
 
     /// Fetches the package (into `home/downloads/`) and reads the labelled
     /// images out of it.
-    fn load(self, home: &Path, log: &mut dyn FnMut(&str)) -> Result<Labelled> {
+    pub(crate) fn load(self, home: &Path, log: &mut dyn FnMut(&str)) -> Result<Labelled> {
         match self {
             ImageSet::FashionMnist => {
                 let deb = assets::fetch_deb(&sources::FASHION_MNIST_DEB, home, log)?;
