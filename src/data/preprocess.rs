@@ -29,6 +29,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::params::SeededRng;
 
+/// How [`Stored::write`] turns an image into model input, as a revision
+/// the feature cache's key includes: a change to the pixels a recipe gives
+/// (a crop offset, a resampling filter) must bump it, so that features
+/// cached by an earlier build are computed again rather than reused.
+/// 2: centre crops start where torchvision's do (halves rounded to even).
+pub const PIXELS_REVISION: &str = "2";
+
 /// ImageNet's per-channel mean and standard deviation (RGB), as torchvision uses them.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];

@@ -196,6 +196,10 @@ impl Task for ImageClassification {
 
     fn hash_inputs(&self, split: &ImageSplit, key: &mut KeyHasher) {
         key.field(
+            "pixels",
+            crate::data::preprocess::PIXELS_REVISION.as_bytes(),
+        );
+        key.field(
             "recipe",
             serde_json::to_string(&self.recipe)
                 .unwrap_or_default()
