@@ -157,7 +157,6 @@ pub fn generate<A: CausalLm>(
         return Ok(out);
     }
     let b = prompts.len();
-    let mut rng = SeededRng::new(sampling.seed);
     // the prompts, left-padded: position ids count real tokens only
     let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for p in prompts {
@@ -173,17 +172,113 @@ pub fn generate<A: CausalLm>(
     let ints = |v: Vec<i64>, n: usize, s: usize| {
         Tensor::<2, Int>::from_data(TensorData::new(v, [n, s]), device)
     };
-    let mut key_mask: Vec<Vec<f32>> = mask.chunks(longest).map(<[f32]>::to_vec).collect();
-    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let key_mask: Vec<Vec<f32>> = mask.chunks(longest).map(<[f32]>::to_vec).collect();
+    let next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
     let mut cache = KvCache::new(model.num_layers());
-    let mut logits = model.forward_cached(
+    let logits = model.forward_cached(
         ints(ids, b, longest),
         ints(pos, b, longest),
         Tensor::from_data(TensorData::new(mask, [b, longest]), device),
         &mut cache,
     );
+    let mut rng = SeededRng::new(sampling.seed);
+    let state = Decoding {
+        logits,
+        cache,
+        key_mask,
+        next_pos,
+    };
+    decode(
+        model, state, max_new, sampling, &mut rng, stop, device, &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Continues each row of `prefix` (`[batch, positions, hidden]` input
+/// embeddings, e.g. an image mapped into the model's embedding space) by at
+/// most `max_new` tokens, as [`generate`] continues token prompts.
+pub fn generate_from_embeds<A: CausalLm>(
+    model: &A,
+    prefix: Tensor<3>,
+    max_new: usize,
+    sampling: &Sampling,
+    stop: &[u32],
+    device: &Device,
+) -> Result<Vec<Generated>> {
+    sampling.check()?;
+    let [b, p, _] = prefix.dims();
+    if p == 0 {
+        bail!("the prefix is empty: give at least one position");
+    }
+    if p + max_new > model.max_positions() {
+        bail!(
+            "a prefix of {p} positions plus {max_new} new tokens exceeds the model's context of {} positions",
+            model.max_positions()
+        );
+    }
+    let mut out: Vec<Generated> = (0..b)
+        .map(|_| Generated {
+            ids: Vec::new(),
+            stop: Stop::Length,
+        })
+        .collect();
+    if max_new == 0 || b == 0 {
+        return Ok(out);
+    }
+    let positions: Vec<i64> = (0..b).flat_map(|_| 0..p as i64).collect();
+    let mut cache = KvCache::new(model.num_layers());
+    let logits = model.forward_embeds(
+        prefix,
+        Tensor::<2, Int>::from_data(TensorData::new(positions, [b, p]), device),
+        Tensor::ones([b, p], device),
+        Some(&mut cache),
+    );
+    let mut rng = SeededRng::new(sampling.seed);
+    let state = Decoding {
+        logits,
+        cache,
+        key_mask: vec![vec![1.0; p]; b],
+        next_pos: vec![p as i64; b],
+    };
+    decode(
+        model, state, max_new, sampling, &mut rng, stop, device, &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Where decoding stands after the prefill: the last logits, the cache,
+/// each row's key mask and next position id.
+struct Decoding {
+    logits: Tensor<3>,
+    cache: KvCache,
+    key_mask: Vec<Vec<f32>>,
+    next_pos: Vec<i64>,
+}
+
+/// The token-by-token loop shared by [`generate`] and
+/// [`generate_from_embeds`]: rows that stop leave the batch.
+#[allow(clippy::too_many_arguments)]
+fn decode<A: CausalLm>(
+    model: &A,
+    state: Decoding,
+    max_new: usize,
+    sampling: &Sampling,
+    rng: &mut SeededRng,
+    stop: &[u32],
+    device: &Device,
+    out: &mut [Generated],
+) -> Result<()> {
+    let ints = |v: Vec<i64>, n: usize, s: usize| {
+        Tensor::<2, Int>::from_data(TensorData::new(v, [n, s]), device)
+    };
+    let Decoding {
+        mut logits,
+        mut cache,
+        mut key_mask,
+        mut next_pos,
+    } = state;
     // rows of the batch -> prompt index
-    let mut active: Vec<usize> = (0..b).collect();
+    let mut active: Vec<usize> = (0..out.len()).collect();
     for step in 0..max_new {
         let [n, s, v] = logits.dims();
         let last: Vec<f32> = logits
@@ -194,7 +289,7 @@ pub fn generate<A: CausalLm>(
         let mut chosen = Vec::with_capacity(n);
         let mut keep = Vec::with_capacity(n);
         for (row, &prompt) in active.iter().enumerate() {
-            let token = choose(&last[row * v..(row + 1) * v], sampling, &mut rng);
+            let token = choose(&last[row * v..(row + 1) * v], sampling, rng);
             out[prompt].ids.push(token);
             if stop.contains(&token) {
                 out[prompt].stop = Stop::Eos;
@@ -225,7 +320,7 @@ pub fn generate<A: CausalLm>(
         );
         next_pos.iter_mut().for_each(|p| *p += 1);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A causal LM ready to generate, its family erased: what `generate`
@@ -542,6 +637,28 @@ mod family_tests {
             assert_eq!(g.ids, uncached(m, p, 8), "prompt {p:?}: cached vs uncached");
             assert_eq!(g.stop, Stop::Length);
         }
+        // the prompts' token embeddings as a prefix continue as the prompts do
+        let same_length = vec![prompts[0].clone(), vec![3, 3, 8, 1, 9, 2]];
+        let ids: Vec<i64> = same_length.concat().iter().map(|&t| t as i64).collect();
+        let prefix = m.embed_tokens(Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [2, 6]),
+            &device,
+        ));
+        let from_embeds =
+            generate_from_embeds(m, prefix.clone(), 8, &Sampling::greedy(), &[], &device).unwrap();
+        let from_ids = generate(m, &same_length, 8, &Sampling::greedy(), &[], &device).unwrap();
+        assert_eq!(from_embeds, from_ids);
+        let e = generate_from_embeds(
+            m,
+            prefix,
+            m.max_positions(),
+            &Sampling::greedy(),
+            &[],
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("prefix of 6 positions"), "{e}");
         // a stop token ends its sequence (kept, as transformers returns it)
         let first = batch[1].ids[0];
         let stopped = generate(m, &prompts, 8, &Sampling::greedy(), &[first], &device).unwrap();

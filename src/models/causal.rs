@@ -133,6 +133,26 @@ pub trait CausalLm: Architecture {
     /// `eos_token_id`, one or several).
     fn eos_token_ids(&self) -> Vec<u32>;
 
+    /// The token-embedding lookup `[batch, n, hidden]` of `ids` `[batch, n]`:
+    /// what [`CausalLm::forward_embeds`] takes in place of ids (no position
+    /// embedding, no dropout; those are applied there).
+    fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+
+    /// Logits `[batch, new, vocab]` for input embeddings `x` `[batch, new,
+    /// hidden]` (transformers' `inputs_embeds`: a prefix computed from an
+    /// image, token embeddings, or both concatenated) at `positions`
+    /// `[batch, new]`, attending causally to the cached positions and to
+    /// themselves where `key_mask` (`[batch, cached + new]`, 1 real, 0
+    /// padding) is 1. With a cache their keys and values are appended to it;
+    /// without one `key_mask` covers `new` positions only.
+    fn forward_embeds(
+        &self,
+        x: Tensor<3>,
+        positions: Tensor<2, Int>,
+        key_mask: Tensor<2>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3>;
+
     /// Logits `[batch, new, vocab]` for `ids` `[batch, new]` at `positions`
     /// `[batch, new]` (position ids, as transformers' `position_ids`),
     /// attending to the cached positions and to themselves causally where
@@ -145,7 +165,9 @@ pub trait CausalLm: Architecture {
         positions: Tensor<2, Int>,
         key_mask: Tensor<2>,
         cache: &mut KvCache,
-    ) -> Tensor<3>;
+    ) -> Tensor<3> {
+        self.forward_embeds(self.embed_tokens(ids), positions, key_mask, Some(cache))
+    }
 }
 
 #[cfg(test)]

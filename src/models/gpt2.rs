@@ -725,26 +725,30 @@ impl CausalLm for Gpt2 {
             .unwrap_or_default()
     }
 
-    fn forward_cached(
+    fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.wte.forward(ids)
+    }
+
+    fn forward_embeds(
         &self,
-        ids: Tensor<2, Int>,
+        x: Tensor<3>,
         positions: Tensor<2, Int>,
         key_mask: Tensor<2>,
-        cache: &mut KvCache,
+        mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let new = ids.dims()[1];
+        let new = x.dims()[1];
         let total = key_mask.dims()[1];
+        let cached = cache.as_ref().map_or(0, |c| c.len());
         assert_eq!(
             total,
-            cache.len() + new,
-            "the key mask covers {total} positions, the cache {} and the new ids {new}",
-            cache.len()
+            cached + new,
+            "the key mask covers {total} positions, the cache {cached} and the new inputs {new}"
         );
         self.check_length(total);
         let bias = causal_bias(key_mask, new);
-        let mut x = self.embed(ids, positions);
+        let mut x = self.drop.forward(x + self.wpe.forward(positions));
         for (i, block) in self.h.iter().enumerate() {
-            x = block.forward(x, bias.clone(), Some((&mut *cache, i)));
+            x = block.forward(x, bias.clone(), cache.as_deref_mut().map(|c| (c, i)));
         }
         self.logits(x)
     }

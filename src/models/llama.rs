@@ -938,29 +938,42 @@ impl CausalLm for Llama {
         self.config.eos_token_ids.clone()
     }
 
-    fn forward_cached(
+    fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.model.embed_tokens.forward(ids)
+    }
+
+    fn forward_embeds(
         &self,
-        ids: Tensor<2, Int>,
+        x: Tensor<3>,
         positions: Tensor<2, Int>,
         key_mask: Tensor<2>,
-        cache: &mut KvCache,
+        mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let new = ids.dims()[1];
+        let new = x.dims()[1];
         let layers = self.config.num_hidden_layers;
-        if cache.layers.is_empty() {
-            *cache = KvCache::new(layers);
+        if let Some(cache) = cache.as_deref_mut() {
+            if cache.layers.is_empty() {
+                *cache = KvCache::new(layers);
+            }
+            assert_eq!(
+                cache.layers.len(),
+                layers,
+                "a key/value cache of {} layers given to a model of {layers}",
+                cache.layers.len()
+            );
         }
+        let cached = cache.as_ref().map_or(0, |c| c.len());
+        let total = key_mask.dims()[1];
         assert_eq!(
-            cache.layers.len(),
-            layers,
-            "a key/value cache of {} layers given to a model of {layers}",
-            cache.layers.len()
+            total,
+            cached + new,
+            "the key mask covers {total} positions, the cache {cached} and the new inputs {new}"
         );
         let rope = self.rotary_tables(positions);
         let bias = causal_bias(key_mask, new);
-        let mut x = self.model.embed_tokens.forward(ids);
+        let mut x = x;
         for (i, layer) in self.model.layers.iter().enumerate() {
-            x = layer.forward(x, &rope, bias.clone(), Some((&mut *cache, i)));
+            x = layer.forward(x, &rope, bias.clone(), cache.as_deref_mut().map(|c| (c, i)));
         }
         self.logits(x)
     }
