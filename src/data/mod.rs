@@ -1,6 +1,7 @@
 //! Datasets: readers for labelled text files, seeded splits, the IU chest
 //! x-ray reports, and small real image sets written as image folders.
 
+pub mod captions;
 pub mod captions_demo;
 pub mod corpus;
 pub mod image_list;

@@ -58,6 +58,7 @@ pub fn read_examples(path: &Path, cols: &Columns) -> Result<ReadOutcome> {
 
 struct Collector<'a> {
     path: &'a Path,
+    cols: &'a Columns<'a>,
     skip: bool,
     out: ReadOutcome,
 }
@@ -83,13 +84,18 @@ impl Collector<'_> {
     ) -> Result<()> {
         let text = match text {
             Some(t) if !t.trim().is_empty() => t,
-            Some(_) => return self.bad(line, "empty text".into()),
-            None => return self.bad(line, "no text column".into()),
+            Some(_) => {
+                return self.bad(line, format!("empty text (column {:?})", self.cols.text));
+            }
+            None => return self.bad(line, format!("no text column {:?}", self.cols.text)),
         };
         let label = match label {
             None => String::new(),
             Some(Some(l)) if !l.trim().is_empty() => l.trim().to_string(),
-            Some(_) => return self.bad(line, "empty or missing label".into()),
+            Some(_) => {
+                let col = self.cols.label.unwrap_or("label");
+                return self.bad(line, format!("empty or missing label (column {col:?})"));
+            }
         };
         self.out.examples.push(Example { text, label, line });
         Ok(())
@@ -131,6 +137,7 @@ fn read_delimited(
     let label_idx = cols.label.map(find).transpose()?;
     let mut c = Collector {
         path,
+        cols,
         skip: cols.skip_bad_rows,
         out: ReadOutcome::default(),
     };
@@ -168,6 +175,7 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<ReadOutcome> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut c = Collector {
         path,
+        cols,
         skip: cols.skip_bad_rows,
         out: ReadOutcome::default(),
     };
