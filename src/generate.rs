@@ -14,6 +14,9 @@ use crate::models::causal::{CausalLm, KvCache};
 use crate::models::lora::peft::{self, PeftAdapter};
 use crate::models::params::SeededRng;
 
+pub mod beam;
+pub use beam::{BeamSearch, Start, beam_search};
+
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampling {
@@ -580,7 +583,7 @@ mod family_tests {
     use crate::models::state::{self, Source};
     use crate::tasks::causal_lm::NoHead;
 
-    fn fixture<A: CausalLm>(dir: &str) -> A {
+    pub(super) fn fixture<A: CausalLm>(dir: &str) -> A {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let device = Device::default();
         let body = A::from_config_file(&dir.join("config.json"), &device).unwrap();
