@@ -337,9 +337,12 @@ pub struct LanguageModel {
     /// The family (`config.json`'s `model_type`).
     pub family: String,
     run: RunFn,
+    beam: BeamFn,
 }
 
 type RunFn = Box<dyn Fn(&[Vec<u32>], usize, &Sampling, &[u32], &Device) -> Result<Vec<Generated>>>;
+type BeamFn =
+    Box<dyn Fn(&[Vec<u32>], usize, &BeamSearch, &[u32], &Device) -> Result<Vec<Generated>>>;
 
 impl LanguageModel {
     /// Continues `prompts` (token ids); see [`generate`].
@@ -351,6 +354,17 @@ impl LanguageModel {
         device: &Device,
     ) -> Result<Vec<Generated>> {
         (self.run)(prompts, max_new, sampling, &self.eos, device)
+    }
+
+    /// Continues `prompts` by beam search; see [`beam_search`].
+    pub fn beam_ids(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new: usize,
+        opts: &BeamSearch,
+        device: &Device,
+    ) -> Result<Vec<Generated>> {
+        (self.beam)(prompts, max_new, opts, &self.eos, device)
     }
 
     /// Token ids of `text` as the model reads a prompt (with the special
@@ -449,13 +463,25 @@ pub fn load_family_with<A: CausalLm + 'static>(
         }
     }
     let max_positions = body.max_positions();
+    let body = std::rc::Rc::new(body);
+    let for_beams = body.clone();
     Ok(LanguageModel {
         tokenizer: crate::tokenize::lm_tokenizer(dir)?,
         eos,
         max_positions,
         family: A::MODEL_TYPE.to_string(),
         run: Box::new(move |prompts, max_new, sampling, stop, device| {
-            generate(&body, prompts, max_new, sampling, stop, device)
+            generate(&*body, prompts, max_new, sampling, stop, device)
+        }),
+        beam: Box::new(move |prompts, max_new, opts, stop, device| {
+            beam_search(
+                &*for_beams,
+                Start::Prompts(prompts),
+                max_new,
+                opts,
+                stop,
+                device,
+            )
         }),
     })
 }

@@ -164,6 +164,15 @@ enum Command {
         /// Prompts generated together.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        /// Beam search with this many beams (as transformers' num_beams; 1: greedy or sampling).
+        #[arg(long, default_value_t = 1)]
+        beams: usize,
+        /// Beam search: a finished beam's log-probability is divided by its length to this power.
+        #[arg(long, default_value_t = 1.0)]
+        length_penalty: f64,
+        /// Beam search: no n-gram of this size repeats in an output (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        no_repeat_ngram: usize,
         /// JSON lines {"prompt", "completion", "new_tokens", "stop"} instead of text.
         #[arg(long)]
         json: bool,
@@ -510,6 +519,9 @@ fn run(cli: Cli) -> Result<()> {
             top_p,
             seed,
             batch_size,
+            beams,
+            length_penalty,
+            no_repeat_ngram,
             json,
         } => {
             let sampling = headstart::generate::Sampling {
@@ -519,6 +531,19 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
             };
             sampling.check()?;
+            let beam = headstart::generate::BeamSearch {
+                beams,
+                length_penalty,
+                no_repeat_ngram,
+            };
+            beam.check()?;
+            let searching = beams > 1 || no_repeat_ngram > 0;
+            if searching && (temperature > 0.0 || top_k.is_some() || top_p.is_some()) {
+                anyhow::bail!(
+                    "beam search (--beams, --no-repeat-ngram) is deterministic; --temperature, \
+                     --top-k and --top-p apply to sampling (--beams 1, no --no-repeat-ngram)"
+                );
+            }
             let mut prompts = prompt;
             if let Some(f) = &file {
                 let text = std::fs::read_to_string(f)
@@ -539,7 +564,11 @@ fn run(cli: Cli) -> Result<()> {
             for chunk in prompts.chunks(batch_size.max(1)) {
                 let ids: Vec<Vec<u32>> =
                     chunk.iter().map(|p| lm.encode(p)).collect::<Result<_>>()?;
-                let out = lm.generate_ids(&ids, max_new_tokens, &sampling, &device)?;
+                let out = if searching {
+                    lm.beam_ids(&ids, max_new_tokens, &beam, &device)?
+                } else {
+                    lm.generate_ids(&ids, max_new_tokens, &sampling, &device)?
+                };
                 for (p, g) in chunk.iter().zip(out) {
                     new_tokens += g.ids.len();
                     let completion = lm.decode(&g.ids)?;

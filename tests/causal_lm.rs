@@ -180,6 +180,48 @@ fn learns_to_count(fixture: &str, strategy: &str, expect_class: &str) {
     assert_eq!(lines[0]["completion"], "t13 t14 t15", "{out}");
     assert_eq!(lines[1]["completion"], "t33 t34 t35", "{out}");
     assert_eq!(lines[0]["stop"], "length");
+
+    // beam search finds the same continuations; sampling flags do not mix with it
+    let beam = common::headstart_ok(&[
+        "generate",
+        "--model",
+        r,
+        "--prompt",
+        "t10 t11 t12",
+        "--prompt",
+        "t31 t32",
+        "--max-new-tokens",
+        "3",
+        "--beams",
+        "3",
+        "--no-repeat-ngram",
+        "2",
+        "--json",
+    ]);
+    let completions: Vec<String> = beam
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["completion"].to_string())
+        .collect();
+    assert_eq!(
+        completions,
+        ["\"t13 t14 t15\"", "\"t33 t34 t35\""],
+        "{beam}"
+    );
+    let e = headstart_fails(&[
+        "generate",
+        "--model",
+        r,
+        "--prompt",
+        "t1",
+        "--beams",
+        "2",
+        "--temperature",
+        "0.7",
+    ]);
+    assert!(
+        e.contains("beam search (--beams, --no-repeat-ngram) is deterministic"),
+        "{e}"
+    );
 }
 
 #[test]

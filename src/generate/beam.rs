@@ -57,6 +57,7 @@ impl BeamSearch {
 }
 
 /// What decoding starts from.
+#[allow(clippy::large_enum_variant)] // a short-lived argument, never stored
 pub enum Start<'a> {
     /// Token prompts (none empty), left-padded into one batch.
     Prompts(&'a [Vec<u32>]),
