@@ -279,7 +279,7 @@ fn cider_d(refs: &[Vec<String>], hyps: &[String]) -> Vec<f64> {
                 let r = tfidf(r, &df, log_images);
                 let delta = hyp.length as f64 - r.length as f64;
                 let penalty = (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
-                for n in 0..N {
+                for (n, total) in sum.iter_mut().enumerate() {
                     let mut v: f64 = hyp.vec[n]
                         .iter()
                         .map(|(g, &x)| {
@@ -290,7 +290,7 @@ fn cider_d(refs: &[Vec<String>], hyps: &[String]) -> Vec<f64> {
                     if hyp.norm[n] != 0.0 && r.norm[n] != 0.0 {
                         v /= hyp.norm[n] * r.norm[n];
                     }
-                    sum[n] += v * penalty;
+                    *total += v * penalty;
                 }
             }
             sum.iter().sum::<f64>() / N as f64 / rs.len() as f64 * 10.0

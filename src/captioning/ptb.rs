@@ -163,20 +163,13 @@ fn split_inner(word: &str, out: &mut Vec<String>) {
         out.push("not".into());
         return;
     }
-    if let Some(stem) = word.strip_suffix("n't") {
-        if !stem.is_empty() {
+    for clitic in ["n't", "'s", "'m", "'d", "'ll", "'re", "'ve"] {
+        if let Some(stem) = word.strip_suffix(clitic)
+            && !stem.is_empty()
+        {
             out.push(stem.into());
-            out.push("n't".into());
+            out.push(clitic.into());
             return;
-        }
-    }
-    for clitic in ["'s", "'m", "'d", "'ll", "'re", "'ve"] {
-        if let Some(stem) = word.strip_suffix(clitic) {
-            if !stem.is_empty() {
-                out.push(stem.into());
-                out.push(clitic.into());
-                return;
-            }
         }
     }
     out.push(word.into());

@@ -225,7 +225,7 @@ pub fn compose(pool: &[Sample], count: usize, rng: &mut SeededRng) -> Vec<Scene>
     (0..count)
         .map(|_| {
             let k = 2 + below(rng, 3);
-            let mut cells = vec![0, 1, 2, 3];
+            let mut cells = [0, 1, 2, 3];
             // a seeded Fisher-Yates shuffle, then the first k in reading order
             for i in (1..cells.len()).rev() {
                 cells.swap(i, below(rng, i + 1));
