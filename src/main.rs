@@ -14,6 +14,7 @@ use headstart::train;
 use headstart::{assets, data, find_model, inspect};
 
 mod cli_bench;
+mod cli_generate;
 mod cli_quickstart;
 mod cli_train;
 use cli_train::{ProgressObserver, TrainArgs};
@@ -133,50 +134,7 @@ enum Command {
         texts: Vec<String>,
     },
     /// Continue prompts with a causal language model (GPT-2, Llama, a causal-lm run).
-    Generate {
-        /// A run directory, an exported or HF model directory, a hub id, a GGUF file, or a
-        /// PEFT LoRA adapter directory (adapter_config.json), loaded on its base model.
-        #[arg(long)]
-        model: String,
-        /// The base model of a PEFT adapter given as --model (default: the adapter's
-        /// base_model_name_or_path).
-        #[arg(long)]
-        base: Option<String>,
-        /// A prompt (repeat the flag for several, generated as one batch).
-        #[arg(long)]
-        prompt: Vec<String>,
-        /// Prompts, one per line (blank lines skipped).
-        #[arg(long)]
-        file: Option<PathBuf>,
-        #[arg(long, default_value_t = 64)]
-        max_new_tokens: usize,
-        /// 0 = greedy decoding (the most likely token each step).
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f64,
-        /// Sample only among the K most likely tokens.
-        #[arg(long)]
-        top_k: Option<usize>,
-        /// Sample only among the most likely tokens whose probability reaches P.
-        #[arg(long)]
-        top_p: Option<f64>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Prompts generated together.
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        /// Beam search with this many beams (as transformers' num_beams; 1: greedy or sampling).
-        #[arg(long, default_value_t = 1)]
-        beams: usize,
-        /// Beam search: a finished beam's log-probability is divided by its length to this power.
-        #[arg(long, default_value_t = 1.0)]
-        length_penalty: f64,
-        /// Beam search: no n-gram of this size repeats in an output (0: no limit).
-        #[arg(long, default_value_t = 0)]
-        no_repeat_ngram: usize,
-        /// JSON lines {"prompt", "completion", "new_tokens", "stop"} instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Generate(cli_generate::GenerateArgs),
     /// Training samples/s, FLOPs and MFU per strategy, or generation tokens/s
     /// (compare: scripts/bench_pytorch.py, scripts/bench_lm.sh); release builds only.
     Bench(cli_bench::BenchArgs),
@@ -508,93 +466,7 @@ fn run(cli: Cli) -> Result<()> {
                 predict(&path, base.as_deref(), file, text_column, batch_size, texts)
             }
         }
-        Command::Generate {
-            model,
-            base,
-            prompt,
-            file,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            batch_size,
-            beams,
-            length_penalty,
-            no_repeat_ngram,
-            json,
-        } => {
-            let sampling = headstart::generate::Sampling {
-                temperature,
-                top_k,
-                top_p,
-                seed,
-            };
-            sampling.check()?;
-            let beam = headstart::generate::BeamSearch {
-                beams,
-                length_penalty,
-                no_repeat_ngram,
-            };
-            beam.check()?;
-            let searching = beams > 1 || no_repeat_ngram > 0;
-            if searching && (temperature > 0.0 || top_k.is_some() || top_p.is_some()) {
-                anyhow::bail!(
-                    "beam search (--beams, --no-repeat-ngram) is deterministic; --temperature, \
-                     --top-k and --top-p apply to sampling (--beams 1, no --no-repeat-ngram)"
-                );
-            }
-            let mut prompts = prompt;
-            if let Some(f) = &file {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read prompts from {}", f.display()))?;
-                prompts.extend(
-                    text.lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(str::to_string),
-                );
-            }
-            if prompts.is_empty() {
-                anyhow::bail!("nothing to continue: give --prompt TEXT or --file FILE");
-            }
-            let device = device()?;
-            let lm = headstart::generate::load_with_base(&model, base.as_deref(), &device)?;
-            let started = std::time::Instant::now();
-            let mut new_tokens = 0;
-            for chunk in prompts.chunks(batch_size.max(1)) {
-                let ids: Vec<Vec<u32>> =
-                    chunk.iter().map(|p| lm.encode(p)).collect::<Result<_>>()?;
-                let out = if searching {
-                    lm.beam_ids(&ids, max_new_tokens, &beam, &device)?
-                } else {
-                    lm.generate_ids(&ids, max_new_tokens, &sampling, &device)?
-                };
-                for (p, g) in chunk.iter().zip(out) {
-                    new_tokens += g.ids.len();
-                    let completion = lm.decode(&g.ids)?;
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "prompt": p,
-                                "completion": completion,
-                                "new_tokens": g.ids.len(),
-                                "stop": g.stop,
-                            })
-                        );
-                    } else {
-                        println!("{p}{completion}\n");
-                    }
-                }
-            }
-            let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "{new_tokens} new tokens for {} prompts in {secs:.2} s ({:.1} tokens/s)",
-                prompts.len(),
-                new_tokens as f64 / secs.max(1e-9)
-            );
-            Ok(())
-        }
+        Command::Generate(args) => cli_generate::run(args, device()?),
         Command::Bench(args) => cli_bench::run(args, device()?),
         Command::Inspect { model, arch, json } => {
             let path = headstart::train::resolve_model(&model)?;
