@@ -78,6 +78,16 @@ pub struct Generated {
     pub stop: Stop,
 }
 
+impl Generated {
+    /// No token yet; ends by length unless a stop token comes.
+    pub fn unfinished() -> Self {
+        Self {
+            ids: Vec::new(),
+            stop: Stop::Length,
+        }
+    }
+}
+
 /// The next token from one row of logits.
 pub fn choose(logits: &[f32], sampling: &Sampling, rng: &mut SeededRng) -> u32 {
     if sampling.temperature == 0.0 {
@@ -139,39 +149,13 @@ pub fn generate<A: CausalLm>(
     device: &Device,
 ) -> Result<Vec<Generated>> {
     sampling.check()?;
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        bail!("prompt {} is empty: give at least one token", i + 1);
-    }
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + max_new > model.max_positions() {
-        bail!(
-            "a prompt of {longest} tokens plus {max_new} new ones exceeds the model's context of {} positions",
-            model.max_positions()
-        );
-    }
-    let mut out: Vec<Generated> = prompts
-        .iter()
-        .map(|_| Generated {
-            ids: Vec::new(),
-            stop: Stop::Length,
-        })
-        .collect();
+    let longest = check_prompts(prompts, max_new, model.max_positions())?;
+    let mut out = vec![Generated::unfinished(); prompts.len()];
     if max_new == 0 || prompts.is_empty() {
         return Ok(out);
     }
     let b = prompts.len();
-    // the prompts, left-padded: position ids count real tokens only
-    let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for p in prompts {
-        let pad = longest - p.len();
-        ids.extend(
-            (0..pad)
-                .map(|_| p[0] as i64)
-                .chain(p.iter().map(|&t| t as i64)),
-        );
-        pos.extend((0..pad).map(|_| 0i64).chain((0..p.len()).map(|t| t as i64)));
-        mask.extend((0..pad).map(|_| 0.0f32).chain(p.iter().map(|_| 1.0)));
-    }
+    let Padded { ids, pos, mask } = left_pad(prompts, longest, 1);
     let ints = |v: Vec<i64>, n: usize, s: usize| {
         Tensor::<2, Int>::from_data(TensorData::new(v, [n, s]), device)
     };
@@ -197,6 +181,53 @@ pub fn generate<A: CausalLm>(
     Ok(out)
 }
 
+/// The length of the longest of `prompts`; an error when one is empty or
+/// when it and `max_new` new tokens exceed `max_positions`.
+fn check_prompts(prompts: &[Vec<u32>], max_new: usize, max_positions: usize) -> Result<usize> {
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        bail!("prompt {} is empty: give at least one token", i + 1);
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + max_new > max_positions {
+        bail!(
+            "a prompt of {longest} tokens plus {max_new} new ones exceeds the model's context of {max_positions} positions"
+        );
+    }
+    Ok(longest)
+}
+
+/// Prompts left-padded to one width, row-major: token ids (padding repeats
+/// the first token), position ids counting real tokens only, key mask.
+struct Padded {
+    ids: Vec<i64>,
+    pos: Vec<i64>,
+    mask: Vec<f32>,
+}
+
+/// `prompts` left-padded to `width`, each row `copies` times in a row.
+fn left_pad(prompts: &[Vec<u32>], width: usize, copies: usize) -> Padded {
+    let mut out = Padded {
+        ids: Vec::new(),
+        pos: Vec::new(),
+        mask: Vec::new(),
+    };
+    for p in prompts {
+        let pad = width - p.len();
+        for _ in 0..copies {
+            out.ids.extend(
+                (0..pad)
+                    .map(|_| p[0] as i64)
+                    .chain(p.iter().map(|&t| t as i64)),
+            );
+            out.pos
+                .extend((0..pad).map(|_| 0i64).chain((0..p.len()).map(|t| t as i64)));
+            out.mask
+                .extend((0..pad).map(|_| 0.0f32).chain(p.iter().map(|_| 1.0)));
+        }
+    }
+    out
+}
+
 /// Continues each row of `prefix` (`[batch, positions, hidden]` input
 /// embeddings, e.g. an image mapped into the model's embedding space) by at
 /// most `max_new` tokens, as [`generate`] continues token prompts.
@@ -219,12 +250,7 @@ pub fn generate_from_embeds<A: CausalLm>(
             model.max_positions()
         );
     }
-    let mut out: Vec<Generated> = (0..b)
-        .map(|_| Generated {
-            ids: Vec::new(),
-            stop: Stop::Length,
-        })
-        .collect();
+    let mut out = vec![Generated::unfinished(); b];
     if max_new == 0 || b == 0 {
         return Ok(out);
     }

@@ -18,7 +18,7 @@
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{Generated, Stop};
+use super::{Generated, Padded, Stop, check_prompts, left_pad};
 use crate::models::causal::{CausalLm, KvCache};
 
 /// Beam-search settings.
@@ -97,34 +97,23 @@ pub fn beam_search<A: CausalLm>(
     opts.check()?;
     let beams = opts.beams;
     let (n, context) = match &start {
-        Start::Prompts(p) => {
-            if let Some(i) = p.iter().position(Vec::is_empty) {
-                bail!("prompt {} is empty: give at least one token", i + 1);
-            }
-            (p.len(), p.iter().map(Vec::len).max().unwrap_or(0))
-        }
+        Start::Prompts(p) => (p.len(), check_prompts(p, max_new, model.max_positions())?),
         Start::Prefix(x) => {
             let [b, p, _] = x.dims();
             if p == 0 {
                 bail!("the prefix is empty: give at least one position");
             }
+            if p + max_new > model.max_positions() {
+                bail!(
+                    "a prefix of {p} positions plus {max_new} new tokens exceeds the model's context of {} positions",
+                    model.max_positions()
+                );
+            }
             (b, p)
         }
     };
-    if context + max_new > model.max_positions() {
-        bail!(
-            "a start of {context} positions plus {max_new} new tokens exceeds the model's context of {} positions",
-            model.max_positions()
-        );
-    }
     if n == 0 || max_new == 0 {
-        return Ok(vec![
-            Generated {
-                ids: Vec::new(),
-                stop: Stop::Length,
-            };
-            n
-        ]);
+        return Ok(vec![Generated::unfinished(); n]);
     }
     let fresh = |prompt: Vec<u32>, key_mask: Vec<f32>, next_pos: i64| Example {
         prompt,
@@ -144,22 +133,15 @@ pub fn beam_search<A: CausalLm>(
     let mut cache = KvCache::new(model.num_layers());
     let (mut examples, mut logits) = match start {
         Start::Prompts(prompts) => {
-            let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-            let mut examples = Vec::new();
-            for p in prompts {
-                let pad = context - p.len();
-                let m: Vec<f32> = (0..context).map(|i| f32::from(i >= pad)).collect();
-                for _ in 0..beams {
-                    ids.extend(
-                        (0..pad)
-                            .map(|_| p[0] as i64)
-                            .chain(p.iter().map(|&t| t as i64)),
-                    );
-                    pos.extend((0..pad).map(|_| 0i64).chain((0..p.len()).map(|t| t as i64)));
-                    mask.extend_from_slice(&m);
-                }
-                examples.push(fresh(p.clone(), m, p.len() as i64));
-            }
+            let Padded { ids, pos, mask } = left_pad(prompts, context, beams);
+            let examples: Vec<Example> = prompts
+                .iter()
+                .map(|p| {
+                    let pad = context - p.len();
+                    let m: Vec<f32> = (0..context).map(|i| f32::from(i >= pad)).collect();
+                    fresh(p.clone(), m, p.len() as i64)
+                })
+                .collect();
             let ints = |v: Vec<i64>| {
                 Tensor::<2, Int>::from_data(TensorData::new(v, [rows, context]), device)
             };
