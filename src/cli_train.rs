@@ -17,18 +17,20 @@ use headstart::train::{ExportChoice, Observer, StepLine, TrainConfig};
 /// `headstart train` / `compare` flags; defaults are [`TrainConfig::default`]'s.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TrainArgs {
-    /// text-classification | image-classification | causal-lm
+    /// text-classification | image-classification | causal-lm | captioning
     #[arg(long, default_value = "text-classification")]
     pub task: String,
     /// Pretrained model: HF directory, hub id, packaged short name, or a
-    /// bare weights file (.pth, .safetensors) with --arch.
-    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    /// bare weights file (.pth, .safetensors) with --arch. For captioning,
+    /// the image encoder (--encoder).
+    #[arg(long, alias = "encoder", default_value = "all-MiniLM-L6-v2")]
     pub model: String,
     /// The family of a bare weights file (mobilenet_v2, ...); inferred from its tensor names when unmistakable.
     #[arg(long)]
     pub arch: Option<String>,
-    /// scratch | full | freeze:N | head | lr-decay:F | gradual | lora[:R]
-    #[arg(long, default_value = "full")]
+    /// scratch | full | freeze:N | head | lr-decay:F | gradual | lora[:R].
+    /// For captioning, the image encoder's (--encoder-strategy; `frozen` = head).
+    #[arg(long, alias = "encoder-strategy", default_value = "full")]
     pub strategy: Strategy,
     /// Training data (.csv, .tsv or .jsonl).
     #[arg(long)]
@@ -153,14 +155,16 @@ pub struct TrainArgs {
     pub max_wh: Option<f64>,
     #[command(flatten)]
     pub cost: CostOptions,
+    #[command(flatten)]
+    pub captioning: headstart::tasks::captioning::CaptionConfig,
 }
 
 impl TrainArgs {
     pub fn into_config(self) -> Result<TrainConfig> {
-        let metric = self.metric.unwrap_or(if self.task == "causal-lm" {
-            MetricName::Loss
-        } else {
-            MetricName::Accuracy
+        let metric = self.metric.unwrap_or(match self.task.as_str() {
+            "causal-lm" => MetricName::Loss,
+            "captioning" => MetricName::Cider,
+            _ => MetricName::Accuracy,
         });
         let c = TrainConfig {
             task: self.task,
@@ -209,6 +213,7 @@ impl TrainArgs {
             lora_alpha: self.lora_alpha,
             lora_dropout: self.lora_dropout,
             lora_targets: self.lora_targets,
+            captioning: self.captioning,
         };
         c.check()?;
         Ok(c)

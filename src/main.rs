@@ -14,6 +14,7 @@ use headstart::train;
 use headstart::{assets, data, find_model, inspect};
 
 mod cli_bench;
+mod cli_caption;
 mod cli_generate;
 mod cli_quickstart;
 mod cli_train;
@@ -106,6 +107,11 @@ enum Command {
         json: bool,
         #[command(flatten)]
         cost: headstart::cost::run::CostOptions,
+        /// Captioners: the column of reference captions.
+        #[arg(long, default_value = "caption")]
+        caption_column: String,
+        #[command(flatten)]
+        decode: cli_caption::DecodeArgs,
     },
     /// Labels, probabilities and logits as JSON lines (images: the top-k labels).
     Predict {
@@ -131,6 +137,9 @@ enum Command {
         text_column: Option<String>,
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        #[command(flatten)]
+        decode: cli_caption::DecodeArgs,
+        /// Texts, or image paths for an image model or a captioner.
         texts: Vec<String>,
     },
     /// Continue prompts with a causal language model (GPT-2, Llama, a causal-lm run).
@@ -330,6 +339,8 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             json,
             cost,
+            caption_column,
+            decode,
         } => {
             let device = device()?;
             // a packaged model name or hub id, as train takes it
@@ -338,6 +349,20 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 train::resolve_model(&model.display().to_string())?
             };
+            if train::eval_caption::is_captioner(&model) {
+                return cli_caption::eval(
+                    &model,
+                    &data,
+                    &image_column,
+                    &caption_column,
+                    skip_bad_rows,
+                    batch_size,
+                    json,
+                    &cost,
+                    &decode,
+                    &device,
+                );
+            }
             if let Some(family) = train::image_family(&model, arch.as_deref()) {
                 let loaded =
                     train::eval_image::load_image_classifier(&model, Some(&family), &device)?;
@@ -446,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             file,
             text_column,
             batch_size,
+            decode,
             texts,
         } => {
             if headstart::models::lora::peft::is_adapter_dir(Path::new(&model)) {
@@ -460,6 +486,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let path = train::resolve_model(&model)?;
+            if train::eval_caption::is_captioner(&path) {
+                return cli_caption::predict(&path, file, texts, batch_size, &decode, &device()?);
+            }
             if let Some(family) = train::image_family(&path, arch.as_deref()) {
                 predict_images(&path, Some(&family), file, top_k, batch_size, texts)
             } else {

@@ -168,7 +168,8 @@ impl FromStr for Strategy {
         Ok(match s {
             "scratch" => Strategy::Scratch,
             "full" => Strategy::Full,
-            "head" => Strategy::Head,
+            // `frozen`: a captioner's part of which no weight trains
+            "head" | "frozen" => Strategy::Head,
             "gradual" => Strategy::Gradual,
             "lora" => Strategy::Lora(None),
             _ => {

@@ -7,45 +7,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-/// A word-level tokenizer over the fixture's vocabulary of `vocab` ids:
-/// id `eos` is `<eos>`, the last other id `<unk>`, id i otherwise `t{i}`.
-fn word_tokenizer(dir: &Path, vocab: usize, eos: usize) {
-    let unk = if eos == vocab - 1 {
-        vocab - 2
-    } else {
-        vocab - 1
-    };
-    let mut words = serde_json::Map::new();
-    for i in 0..vocab {
-        let word = match i {
-            i if i == eos => "<eos>".to_string(),
-            i if i == unk => "<unk>".to_string(),
-            i => format!("t{i}"),
-        };
-        words.insert(word, serde_json::json!(i));
-    }
-    let tok = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [{
-            "id": eos, "content": "<eos>", "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true
-        }],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"eos_token": "<eos>", "pad_token": "<eos>"}"#,
-    )
-    .unwrap();
-}
-
 /// Documents of 16 consecutive numbers from 10 to 10 + `modulo` - 1 (then
 /// round again), one per paragraph.
 fn counting_corpus(path: &Path, docs: usize, modulo: usize) {
@@ -71,7 +32,7 @@ fn setup(
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     common::copy_dir(&common::fixtures().join(fixture), &model);
-    word_tokenizer(&model, vocab, eos);
+    common::word_tokenizer(&model, vocab, eos);
     let corpus = tmp.path().join("corpus.txt");
     counting_corpus(&corpus, docs, 40);
     (tmp, model, corpus)
@@ -117,7 +78,7 @@ fn learns_to_count(fixture: &str, strategy: &str, expect_class: &str) {
         serde_json::Value::Array(a) => a[0].as_u64().unwrap(),
         v => v.as_u64().unwrap(),
     } as usize;
-    word_tokenizer(&model, vocab, eos);
+    common::word_tokenizer(&model, vocab, eos);
     let corpus = tmp.path().join("corpus.txt");
     counting_corpus(&corpus, 120, 40);
     let run = tmp.path().join("run");

@@ -77,6 +77,11 @@ pub struct CurvePoint {
     /// Validation perplexity (`exp` of the loss).
     #[serde(default = "nan")]
     pub perplexity: f64,
+    /// Captioning: validation BLEU-4 and CIDEr-D.
+    #[serde(default = "nan")]
+    pub bleu4: f64,
+    #[serde(default = "nan")]
+    pub cider: f64,
 }
 
 fn nan() -> f64 {
@@ -91,6 +96,8 @@ impl CurvePoint {
             MetricName::Perplexity => self.perplexity,
             // compare refuses --metric loss
             MetricName::Loss => f64::NAN,
+            MetricName::Bleu4 => self.bleu4,
+            MetricName::Cider => self.cider,
         }
     }
 }
@@ -100,6 +107,7 @@ impl CurvePoint {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TestMetrics {
+    Captions(crate::tasks::captioning::CaptionMetrics),
     Text(LmMetrics),
     Classes(Metrics),
 }
@@ -110,6 +118,7 @@ impl TestMetrics {
         match self {
             Self::Classes(m) => m.accuracy,
             Self::Text(m) => m.accuracy,
+            Self::Captions(m) => m.label_accuracy.unwrap_or(f64::NAN),
         }
     }
 
@@ -117,7 +126,7 @@ impl TestMetrics {
     pub fn macro_f1(&self) -> f64 {
         match self {
             Self::Classes(m) => m.macro_f1,
-            Self::Text(_) => f64::NAN,
+            Self::Text(_) | Self::Captions(_) => f64::NAN,
         }
     }
 
@@ -126,6 +135,7 @@ impl TestMetrics {
         match self {
             Self::Classes(m) => m.loss.exp(),
             Self::Text(m) => m.perplexity,
+            Self::Captions(m) => m.loss.exp(),
         }
     }
 
@@ -135,6 +145,14 @@ impl TestMetrics {
             MetricName::MacroF1 => self.macro_f1(),
             MetricName::Perplexity => self.perplexity(),
             MetricName::Loss => f64::NAN,
+            MetricName::Bleu4 => match self {
+                Self::Captions(m) => m.bleu[3],
+                _ => f64::NAN,
+            },
+            MetricName::Cider => match self {
+                Self::Captions(m) => m.cider_d,
+                _ => f64::NAN,
+            },
         }
     }
 }
@@ -541,6 +559,10 @@ pub fn compare(
                         "test perplexity {:.3}, next-token accuracy {:.4}",
                         m.perplexity, m.accuracy
                     ),
+                    TestMetrics::Captions(m) => format!(
+                        "test {}",
+                        <crate::tasks::captioning::Captioning<crate::models::gpt2::Gpt2> as Task>::describe(m)
+                    ),
                 };
                 log(&format!(
                     "    {scores}; {:.1} s, {:.2} Wh, {:.3} TFLOP",
@@ -734,11 +756,19 @@ pub fn read_curve(dir: &Path) -> Result<Vec<CurvePoint>> {
                 step: v.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize,
                 seconds: f(t, "seconds").unwrap_or(0.0),
                 energy_wh: f(t, "energy_wh").unwrap_or(0.0),
-                accuracy: f(e, "accuracy").unwrap_or(f64::NAN),
+                accuracy: f(e, "accuracy")
+                    .or_else(|| f(e, "label_accuracy"))
+                    .unwrap_or(f64::NAN),
                 macro_f1: f(e, "macro_f1").unwrap_or(f64::NAN),
                 perplexity: f(e, "perplexity")
                     .or_else(|| f(e, "loss").map(f64::exp))
                     .unwrap_or(f64::NAN),
+                bleu4: e
+                    .get("bleu")
+                    .and_then(|b| b.get(3))
+                    .and_then(|b| b.as_f64())
+                    .unwrap_or(f64::NAN),
+                cider: f(e, "cider_d").unwrap_or(f64::NAN),
             });
         }
     }

@@ -34,6 +34,8 @@ fn metric_name(m: MetricName) -> &'static str {
         MetricName::MacroF1 => "macro-F1",
         MetricName::Loss => "loss",
         MetricName::Perplexity => "perplexity",
+        MetricName::Bleu4 => "BLEU-4",
+        MetricName::Cider => "CIDEr-D",
     }
 }
 
@@ -83,6 +85,8 @@ fn mean_curve(runs: &[&RunRecord], metric: MetricName) -> Vec<(CurvePoint, f64)>
                     accuracy: avg(&|p| p.accuracy),
                     macro_f1: avg(&|p| p.macro_f1),
                     perplexity: avg(&|p| p.perplexity),
+                    bleu4: avg(&|p| p.bleu4),
+                    cider: avg(&|p| p.cider),
                 },
                 avg(&|p| p.score(metric)),
             )

@@ -84,7 +84,7 @@ impl LoadReport {
         if !self.new_head.is_empty() {
             out.push(format!(
                 "new head initialised (expected, it is trained on your data): {}",
-                self.new_head.join(", ")
+                abbreviate(&self.new_head, 8)
             ));
         }
         if !self.missing.is_empty() {

@@ -282,8 +282,10 @@ impl Task for CausalLanguageModelling {
     fn score(m: &LmMetrics, name: MetricName) -> f64 {
         match name {
             MetricName::Loss | MetricName::Perplexity => -m.loss,
-            // macro-F1 has no meaning over a vocabulary; `TrainConfig::check` refuses it
-            MetricName::Accuracy | MetricName::MacroF1 => m.accuracy,
+            // macro-F1, BLEU and CIDEr have no meaning here; `TrainConfig::check` refuses them
+            MetricName::Accuracy | MetricName::MacroF1 | MetricName::Bleu4 | MetricName::Cider => {
+                m.accuracy
+            }
         }
     }
 

@@ -150,7 +150,8 @@ impl Metrics {
     /// The value of a named metric, oriented so that larger is better.
     pub fn score(&self, metric: MetricName) -> f64 {
         match metric {
-            MetricName::Accuracy => self.accuracy,
+            // BLEU and CIDEr are refused for classification (`TrainConfig::check`)
+            MetricName::Accuracy | MetricName::Bleu4 | MetricName::Cider => self.accuracy,
             MetricName::MacroF1 => self.macro_f1,
             MetricName::Loss | MetricName::Perplexity => -self.loss,
         }

@@ -42,6 +42,7 @@ pub struct ImageSplit {
 }
 
 /// Single-label image classification.
+#[derive(Clone)]
 pub struct ImageClassification {
     pub labels: LabelMap,
     pub recipe: Recipe,

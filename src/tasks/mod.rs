@@ -2,6 +2,7 @@
 //! on top of a family's body, the loss, the metrics, and what an export
 //! adds to `config.json`. The fit loop knows no task.
 
+pub mod captioning;
 pub mod causal_lm;
 pub mod classification;
 pub mod image;
@@ -82,6 +83,31 @@ pub trait Task: Sized {
     fn augmented(&self, _split: &Self::Split) -> bool {
         false
     }
+
+    /// Fills the head's parameters after the body's were loaded on a fresh
+    /// run (a captioner's language model from its own checkpoint); returns
+    /// the head and lines for the log. By default the head is as loaded.
+    fn load_head(&self, head: Self::Head, _seed: u64) -> Result<(Self::Head, Vec<String>)> {
+        Ok((head, Vec::new()))
+    }
+
+    /// Which of the head's parameters train in `epoch`, applied after the
+    /// strategy has set the body's (the head trains by default).
+    fn head_trainable(&self, head: Self::Head, _epoch: usize) -> Self::Head {
+        head
+    }
+
+    /// Whether the export's `model.safetensors` holds the parameter at
+    /// module path `path` (a captioner writes its language model apart).
+    fn exports_param(_path: &str) -> bool {
+        true
+    }
+
+    /// Writes what the export holds besides `model.safetensors` and the
+    /// files above (a captioner's language model, under `decoder/`).
+    fn export_head(&self, _head: &Self::Head, _out: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `--metric`: what picks the best checkpoint and stops early.
@@ -94,12 +120,19 @@ pub enum MetricName {
     /// `exp(loss)`: the same order as the loss, on the scale language
     /// models are reported on.
     Perplexity,
+    /// Captioning: corpus BLEU-4.
+    Bleu4,
+    /// Captioning: CIDEr-D.
+    Cider,
 }
 
 impl MetricName {
-    /// Accuracy and macro-F1 grow as a model improves; loss and perplexity shrink.
+    /// Accuracy, macro-F1, BLEU and CIDEr grow as a model improves; loss and perplexity shrink.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Self::Accuracy | Self::MacroF1)
+        matches!(
+            self,
+            Self::Accuracy | Self::MacroF1 | Self::Bleu4 | Self::Cider
+        )
     }
 }
 
@@ -111,8 +144,11 @@ impl std::str::FromStr for MetricName {
             "macro_f1" | "macro-f1" => Self::MacroF1,
             "loss" => Self::Loss,
             "perplexity" => Self::Perplexity,
+            "bleu4" | "bleu-4" => Self::Bleu4,
+            "cider" | "cider-d" => Self::Cider,
             other => anyhow::bail!(
-                "unknown metric `{other}`: use accuracy, macro_f1, loss or perplexity"
+                "unknown metric `{other}`: use accuracy, macro_f1, loss or perplexity \
+                 (captioning also bleu4 and cider)"
             ),
         })
     }

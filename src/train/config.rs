@@ -133,6 +133,9 @@ pub struct TrainConfig {
     /// Projection names to adapt (empty: the family's defaults, attention's
     /// query and value).
     pub lora_targets: Vec<String>,
+    /// `--task captioning`: the language model, its strategy, the mapper
+    /// and decoding.
+    pub captioning: crate::tasks::captioning::CaptionConfig,
 }
 
 impl Default for TrainConfig {
@@ -184,6 +187,7 @@ impl Default for TrainConfig {
             lora_alpha: 16.0,
             lora_dropout: 0.0,
             lora_targets: Vec::new(),
+            captioning: Default::default(),
         }
     }
 }
@@ -220,6 +224,19 @@ impl TrainConfig {
             bail!(
                 "--metric macro_f1 has no meaning for causal-lm (no classes): use loss (perplexity) \
                  or accuracy (next-token)"
+            );
+        }
+        if self.task != "captioning" && matches!(self.metric, MetricName::Bleu4 | MetricName::Cider)
+        {
+            bail!(
+                "--metric {:?} scores captions: use it with --task captioning",
+                self.metric
+            );
+        }
+        if self.task == "captioning" && self.metric == MetricName::MacroF1 {
+            bail!(
+                "--metric macro_f1 has no meaning for captioning: use cider, bleu4, accuracy \
+                 (captions naming the right items) or loss"
             );
         }
         if self.max_length < 2 {

@@ -61,11 +61,12 @@ pub fn export<A: Architecture, T: Task>(
     write_json_atomic(&out.join("config.json"), &hf)?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    let tensors: Vec<_> = export_tensors(model, &|_| true)
+    let tensors: Vec<_> = export_tensors(model, &|p| T::exports_param(p))
         .into_iter()
         .map(|(k, shape, values)| (model.body.export_key(&k), shape, values))
         .collect();
     write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
+    task.export_head(&model.head, out)?;
     for (name, value) in task.export_files() {
         write_json_atomic(&out.join(name), &value)?;
     }

@@ -152,15 +152,25 @@ pub fn fit<A: Architecture, T: Task>(
             (model, state, opt)
         }
         None => {
-            let (model, report) = if config.strategy.uses_pretrained_weights() {
+            let (model, mut report) = if config.strategy.uses_pretrained_weights() {
                 let checkpoint = Checkpoint::open(model_dir)?;
                 state::load(model, Source::Pretrained(&checkpoint), config.seed)?
             } else {
                 state::load(model, Source::Scratch, config.seed)?
             };
+            // head parts the task loads itself (`Task::load_head`) are not news
+            report
+                .new_head
+                .retain(|k| T::exports_param(&format!("head.{k}")));
             for line in report.lines() {
                 obs.line(&line);
             }
+            let crate::models::TaskModel { body, head } = model;
+            let (head, lines) = task.load_head(head, config.seed)?;
+            for line in lines {
+                obs.line(&line);
+            }
+            let model = crate::models::TaskModel { body, head };
             let model = match &lora {
                 Some(l) => {
                     let (model, targets) = model.add_lora(l, config.seed)?;
@@ -217,6 +227,7 @@ pub fn fit<A: Architecture, T: Task>(
         if config.bn == crate::models::BatchNormMode::Frozen {
             model = model.freeze_batch_norm();
         }
+        model.head = task.head_trainable(model.head, epoch);
         task.start_epoch(&train, epoch);
         if !cache_wanted(config, frozen) || task.augmented(&train) {
             caches.extend(active.take().map(|c| c.use_));

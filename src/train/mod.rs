@@ -14,9 +14,11 @@
 //! exported Hugging Face directory), `cost.json` and `emissions.csv`.
 
 pub mod cache;
+pub mod captioning;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod eval_caption;
 pub mod eval_image;
 pub mod eval_lm;
 pub mod export;
@@ -133,10 +135,14 @@ fn dispatch(
         {
             crate::with_causal_family!(family, A => causal_lm::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is a causal-LM family"))
         }
+        (<crate::tasks::captioning::Captioning<crate::models::gpt2::Gpt2> as Task>::NAME, _) => {
+            captioning::captioning(config, model_dir, resumed, device, started, obs)
+        }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
              (supported: text-classification with bert; image-classification with {}; \
-             causal-lm with {})",
+             causal-lm with {}; captioning with an image family as --encoder and a causal LM \
+             as --decoder)",
             vision::IMAGE_FAMILIES.join(", "),
             crate::models::causal::CAUSAL_FAMILIES.join(", ")
         ),

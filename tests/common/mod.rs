@@ -147,3 +147,42 @@ pub fn train_on_tiny_images(
     ]);
     (data, stdout)
 }
+
+/// A word-level tokenizer over the fixture's vocabulary of `vocab` ids:
+/// id `eos` is `<eos>`, the last other id `<unk>`, id i otherwise `t{i}`.
+pub fn word_tokenizer(dir: &Path, vocab: usize, eos: usize) {
+    let unk = if eos == vocab - 1 {
+        vocab - 2
+    } else {
+        vocab - 1
+    };
+    let mut words = serde_json::Map::new();
+    for i in 0..vocab {
+        let word = match i {
+            i if i == eos => "<eos>".to_string(),
+            i if i == unk => "<unk>".to_string(),
+            i => format!("t{i}"),
+        };
+        words.insert(word, serde_json::json!(i));
+    }
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{
+            "id": eos, "content": "<eos>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "<eos>", "pad_token": "<eos>"}"#,
+    )
+    .unwrap();
+}

@@ -1,0 +1,881 @@
+//! Image captioning (`--task captioning`) by the prefix recipe (ClipCap,
+//! LLaVA): an image family's pooled features pass through a trained
+//! mapping network that makes `--prefix-length` input embeddings of a
+//! causal language model (any causal-LM family); the language model reads
+//! them before the caption's tokens and learns to continue them with the
+//! caption. The loss is the next-token cross-entropy on the caption's
+//! tokens (and the end-of-sequence token after them), averaged over every
+//! caption of every image in the batch; captions are generated greedily
+//! or by beam search from the prefix; validation reports BLEU-1..4,
+//! ROUGE-L and CIDEr-D as the COCO caption evaluation computes them
+//! ([`crate::captioning::metrics`]), the caption loss, and, where the
+//! references name the same items (the constructed Fashion-MNIST scenes),
+//! the share of generated captions that name exactly those items.
+//!
+//! The image family is the run's body (`--encoder`/`--model`, trained by
+//! `--encoder-strategy`/`--strategy`, its frozen prefix read from the
+//! feature cache); the mapper and the language model are the task's head
+//! ([`PrefixHead`]), the language model trained by `--decoder-strategy`:
+//! `scratch`, `full`, `freeze:N`, `frozen` (or `head`: no weight of the
+//! language model trains; gradients still flow through it to the mapper)
+//! or `lora[:R]` (adapters on the language model's projections).
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::{log_softmax, tanh};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::causal_lm::NoHead;
+use super::classification::LabelMap;
+use super::image::{ImageClassification, ImageSplit};
+use super::{MetricName, Task};
+use crate::captioning::metrics::score;
+use crate::data::captions_demo::{named_classes, names_the_labels};
+use crate::data::preprocess::Recipe;
+use crate::generate::beam::{BeamSearch, Start, beam_search};
+use crate::generate::{Sampling, generate_from_embeds};
+use crate::models::causal::{CausalLm, positions};
+use crate::models::lora::{LoraConfig, LoraOp, freeze_all_but_adapters};
+use crate::models::params::SeededRng;
+use crate::models::state::{self, Source};
+use crate::models::{Architecture, Flow, TaskModel};
+use crate::strategy::Strategy;
+use crate::train::cache::KeyHasher;
+
+/// `--mapper`: how pooled image features become the prefix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MapperKind {
+    /// ClipCap's MLP: features -> P·H/2 -> tanh -> P·H, reshaped to P
+    /// embeddings of the language model's width H.
+    #[default]
+    Mlp,
+    /// No mapping network: the pooled features are the one-position prefix
+    /// (their size must equal the language model's hidden size).
+    None,
+}
+
+/// How captions are decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct Decoding {
+    /// Beams of beam search (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
+    /// Beam search: finished captions are ranked by score / length^F.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
+    /// Beam search: no n-gram of this size occurs twice in a caption (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub no_repeat_ngram: usize,
+}
+
+impl Decoding {
+    /// Rejects settings no decoding can use.
+    pub fn check(&self) -> Result<()> {
+        if self.beams == 0 {
+            bail!("--beams must be at least 1 (1: greedy)");
+        }
+        if self.beams > 1 {
+            BeamSearch {
+                beams: self.beams,
+                length_penalty: self.length_penalty,
+                no_repeat_ngram: self.no_repeat_ngram,
+            }
+            .check()?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Self {
+            beams: 1,
+            length_penalty: 1.0,
+            no_repeat_ngram: 0,
+        }
+    }
+}
+
+/// The captioning flags of `train` and `compare`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct CaptionConfig {
+    /// The language model that writes captions: a causal-LM checkpoint
+    /// (HF directory, hub id, packaged name such as smollm2, GGUF file).
+    #[arg(long)]
+    pub decoder: Option<String>,
+    /// scratch | full | freeze:N | frozen | lora[:R] for the language model.
+    #[arg(long, default_value = "lora")]
+    pub decoder_strategy: Strategy,
+    /// Column of captions (one row per caption; an image may have several).
+    #[arg(long, default_value = "caption")]
+    pub caption_column: String,
+    /// Input embeddings the image becomes.
+    #[arg(long, default_value_t = 10)]
+    pub prefix_length: usize,
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub mapper: MapperKind,
+    /// Longest caption generated, in tokens (default: the longest training
+    /// caption's length plus 8).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[command(flatten)]
+    pub decoding: Decoding,
+}
+
+impl Default for CaptionConfig {
+    fn default() -> Self {
+        Self {
+            decoder: None,
+            decoder_strategy: Strategy::Lora(None),
+            caption_column: "caption".into(),
+            prefix_length: 10,
+            mapper: MapperKind::Mlp,
+            max_new_tokens: None,
+            decoding: Decoding::default(),
+        }
+    }
+}
+
+/// The language-model part of a captioner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecoderPart {
+    /// Its `model_type` (`gpt2`, `llama`).
+    pub model_type: String,
+    /// The directory its config, weights and tokenizer come from (relative
+    /// to the exported model's directory in an export).
+    pub dir: PathBuf,
+    pub strategy: Strategy,
+    /// Adapters on it (a `lora` decoder strategy; none once merged).
+    pub lora: Option<LoraConfig>,
+}
+
+/// What a captioning run records (`config.json`'s task state, and an
+/// exported captioner's `captioning` field).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptionTaskState {
+    pub recipe: Recipe,
+    pub decoder: DecoderPart,
+    pub mapper: MapperKind,
+    pub prefix_length: usize,
+    /// Width of the mapper's hidden layer.
+    pub mapper_hidden: usize,
+    /// Tokens the tokenizer puts before a text (a BOS): they follow the
+    /// prefix in training and start generation.
+    pub start: Vec<u32>,
+    /// Tokens that end a caption; the first ends each training caption.
+    pub eos: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub decoding: Decoding,
+}
+
+/// `export_config`'s marker of an exported captioner.
+pub const CONFIG_FIELD: &str = "captioning";
+
+/// The task's head: the mapping network (see [`MapperKind`]: two layers
+/// for `mlp`, none for `none`) and the language model.
+#[derive(Module, Debug)]
+pub struct PrefixHead<D: CausalLm> {
+    /// Named `mapping`: burn's derive names its own argument `mapper`.
+    pub mapping: Vec<Linear>,
+    pub decoder: D,
+}
+
+fn pooled(features: Flow) -> Tensor<2> {
+    match features {
+        Flow::Pooled(x) => x,
+        Flow::Maps(x) => {
+            let [b, c, h, w] = x.dims();
+            x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+        }
+        _ => panic!("an image family's top group returns pooled features or maps"),
+    }
+}
+
+impl<D: CausalLm> PrefixHead<D> {
+    /// The prefix `[batch, P, hidden]` of pooled image features.
+    pub fn prefix(&self, features: Flow) -> Tensor<3> {
+        let x = pooled(features);
+        let [b, _] = x.dims();
+        let h = self.decoder.hidden_size();
+        let y = match self.mapping.as_slice() {
+            [fc1, fc2] => fc2.forward(tanh(fc1.forward(x))),
+            _ => x,
+        };
+        let width = y.dims()[1];
+        y.reshape([b, width / h, h])
+    }
+
+    /// The prefix followed by the embeddings of `start` (the tokens a
+    /// caption begins with): where generation starts.
+    pub fn prompt(&self, features: Flow, start: &[u32]) -> Tensor<3> {
+        let prefix = self.prefix(features);
+        if start.is_empty() {
+            return prefix;
+        }
+        let [b, _, _] = prefix.dims();
+        let device = prefix.device();
+        let ids: Vec<i64> = (0..b)
+            .flat_map(|_| start.iter().map(|&t| t as i64))
+            .collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, start.len()]), &device);
+        Tensor::cat(vec![prefix, self.decoder.embed_tokens(ids)], 1)
+    }
+}
+
+/// One split: decoded images, and each image's captions as token rows and
+/// as text (its references).
+pub struct CaptionSplit {
+    pub images: ImageSplit,
+    /// Per image, per caption: start tokens, the caption's tokens, EOS.
+    pub tokens: Vec<Vec<Vec<u32>>>,
+    pub references: Vec<Vec<String>>,
+    /// Per image, the items its references name, when every reference of
+    /// every image names the same non-empty set (captions that encode labels).
+    pub labels: Option<Vec<Vec<usize>>>,
+}
+
+impl CaptionSplit {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Captions in all.
+    pub fn captions(&self) -> usize {
+        self.tokens.iter().map(Vec::len).sum()
+    }
+}
+
+/// The labels the references of each image agree on, or `None` when some
+/// image's references name none or disagree.
+pub fn agreed_labels(references: &[Vec<String>]) -> Option<Vec<Vec<usize>>> {
+    references
+        .iter()
+        .map(|refs| {
+            let mut sets = refs.iter().map(|r| {
+                let mut c = named_classes(r);
+                c.sort_unstable();
+                c
+            });
+            let first = sets.next()?;
+            (!first.is_empty() && sets.all(|s| s == first)).then_some(first)
+        })
+        .collect()
+}
+
+/// The captions of a batch, teacher-forced.
+pub struct CaptionTargets {
+    /// `[captions]`: the batch row (image) of each caption.
+    owner: Tensor<1, Int>,
+    /// `[captions, tokens]`: each caption's tokens, padded.
+    ids: Tensor<2, Int>,
+    /// `[captions, tokens]`: 1 at real tokens.
+    mask: Tensor<2>,
+    /// `[captions, tokens]`: 1 where the token is predicted (not a start token).
+    weight: Tensor<2>,
+    count: usize,
+}
+
+/// Validation (and testing) of a captioner.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CaptionMetrics {
+    /// Mean next-token negative log-likelihood of the reference captions.
+    pub loss: f64,
+    pub bleu: [f64; 4],
+    pub rouge_l: f64,
+    pub cider_d: f64,
+    /// Share of generated captions naming exactly the items of their image
+    /// (where the references name them; see [`CaptionSplit::labels`]).
+    pub label_accuracy: Option<f64>,
+    pub images: usize,
+    /// The first generated captions, by image file.
+    pub samples: Vec<(String, String)>,
+}
+
+/// Generated captions kept in [`CaptionMetrics::samples`].
+pub const SAMPLES: usize = 8;
+
+/// What every captioner shares, whatever its language-model family: the
+/// run's state, the image preprocessing and the tokenizer.
+#[derive(Clone)]
+pub struct CaptionCore {
+    pub state: CaptionTaskState,
+    /// Preprocesses images (its label map is unused).
+    pub image: ImageClassification,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+impl CaptionCore {
+    pub fn new(state: CaptionTaskState, tokenizer: tokenizers::Tokenizer, seed: u64) -> Self {
+        let image = ImageClassification {
+            labels: LabelMap {
+                labels: vec![IMAGE_LABEL.into()],
+            },
+            recipe: state.recipe.clone(),
+            seed,
+        };
+        Self {
+            state,
+            image,
+            tokenizer,
+        }
+    }
+
+    /// A caption's token row: start tokens, its tokens, the first EOS.
+    pub fn caption_tokens(&self, caption: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(caption, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenise caption {caption:?}: {e}"))?;
+        let mut row = self.state.start.clone();
+        row.extend_from_slice(enc.get_ids());
+        row.push(self.state.eos[0]);
+        Ok(row)
+    }
+
+    /// The text of generated ids (special tokens dropped).
+    pub fn text(&self, ids: &[u32]) -> String {
+        let ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|t| !self.state.eos.contains(t))
+            .collect();
+        self.tokenizer
+            .decode(&ids, true)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The generated captions of a split's outputs.
+    pub fn captions(&self, outputs: &[Vec<f32>]) -> Vec<String> {
+        outputs
+            .iter()
+            .map(|o| {
+                let ids: Vec<u32> = o[2..].iter().map(|&x| x as u32).collect();
+                self.text(&ids)
+            })
+            .collect()
+    }
+
+    /// Metrics of a split from its outputs (`[loss sum, tokens, ids...]`
+    /// per image).
+    pub fn metrics(&self, split: &CaptionSplit, outputs: &[Vec<f32>]) -> CaptionMetrics {
+        let hyps = self.captions(outputs);
+        let (nll, tokens) = outputs.iter().fold((0.0, 0.0), |(a, b), o| {
+            (a + f64::from(o[0]), b + f64::from(o[1]))
+        });
+        let s = score(&split.references, &hyps).expect("one hypothesis per image");
+        let label_accuracy = split.labels.as_ref().map(|labels| {
+            let right = hyps
+                .iter()
+                .zip(labels)
+                .filter(|(h, l)| names_the_labels(h, l))
+                .count();
+            right as f64 / hyps.len().max(1) as f64
+        });
+        CaptionMetrics {
+            loss: nll / tokens.max(1.0),
+            bleu: s.bleu,
+            rouge_l: s.rouge_l,
+            cider_d: s.cider_d,
+            label_accuracy,
+            images: hyps.len(),
+            samples: split
+                .images
+                .files
+                .iter()
+                .zip(&hyps)
+                .take(SAMPLES)
+                .map(|(f, h)| (f.display().to_string(), h.clone()))
+                .collect(),
+        }
+    }
+
+    fn batch(&self, split: &CaptionSplit, idx: &[usize], device: &Device) -> CaptionTargets {
+        let rows: Vec<(usize, &Vec<u32>)> = idx
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &i)| split.tokens[i].iter().map(move |r| (b, r)))
+            .collect();
+        let n = rows.len();
+        let t = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+        let start = self.state.start.len();
+        let pad = i64::from(self.state.eos[0]);
+        let mut ids = vec![pad; n * t];
+        let mut mask = vec![0f32; n * t];
+        let mut weight = vec![0f32; n * t];
+        let mut count = 0;
+        for (c, (_, r)) in rows.iter().enumerate() {
+            for (j, &tok) in r.iter().enumerate() {
+                ids[c * t + j] = i64::from(tok);
+                mask[c * t + j] = 1.0;
+                if j >= start {
+                    weight[c * t + j] = 1.0;
+                    count += 1;
+                }
+            }
+        }
+        let owner: Vec<i64> = rows.iter().map(|(b, _)| *b as i64).collect();
+        CaptionTargets {
+            owner: Tensor::from_data(TensorData::new(owner, [n]), device),
+            ids: Tensor::from_data(TensorData::new(ids, [n, t]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [n, t]), device),
+            weight: Tensor::from_data(TensorData::new(weight, [n, t]), device),
+            count,
+        }
+    }
+}
+
+/// The one label the image loader is given (captions have none).
+const IMAGE_LABEL: &str = "image";
+
+/// The task, for language-model family `D`.
+pub struct Captioning<D> {
+    pub core: CaptionCore,
+    /// Forward FLOPs of mapper and language model per image (the training
+    /// split's mean captions and caption length), for the cost account.
+    pub head_flops_per_image: f64,
+    _decoder: PhantomData<fn() -> D>,
+}
+
+impl<D: CausalLm> Captioning<D> {
+    pub fn new(core: CaptionCore, head_flops_per_image: f64) -> Self {
+        Self {
+            core,
+            head_flops_per_image,
+            _decoder: PhantomData,
+        }
+    }
+
+    fn decoder_source(&self) -> &Path {
+        &self.core.state.decoder.dir
+    }
+
+    /// Next-token logits `[captions, tokens, vocab]` at each caption token
+    /// (the last prefix position predicts the first token).
+    fn teacher_forced(
+        &self,
+        head: &PrefixHead<D>,
+        features: Flow,
+        t: &CaptionTargets,
+    ) -> Tensor<3> {
+        let prefix = head.prefix(features);
+        let [_, p, _] = prefix.dims();
+        let device = prefix.device();
+        let rows = prefix.select(0, t.owner.clone());
+        let [n, tokens] = t.ids.dims();
+        let x = Tensor::cat(vec![rows, head.decoder.embed_tokens(t.ids.clone())], 1);
+        let mask = Tensor::cat(vec![Tensor::ones([n, p], &device), t.mask.clone()], 1);
+        let logits =
+            head.decoder
+                .forward_embeds(x, positions(n, 0, p + tokens, &device), mask, None);
+        logits.narrow(1, p - 1, tokens)
+    }
+
+    /// Generated ids per image of a batch.
+    pub fn generate(&self, head: &PrefixHead<D>, features: Flow) -> Vec<Vec<u32>> {
+        let s = &self.core.state;
+        let prompt = head.prompt(features, &s.start);
+        let device = prompt.device();
+        let d = s.decoding;
+        let out = if d.beams > 1 {
+            beam_search(
+                &head.decoder,
+                Start::Prefix(prompt),
+                s.max_new_tokens,
+                &BeamSearch {
+                    beams: d.beams,
+                    length_penalty: d.length_penalty,
+                    no_repeat_ngram: d.no_repeat_ngram,
+                },
+                &s.eos,
+                &device,
+            )
+        } else {
+            generate_from_embeds(
+                &head.decoder,
+                prompt,
+                s.max_new_tokens,
+                &Sampling::greedy(),
+                &s.eos,
+                &device,
+            )
+        };
+        out.expect("decoding settings are checked when the run starts")
+            .into_iter()
+            .map(|g| g.ids)
+            .collect()
+    }
+}
+
+/// PyTorch's `nn.Linear` init, `U(-1/sqrt(in), 1/sqrt(in))` for weight and
+/// bias, drawn from `rng`.
+fn torch_linear(l: Linear, rng: &mut SeededRng) -> Linear {
+    let [d_in, d_out] = l.weight.dims();
+    let bound = 1.0 / (d_in.max(1) as f64).sqrt();
+    let device = l.weight.device();
+    let mut draw = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect()
+    };
+    let w = draw(d_in * d_out);
+    let b = draw(d_out);
+    let mut weight = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), &device);
+    let mut bias = Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device);
+    if l.weight.val().is_require_grad() {
+        weight = weight.require_grad();
+        bias = bias.require_grad();
+    }
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    }
+}
+
+impl<D: CausalLm> Task for Captioning<D> {
+    const NAME: &'static str = "captioning";
+    const HF_SUFFIX: &'static str = "Model";
+    type Head = PrefixHead<D>;
+    type Split = CaptionSplit;
+    type Targets = CaptionTargets;
+    type Metrics = CaptionMetrics;
+
+    fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> PrefixHead<D> {
+        let s = &self.core.state;
+        let mut decoder = D::from_config_file(&self.decoder_source().join("config.json"), device)
+            .expect("the decoder's config was read when the run started");
+        if let Some(lora) = &s.decoder.lora {
+            decoder.lora_walk(
+                &lora.targets,
+                &mut LoraOp::Add {
+                    config: lora,
+                    rng: &mut SeededRng::new(0),
+                },
+            );
+        }
+        let mapper = match s.mapper {
+            MapperKind::Mlp => vec![
+                crate::models::transformer::linear(
+                    body.feature_size(),
+                    s.mapper_hidden,
+                    true,
+                    device,
+                ),
+                crate::models::transformer::linear(
+                    s.mapper_hidden,
+                    s.prefix_length * decoder.hidden_size(),
+                    true,
+                    device,
+                ),
+            ],
+            MapperKind::None => Vec::new(),
+        };
+        PrefixHead {
+            mapping: mapper,
+            decoder,
+        }
+    }
+
+    fn lengths(split: &CaptionSplit) -> Vec<usize> {
+        vec![1; split.len()]
+    }
+
+    fn input(&self, split: &CaptionSplit, idx: &[usize], device: &Device) -> Flow {
+        self.core.image.input(&split.images, idx, device)
+    }
+
+    fn targets(&self, split: &CaptionSplit, idx: &[usize], device: &Device) -> CaptionTargets {
+        self.core.batch(split, idx, device)
+    }
+
+    fn hash_inputs(&self, split: &CaptionSplit, key: &mut KeyHasher) {
+        self.core.image.hash_inputs(&split.images, key);
+    }
+
+    fn loss(&self, head: &PrefixHead<D>, features: Flow, t: CaptionTargets) -> Tensor<1> {
+        let logits = self.teacher_forced(head, features, &t);
+        let [n, s, _] = logits.dims();
+        let picked = log_softmax(logits, 2)
+            .gather(2, t.ids.clone().reshape([n, s, 1]))
+            .reshape([n, s]);
+        (picked * t.weight).sum().neg() / t.count.max(1) as f64
+    }
+
+    fn outputs(
+        &self,
+        head: &PrefixHead<D>,
+        features: Flow,
+        split: &CaptionSplit,
+        idx: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let device = features.device();
+        let t = self.core.batch(split, idx, &device);
+        let mut out: Vec<Vec<f32>> = vec![vec![0.0, 0.0]; idx.len()];
+        // images without captions (prediction) have no loss to report
+        if t.count > 0 {
+            let logits = self.teacher_forced(head, features.clone(), &t);
+            let [n, s, _] = logits.dims();
+            let host = |x: Tensor<1>| -> Vec<f32> {
+                x.into_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .expect("float")
+            };
+            let nll = host(
+                (log_softmax(logits, 2)
+                    .gather(2, t.ids.clone().reshape([n, s, 1]))
+                    .reshape([n, s])
+                    * t.weight.clone())
+                .sum_dim(1)
+                .neg()
+                .reshape([n]),
+            );
+            let counts = host(t.weight.sum_dim(1).reshape([n]));
+            let owner: Vec<i64> = t.owner.into_data().try_into_vec_as().expect("ids");
+            for ((o, l), c) in owner.iter().zip(nll).zip(counts) {
+                out[*o as usize][0] += l;
+                out[*o as usize][1] += c;
+            }
+        }
+        for (o, ids) in out.iter_mut().zip(self.generate(head, features)) {
+            o.extend(ids.into_iter().map(|t| t as f32));
+        }
+        out
+    }
+
+    fn metrics(&self, split: &CaptionSplit, outputs: &[Vec<f32>]) -> CaptionMetrics {
+        self.core.metrics(split, outputs)
+    }
+
+    fn score(m: &CaptionMetrics, name: MetricName) -> f64 {
+        match name {
+            MetricName::Loss | MetricName::Perplexity => -m.loss,
+            MetricName::Bleu4 => m.bleu[3],
+            MetricName::Cider => m.cider_d,
+            MetricName::Accuracy | MetricName::MacroF1 => m.label_accuracy.unwrap_or(m.cider_d),
+        }
+    }
+
+    fn loss_of(m: &CaptionMetrics) -> f64 {
+        m.loss
+    }
+
+    fn describe(m: &CaptionMetrics) -> String {
+        format!(
+            "BLEU-4 {:.4}, CIDEr-D {:.4}, ROUGE-L {:.4}{}, caption loss {:.4}; e.g. {:?}",
+            m.bleu[3],
+            m.cider_d,
+            m.rouge_l,
+            m.label_accuracy
+                .map(|a| format!(", label accuracy {a:.4}"))
+                .unwrap_or_default(),
+            m.loss,
+            m.samples.first().map(|s| s.1.as_str()).unwrap_or(""),
+        )
+    }
+
+    fn head_flops<A: Architecture>(&self, _body: &A, batch: usize) -> f64 {
+        self.head_flops_per_image * batch as f64
+    }
+
+    fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let mut state = self.core.state.clone();
+        // the export holds the language model merged, under `decoder/`
+        state.decoder.dir = PathBuf::from(DECODER_DIR);
+        state.decoder.lora = None;
+        obj.insert(CONFIG_FIELD.into(), serde_json::to_value(&state)?);
+        obj.insert(
+            "preprocessing".into(),
+            serde_json::to_value(&self.core.state.recipe)?,
+        );
+        Ok(())
+    }
+
+    fn export_files(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.core.image.export_files()
+    }
+
+    fn adapt_body<A: Architecture>(&self, body: A) -> A {
+        self.core.image.adapt_body(body)
+    }
+
+    fn start_epoch(&self, split: &CaptionSplit, epoch: usize) {
+        self.core.image.start_epoch(&split.images, epoch);
+    }
+
+    fn augmented(&self, split: &CaptionSplit) -> bool {
+        self.core.image.augmented(&split.images)
+    }
+
+    fn load_head(&self, head: PrefixHead<D>, seed: u64) -> Result<(PrefixHead<D>, Vec<String>)> {
+        let PrefixHead {
+            mapping: mapper,
+            decoder,
+        } = head;
+        let mut rng = SeededRng::new(seed ^ 0x4D41_5050);
+        let mapper = mapper
+            .into_iter()
+            .map(|l| torch_linear(l, &mut rng))
+            .collect();
+        let part = &self.core.state.decoder;
+        let wrapped = TaskModel {
+            body: decoder,
+            head: NoHead,
+        };
+        let (wrapped, mut report) = if part.strategy.uses_pretrained_weights() {
+            let checkpoint = crate::hub::Checkpoint::open(&part.dir)?;
+            state::load(wrapped, Source::Pretrained(&checkpoint), seed)?
+        } else {
+            state::load(wrapped, Source::Scratch, seed)?
+        };
+        report
+            .missing
+            .retain(|k| !k.contains("lora_A") && !k.contains("lora_B"));
+        let mut lines = vec![format!(
+            "language model ({}) {} ({} tensors loaded), strategy {}",
+            part.model_type,
+            if report.from_scratch {
+                "from scratch".to_string()
+            } else {
+                format!("from {}", part.dir.display())
+            },
+            report.loaded,
+            part.strategy
+        )];
+        lines.extend(
+            report
+                .lines()
+                .into_iter()
+                .map(|l| format!("language model: {l}")),
+        );
+        Ok((
+            PrefixHead {
+                mapping: mapper,
+                decoder: wrapped.body,
+            },
+            lines,
+        ))
+    }
+
+    fn head_trainable(&self, head: PrefixHead<D>, epoch: usize) -> PrefixHead<D> {
+        let PrefixHead {
+            mapping: mapper,
+            decoder,
+        } = head;
+        let wrapped = TaskModel {
+            body: decoder,
+            head: NoHead,
+        };
+        let n = wrapped.num_groups();
+        let wrapped = match self.core.state.decoder.strategy {
+            Strategy::Lora(_) => freeze_all_but_adapters(wrapped, &|_| false),
+            Strategy::Head => wrapped.set_trainable(&vec![false; n]),
+            s => wrapped.set_trainable(&s.trainable(n, epoch)),
+        };
+        PrefixHead {
+            mapping: mapper,
+            decoder: wrapped.body,
+        }
+    }
+
+    fn exports_param(path: &str) -> bool {
+        !path.starts_with("head.decoder.")
+    }
+
+    fn export_head(&self, head: &PrefixHead<D>, out: &Path) -> Result<()> {
+        let mut decoder = head.decoder.clone();
+        if self.core.state.decoder.lora.is_some() {
+            decoder.lora_walk(&[], &mut LoraOp::Merge);
+        }
+        write_decoder(decoder, self.decoder_source(), &out.join(DECODER_DIR))
+    }
+}
+
+/// Where an exported captioner keeps its language model.
+pub const DECODER_DIR: &str = "decoder";
+
+/// Writes `decoder` as a Hugging Face causal-LM directory at `out`: the
+/// source's `config.json` (else the family's), `model.safetensors` under
+/// transformers' keys, and the source's tokenizer files.
+pub fn write_decoder<D: CausalLm>(decoder: D, source: &Path, out: &Path) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let wrapped = TaskModel {
+        body: decoder,
+        head: NoHead,
+    };
+    let mut config = match std::fs::read_to_string(source.join("config.json")) {
+        Ok(raw) => serde_json::from_str(&raw)
+            .with_context(|| format!("{} is not JSON", source.join("config.json").display()))?,
+        Err(_) => wrapped.body.hf_config(),
+    };
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("_name_or_path");
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!([D::hf_class("ForCausalLM")]),
+        );
+    }
+    crate::fsutil::write_json_atomic(&out.join("config.json"), &config)?;
+    let tensors: Vec<_> = state::export(&wrapped, &|_| true)
+        .into_iter()
+        .map(|(k, shape, values)| (wrapped.body.export_key(&k), shape, values))
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    crate::hub::write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
+    for f in crate::tokenize::TOKENIZER_FILES {
+        let src = source.join(f);
+        if src.is_file() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            crate::fsutil::write_atomic(&out.join(f), |w| Ok(w.write_all(&bytes)?))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks what the prefix recipe needs of the two parts: without a mapper
+/// the image features are the prefix, so their size must be the language
+/// model's hidden size.
+pub fn check_parts(
+    mapper: MapperKind,
+    prefix_length: usize,
+    features: usize,
+    hidden: usize,
+) -> Result<()> {
+    if prefix_length == 0 {
+        bail!("--prefix-length must be at least 1");
+    }
+    if mapper == MapperKind::None {
+        if features != hidden {
+            bail!(
+                "the encoder's features have {features} values, but the language model's \
+                 embeddings have {hidden}: without a mapper the features are the prefix, so \
+                 they must match; use --mapper mlp (a trained mapping network)"
+            );
+        }
+        if prefix_length != 1 {
+            bail!(
+                "--mapper none makes a one-position prefix (the pooled features): use \
+                 --prefix-length 1, or --mapper mlp for longer prefixes"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

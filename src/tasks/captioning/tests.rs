@@ -1,0 +1,150 @@
+use super::*;
+
+fn core(start: Vec<u32>) -> CaptionCore {
+    let vocab: serde_json::Map<String, serde_json::Value> = ["<eos>", "<unk>", "a", "bag", "coat"]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    let tokenizer = tokenizers::Tokenizer::from_bytes(tok.to_string().as_bytes()).unwrap();
+    let state = CaptionTaskState {
+        recipe: Recipe::imagenet(32),
+        decoder: DecoderPart {
+            model_type: "gpt2".into(),
+            dir: PathBuf::new(),
+            strategy: Strategy::Full,
+            lora: None,
+        },
+        mapper: MapperKind::Mlp,
+        prefix_length: 2,
+        mapper_hidden: 4,
+        start,
+        eos: vec![0],
+        max_new_tokens: 5,
+        decoding: Decoding::default(),
+    };
+    CaptionCore::new(state, tokenizer, 0)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec().unwrap()
+}
+
+#[test]
+fn a_caption_row_is_start_tokens_words_and_eos() {
+    assert_eq!(core(vec![]).caption_tokens("a bag").unwrap(), vec![2, 3, 0]);
+    assert_eq!(
+        core(vec![4]).caption_tokens("a coat").unwrap(),
+        vec![4, 2, 4, 0]
+    );
+    // generated ids read back without the end token
+    assert_eq!(core(vec![]).text(&[2, 3, 0]), "a bag");
+}
+
+#[test]
+fn a_batch_holds_every_caption_of_each_image_and_predicts_no_start_token() {
+    let c = core(vec![4]);
+    let split = CaptionSplit {
+        images: ImageSplit::from_images(
+            vec![image::RgbImage::new(4, 4); 3],
+            vec![0; 3],
+            &c.state.recipe,
+        ),
+        tokens: vec![
+            vec![vec![4, 2, 0]],
+            vec![vec![4, 2, 3, 0], vec![4, 3, 0]],
+            vec![vec![4, 4, 0]],
+        ],
+        references: vec![vec![]; 3],
+        labels: None,
+    };
+    let t = c.batch(&split, &[1, 2], &Device::default());
+    // image 1's two captions, then image 2's
+    assert_eq!(host(t.owner.float()), vec![0.0, 0.0, 1.0]);
+    assert_eq!(
+        host(t.ids.float()),
+        vec![4.0, 2.0, 3.0, 0.0, 4.0, 3.0, 0.0, 0.0, 4.0, 4.0, 0.0, 0.0]
+    );
+    assert_eq!(
+        host(t.mask),
+        vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        host(t.weight),
+        vec![0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(t.count, 7);
+}
+
+#[test]
+fn labels_count_only_where_every_reference_names_the_same_items() {
+    let refs = |r: &[&[&str]]| -> Vec<Vec<String>> {
+        r.iter()
+            .map(|i| i.iter().map(|s| s.to_string()).collect())
+            .collect()
+    };
+    let agreed = agreed_labels(&refs(&[
+        &[
+            "A bag at the top left and a coat below.",
+            "A coat under a bag.",
+        ],
+        &["A sneaker."],
+    ]))
+    .unwrap();
+    assert_eq!(agreed.len(), 2);
+    assert_eq!(agreed[1].len(), 1);
+    let mut bag_coat = agreed[0].clone();
+    bag_coat.sort_unstable();
+    assert_eq!(bag_coat.len(), 2);
+    // references that disagree, or name nothing, leave the metric out
+    assert!(agreed_labels(&refs(&[&["A bag."], &["A coat.", "A bag."]])).is_none());
+    assert!(agreed_labels(&refs(&[&["A bag."], &["Nothing to see."]])).is_none());
+}
+
+#[test]
+fn without_a_mapper_the_features_must_be_the_embedding_width() {
+    let err = check_parts(MapperKind::None, 1, 1280, 576)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1280") && err.contains("576") && err.contains("--mapper mlp"));
+    assert!(check_parts(MapperKind::None, 1, 576, 576).is_ok());
+    assert!(check_parts(MapperKind::None, 3, 576, 576).is_err());
+    assert!(check_parts(MapperKind::Mlp, 10, 1280, 576).is_ok());
+    assert!(check_parts(MapperKind::Mlp, 0, 1280, 576).is_err());
+}
+
+#[test]
+fn the_mlp_prefix_has_prefix_length_positions_of_the_embedding_width() {
+    let device = Device::default();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2/tied");
+    let decoder =
+        crate::models::gpt2::Gpt2::from_config_file(&dir.join("config.json"), &device).unwrap();
+    let hidden = decoder.hidden_size();
+    let mut rng = SeededRng::new(1);
+    let head = PrefixHead {
+        mapping: vec![
+            torch_linear(
+                crate::models::transformer::linear(6, 8, true, &device),
+                &mut rng,
+            ),
+            torch_linear(
+                crate::models::transformer::linear(8, 3 * hidden, true, &device),
+                &mut rng,
+            ),
+        ],
+        decoder,
+    };
+    let x = Tensor::<2>::ones([2, 6], &device);
+    assert_eq!(head.prefix(Flow::Pooled(x.clone())).dims(), [2, 3, hidden]);
+    // PyTorch's Linear init: within +-1/sqrt(fan_in)
+    let w = host(head.mapping[0].weight.val());
+    assert!(w.iter().all(|v| v.abs() <= 1.0 / 6f32.sqrt()));
+    assert!(w.iter().any(|v| v.abs() > 0.2));
+    assert_eq!(head.prompt(Flow::Pooled(x), &[5, 6]).dims(), [2, 5, hidden]);
+}

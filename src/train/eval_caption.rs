@@ -1,0 +1,224 @@
+//! A trained captioner for `eval` and `predict`: an exported run's
+//! `model/` (`config.json` with the image family's config and the
+//! `captioning` state, `model.safetensors` with the encoder and the mapper,
+//! `decoder/` with the language model as a Hugging Face causal-LM
+//! directory and its tokenizer).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::checkpoint::read_json;
+use super::eval::{Spent, costed_eval, exported_model, predict};
+use crate::cost::run::{CostOptions, Phases, RunCost};
+use crate::data::captions::{CaptionSet, CaptionedImage};
+use crate::data::preprocess::Augment;
+use crate::hub::Checkpoint;
+use crate::models::causal::CausalLm;
+use crate::models::state::{self, Source};
+use crate::models::{Architecture, TaskModel};
+use crate::tasks::Task;
+use crate::tasks::captioning::{
+    CONFIG_FIELD, CaptionCore, CaptionMetrics, CaptionSplit, CaptionTaskState, Captioning,
+    Decoding, PrefixHead,
+};
+use crate::tasks::causal_lm::NoHead;
+
+/// Outputs of a split, and the metrics with what testing cost.
+type RunFn = Box<dyn Fn(&CaptionSplit, usize, &Device) -> Vec<Vec<f32>>>;
+type EvalFn =
+    Box<dyn Fn(&CaptionSplit, usize, &Device, Spent<'_>) -> Result<(CaptionMetrics, RunCost)>>;
+
+/// A loaded captioner.
+pub struct Captioner {
+    run: RunFn,
+    eval: EvalFn,
+    pub core: CaptionCore,
+    /// Positions the language model takes.
+    pub context: usize,
+    pub dir: PathBuf,
+}
+
+/// Whether `model` (a run or an exported directory) is a captioner.
+pub fn is_captioner(model: &Path) -> bool {
+    let config = exported_model(model).join("config.json");
+    read_json::<serde_json::Value>(&config)
+        .map(|v| v.get(CONFIG_FIELD).is_some())
+        .unwrap_or(false)
+}
+
+/// Loads the captioner at `model`; `decoding` and `max_new_tokens`
+/// override what it was trained with.
+pub fn load_captioner(
+    model: &Path,
+    decoding: Option<Decoding>,
+    max_new_tokens: Option<usize>,
+    device: &Device,
+) -> Result<Captioner> {
+    let dir = exported_model(model);
+    let config_path = dir.join("config.json");
+    let raw: serde_json::Value = read_json(&config_path)?;
+    let mut state: CaptionTaskState = serde_json::from_value(
+        raw.get(CONFIG_FIELD)
+            .cloned()
+            .with_context(|| format!("{} is not a captioner's config", config_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{}: `{CONFIG_FIELD}` is not a captioner's state",
+            config_path.display()
+        )
+    })?;
+    state.decoder.dir = dir.join(&state.decoder.dir);
+    if let Some(d) = decoding {
+        d.check()?;
+        state.decoding = d;
+    }
+    if let Some(n) = max_new_tokens {
+        state.max_new_tokens = n;
+    }
+    let encoder = raw
+        .get("model_type")
+        .and_then(|m| m.as_str())
+        .with_context(|| format!("{} names no model_type", config_path.display()))?
+        .to_string();
+    let decoder = state.decoder.model_type.clone();
+    crate::with_image_family!(encoder.as_str(), E => crate::with_causal_family!(decoder.as_str(), D => load_as::<E, D>(dir, state, device), else bail!(
+        "{}: the language model is a `{decoder}`, which this build does not implement",
+        config_path.display()
+    )), else bail!(
+        "{}: the encoder is a `{encoder}`, not an image family this build implements",
+        config_path.display()
+    ))
+}
+
+fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
+    dir: PathBuf,
+    state: CaptionTaskState,
+    device: &Device,
+) -> Result<Captioner> {
+    let tokenizer = crate::tokenize::lm_tokenizer(&state.decoder.dir)?;
+    let core = CaptionCore::new(state, tokenizer, 0);
+    let task = Captioning::<D>::new(core.clone(), 0.0);
+    let body = task.adapt_body(E::from_config_file(&dir.join("config.json"), device)?);
+    let head = task.new_head(&body, device);
+    let weights = Checkpoint::open(&dir)?;
+    let apart = |p: &str| Captioning::<D>::exports_param(p);
+    let (model, _) = state::load(
+        TaskModel { body, head },
+        Source::Overlay(&weights, &apart),
+        0,
+    )?;
+    let TaskModel { body, head } = model;
+    let PrefixHead { mapping, decoder } = head;
+    let decoder_dir = &core.state.decoder.dir;
+    let decoder_weights = Checkpoint::open(decoder_dir)?;
+    let (decoder, _) = state::load(
+        TaskModel {
+            body: decoder,
+            head: NoHead,
+        },
+        Source::Exact(&decoder_weights),
+        0,
+    )?;
+    let context = decoder.body.max_positions();
+    let model = TaskModel {
+        body,
+        head: PrefixHead {
+            mapping,
+            decoder: decoder.body,
+        },
+    }
+    .valid();
+    let task = std::rc::Rc::new(task);
+    let model = std::rc::Rc::new(model);
+    let (t2, m2) = (task.clone(), model.clone());
+    Ok(Captioner {
+        run: Box::new(move |split, batch, device| {
+            predict(&model, &*task, split, batch, None, device)
+        }),
+        eval: Box::new(move |split, batch, device, spent| {
+            costed_eval(&m2, &*t2, split, batch, device, spent)
+        }),
+        core,
+        context,
+        dir,
+    })
+}
+
+impl Captioner {
+    /// The split of `images` with their captions (none for prediction).
+    fn split(
+        &self,
+        images: &[CaptionedImage],
+        file: &str,
+        skip_bad: bool,
+    ) -> Result<(CaptionSplit, usize)> {
+        super::captioning::load_caption_split(
+            &self.core,
+            images,
+            file,
+            Augment::None,
+            skip_bad,
+            self.context,
+        )
+    }
+
+    /// Captions for image files, in order: `(file, caption)`.
+    pub fn predict(
+        &self,
+        files: &[PathBuf],
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<(String, String)>> {
+        let images: Vec<CaptionedImage> = files
+            .iter()
+            .map(|f| CaptionedImage {
+                path: f.clone(),
+                captions: Vec::new(),
+                line: 0,
+            })
+            .collect();
+        let (split, _) = self.split(&images, "the images given", false)?;
+        let outputs = (self.run)(&split, batch_size, device);
+        Ok(files
+            .iter()
+            .map(|f| f.display().to_string())
+            .zip(self.core.captions(&outputs))
+            .collect())
+    }
+
+    /// BLEU, ROUGE-L, CIDEr-D, label accuracy and caption loss on a caption
+    /// table, and what testing cost.
+    pub fn evaluate(
+        &self,
+        set: &CaptionSet,
+        file: &str,
+        batch_size: usize,
+        device: &Device,
+        cost: &CostOptions,
+    ) -> Result<(CaptionMetrics, RunCost, usize)> {
+        let started = Instant::now();
+        let meter = cost.start_meter(device)?;
+        let (split, skipped) = self.split(&set.images, file, false)?;
+        let phases = Phases {
+            data: started.elapsed().as_secs_f64(),
+            ..Phases::default()
+        };
+        let (m, c) = (self.eval)(
+            &split,
+            batch_size,
+            device,
+            Spent {
+                options: cost,
+                meter,
+                started,
+                phases,
+            },
+        )?;
+        Ok((m, c, skipped))
+    }
+}

@@ -1,0 +1,318 @@
+//! `train --task captioning`, `eval` and `predict` of a captioner from the
+//! command line, on the random-initialised ResNet (encoder, frozen) and
+//! GPT-2 (language model) fixtures with a word-level tokenizer: solid
+//! red, green and blue images whose captions name their colour's words
+//! must be captioned right after training, and the exported captioner must
+//! caption exactly as the run did. Bad inputs are clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+/// The caption of each colour (words of the fixture's tokenizer).
+const COLOURS: [([u8; 3], &str); 3] = [
+    ([220, 30, 30], "t10 t11 t12"),
+    ([30, 200, 40], "t20 t21 t22"),
+    ([40, 50, 210], "t30 t31 t32"),
+];
+
+/// Images of each colour (a darker square at a varying place) and caption
+/// tables `train.csv` (`per_class` images each, the first image with a
+/// second caption row) and `val.csv` (2 each).
+fn write_data(dir: &Path, per_class: usize) {
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let mut train = String::from("image,caption\n");
+    let mut val = String::from("image,caption\n");
+    for (c, (rgb, caption)) in COLOURS.iter().enumerate() {
+        for i in 0..per_class + 2 {
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let o = (i as u32 * 3) % 20;
+                if (o..o + 8).contains(&x) && (o..o + 8).contains(&y) {
+                    image::Rgb(rgb.map(|v| v / 2))
+                } else {
+                    image::Rgb(*rgb)
+                }
+            });
+            let name = format!("img/{c}_{i}.png");
+            img.save(dir.join(&name)).unwrap();
+            let table = if i < per_class { &mut train } else { &mut val };
+            table.push_str(&format!("{name},{caption}\n"));
+            if i == 0 {
+                table.push_str(&format!("{name},{caption}\n"));
+            }
+        }
+    }
+    std::fs::write(dir.join("train.csv"), train).unwrap();
+    std::fs::write(dir.join("val.csv"), val).unwrap();
+}
+
+/// A temporary folder with the data and a copy of the GPT-2 fixture with
+/// a word tokenizer; returns it and the language model's directory.
+fn setup(per_class: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let lm = tmp.path().join("lm");
+    common::copy_dir(&common::fixtures().join("gpt2/tied"), &lm);
+    common::word_tokenizer(&lm, 96, 94);
+    write_data(tmp.path(), per_class);
+    (tmp, lm)
+}
+
+fn encoder() -> String {
+    common::fixtures()
+        .join("vision/resnet_hf_random")
+        .display()
+        .to_string()
+}
+
+/// `train --task captioning` arguments on the data in `dir`.
+fn train_args(dir: &Path, lm: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--task",
+        "captioning",
+        "--encoder",
+        &encoder(),
+        "--encoder-strategy",
+        "frozen",
+        "--decoder",
+        lm.to_str().unwrap(),
+        "--train",
+        dir.join("train.csv").to_str().unwrap(),
+        "--val",
+        dir.join("val.csv").to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--out",
+        run.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn headstart(args: &[String]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[String]) -> String {
+    let out = headstart(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[String]) -> String {
+    let out = headstart(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The validations of a run's `metrics.jsonl`.
+fn validations(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v.get("eval").cloned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
+    let (tmp, lm) = setup(8);
+    let run = tmp.path().join("run");
+    ok(&train_args(
+        tmp.path(),
+        &lm,
+        &run,
+        &[
+            "--decoder-strategy",
+            "full",
+            "--epochs",
+            "12",
+            "--lr",
+            "3e-3",
+            "--prefix-length",
+            "2",
+        ],
+    ));
+    let evals = validations(&run);
+    assert_eq!(evals.len(), 12, "one validation per epoch");
+    let first = &evals[0];
+    let last = evals.last().unwrap();
+    assert!(
+        last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap() / 3.0,
+        "the caption loss fell from {} to {}",
+        first["loss"],
+        last["loss"]
+    );
+
+    // the export: encoder and mapper beside a transformers causal-LM directory
+    let model = run.join("model");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "resnet");
+    assert_eq!(config["captioning"]["decoder"]["dir"], "decoder");
+    let decoder: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("decoder/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(decoder["model_type"], "gpt2");
+    assert!(model.join("decoder/tokenizer.json").is_file());
+
+    // eval of the export captions the validation images exactly as the
+    // run's last validation did, and scores them the same
+    let out = ok(&[
+        "eval".into(),
+        "--model".into(),
+        run.display().to_string(),
+        "--data".into(),
+        tmp.path().join("val.csv").display().to_string(),
+        "--json".into(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["samples"], last["samples"]);
+    for k in ["cider_d", "rouge_l", "loss"] {
+        let (a, b) = (m[k].as_f64().unwrap(), last[k].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "{k}: eval {a}, run {b}");
+    }
+
+    // every held-out image is captioned with its colour's words
+    let images: Vec<String> = (0..3)
+        .flat_map(|c| (8..10).map(move |i| format!("{c}_{i}.png")))
+        .map(|f| tmp.path().join("img").join(f).display().to_string())
+        .collect();
+    let mut args = vec![
+        "predict".into(),
+        "--model".into(),
+        run.display().to_string(),
+    ];
+    args.extend(images.iter().cloned());
+    let lines = ok(&args);
+    let got: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 6);
+    for (k, g) in got.iter().enumerate() {
+        assert_eq!(g["image"], images[k]);
+        assert_eq!(g["caption"], COLOURS[k / 2].1, "{g}");
+    }
+    assert_eq!(m["label_accuracy"], serde_json::Value::Null);
+    assert!((m["cider_d"].as_f64().unwrap()) > 1.0, "{m}");
+}
+
+#[test]
+fn a_lora_language_model_is_exported_merged_and_beam_search_decodes_it() {
+    let (tmp, lm) = setup(4);
+    let run = tmp.path().join("run");
+    let stdout = ok(&train_args(
+        tmp.path(),
+        &lm,
+        &run,
+        &["--decoder-strategy", "lora:4", "--epochs", "1"],
+    ));
+    assert!(stdout.contains("model:"), "{stdout}");
+    let weights = std::fs::read(run.join("model/decoder/model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
+    assert!(header.contains("wte.weight"), "{header}");
+    assert!(!header.contains("lora"), "adapters are merged: {header}");
+    // the run saved its adapters in its checkpoint config
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(rc["task_state"]["decoder"]["lora"]["r"], 4);
+    let image = tmp.path().join("img/0_4.png").display().to_string();
+    let line = ok(&[
+        "predict".into(),
+        "--model".into(),
+        run.display().to_string(),
+        "--beams".into(),
+        "3".into(),
+        image.clone(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["image"], image);
+    assert!(v["caption"].is_string());
+}
+
+#[test]
+fn bad_captioning_inputs_are_clear_errors() {
+    let (tmp, lm) = setup(2);
+    let dir = tmp.path();
+    let run = dir.join("run");
+
+    // no language model
+    let mut args = train_args(dir, &lm, &run, &[]);
+    let i = args.iter().position(|a| a == "--decoder").unwrap();
+    args.drain(i..i + 2);
+    assert!(fails(&args).contains("--decoder is required"));
+
+    // a row without a caption
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "image,caption\nimg/0_0.png,t10 t11\nimg/0_1.png,\n").unwrap();
+    let mut args = train_args(dir, &lm, &run, &[]);
+    let i = args.iter().position(|a| a == "--train").unwrap();
+    args[i + 1] = bad.display().to_string();
+    let err = fails(&args);
+    assert!(err.contains("bad.csv") && err.contains("line 3"), "{err}");
+    assert!(err.contains("caption"), "{err}");
+
+    // a missing image file
+    std::fs::write(
+        &bad,
+        "image,caption\nimg/0_0.png,t10 t11\nimg/nope.png,t10\n",
+    )
+    .unwrap();
+    let err = fails(&args);
+    assert!(err.contains("line 3") && err.contains("not found"), "{err}");
+
+    // a caption longer than the language model's context (64 positions)
+    let long: Vec<String> = (0..60).map(|k| format!("t{}", 10 + k % 50)).collect();
+    std::fs::write(
+        &bad,
+        format!(
+            "image,caption\nimg/0_0.png,t10 t11\nimg/0_1.png,{}\n",
+            long.join(" ")
+        ),
+    )
+    .unwrap();
+    let err = fails(&args);
+    assert!(
+        err.contains("exceeds the language model's context of 64 positions")
+            && err.contains("0_1.png"),
+        "{err}"
+    );
+
+    // no mapper, and features (128) of another size than the embeddings (48)
+    let args = train_args(
+        dir,
+        &lm,
+        &run,
+        &["--mapper", "none", "--prefix-length", "1"],
+    );
+    let err = fails(&args);
+    assert!(
+        err.contains("128") && err.contains("48") && err.contains("--mapper mlp"),
+        "{err}"
+    );
+
+    // a language model given as the encoder
+    let mut args = train_args(dir, &lm, &run, &[]);
+    let i = args.iter().position(|a| a == "--encoder").unwrap();
+    args[i + 1] = lm.display().to_string();
+    let err = fails(&args);
+    assert!(err.contains("captioning needs an image family"), "{err}");
+    assert!(!run.join("config.json").exists(), "no run was started");
+}
