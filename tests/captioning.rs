@@ -316,3 +316,83 @@ fn bad_captioning_inputs_are_clear_errors() {
     assert!(err.contains("captioning needs an image family"), "{err}");
     assert!(!run.join("config.json").exists(), "no run was started");
 }
+
+#[test]
+fn compare_reports_pairs_of_strategies_with_caption_scores_and_samples() {
+    let (tmp, lm) = setup(4);
+    let dir = tmp.path();
+    let out = dir.join("cmp");
+    let stdout = ok(&[
+        "compare",
+        "--task",
+        "captioning",
+        "--encoder",
+        &encoder(),
+        "--decoder",
+        lm.to_str().unwrap(),
+        "--train",
+        dir.join("train.csv").to_str().unwrap(),
+        "--test",
+        dir.join("val.csv").to_str().unwrap(),
+        "--val-fraction",
+        "0.25",
+        "--strategies",
+        "frozen+full,scratch+scratch",
+        "--seeds",
+        "1",
+        "--budget",
+        "2ep",
+        "--lr",
+        "3e-3",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--samples",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from));
+    assert!(stdout.contains("frozen+full"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["metric"], "cider");
+    assert_eq!(report["test_examples"], 6);
+    let summary = report["summary"].as_array().unwrap();
+    let names: Vec<&str> = summary
+        .iter()
+        .map(|s| s["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["frozen+full", "scratch+scratch"]);
+    for s in summary {
+        assert!(s["cider"]["mean"].as_f64().unwrap() >= 0.0, "{s}");
+        assert_eq!(s["score"]["mean"], s["cider"]["mean"]);
+        assert!(s["bleu4"]["mean"].as_f64().unwrap() >= 0.0, "{s}");
+    }
+    // each run's test scores are those eval gives its exported captioner
+    let run = out.join("runs/frozen-full-seed0");
+    let eval: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval".into(),
+        "--model".into(),
+        run.display().to_string(),
+        "--data".into(),
+        dir.join("val.csv").display().to_string(),
+        "--json".into(),
+    ]))
+    .unwrap();
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).unwrap()).unwrap();
+    assert_eq!(test["test"]["cider_d"], eval["cider_d"]);
+    assert_eq!(test["strategy"], "frozen+full");
+    // sample captions beside copies of the images
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    for s in samples {
+        assert!(out.join(s["prompt"].as_str().unwrap()).is_file());
+        assert_eq!(s["outputs"].as_array().unwrap().len(), 2);
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<img src=\"samples/1.png\""), "{html}");
+    assert!(html.contains("CIDEr-D") && html.contains("BLEU-4"));
+}

@@ -8,6 +8,8 @@
 //! `report.json`. A run that finished is reused when the comparison is run
 //! again with the same settings, so an interrupted comparison continues.
 
+pub mod captions;
+pub mod plan;
 pub mod report;
 pub mod samples;
 pub mod stats;
@@ -30,8 +32,10 @@ use crate::tasks::classification::{MetricName, Metrics};
 use crate::tasks::image::ImageClassification;
 use crate::train::{self, TrainConfig};
 use burn::tensor::Device;
+pub use plan::Plan;
 pub use samples::Sample;
 use stats::{Budget, MeanCi};
+pub use stats::{data_multiplier, summarise};
 
 /// `headstart compare`'s own options; the data, model and training flags are
 /// [`TrainConfig`]'s.
@@ -160,7 +164,7 @@ impl TestMetrics {
 /// One training run of the comparison, tested.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRecord {
-    pub strategy: Strategy,
+    pub strategy: Plan,
     pub seed: u64,
     /// Training examples (after the validation split).
     pub train_examples: usize,
@@ -213,7 +217,7 @@ pub struct Comparison {
     pub budget: Budget,
     pub seeds: usize,
     pub target: Option<f64>,
-    pub strategies: Vec<Strategy>,
+    pub strategies: Vec<Plan>,
     pub train_sizes: Vec<usize>,
     pub layers: usize,
     pub runs: Vec<RunRecord>,
@@ -233,18 +237,28 @@ impl Comparison {
     pub fn is_language_model(&self) -> bool {
         self.task == CausalLanguageModelling::NAME
     }
+
+    /// Whether the runs are captioners (scored by BLEU and CIDEr).
+    pub fn is_captioning(&self) -> bool {
+        self.task == crate::train::captioning::TASK
+    }
 }
 
 /// One strategy at one training-set size, over seeds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
-    pub strategy: Strategy,
+    pub strategy: Plan,
     pub train_size: Option<usize>,
     pub train_examples: usize,
     pub score: MeanCi,
     pub accuracy: MeanCi,
     pub macro_f1: MeanCi,
     pub perplexity: MeanCi,
+    /// Captioning: BLEU-4 and CIDEr-D on the test set.
+    #[serde(default)]
+    pub bleu4: MeanCi,
+    #[serde(default)]
+    pub cider: MeanCi,
     pub seconds: MeanCi,
     pub flops: MeanCi,
     pub energy_wh: MeanCi,
@@ -261,8 +275,8 @@ pub struct Summary {
 }
 
 /// Expands `scratch,head,freeze:0..L,full` for a model of `layers` layers.
-pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
-    let mut out = Vec::new();
+pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Plan>> {
+    let mut out: Vec<Plan> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Some(range) = item.strip_prefix("freeze:")
             && let Some((a, b)) = range.split_once("..")
@@ -280,7 +294,7 @@ pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
                 bail!("`{item}`: the range is empty");
             }
             for n in a..=b {
-                out.push(Strategy::Freeze(n));
+                out.push(Strategy::Freeze(n).into());
             }
         } else {
             out.push(item.parse()?);
@@ -290,7 +304,7 @@ pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
         bail!("--strategies is empty");
     }
     for s in &out {
-        s.check(layers + 2)?;
+        s.strategy.check(layers + 2)?;
     }
     let mut seen = Vec::new();
     out.retain(|s| {
@@ -301,8 +315,8 @@ pub fn parse_strategies(list: &str, layers: usize) -> Result<Vec<Strategy>> {
     Ok(out)
 }
 
-fn run_name(strategy: Strategy, size: Option<usize>, seed: usize) -> String {
-    let s = strategy.to_string().replace([':', '.'], "-");
+fn run_name(strategy: Plan, size: Option<usize>, seed: usize) -> String {
+    let s = strategy.to_string().replace([':', '.', '+'], "-");
     match size {
         Some(n) => format!("n{n}-{s}-seed{seed}"),
         None => format!("{s}-seed{seed}"),
@@ -345,6 +359,7 @@ pub fn compare(
         .context("--train FILE is required: the data to train on")?;
     let model_dir = train::resolve_model(&base.model)?;
     let is_image = base.task == ImageClassification::NAME;
+    let is_caption = base.task == crate::train::captioning::TASK;
     let groups = if is_lm {
         let family = crate::models::model_type(&model_dir)?;
         crate::with_causal_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
@@ -353,7 +368,7 @@ pub fn compare(
             "causal-lm compares language-model families ({}), not `{family}`",
             crate::models::causal::CAUSAL_FAMILIES.join(", ")
         ))
-    } else if is_image {
+    } else if is_image || is_caption {
         let family = train::family_of(&model_dir, base.arch.as_deref())?;
         crate::with_image_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
             .groups()
@@ -397,7 +412,17 @@ pub fn compare(
             Ok(table::read_examples(p, &cols)?.examples)
         }
     };
+    let caption_test = if is_caption {
+        Some(captions::test_set(base, opts, &train_file, &out)?)
+    } else {
+        None
+    };
     let (train_path, test_path, train_rows) = match &opts.test {
+        Some(t) if is_caption => (
+            train_file.clone(),
+            t.clone(),
+            caption_test.as_ref().map_or(0, |c| c.train_images),
+        ),
         Some(t) => {
             let rows = read_rows(&train_file)?.len();
             (train_file.clone(), t.clone(), rows)
@@ -424,8 +449,14 @@ pub fn compare(
             (a, b, train_part.len())
         }
     };
-    let mut test = read_rows(&test_path)?;
-    let mut test_path = test_path;
+    let mut test = match &caption_test {
+        Some(_) => Vec::new(),
+        None => read_rows(&test_path)?,
+    };
+    let mut test_path = match &caption_test {
+        Some(c) => c.path.clone(),
+        None => test_path,
+    };
     if let Some(k) = opts.test_limit
         && k < test.len()
     {
@@ -439,9 +470,12 @@ pub fn compare(
         });
         write_rows(&test_path, &test, is_lm, input_column, &base.label_column)?;
     }
-    if test.is_empty() {
+    if test.is_empty() && caption_test.is_none() {
         bail!("the test set {} has no examples", test_path.display());
     }
+    let test_examples = caption_test
+        .as_ref()
+        .map_or(test.len(), |c| c.set.images.len());
 
     let sizes: Vec<Option<usize>> = if opts.train_sizes.is_empty() {
         vec![base.train_limit]
@@ -459,7 +493,13 @@ pub fn compare(
         train_sha256: sha256_files(&[&train_path])?,
         test_sha256: sha256_files(&[&test_path])?,
         test_limit: opts.test_limit,
-        model_sha256: sha256_files(&weight_files(&model_dir)?.iter().collect::<Vec<_>>())?,
+        model_sha256: {
+            let mut files = weight_files(&model_dir)?;
+            if is_caption {
+                files.extend(weight_files(&train::captioning::decoder_dir(base)?)?);
+            }
+            sha256_files(&files.iter().collect::<Vec<_>>())?
+        },
         config: serde_json::Value::Null,
     };
     let mut k = 0;
@@ -469,7 +509,10 @@ pub fn compare(
                 k += 1;
                 let dir = out.join("runs").join(run_name(strategy, size, seed));
                 let mut config = base.clone();
-                config.strategy = strategy;
+                config.strategy = strategy.strategy;
+                if let Some(d) = strategy.decoder {
+                    config.captioning.decoder_strategy = d;
+                }
                 config.seed = base.seed + seed as u64;
                 config.train = Some(train_path.clone());
                 config.train_limit = size;
@@ -502,7 +545,14 @@ pub fn compare(
                         let outcome = train::train(config.clone(), device, &mut train::Quiet)?;
                         let started = std::time::Instant::now();
                         let test_file = test_path.display().to_string();
-                        let metrics = if is_lm {
+                        let metrics = if let Some(c) = &caption_test {
+                            TestMetrics::Captions(captions::test(
+                                &outcome.model_dir,
+                                c,
+                                base,
+                                device,
+                            )?)
+                        } else if is_lm {
                             TestMetrics::Text(
                                 train::eval_lm::evaluate_lm(
                                     &outcome.model_dir,
@@ -582,6 +632,14 @@ pub fn compare(
             opts.samples
         ));
         samples::lm_samples(&model_dir, &runs, &test, opts.samples, device)?
+    } else if let Some(c) = &caption_test
+        && opts.samples > 0
+    {
+        log(&format!(
+            "captioning {} held-out images per pair",
+            opts.samples
+        ));
+        captions::samples(&runs, c, opts.samples, &out, device)?
     } else {
         Vec::new()
     };
@@ -590,7 +648,7 @@ pub fn compare(
         model: base.model.clone(),
         train_file: train_file.display().to_string(),
         test_file: test_path.display().to_string(),
-        test_examples: test.len(),
+        test_examples,
         metric: base.metric,
         budget: opts.budget,
         seeds: opts.seeds,
@@ -811,108 +869,6 @@ pub fn write_csv(path: &Path, examples: &[Example], text: &str, label: &str) -> 
     })
 }
 
-/// Mean and interval per (size, strategy).
-pub fn summarise(
-    runs: &[RunRecord],
-    strategies: &[Strategy],
-    sizes: &[Option<usize>],
-    metric: MetricName,
-    target: Option<f64>,
-) -> Vec<Summary> {
-    let mut out = Vec::new();
-    for &size in sizes {
-        for &strategy in strategies {
-            let rs: Vec<&RunRecord> = runs
-                .iter()
-                .filter(|r| r.strategy == strategy && r.train_size == size)
-                .collect();
-            if rs.is_empty() {
-                continue;
-            }
-            let of = |f: &dyn Fn(&RunRecord) -> f64| {
-                MeanCi::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
-            };
-            let reached: Vec<(f64, f64)> = target
-                .map(|t| rs.iter().filter_map(|r| r.to_target(t, metric)).collect())
-                .unwrap_or_default();
-            let mean =
-                |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-            out.push(Summary {
-                strategy,
-                train_size: size,
-                train_examples: rs[0].train_examples,
-                score: of(&|r| r.score(metric)),
-                accuracy: of(&|r| r.test.accuracy()),
-                macro_f1: of(&|r| r.test.macro_f1()),
-                perplexity: of(&|r| r.test.perplexity()),
-                seconds: of(&|r| r.cost.seconds),
-                flops: of(&|r| r.cost.flops_total),
-                energy_wh: of(&|r| r.cost.energy.kwh * 1000.0),
-                co2_g: of(&|r| r.cost.co2_kg * 1000.0),
-                money: of(&|r| r.cost.money.total),
-                mfu: of(&|r| r.cost.mfu),
-                energy_measured: rs.iter().all(|r| r.cost.energy.measured),
-                reached_target: reached.len(),
-                seconds_to_target: mean(reached.iter().map(|r| r.0).collect()),
-                wh_to_target: mean(reached.iter().map(|r| r.1).collect()),
-                cache_saved_seconds: rs.iter().map(|r| r.cost.cache_saved_seconds).sum::<f64>()
-                    / rs.len() as f64,
-                cache_saved_wh: rs.iter().map(|r| r.cost.cache_saved_wh).sum::<f64>()
-                    / rs.len() as f64,
-            });
-        }
-    }
-    out
-}
-
-/// How many times more data `scratch` needed to match the best tuned
-/// strategy at the smallest size: `Ok(multiplier)`, or `Err(best scratch
-/// score)` when it never did within the sizes tried. `None` without a
-/// sweep or without scratch.
-pub fn data_multiplier(
-    summary: &[Summary],
-    metric: MetricName,
-) -> Option<(Strategy, usize, Result<f64, f64>)> {
-    let better = |a: f64, b: f64| {
-        if metric.higher_is_better() {
-            a.total_cmp(&b)
-        } else {
-            b.total_cmp(&a)
-        }
-    };
-    let mut sizes: Vec<usize> = summary.iter().filter_map(|s| s.train_size).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let smallest = *sizes.first()?;
-    if sizes.len() < 2 {
-        return None;
-    }
-    let tuned = summary
-        .iter()
-        .filter(|s| s.train_size == Some(smallest) && s.strategy != Strategy::Scratch)
-        .max_by(|a, b| better(a.score.mean, b.score.mean))?;
-    let mut scratch: Vec<&Summary> = summary
-        .iter()
-        .filter(|s| s.strategy == Strategy::Scratch && s.train_size.is_some())
-        .collect();
-    if scratch.is_empty() {
-        return None;
-    }
-    scratch.sort_by_key(|s| s.train_size);
-    let result = match scratch
-        .iter()
-        .find(|s| at_least(s.score.mean, tuned.score.mean, metric))
-    {
-        Some(s) => Ok(s.train_size.unwrap() as f64 / smallest as f64),
-        None => Err(scratch
-            .iter()
-            .map(|s| s.score.mean)
-            .max_by(|a, b| better(*a, *b))
-            .unwrap_or(f64::NAN)),
-    };
-    Some((tuned.strategy, smallest, result))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -940,13 +896,15 @@ mod tests {
     fn summary(strategy: Strategy, size: usize, score: f64) -> Summary {
         let m = MeanCi::of(&[score]);
         Summary {
-            strategy,
+            strategy: strategy.into(),
             train_size: Some(size),
             train_examples: size,
             score: m,
             accuracy: m,
             macro_f1: m,
             perplexity: m,
+            bleu4: m,
+            cider: m,
             seconds: m,
             flops: m,
             energy_wh: m,
@@ -972,7 +930,7 @@ mod tests {
             summary(Strategy::Scratch, 1000, 0.91),
         ];
         let (best, smallest, m) = data_multiplier(&s, MetricName::Accuracy).unwrap();
-        assert_eq!((best, smallest, m), (Strategy::Full, 100, Ok(10.0)));
+        assert_eq!((best, smallest, m), (Strategy::Full.into(), 100, Ok(10.0)));
         let never = vec![
             summary(Strategy::Scratch, 100, 0.70),
             summary(Strategy::Full, 100, 0.90),
@@ -996,7 +954,7 @@ mod tests {
         ];
         assert_eq!(
             data_multiplier(&ppl, MetricName::Perplexity).unwrap(),
-            (Strategy::Full, 100, Ok(10.0))
+            (Strategy::Full.into(), 100, Ok(10.0))
         );
         assert_eq!(
             data_multiplier(&ppl[..4], MetricName::Perplexity)

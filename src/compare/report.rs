@@ -194,8 +194,8 @@ pub fn plots(c: &Comparison) -> Vec<Plot> {
     // Freeze depth.
     let depths: Vec<(usize, &Summary)> = main_summary(c)
         .into_iter()
-        .filter_map(|s| match s.strategy {
-            Strategy::Freeze(n) => Some((n, s)),
+        .filter_map(|s| match (s.strategy.strategy, s.strategy.decoder) {
+            (Strategy::Freeze(n), None) => Some((n, s)),
             _ => None,
         })
         .collect();
@@ -258,6 +258,8 @@ fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
     head.push(format!("test {metric} (95% CI)"));
     if c.is_language_model() {
         head.push("next-token accuracy".into());
+    } else if c.is_captioning() {
+        head.extend(["BLEU-4".into(), "CIDEr-D".into(), "label accuracy".into()]);
     } else {
         head.extend(["accuracy".into(), "macro-F1".into()]);
     }
@@ -287,8 +289,12 @@ fn table(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
                 row.push(s.train_examples.to_string());
             }
             row.push(s.score.show(3));
+            if c.is_captioning() {
+                row.push(format!("{:.3}", s.bleu4.mean));
+                row.push(format!("{:.3}", s.cider.mean));
+            }
             row.push(format!("{:.3}", s.accuracy.mean));
-            if !c.is_language_model() {
+            if !c.is_language_model() && !c.is_captioning() {
                 row.push(format!("{:.3}", s.macro_f1.mean));
             }
             row.push(sig(s.seconds.mean));
@@ -371,6 +377,8 @@ fn notes(c: &Comparison) -> Vec<String> {
         c.test_examples,
         if c.is_language_model() {
             "documents"
+        } else if c.is_captioning() {
+            "images"
         } else {
             "examples"
         },
@@ -432,6 +440,12 @@ fn notes(c: &Comparison) -> Vec<String> {
             "The feature cache (frozen layers computed once) saved about {saved:.0} s over all runs of the table's largest size; per-strategy means are in the last column."
         ));
     }
+    if c.is_captioning() {
+        notes.push(
+            "Captions are scored as the COCO caption evaluation scores them (PTB tokenisation; corpus BLEU-4, CIDEr-D with its length penalty and clipping) against every reference caption of the image; label accuracy is the share of generated captions that name exactly the items their references name (blank where the references do not name items)."
+                .to_string(),
+        );
+    }
     if c.is_language_model() {
         notes.push(
             "Perplexity: exp of the mean next-token cross-entropy over every held-out token, the documents tokenised and packed as in training (lower is better)."
@@ -480,11 +494,23 @@ fn markdown(c: &Comparison, plots: &[Plot]) -> String {
         );
     }
     if !c.samples.is_empty() {
-        let _ = writeln!(md, "## {}\n", SAMPLES_TITLE);
+        let _ = writeln!(md, "## {}\n", samples_title(c));
         for (k, s) in c.samples.iter().enumerate() {
-            let _ = writeln!(md, "### Prompt {}: \"{}\"\n", k + 1, s.prompt);
-            let _ = writeln!(md, "| written by | continuation |\n|---|---|");
-            let _ = writeln!(md, "| held-out text | {} |", md_cell(&s.reference));
+            if c.is_captioning() {
+                let _ = writeln!(
+                    md,
+                    "### Image {}\n\n![image {}]({})\n",
+                    k + 1,
+                    k + 1,
+                    s.prompt
+                );
+                let _ = writeln!(md, "| written by | caption |\n|---|---|");
+                let _ = writeln!(md, "| references | {} |", md_cell(&s.reference));
+            } else {
+                let _ = writeln!(md, "### Prompt {}: \"{}\"\n", k + 1, s.prompt);
+                let _ = writeln!(md, "| written by | continuation |\n|---|---|");
+                let _ = writeln!(md, "| held-out text | {} |", md_cell(&s.reference));
+            }
             for (who, text) in &s.outputs {
                 let _ = writeln!(md, "| {who} | {} |", md_cell(text));
             }
@@ -494,7 +520,14 @@ fn markdown(c: &Comparison, plots: &[Plot]) -> String {
     md
 }
 
-const SAMPLES_TITLE: &str = "Held-out prompts, continued greedily by each model";
+/// The title of the samples section.
+fn samples_title(c: &Comparison) -> &'static str {
+    if c.is_captioning() {
+        "Held-out images, captioned by each pair of strategies"
+    } else {
+        "Held-out prompts, continued greedily by each model"
+    }
+}
 
 /// Text as one Markdown table cell.
 fn md_cell(s: &str) -> String {
@@ -548,19 +581,30 @@ fn html(c: &Comparison, plots: &[Plot]) -> String {
         );
     }
     if !c.samples.is_empty() {
-        let _ = writeln!(h, "<h2>{}</h2>", SAMPLES_TITLE);
+        let _ = writeln!(h, "<h2>{}</h2>", samples_title(c));
         for (k, s) in c.samples.iter().enumerate() {
-            let _ = writeln!(
-                h,
-                "<h3>Prompt {}: &ldquo;{}&rdquo;</h3>\n<table class=\"samples\"><tr><th>written by</th><th>continuation</th></tr>",
-                k + 1,
-                escape(&s.prompt)
-            );
-            let _ = writeln!(
-                h,
-                "<tr><td>held-out text</td><td><i>{}</i></td></tr>",
-                escape(&s.reference)
-            );
+            if c.is_captioning() {
+                let _ = writeln!(
+                    h,
+                    "<h3>Image {}</h3>\n<img src=\"{}\" width=\"192\" style=\"image-rendering:pixelated\" alt=\"held-out image {}\">\n<table class=\"samples\"><tr><th>written by</th><th>caption</th></tr>\n<tr><td>references</td><td><i>{}</i></td></tr>",
+                    k + 1,
+                    escape(&s.prompt),
+                    k + 1,
+                    escape(&s.reference)
+                );
+            } else {
+                let _ = writeln!(
+                    h,
+                    "<h3>Prompt {}: &ldquo;{}&rdquo;</h3>\n<table class=\"samples\"><tr><th>written by</th><th>continuation</th></tr>",
+                    k + 1,
+                    escape(&s.prompt)
+                );
+                let _ = writeln!(
+                    h,
+                    "<tr><td>held-out text</td><td><i>{}</i></td></tr>",
+                    escape(&s.reference)
+                );
+            }
             for (who, text) in &s.outputs {
                 let _ = writeln!(
                     h,

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::{Plan, RunRecord, Summary, at_least};
+use crate::tasks::MetricName;
+
 /// Mean of a sample with the half-width of its two-sided 95% interval
 /// (Student's t with n - 1 degrees of freedom; none for n = 1).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -14,6 +17,17 @@ pub struct MeanCi {
     /// Half-width: the interval is mean ± ci. `None` with one value.
     pub ci: Option<f64>,
     pub n: usize,
+}
+
+/// No values: a NaN mean (fields absent from older reports).
+impl Default for MeanCi {
+    fn default() -> Self {
+        Self {
+            mean: f64::NAN,
+            ci: None,
+            n: 0,
+        }
+    }
 }
 
 impl MeanCi {
@@ -143,6 +157,110 @@ impl TryFrom<String> for Budget {
     fn try_from(s: String) -> Result<Self> {
         s.parse()
     }
+}
+
+/// Mean and interval per (size, strategy).
+pub fn summarise(
+    runs: &[RunRecord],
+    strategies: &[Plan],
+    sizes: &[Option<usize>],
+    metric: MetricName,
+    target: Option<f64>,
+) -> Vec<Summary> {
+    let mut out = Vec::new();
+    for &size in sizes {
+        for &strategy in strategies {
+            let rs: Vec<&RunRecord> = runs
+                .iter()
+                .filter(|r| r.strategy == strategy && r.train_size == size)
+                .collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let of = |f: &dyn Fn(&RunRecord) -> f64| {
+                MeanCi::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let reached: Vec<(f64, f64)> = target
+                .map(|t| rs.iter().filter_map(|r| r.to_target(t, metric)).collect())
+                .unwrap_or_default();
+            let mean =
+                |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            out.push(Summary {
+                strategy,
+                train_size: size,
+                train_examples: rs[0].train_examples,
+                score: of(&|r| r.score(metric)),
+                accuracy: of(&|r| r.test.accuracy()),
+                macro_f1: of(&|r| r.test.macro_f1()),
+                perplexity: of(&|r| r.test.perplexity()),
+                bleu4: of(&|r| r.test.value(MetricName::Bleu4)),
+                cider: of(&|r| r.test.value(MetricName::Cider)),
+                seconds: of(&|r| r.cost.seconds),
+                flops: of(&|r| r.cost.flops_total),
+                energy_wh: of(&|r| r.cost.energy.kwh * 1000.0),
+                co2_g: of(&|r| r.cost.co2_kg * 1000.0),
+                money: of(&|r| r.cost.money.total),
+                mfu: of(&|r| r.cost.mfu),
+                energy_measured: rs.iter().all(|r| r.cost.energy.measured),
+                reached_target: reached.len(),
+                seconds_to_target: mean(reached.iter().map(|r| r.0).collect()),
+                wh_to_target: mean(reached.iter().map(|r| r.1).collect()),
+                cache_saved_seconds: rs.iter().map(|r| r.cost.cache_saved_seconds).sum::<f64>()
+                    / rs.len() as f64,
+                cache_saved_wh: rs.iter().map(|r| r.cost.cache_saved_wh).sum::<f64>()
+                    / rs.len() as f64,
+            });
+        }
+    }
+    out
+}
+
+/// How many times more data `scratch` needed to match the best tuned
+/// strategy at the smallest size: `Ok(multiplier)`, or `Err(best scratch
+/// score)` when it never did within the sizes tried. `None` without a
+/// sweep or without scratch.
+pub fn data_multiplier(
+    summary: &[Summary],
+    metric: MetricName,
+) -> Option<(Plan, usize, Result<f64, f64>)> {
+    let better = |a: f64, b: f64| {
+        if metric.higher_is_better() {
+            a.total_cmp(&b)
+        } else {
+            b.total_cmp(&a)
+        }
+    };
+    let mut sizes: Vec<usize> = summary.iter().filter_map(|s| s.train_size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let smallest = *sizes.first()?;
+    if sizes.len() < 2 {
+        return None;
+    }
+    let tuned = summary
+        .iter()
+        .filter(|s| s.train_size == Some(smallest) && !s.strategy.is_scratch())
+        .max_by(|a, b| better(a.score.mean, b.score.mean))?;
+    let mut scratch: Vec<&Summary> = summary
+        .iter()
+        .filter(|s| s.strategy.is_scratch() && s.train_size.is_some())
+        .collect();
+    if scratch.is_empty() {
+        return None;
+    }
+    scratch.sort_by_key(|s| s.train_size);
+    let result = match scratch
+        .iter()
+        .find(|s| at_least(s.score.mean, tuned.score.mean, metric))
+    {
+        Some(s) => Ok(s.train_size.unwrap() as f64 / smallest as f64),
+        None => Err(scratch
+            .iter()
+            .map(|s| s.score.mean)
+            .max_by(|a, b| better(*a, *b))
+            .unwrap_or(f64::NAN)),
+    };
+    Some((tuned.strategy, smallest, result))
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ use crate::tasks::captioning::{
 };
 use crate::tasks::image::load_split;
 
+/// `--task`'s name for captioning.
+pub const TASK: &str = "captioning";
+
 /// The language model's directory: `--decoder` resolved as `--model` is.
 pub fn decoder_dir(config: &TrainConfig) -> Result<PathBuf> {
     let spec = config.captioning.decoder.as_deref().context(
