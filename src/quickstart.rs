@@ -10,6 +10,7 @@
 //! 1,000 held-out ones. The language-model variant ([`lm::run_lm`],
 //! `quickstart --lm`) tunes SmolLM2-135M-Instruct on the reports' text.
 
+pub mod captions;
 pub mod lm;
 
 use anyhow::{Context, Result};

@@ -133,22 +133,26 @@ fn run<E: Architecture, D: CausalLm>(
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
     }
-    let (mut train_images, val_images) = match &config.val {
+    // --train-limit draws its images first; without --val a share of
+    // them validates (so a small run validates on a few images, not on a
+    // share of the whole table)
+    let mut pool = train_set.images;
+    if let Some(limit) = config.train_limit
+        && limit < pool.len()
+    {
+        let order = epoch_order(pool.len(), config.seed ^ 0x4C49_4D49, 0);
+        let mut keep: Vec<usize> = order[..limit].to_vec();
+        keep.sort_unstable();
+        pool = keep.iter().map(|&i| pool[i].clone()).collect();
+    }
+    let (train_images, val_images) = match &config.val {
         Some(p) => {
             let v = read(p)?;
             skipped += v.skipped;
-            (train_set.images, v.images)
+            (pool, v.images)
         }
-        None => hold_out(train_set.images, config.val_fraction, config.seed)?,
+        None => hold_out(pool, config.val_fraction, config.seed)?,
     };
-    if let Some(limit) = config.train_limit
-        && limit < train_images.len()
-    {
-        let order = epoch_order(train_images.len(), config.seed ^ 0x4C49_4D49, 0);
-        let mut keep: Vec<usize> = order[..limit].to_vec();
-        keep.sort_unstable();
-        train_images = keep.iter().map(|&i| train_images[i].clone()).collect();
-    }
     let data_sha256 = hex(hasher.finalize().as_slice());
 
     // the task
