@@ -202,12 +202,6 @@ impl Gpt2Config {
                 self.layer_norm_epsilon
             );
         }
-        if self.add_cross_attention {
-            bail!(
-                "add_cross_attention is true: GPT-2 with cross-attention (an encoder-decoder's \
-                 decoder) is not supported"
-            );
-        }
         Activation::parse(&self.activation_function)
             .context("in activation_function (GPT-2's field for the MLP's activation)")?;
         Ok(())
@@ -367,6 +361,62 @@ impl Gpt2Attention {
     }
 }
 
+/// Cross-attention of an encoder-decoder's decoder (`add_cross_attention`):
+/// queries from the decoder (`q_attn`), keys and values side by side from
+/// the encoder's states (`c_attn`, `[n_embd, 2 * n_embd]`), scaled as the
+/// layer's self-attention.
+#[derive(Module, Debug)]
+pub struct Gpt2CrossAttention {
+    pub q_attn: Conv1D,
+    pub c_attn: Conv1D,
+    pub c_proj: Conv1D,
+    pub attn_dropout: Dropout,
+    pub resid_dropout: Dropout,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub scale: f64,
+}
+
+/// What cross-attention reads: the encoder's states `[batch, source,
+/// n_embd]` and the additive bias `[batch, 1, 1, source]` of their padding.
+#[derive(Clone, Debug)]
+pub struct EncoderStates {
+    pub states: Tensor<3>,
+    pub bias: Tensor<4>,
+}
+
+impl EncoderStates {
+    /// States with every position real.
+    pub fn new(states: Tensor<3>) -> Self {
+        let [b, n, _] = states.dims();
+        let bias = Tensor::zeros([b, 1, 1, n], &states.device());
+        Self { states, bias }
+    }
+}
+
+impl Gpt2CrossAttention {
+    pub fn forward(&self, x: Tensor<3>, encoder: &EncoderStates) -> Tensor<3> {
+        let [batch, new, hidden] = x.dims();
+        let source = encoder.states.dims()[1];
+        let heads = self.num_heads;
+        let head_dim = hidden / heads;
+        let heads_of =
+            |t: Tensor<3>, n: usize| t.reshape([batch, n, heads, head_dim]).swap_dims(1, 2);
+        let q = heads_of(self.q_attn.forward(x), new);
+        let kv = self.c_attn.forward(encoder.states.clone());
+        let k = heads_of(kv.clone().narrow(2, 0, hidden), source);
+        let v = heads_of(kv.narrow(2, hidden, hidden), source);
+        let scores = q.matmul(k.transpose()) * self.scale + encoder.bias.clone();
+        let probs = self.attn_dropout.forward(softmax(scores, 3));
+        let context = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, new, hidden]);
+        self.resid_dropout.forward(self.c_proj.forward(context))
+    }
+}
+
 /// The feed-forward block: `c_proj(act(c_fc(x)))`, then dropout.
 #[derive(Module, Debug)]
 pub struct Gpt2Mlp {
@@ -389,18 +439,29 @@ impl Gpt2Mlp {
 pub struct Gpt2Block {
     pub ln_1: LayerNorm,
     pub attn: Gpt2Attention,
+    /// With `add_cross_attention`: the LayerNorm before cross-attention.
+    pub ln_cross_attn: Option<LayerNorm>,
+    pub crossattention: Option<Gpt2CrossAttention>,
     pub ln_2: LayerNorm,
     pub mlp: Gpt2Mlp,
 }
 
 impl Gpt2Block {
+    /// Self-attention, cross-attention to `encoder` (when the block has it
+    /// and states are given; skipped otherwise, as in transformers), MLP.
     pub fn forward(
         &self,
         x: Tensor<3>,
         bias: Tensor<4>,
         cache: Option<(&mut KvCache, usize)>,
+        encoder: Option<&EncoderStates>,
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
+        let mut x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
+        if let (Some(ln), Some(cross), Some(e)) =
+            (&self.ln_cross_attn, &self.crossattention, encoder)
+        {
+            x = x.clone() + cross.forward(ln.forward(x), e);
+        }
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -448,6 +509,18 @@ impl Gpt2 {
                     num_heads: config.n_head,
                     scale: config.attention_scale(i),
                 },
+                ln_cross_attn: config
+                    .add_cross_attention
+                    .then(|| layer_norm(h, eps, device)),
+                crossattention: config.add_cross_attention.then(|| Gpt2CrossAttention {
+                    q_attn: Conv1D::new(h, h, device),
+                    c_attn: Conv1D::new(h, 2 * h, device),
+                    c_proj: Conv1D::new(h, h, device),
+                    attn_dropout: DropoutConfig::new(config.attn_pdrop).init(),
+                    resid_dropout: resid(),
+                    num_heads: config.n_head,
+                    scale: config.attention_scale(i),
+                }),
                 ln_2: layer_norm(h, eps, device),
                 mlp: Gpt2Mlp {
                     c_fc: Conv1D::new(h, f, device),
@@ -584,7 +657,7 @@ impl Architecture for Gpt2 {
                         .get_or_insert_with(|| causal_bias(mask.clone(), seq))
                         .clone();
                     Flow::Hidden {
-                        x: self.h[g - 1].forward(x, bias, None),
+                        x: self.h[g - 1].forward(x, bias, None, None),
                         mask,
                     }
                 }
@@ -734,7 +807,22 @@ impl CausalLm for Gpt2 {
         x: Tensor<3>,
         positions: Tensor<2, Int>,
         key_mask: Tensor<2>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        self.forward_cross(x, positions, key_mask, cache, None)
+    }
+}
+
+impl Gpt2 {
+    /// [`CausalLm::forward_embeds`] with cross-attention to `encoder` in
+    /// every block that has it (an encoder-decoder's decoder).
+    pub fn forward_cross(
+        &self,
+        x: Tensor<3>,
+        positions: Tensor<2, Int>,
+        key_mask: Tensor<2>,
         mut cache: Option<&mut KvCache>,
+        encoder: Option<&EncoderStates>,
     ) -> Tensor<3> {
         let new = x.dims()[1];
         let total = key_mask.dims()[1];
@@ -748,7 +836,12 @@ impl CausalLm for Gpt2 {
         let bias = causal_bias(key_mask, new);
         let mut x = self.drop.forward(x + self.wpe.forward(positions));
         for (i, block) in self.h.iter().enumerate() {
-            x = block.forward(x, bias.clone(), cache.as_deref_mut().map(|c| (c, i)));
+            x = block.forward(
+                x,
+                bias.clone(),
+                cache.as_deref_mut().map(|c| (c, i)),
+                encoder,
+            );
         }
         self.logits(x)
     }

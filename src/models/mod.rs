@@ -17,6 +17,7 @@
 pub mod bert;
 pub mod causal;
 pub mod efficientnet;
+pub mod encoder_decoder;
 pub mod gpt2;
 pub mod inception;
 pub mod llama;

@@ -701,10 +701,6 @@ fn bad_configs_are_named() {
         r#"{{{sizes}, "n_embd": 32, "n_head": 4, "attn_pdrop": 1.5}}"#
     ));
     assert!(err.contains("attn_pdrop"), "{err}");
-    let err = err_for(&format!(
-        r#"{{{sizes}, "n_embd": 32, "n_head": 4, "add_cross_attention": true}}"#
-    ));
-    assert!(err.contains("add_cross_attention"), "{err}");
     // transformers' defaults for the rest
     std::fs::write(
         &path,

@@ -1,0 +1,132 @@
+use super::*;
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ved_random")
+}
+
+fn reference() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ved_random.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The script's deterministic pixels, `[2, 3, 32, 32]`.
+fn pixels(device: &Device) -> Tensor<4> {
+    let mut v = Vec::with_capacity(2 * 3 * 32 * 32);
+    for n in 0..2 {
+        for c in 0..3 {
+            for h in 0..32 {
+                for w in 0..32 {
+                    let x = 0.1 * (n + 1) as f64 * (h + 1) as f64
+                        + 0.07 * (c + 1) as f64 * (w + 1) as f64;
+                    v.push(x.sin() as f32);
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [2, 3, 32, 32]), device)
+}
+
+fn ids(r: &serde_json::Value, device: &Device) -> Tensor<2, Int> {
+    let flat: Vec<i64> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
+        .collect();
+    Tensor::from_data(TensorData::new(flat, [2, 5]), device)
+}
+
+fn flat(v: &serde_json::Value) -> Vec<f32> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(flat).collect(),
+        x => vec![x.as_f64().unwrap() as f32],
+    }
+}
+
+fn logits_of(m: &VisionEncoderDecoder, r: &serde_json::Value, device: &Device) -> Vec<f32> {
+    m.forward(pixels(device), ids(r, device))
+        .into_data()
+        .try_into_vec()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn logits_and_greedy_tokens_equal_transformers() {
+    let device = Device::default();
+    let r = reference();
+    let m = VisionEncoderDecoder::load(&fixture(), &device).unwrap();
+    let want = flat(&r["logits"]);
+    let got = logits_of(&m, &r, &device);
+    let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let diff = max_diff(&got, &want);
+    println!("encoder-decoder logits: max abs diff {diff:.2e} (scale {scale:.2})");
+    assert!(diff <= 1e-4 * scale.max(1.0), "{diff} at scale {scale}");
+    // generate(max_new_tokens=6) from decoder_start_token_id
+    let greedy = m.greedy(pixels(&device), 62, 6);
+    let want: Vec<Vec<u32>> = r["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    assert_eq!(greedy, want);
+}
+
+#[test]
+fn the_export_holds_the_checkpoints_tensors_and_reloads_to_the_same_logits() {
+    let device = Device::default();
+    let r = reference();
+    let m = VisionEncoderDecoder::load(&fixture(), &device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    m.export(&fixture(), tmp.path()).unwrap();
+    let original = Checkpoint::open(&fixture()).unwrap();
+    let written = Checkpoint::open(tmp.path()).unwrap();
+    let keys = |c: &Checkpoint| c.tensors.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&written), keys(&original));
+    for (k, t) in &original.tensors {
+        let w = &written.tensors[k];
+        assert_eq!(w.shape, t.shape, "{k}");
+        assert_eq!(w.data, t.data, "{k}");
+    }
+    let again = VisionEncoderDecoder::load(tmp.path(), &device).unwrap();
+    assert_eq!(logits_of(&again, &r, &device), logits_of(&m, &r, &device));
+}
+
+#[test]
+fn configs_it_cannot_build_are_errors_naming_the_field() {
+    let device = Device::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let write = |c: &serde_json::Value| {
+        std::fs::write(tmp.path().join("config.json"), c.to_string()).unwrap();
+        std::fs::copy(
+            fixture().join("model.safetensors"),
+            tmp.path().join("model.safetensors"),
+        )
+        .unwrap();
+        VisionEncoderDecoder::load(tmp.path(), &device)
+            .unwrap_err()
+            .to_string()
+    };
+    config["decoder"]["add_cross_attention"] = false.into();
+    assert!(write(&config).contains("add_cross_attention"));
+    config["decoder"]["model_type"] = "llama".into();
+    assert!(write(&config).contains("llama"));
+    config["model_type"] = "vit".into();
+    assert!(write(&config).contains("vision-encoder-decoder"));
+}
