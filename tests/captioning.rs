@@ -396,3 +396,43 @@ fn compare_reports_pairs_of_strategies_with_caption_scores_and_samples() {
     assert!(html.contains("<img src=\"samples/1.png\""), "{html}");
     assert!(html.contains("CIDEr-D") && html.contains("BLEU-4"));
 }
+
+#[test]
+fn a_captioning_run_killed_mid_way_resumes_to_the_uninterrupted_result() {
+    let (tmp, lm) = setup(4);
+    let extra = [
+        "--decoder-strategy",
+        "lora:4",
+        "--epochs",
+        "4",
+        "--checkpoint-every",
+        "2",
+    ];
+    let a = tmp.path().join("a");
+    ok(&train_args(tmp.path(), &lm, &a, &extra));
+    let b = tmp.path().join("b");
+    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(train_args(tmp.path(), &lm, &b, &extra))
+        .env("HEADSTART_ABORT_AFTER_STEP", "5")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert!(!b.join("model").exists());
+    ok(&[
+        "train".into(),
+        "--resume".into(),
+        b.display().to_string(),
+        "--quiet".into(),
+    ]);
+    for f in ["model/model.safetensors", "model/decoder/model.safetensors"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after the resume"
+        );
+    }
+    let caps = |run: &Path| -> Vec<serde_json::Value> {
+        validations(run).iter().map(|v| v["samples"].clone()).collect()
+    };
+    assert_eq!(caps(&a), caps(&b));
+}
