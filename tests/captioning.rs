@@ -432,7 +432,10 @@ fn a_captioning_run_killed_mid_way_resumes_to_the_uninterrupted_result() {
         );
     }
     let caps = |run: &Path| -> Vec<serde_json::Value> {
-        validations(run).iter().map(|v| v["samples"].clone()).collect()
+        validations(run)
+            .iter()
+            .map(|v| v["samples"].clone())
+            .collect()
     };
     assert_eq!(caps(&a), caps(&b));
 }

@@ -79,12 +79,12 @@ pub struct CurvePoint {
     pub accuracy: f64,
     pub macro_f1: f64,
     /// Validation perplexity (`exp` of the loss).
-    #[serde(default = "nan")]
+    #[serde(default = "nan", deserialize_with = "stats::nan_if_null")]
     pub perplexity: f64,
-    /// Captioning: validation BLEU-4 and CIDEr-D.
-    #[serde(default = "nan")]
+    /// Captioning: validation BLEU-4 and CIDEr-D (NaN for other tasks).
+    #[serde(default = "nan", deserialize_with = "stats::nan_if_null")]
     pub bleu4: f64,
-    #[serde(default = "nan")]
+    #[serde(default = "nan", deserialize_with = "stats::nan_if_null")]
     pub cider: f64,
 }
 
@@ -891,6 +891,27 @@ mod tests {
         assert!(parse_strategies("freeze:3..1", 6).is_err());
         assert!(parse_strategies("", 6).is_err());
         assert!(parse_strategies("warp", 6).is_err());
+    }
+
+    #[test]
+    fn metrics_a_task_lacks_are_nan_and_read_back_as_nan() {
+        let p = CurvePoint {
+            step: 3,
+            seconds: 1.0,
+            energy_wh: 0.1,
+            accuracy: 0.5,
+            macro_f1: 0.4,
+            perplexity: f64::NAN,
+            bleu4: f64::NAN,
+            cider: f64::NAN,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"bleu4\":null"), "{json}");
+        let back: CurvePoint = serde_json::from_str(&json).unwrap();
+        assert!(back.bleu4.is_nan() && back.cider.is_nan() && back.perplexity.is_nan());
+        assert_eq!(back.accuracy, 0.5);
+        let m: MeanCi = serde_json::from_str(r#"{"mean":null,"ci":null,"n":0}"#).unwrap();
+        assert!(m.mean.is_nan());
     }
 
     fn summary(strategy: Strategy, size: usize, score: f64) -> Summary {

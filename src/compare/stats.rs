@@ -13,10 +13,17 @@ use crate::tasks::MetricName;
 /// (Student's t with n - 1 degrees of freedom; none for n = 1).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanCi {
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
     /// Half-width: the interval is mean ± ci. `None` with one value.
     pub ci: Option<f64>,
     pub n: usize,
+}
+
+/// A number that JSON wrote as `null` (serde_json writes NaN so) reads
+/// back as NaN.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// No values: a NaN mean (fields absent from older reports).
