@@ -443,17 +443,18 @@ const IMAGE_LABEL: &str = "image";
 /// The task, for language-model family `D`.
 pub struct Captioning<D> {
     pub core: CaptionCore,
-    /// Forward FLOPs of mapper and language model per image (the training
-    /// split's mean captions and caption length), for the cost account.
-    pub head_flops_per_image: f64,
+    /// Forward FLOPs per image of the mapper and of the language model
+    /// (the training split's mean captions and caption length), for the
+    /// cost account.
+    pub flops_per_image: (f64, f64),
     _decoder: PhantomData<fn() -> D>,
 }
 
 impl<D: CausalLm> Captioning<D> {
-    pub fn new(core: CaptionCore, head_flops_per_image: f64) -> Self {
+    pub fn new(core: CaptionCore, flops_per_image: (f64, f64)) -> Self {
         Self {
             core,
-            head_flops_per_image,
+            flops_per_image,
             _decoder: PhantomData,
         }
     }
@@ -687,7 +688,20 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn head_flops<A: Architecture>(&self, _body: &A, batch: usize) -> f64 {
-        self.head_flops_per_image * batch as f64
+        let (mapper, decoder) = self.flops_per_image;
+        (mapper + decoder) * batch as f64
+    }
+
+    /// The mapper computes both gradients; the language model only the
+    /// input gradients when none of its weights train (`frozen`) or only
+    /// its adapters do (`lora`; the adapters' own FLOPs are left out).
+    fn head_backward_flops<A: Architecture>(&self, _body: &A, batch: usize) -> f64 {
+        let (mapper, decoder) = self.flops_per_image;
+        let weights = match self.core.state.decoder.strategy {
+            Strategy::Head | Strategy::Lora(_) => 1.0,
+            _ => 2.0,
+        };
+        (2.0 * mapper + weights * decoder) * batch as f64
     }
 
     fn export_config(&self, obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {

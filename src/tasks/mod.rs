@@ -60,6 +60,14 @@ pub trait Task: Sized {
     fn describe(metrics: &Self::Metrics) -> String;
     /// Forward FLOPs of the head on `batch` examples.
     fn head_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64;
+
+    /// Backward FLOPs of the head on `batch` examples: by default twice its
+    /// forward (input and weight gradients); less where parts of it are
+    /// frozen (a captioner's frozen or LoRA-tuned language model passes
+    /// input gradients only).
+    fn head_backward_flops<A: Architecture>(&self, body: &A, batch: usize) -> f64 {
+        2.0 * self.head_flops(body, batch)
+    }
     /// What an export adds to the base model's `config.json`.
     fn export_config(&self, config: &mut serde_json::Map<String, serde_json::Value>) -> Result<()>;
 

@@ -259,7 +259,7 @@ fn run<E: Architecture, D: CausalLm>(
         }
         crate::tasks::captioning::MapperKind::None => 0.0,
     };
-    let task = Captioning::<D>::new(core, mapper_flops + mean_captions * decoder_flops);
+    let task = Captioning::<D>::new(core, (mapper_flops, mean_captions * decoder_flops));
     let body = task.adapt_body(body);
 
     // a learning rate for the pair, unless given: the mapper starts from

@@ -102,9 +102,25 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
 ) -> Result<Captioner> {
     let tokenizer = crate::tokenize::lm_tokenizer(&state.decoder.dir)?;
     let core = CaptionCore::new(state, tokenizer, 0);
-    let task = Captioning::<D>::new(core.clone(), 0.0);
+    let mut task = Captioning::<D>::new(core.clone(), (0.0, 0.0));
     let body = task.adapt_body(E::from_config_file(&dir.join("config.json"), device)?);
     let head = task.new_head(&body, device);
+    // the cost account: the mapper, and the language model over the prefix
+    // and a caption of the longest length generated
+    let s = &core.state;
+    let width: usize = head
+        .mapping
+        .iter()
+        .map(|l| {
+            let [i, o] = l.weight.dims();
+            i * o
+        })
+        .sum();
+    let seq = s.prefix_length + s.start.len() + s.max_new_tokens;
+    task.flops_per_image = (
+        2.0 * width as f64,
+        head.decoder.group_flops(1, seq).iter().sum(),
+    );
     let weights = Checkpoint::open(&dir)?;
     let apart = |p: &str| Captioning::<D>::exports_param(p);
     let (model, _) = state::load(

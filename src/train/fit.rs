@@ -278,7 +278,8 @@ pub fn fit<A: Architecture, T: Task>(
                     &trainable,
                     active.is_some(),
                 ),
-            };
+            } + task.head_backward_flops(&model.body, chunk.len())
+                - 2.0 * task.head_flops(&model.body, chunk.len());
             let cached = active.as_mut().map(|c| {
                 c.use_.train_batches += 1;
                 &c.train
