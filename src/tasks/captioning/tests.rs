@@ -153,12 +153,11 @@ fn the_mlp_prefix_has_prefix_length_positions_of_the_embedding_width() {
 fn a_frozen_or_lora_language_model_costs_input_gradients_only() {
     let device = Device::default();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2/tied");
-    let body = crate::models::gpt2::Gpt2::from_config_file(&dir.join("config.json"), &device)
-        .unwrap();
+    let body =
+        crate::models::gpt2::Gpt2::from_config_file(&dir.join("config.json"), &device).unwrap();
     let mut c = core(vec![]);
-    let task = |c: &CaptionCore| {
-        Captioning::<crate::models::gpt2::Gpt2>::new(c.clone(), (10.0, 100.0))
-    };
+    let task =
+        |c: &CaptionCore| Captioning::<crate::models::gpt2::Gpt2>::new(c.clone(), (10.0, 100.0));
     assert_eq!(task(&c).head_flops(&body, 2), 220.0);
     assert_eq!(task(&c).head_backward_flops(&body, 2), 2.0 * (20.0 + 200.0));
     for s in [Strategy::Head, Strategy::Lora(None)] {
