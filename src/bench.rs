@@ -336,15 +336,17 @@ pub(crate) fn time_strategies<A: Architecture, T: Task>(
         let per_step = timed / steps as f64;
         let group_flops = model.body.group_flops(batch, seq);
         let head_flops = task.head_flops(&model.body, batch);
+        let head_backward = task.head_backward_flops(&model.body, batch);
         let flops = match lora {
             Some(_) => lora_step_flops(
                 &group_flops,
                 &adapter_flops(&model, &groups, batch * seq),
                 head_flops,
+                head_backward,
                 &trainable,
                 false,
             ),
-            None => train_step_flops(&group_flops, head_flops, &trainable, false),
+            None => train_step_flops(&group_flops, head_flops, head_backward, &trainable, false),
         };
         results.push(BenchResult {
             framework: "headstart",

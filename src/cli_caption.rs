@@ -8,52 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 
-use headstart::tasks::captioning::Decoding;
-use headstart::train::eval_caption::{Captioner, load_captioner};
-
-/// Decoding flags `eval` and `predict` take for a captioner (default: the
-/// run's).
-#[derive(Clone, Debug, clap::Args)]
-pub struct DecodeArgs {
-    /// Captioners: beams of beam search (1: greedy).
-    #[arg(long)]
-    pub beams: Option<usize>,
-    /// Captioners, beam search: finished captions rank by score / length^F.
-    #[arg(long)]
-    pub length_penalty: Option<f64>,
-    /// Captioners, beam search: no n-gram of this size occurs twice.
-    #[arg(long)]
-    pub no_repeat_ngram: Option<usize>,
-    /// Captioners: longest caption generated, in tokens.
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
-}
-
-impl DecodeArgs {
-    /// The captioner at `model`, decoding as these flags say.
-    fn load(&self, model: &Path, device: &Device) -> Result<Captioner> {
-        load_captioner(model, self.decoding(model)?, self.max_new_tokens, device)
-    }
-
-    fn decoding(&self, model: &Path) -> Result<Option<Decoding>> {
-        if self.beams.is_none() && self.length_penalty.is_none() && self.no_repeat_ngram.is_none() {
-            return Ok(None);
-        }
-        let config = headstart::train::eval::exported_model(model).join("config.json");
-        let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config)?)?;
-        let mut d: Decoding = serde_json::from_value(raw["captioning"]["decoding"].clone())?;
-        if let Some(b) = self.beams {
-            d.beams = b;
-        }
-        if let Some(l) = self.length_penalty {
-            d.length_penalty = l;
-        }
-        if let Some(n) = self.no_repeat_ngram {
-            d.no_repeat_ngram = n;
-        }
-        Ok(Some(d))
-    }
-}
+use headstart::train::eval_caption::{DecodingOverride, load_captioner};
 
 /// Scores the captioner at `model` on the caption table `data`.
 #[allow(clippy::too_many_arguments)]
@@ -66,10 +21,10 @@ pub fn eval(
     batch_size: usize,
     json: bool,
     cost: &headstart::cost::run::CostOptions,
-    decode: &DecodeArgs,
+    decode: &DecodingOverride,
     device: &Device,
 ) -> Result<()> {
-    let captioner = decode.load(model, device)?;
+    let captioner = load_captioner(model, decode, device)?;
     let set = headstart::data::captions::read(data, image_column, caption_column, skip_bad_rows)?;
     let (m, c, bad) =
         captioner.evaluate(&set, &data.display().to_string(), batch_size, device, cost)?;
@@ -115,10 +70,10 @@ pub fn predict(
     file: Option<PathBuf>,
     images: Vec<String>,
     batch_size: usize,
-    decode: &DecodeArgs,
+    decode: &DecodingOverride,
     device: &Device,
 ) -> Result<()> {
-    let captioner = decode.load(model, device)?;
+    let captioner = load_captioner(model, decode, device)?;
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(f) = &file {
         if f.is_dir() {

@@ -163,7 +163,7 @@ impl TrainArgs {
     pub fn into_config(self) -> Result<TrainConfig> {
         let metric = self.metric.unwrap_or(match self.task.as_str() {
             "causal-lm" => MetricName::Loss,
-            "captioning" => MetricName::Cider,
+            headstart::tasks::captioning::NAME => MetricName::Cider,
             _ => MetricName::Accuracy,
         });
         let c = TrainConfig {

@@ -58,6 +58,20 @@ pub fn write_atomic(
     })
 }
 
+/// Copies each of the files `names` that `from` holds into `to`
+/// (atomically each; names absent from `from` are skipped).
+pub fn copy_present(from: &Path, to: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            write_atomic(&to.join(name), |w| Ok(w.write_all(&bytes)?))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| {

@@ -111,7 +111,7 @@ enum Command {
         #[arg(long, default_value = "caption")]
         caption_column: String,
         #[command(flatten)]
-        decode: cli_caption::DecodeArgs,
+        decode: headstart::train::eval_caption::DecodingOverride,
     },
     /// Labels, probabilities and logits as JSON lines (images: the top-k labels).
     Predict {
@@ -138,7 +138,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
         #[command(flatten)]
-        decode: cli_caption::DecodeArgs,
+        decode: headstart::train::eval_caption::DecodingOverride,
         /// Texts, or image paths for an image model or a captioner.
         texts: Vec<String>,
     },

@@ -98,7 +98,7 @@ pub fn test(
     base: &TrainConfig,
     device: &Device,
 ) -> Result<CaptionMetrics> {
-    let captioner = load_captioner(model_dir, None, None, device)?;
+    let captioner = load_captioner(model_dir, &Default::default(), device)?;
     let file = t.path.display().to_string();
     Ok(captioner
         .evaluate(&t.set, &file, base.batch_size, device, &base.cost)?
@@ -147,7 +147,7 @@ pub fn samples(
             continue;
         }
         seen.push(r.strategy);
-        let captioner = load_captioner(&r.dir, None, None, device)?;
+        let captioner = load_captioner(&r.dir, &Default::default(), device)?;
         for (s, (_, caption)) in
             samples
                 .iter_mut()

@@ -240,7 +240,7 @@ impl Comparison {
 
     /// Whether the runs are captioners (scored by BLEU and CIDEr).
     pub fn is_captioning(&self) -> bool {
-        self.task == crate::train::captioning::TASK
+        self.task == crate::tasks::captioning::NAME
     }
 }
 
@@ -359,7 +359,7 @@ pub fn compare(
         .context("--train FILE is required: the data to train on")?;
     let model_dir = train::resolve_model(&base.model)?;
     let is_image = base.task == ImageClassification::NAME;
-    let is_caption = base.task == crate::train::captioning::TASK;
+    let is_caption = base.task == crate::tasks::captioning::NAME;
     let groups = if is_lm {
         let family = crate::models::model_type(&model_dir)?;
         crate::with_causal_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
@@ -609,10 +609,7 @@ pub fn compare(
                         "test perplexity {:.3}, next-token accuracy {:.4}",
                         m.perplexity, m.accuracy
                     ),
-                    TestMetrics::Captions(m) => format!(
-                        "test {}",
-                        <crate::tasks::captioning::Captioning<crate::models::gpt2::Gpt2> as Task>::describe(m)
-                    ),
+                    TestMetrics::Captions(m) => format!("test {}", m.describe()),
                 };
                 log(&format!(
                     "    {scores}; {:.1} s, {:.2} Wh, {:.3} TFLOP",

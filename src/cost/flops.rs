@@ -18,10 +18,13 @@
 
 /// FLOPs of one training step: forward through every group and the head,
 /// backward as the module doc says. `trainable[g]` for each group; the
-/// head always trains. `cached`: the frozen prefix is read, not computed.
+/// head always trains, its backward costing `head_backward` (twice its
+/// forward, unless parts of it are frozen: [`crate::tasks::Task::head_backward_flops`]).
+/// `cached`: the frozen prefix is read, not computed.
 pub fn train_step_flops(
     group_forward: &[f64],
     head_forward: f64,
+    head_backward: f64,
     trainable: &[bool],
     cached: bool,
 ) -> f64 {
@@ -33,7 +36,7 @@ pub fn train_step_flops(
         .skip(frozen)
         .map(|(f, &t)| if t { 2.0 * f } else { *f })
         .sum::<f64>()
-        + 2.0 * head_forward;
+        + head_backward;
     let prefix: f64 = if cached {
         group_forward[..frozen].iter().sum()
     } else {
@@ -50,6 +53,7 @@ pub fn lora_step_flops(
     group_forward: &[f64],
     adapter_forward: &[f64],
     head_forward: f64,
+    head_backward: f64,
     trainable: &[bool],
     cached: bool,
 ) -> f64 {
@@ -62,7 +66,7 @@ pub fn lora_step_flops(
         .skip(frozen)
         .map(|(f, a)| f + 2.0 * a)
         .sum::<f64>()
-        + 2.0 * head_forward;
+        + head_backward;
     let prefix: f64 = if cached {
         group_forward[..frozen].iter().sum()
     } else {
@@ -91,12 +95,15 @@ mod tests {
         // group pass input gradients (1x), adapters and head cost 2x
         let want =
             (10.0 + layer + 6.0 + adapters + head) + (layer + 2.0 * adapters) + 6.0 + 2.0 * head;
-        assert_eq!(lora_step_flops(&groups, &adapter, head, &t, false), want);
+        assert_eq!(
+            lora_step_flops(&groups, &adapter, head, 2.0 * head, &t, false),
+            want
+        );
         // cheaper than a full fine-tune of the same groups
-        assert!(want < train_step_flops(&groups, head, &t, false));
+        assert!(want < train_step_flops(&groups, head, 2.0 * head, &t, false));
         // the cached embeddings cost nothing
         assert_eq!(
-            lora_step_flops(&groups, &adapter, head, &t, true),
+            lora_step_flops(&groups, &adapter, head, 2.0 * head, &t, true),
             want - 10.0
         );
     }
@@ -122,25 +129,25 @@ mod tests {
         );
         let all = vec![true; 8];
         assert_eq!(
-            train_step_flops(&g, head, &all, false),
+            train_step_flops(&g, head, 2.0 * head, &all, false),
             3.0 * (6.0 * layer + top)
         );
         // freeze:4 -> layers 4, 5 and the top train: forward + 2x those
         let mut f4 = vec![false; 8];
         f4[5..].iter_mut().for_each(|t| *t = true);
         assert_eq!(
-            train_step_flops(&g, head, &f4, false),
+            train_step_flops(&g, head, 2.0 * head, &f4, false),
             6.0 * layer + top + 2.0 * (2.0 * layer + top)
         );
         // head only
         let mut h = vec![false; 8];
         h[7] = true;
         assert_eq!(
-            train_step_flops(&g, head, &h, false),
+            train_step_flops(&g, head, 2.0 * head, &h, false),
             6.0 * layer + 3.0 * top
         );
         // ~137.7 GFLOP for the full step, as the PyTorch script counts
-        assert!((train_step_flops(&g, head, &all, false) / 1e9 - 137.72).abs() < 0.01);
+        assert!((train_step_flops(&g, head, 2.0 * head, &all, false) / 1e9 - 137.72).abs() < 0.01);
     }
 
     #[test]
@@ -150,12 +157,12 @@ mod tests {
         let mut f1 = vec![false; 8];
         f1[2..].iter_mut().for_each(|t| *t = true);
         assert_eq!(
-            train_step_flops(&g, head, &f1, true),
+            train_step_flops(&g, head, 2.0 * head, &f1, true),
             3.0 * (5.0 * layer + top)
         );
         let mut h = vec![false; 8];
         h[7] = true;
-        assert_eq!(train_step_flops(&g, head, &h, true), 3.0 * top);
+        assert_eq!(train_step_flops(&g, head, 2.0 * head, &h, true), 3.0 * top);
     }
 
     #[test]
@@ -166,7 +173,7 @@ mod tests {
         t[0] = true;
         t[7] = true;
         assert_eq!(
-            train_step_flops(&g, head, &t, false),
+            train_step_flops(&g, head, 2.0 * head, &t, false),
             2.0 * 6.0 * layer + 3.0 * (g[7] + head)
         );
     }

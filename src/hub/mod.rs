@@ -34,5 +34,5 @@ pub use resolve::{
     ModelDir, ModelSource, hf_cache_dir, hf_offline, parse_hub_id, resolve_in_cache, resolve_model,
     resolve_model_in,
 };
-pub use safetensors_io::{read_safetensors, write_safetensors};
+pub use safetensors_io::{read_safetensors, write_safetensors, write_torch_safetensors};
 pub use tensor::{DType, HostTensor};

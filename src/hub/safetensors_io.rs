@@ -150,6 +150,16 @@ fn corrupt_error(path: &Path, bytes: &[u8], err: &::safetensors::SafeTensorError
     )
 }
 
+/// [`write_safetensors`] with the metadata PyTorch's `save_file` writes
+/// (`format: pt`), which transformers expects of a model's weights.
+pub fn write_torch_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(path, tensors, Some(meta))
+}
+
 /// Writes `(name, shape, values)` tensors as an F32 safetensors file,
 /// atomically: the bytes go to a temporary file in the same directory, which
 /// is synced and then renamed over `path`, so readers never see half a file.

@@ -246,21 +246,8 @@ impl VisionEncoderDecoder {
             .into_iter()
             .map(|(k, (shape, v))| (k, shape, v))
             .collect();
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("format".to_string(), "pt".to_string());
-        crate::hub::write_safetensors(&out.join("model.safetensors"), &list, Some(meta))?;
-        for f in ["config.json", "generation_config.json"] {
-            let src = source.join(f);
-            if src.is_file() {
-                let bytes = std::fs::read(&src)
-                    .with_context(|| format!("cannot read {}", src.display()))?;
-                crate::fsutil::write_atomic(&out.join(f), |w| {
-                    use std::io::Write;
-                    Ok(w.write_all(&bytes)?)
-                })?;
-            }
-        }
-        Ok(())
+        crate::hub::write_torch_safetensors(&out.join("model.safetensors"), &list)?;
+        crate::fsutil::copy_present(source, out, &["config.json", "generation_config.json"])
     }
 }
 

@@ -112,7 +112,7 @@ pub fn run_captions(
     ));
     let compare_dir = opts.out.join("compare");
     let mut config = TrainConfig {
-        task: crate::train::captioning::TASK.into(),
+        task: crate::tasks::captioning::NAME.into(),
         model: encoder.display().to_string(),
         train: Some(demo.csv("train")),
         image_size: Some(opts.image_size),

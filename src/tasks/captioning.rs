@@ -175,6 +175,9 @@ pub struct CaptionTaskState {
     pub decoding: Decoding,
 }
 
+/// `--task`'s name for captioning.
+pub const NAME: &str = "captioning";
+
 /// `export_config`'s marker of an exported captioner.
 pub const CONFIG_FIELD: &str = "captioning";
 
@@ -212,10 +215,9 @@ impl<D: CausalLm> PrefixHead<D> {
         y.reshape([b, width / h, h])
     }
 
-    /// The prefix followed by the embeddings of `start` (the tokens a
+    /// `prefix` followed by the embeddings of `start` (the tokens a
     /// caption begins with): where generation starts.
-    pub fn prompt(&self, features: Flow, start: &[u32]) -> Tensor<3> {
-        let prefix = self.prefix(features);
+    pub fn prompt(&self, prefix: Tensor<3>, start: &[u32]) -> Tensor<3> {
         if start.is_empty() {
             return prefix;
         }
@@ -300,6 +302,23 @@ pub struct CaptionMetrics {
     pub images: usize,
     /// The first generated captions, by image file.
     pub samples: Vec<(String, String)>,
+}
+
+impl CaptionMetrics {
+    /// One line for the log.
+    pub fn describe(&self) -> String {
+        format!(
+            "BLEU-4 {:.4}, CIDEr-D {:.4}, ROUGE-L {:.4}{}, caption loss {:.4}; e.g. {:?}",
+            self.bleu[3],
+            self.cider_d,
+            self.rouge_l,
+            self.label_accuracy
+                .map(|a| format!(", label accuracy {a:.4}"))
+                .unwrap_or_default(),
+            self.loss,
+            self.samples.first().map(|s| s.1.as_str()).unwrap_or(""),
+        )
+    }
 }
 
 /// Generated captions kept in [`CaptionMetrics::samples`].
@@ -463,15 +482,10 @@ impl<D: CausalLm> Captioning<D> {
         &self.core.state.decoder.dir
     }
 
-    /// Next-token logits `[captions, tokens, vocab]` at each caption token
-    /// (the last prefix position predicts the first token).
-    fn teacher_forced(
-        &self,
-        head: &PrefixHead<D>,
-        features: Flow,
-        t: &CaptionTargets,
-    ) -> Tensor<3> {
-        let prefix = head.prefix(features);
+    /// The negative log-likelihood `[captions, tokens]` of each predicted
+    /// caption token after the images' `prefix` (zero where nothing is
+    /// predicted; the last prefix position predicts the first token).
+    fn token_nll(&self, head: &PrefixHead<D>, prefix: Tensor<3>, t: &CaptionTargets) -> Tensor<2> {
         let [_, p, _] = prefix.dims();
         let device = prefix.device();
         let rows = prefix.select(0, t.owner.clone());
@@ -481,13 +495,16 @@ impl<D: CausalLm> Captioning<D> {
         let logits =
             head.decoder
                 .forward_embeds(x, positions(n, 0, p + tokens, &device), mask, None);
-        logits.narrow(1, p - 1, tokens)
+        let picked = log_softmax(logits.narrow(1, p - 1, tokens), 2)
+            .gather(2, t.ids.clone().reshape([n, tokens, 1]))
+            .reshape([n, tokens]);
+        (picked * t.weight.clone()).neg()
     }
 
-    /// Generated ids per image of a batch.
-    pub fn generate(&self, head: &PrefixHead<D>, features: Flow) -> Vec<Vec<u32>> {
+    /// Generated ids per image of a batch, from the images' `prefix`.
+    pub fn generate(&self, head: &PrefixHead<D>, prefix: Tensor<3>) -> Vec<Vec<u32>> {
         let s = &self.core.state;
-        let prompt = head.prompt(features, &s.start);
+        let prompt = head.prompt(prefix, &s.start);
         let device = prompt.device();
         let d = s.decoding;
         let out = if d.beams > 1 {
@@ -546,7 +563,7 @@ fn torch_linear(l: Linear, rng: &mut SeededRng) -> Linear {
 }
 
 impl<D: CausalLm> Task for Captioning<D> {
-    const NAME: &'static str = "captioning";
+    const NAME: &'static str = NAME;
     const HF_SUFFIX: &'static str = "Model";
     type Head = PrefixHead<D>;
     type Split = CaptionSplit;
@@ -606,12 +623,7 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn loss(&self, head: &PrefixHead<D>, features: Flow, t: CaptionTargets) -> Tensor<1> {
-        let logits = self.teacher_forced(head, features, &t);
-        let [n, s, _] = logits.dims();
-        let picked = log_softmax(logits, 2)
-            .gather(2, t.ids.clone().reshape([n, s, 1]))
-            .reshape([n, s]);
-        (picked * t.weight).sum().neg() / t.count.max(1) as f64
+        self.token_nll(head, head.prefix(features), &t).sum() / t.count.max(1) as f64
     }
 
     fn outputs(
@@ -623,11 +635,11 @@ impl<D: CausalLm> Task for Captioning<D> {
     ) -> Vec<Vec<f32>> {
         let device = features.device();
         let t = self.core.batch(split, idx, &device);
+        let prefix = head.prefix(features);
         let mut out: Vec<Vec<f32>> = vec![vec![0.0, 0.0]; idx.len()];
         // images without captions (prediction) have no loss to report
         if t.count > 0 {
-            let logits = self.teacher_forced(head, features.clone(), &t);
-            let [n, s, _] = logits.dims();
+            let n = t.ids.dims()[0];
             let host = |x: Tensor<1>| -> Vec<f32> {
                 x.into_data()
                     .convert::<f32>()
@@ -635,13 +647,9 @@ impl<D: CausalLm> Task for Captioning<D> {
                     .expect("float")
             };
             let nll = host(
-                (log_softmax(logits, 2)
-                    .gather(2, t.ids.clone().reshape([n, s, 1]))
-                    .reshape([n, s])
-                    * t.weight.clone())
-                .sum_dim(1)
-                .neg()
-                .reshape([n]),
+                self.token_nll(head, prefix.clone(), &t)
+                    .sum_dim(1)
+                    .reshape([n]),
             );
             let counts = host(t.weight.sum_dim(1).reshape([n]));
             let owner: Vec<i64> = t.owner.into_data().try_into_vec_as().expect("ids");
@@ -650,7 +658,7 @@ impl<D: CausalLm> Task for Captioning<D> {
                 out[*o as usize][1] += c;
             }
         }
-        for (o, ids) in out.iter_mut().zip(self.generate(head, features)) {
+        for (o, ids) in out.iter_mut().zip(self.generate(head, prefix)) {
             o.extend(ids.into_iter().map(|t| t as f32));
         }
         out
@@ -674,17 +682,7 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn describe(m: &CaptionMetrics) -> String {
-        format!(
-            "BLEU-4 {:.4}, CIDEr-D {:.4}, ROUGE-L {:.4}{}, caption loss {:.4}; e.g. {:?}",
-            m.bleu[3],
-            m.cider_d,
-            m.rouge_l,
-            m.label_accuracy
-                .map(|a| format!(", label accuracy {a:.4}"))
-                .unwrap_or_default(),
-            m.loss,
-            m.samples.first().map(|s| s.1.as_str()).unwrap_or(""),
-        )
+        m.describe()
     }
 
     fn head_flops<A: Architecture>(&self, _body: &A, batch: usize) -> f64 {
@@ -824,7 +822,6 @@ pub const DECODER_DIR: &str = "decoder";
 /// source's `config.json` (else the family's), `model.safetensors` under
 /// transformers' keys, and the source's tokenizer files.
 pub fn write_decoder<D: CausalLm>(decoder: D, source: &Path, out: &Path) -> Result<()> {
-    use std::io::Write;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let wrapped = TaskModel {
         body: decoder,
@@ -847,18 +844,8 @@ pub fn write_decoder<D: CausalLm>(decoder: D, source: &Path, out: &Path) -> Resu
         .into_iter()
         .map(|(k, shape, values)| (wrapped.body.export_key(&k), shape, values))
         .collect();
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    crate::hub::write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
-    for f in crate::tokenize::TOKENIZER_FILES {
-        let src = source.join(f);
-        if src.is_file() {
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
-            crate::fsutil::write_atomic(&out.join(f), |w| Ok(w.write_all(&bytes)?))?;
-        }
-    }
-    Ok(())
+    crate::hub::write_torch_safetensors(&out.join("model.safetensors"), &tensors)?;
+    crate::fsutil::copy_present(source, out, &crate::tokenize::TOKENIZER_FILES)
 }
 
 /// Checks what the prefix recipe needs of the two parts: without a mapper

@@ -8,11 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use sha2::{Digest, Sha256};
 
 use super::fit::TrainOutcome;
 use super::progress::Observer;
-use super::{Resolved, Run, RunConfig, TrainConfig, family_of, hex, resolve_model, restored_state};
+use super::{Resolved, Run, RunConfig, TrainConfig, family_of, resolve_model, restored_state};
 use crate::data::captions::{self, CaptionedImage};
 use crate::data::preprocess::Augment;
 use crate::data::split::epoch_order;
@@ -27,9 +26,6 @@ use crate::tasks::captioning::{
     check_parts,
 };
 use crate::tasks::image::load_split;
-
-/// `--task`'s name for captioning.
-pub const TASK: &str = "captioning";
 
 /// The language model's directory: `--decoder` resolved as `--model` is.
 pub fn decoder_dir(config: &TrainConfig) -> Result<PathBuf> {
@@ -124,15 +120,6 @@ fn run<E: Architecture, D: CausalLm>(
     };
     let train_set = read(train_path)?;
     let mut skipped = train_set.skipped;
-    let mut hasher = Sha256::new();
-    for p in [Some(train_path), config.val.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
-    }
     // --train-limit draws its images first; without --val a share of
     // them validates (so a small run validates on a few images, not on a
     // share of the whole table)
@@ -153,7 +140,7 @@ fn run<E: Architecture, D: CausalLm>(
         }
         None => hold_out(pool, config.val_fraction, config.seed)?,
     };
-    let data_sha256 = hex(hasher.finalize().as_slice());
+    let data_sha256 = super::tables_sha256(config, train_path)?;
 
     // the task
     let tokenizer = crate::tokenize::lm_tokenizer(dec_dir)?;
@@ -178,12 +165,7 @@ fn run<E: Architecture, D: CausalLm>(
                 .collect();
             let lora = match c.decoder_strategy {
                 Strategy::Lora(r) => {
-                    let mut l = crate::models::lora::LoraConfig {
-                        r: r.unwrap_or(config.lora_r),
-                        alpha: config.lora_alpha,
-                        dropout: config.lora_dropout,
-                        targets: config.lora_targets.clone(),
-                    };
+                    let mut l = config.lora_config(r);
                     l.targets =
                         l.resolve_targets(D::MODEL_TYPE, D::LORA_TARGETS, D::LORA_DEFAULT_TARGETS)?;
                     Some(l)

@@ -196,13 +196,18 @@ impl TrainConfig {
     /// The adapters of a `--strategy lora` run (none for other strategies).
     pub fn lora(&self) -> Option<crate::models::lora::LoraConfig> {
         match self.strategy {
-            Strategy::Lora(r) => Some(crate::models::lora::LoraConfig {
-                r: r.unwrap_or(self.lora_r),
-                alpha: self.lora_alpha,
-                dropout: self.lora_dropout,
-                targets: self.lora_targets.clone(),
-            }),
+            Strategy::Lora(r) => Some(self.lora_config(r)),
             _ => None,
+        }
+    }
+
+    /// The `--lora-*` adapters at rank `r` (`lora:R`), else `--lora-r`.
+    pub fn lora_config(&self, r: Option<usize>) -> crate::models::lora::LoraConfig {
+        crate::models::lora::LoraConfig {
+            r: r.unwrap_or(self.lora_r),
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets: self.lora_targets.clone(),
         }
     }
 
@@ -226,14 +231,14 @@ impl TrainConfig {
                  or accuracy (next-token)"
             );
         }
-        if self.task != "captioning" && matches!(self.metric, MetricName::Bleu4 | MetricName::Cider)
-        {
+        let captioning = self.task == crate::tasks::captioning::NAME;
+        if !captioning && matches!(self.metric, MetricName::Bleu4 | MetricName::Cider) {
             bail!(
                 "--metric {:?} scores captions: use it with --task captioning",
                 self.metric
             );
         }
-        if self.task == "captioning" && self.metric == MetricName::MacroF1 {
+        if captioning && self.metric == MetricName::MacroF1 {
             bail!(
                 "--metric macro_f1 has no meaning for captioning: use cider, bleu4, accuracy \
                  (captions naming the right items) or loss"

@@ -23,7 +23,7 @@ use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CONFIG_FIELD, CaptionCore, CaptionMetrics, CaptionSplit, CaptionTaskState, Captioning,
-    Decoding, PrefixHead,
+    PrefixHead,
 };
 use crate::tasks::causal_lm::NoHead;
 
@@ -50,12 +50,41 @@ pub fn is_captioner(model: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Loads the captioner at `model`; `decoding` and `max_new_tokens`
-/// override what it was trained with.
+/// Decoding settings `eval` and `predict` take for a captioner, over
+/// those it was trained with.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct DecodingOverride {
+    /// Captioners: beams of beam search (1: greedy).
+    #[arg(long)]
+    pub beams: Option<usize>,
+    /// Captioners, beam search: finished captions rank by score / length^F.
+    #[arg(long)]
+    pub length_penalty: Option<f64>,
+    /// Captioners, beam search: no n-gram of this size occurs twice.
+    #[arg(long)]
+    pub no_repeat_ngram: Option<usize>,
+    /// Captioners: longest caption generated, in tokens.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+}
+
+impl DecodingOverride {
+    /// `state` with the settings given here.
+    fn apply(&self, state: &mut CaptionTaskState) -> Result<()> {
+        let d = &mut state.decoding;
+        d.beams = self.beams.unwrap_or(d.beams);
+        d.length_penalty = self.length_penalty.unwrap_or(d.length_penalty);
+        d.no_repeat_ngram = self.no_repeat_ngram.unwrap_or(d.no_repeat_ngram);
+        d.check()?;
+        state.max_new_tokens = self.max_new_tokens.unwrap_or(state.max_new_tokens);
+        Ok(())
+    }
+}
+
+/// Loads the captioner at `model`, decoding as `decoding` says.
 pub fn load_captioner(
     model: &Path,
-    decoding: Option<Decoding>,
-    max_new_tokens: Option<usize>,
+    decoding: &DecodingOverride,
     device: &Device,
 ) -> Result<Captioner> {
     let dir = exported_model(model);
@@ -73,13 +102,7 @@ pub fn load_captioner(
         )
     })?;
     state.decoder.dir = dir.join(&state.decoder.dir);
-    if let Some(d) = decoding {
-        d.check()?;
-        state.decoding = d;
-    }
-    if let Some(n) = max_new_tokens {
-        state.max_new_tokens = n;
-    }
+    decoding.apply(&mut state)?;
     let encoder = raw
         .get("model_type")
         .and_then(|m| m.as_str())

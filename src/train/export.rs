@@ -4,15 +4,14 @@
 //! (or an image task's `preprocessor_config.json`), and `headstart.json`
 //! with what `eval` and `predict` need.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::config::TrainConfig;
 use super::eval::ExportMeta;
-use crate::fsutil::{write_atomic, write_json_atomic};
-use crate::hub::write_safetensors;
+use crate::fsutil::{copy_present, write_json_atomic};
+use crate::hub::write_torch_safetensors;
 use crate::models::state::export as export_tensors;
 use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
@@ -59,25 +58,16 @@ pub fn export<A: Architecture, T: Task>(
     task.export_config(obj)?;
     obj.remove("_name_or_path");
     write_json_atomic(&out.join("config.json"), &hf)?;
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
     let tensors: Vec<_> = export_tensors(model, &|p| T::exports_param(p))
         .into_iter()
         .map(|(k, shape, values)| (model.body.export_key(&k), shape, values))
         .collect();
-    write_safetensors(&out.join("model.safetensors"), &tensors, Some(meta))?;
+    write_torch_safetensors(&out.join("model.safetensors"), &tensors)?;
     task.export_head(&model.head, out)?;
     for (name, value) in task.export_files() {
         write_json_atomic(&out.join(name), &value)?;
     }
-    for f in TOKENIZER_FILES {
-        let src = base_dir.join(f);
-        if src.is_file() {
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
-            write_atomic(&out.join(f), |w| Ok(w.write_all(&bytes)?))?;
-        }
-    }
+    copy_present(base_dir, out, &TOKENIZER_FILES)?;
     write_json_atomic(
         &out.join("headstart.json"),
         &ExportMeta {
@@ -186,9 +176,7 @@ pub fn write_peft_adapter<A: Architecture, H: crate::models::Head>(
         "revision": null,
     });
     write_json_atomic(&out.join("adapter_config.json"), &adapter_config)?;
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    write_safetensors(&out.join("adapter_model.safetensors"), &tensors, Some(meta))
+    write_torch_safetensors(&out.join("adapter_model.safetensors"), &tensors)
 }
 
 #[cfg(test)]

@@ -264,22 +264,27 @@ pub fn fit<A: Architecture, T: Task>(
             let bi = state.batch_in_epoch;
             let chunk = batches[bi];
             let seq = chunk.iter().map(|&i| train_lengths[i]).max().unwrap_or(0);
+            let head = (
+                task.head_flops(&model.body, chunk.len()),
+                task.head_backward_flops(&model.body, chunk.len()),
+            );
             flops.train += match &lora {
                 Some(_) => lora_step_flops(
                     &model.body.group_flops(chunk.len(), seq),
                     &lora_flops(&model, &groups, chunk.len() * seq),
-                    task.head_flops(&model.body, chunk.len()),
+                    head.0,
+                    head.1,
                     &trainable,
                     active.is_some(),
                 ),
                 None => train_step_flops(
                     &model.body.group_flops(chunk.len(), seq),
-                    task.head_flops(&model.body, chunk.len()),
+                    head.0,
+                    head.1,
                     &trainable,
                     active.is_some(),
                 ),
-            } + task.head_backward_flops(&model.body, chunk.len())
-                - 2.0 * task.head_flops(&model.body, chunk.len());
+            };
             let cached = active.as_mut().map(|c| {
                 c.use_.train_batches += 1;
                 &c.train

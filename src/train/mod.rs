@@ -135,7 +135,7 @@ fn dispatch(
         {
             crate::with_causal_family!(family, A => causal_lm::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is a causal-LM family"))
         }
-        (<crate::tasks::captioning::Captioning<crate::models::gpt2::Gpt2> as Task>::NAME, _) => {
+        (crate::tasks::captioning::NAME, _) => {
             captioning::captioning(config, model_dir, resumed, device, started, obs)
         }
         (task, family) => bail!(
@@ -683,8 +683,19 @@ fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize,
         label: Some(&config.label_column),
         skip_bad_rows: config.skip_bad_rows,
     };
+    let read = |p: &Path| {
+        let t = table::read_examples(p, &cols)?;
+        Ok((t.examples, t.skipped))
+    };
+    let (train, val, skipped) = split_examples(config, train_path, read, "examples", |_, _| {})?;
+    Ok((train, val, skipped, tables_sha256(config, train_path)?))
+}
+
+/// SHA-256 of the training table's bytes and the validation table's (if
+/// given), each after its length.
+fn tables_sha256(config: &TrainConfig, train_path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
-    for p in [Some(train_path), config.val.as_ref()]
+    for p in [Some(train_path), config.val.as_deref()]
         .into_iter()
         .flatten()
     {
@@ -692,12 +703,7 @@ fn read_data(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>, usize,
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
     }
-    let read = |p: &Path| {
-        let t = table::read_examples(p, &cols)?;
-        Ok((t.examples, t.skipped))
-    };
-    let (train, val, skipped) = split_examples(config, train_path, read, "examples", |_, _| {})?;
-    Ok((train, val, skipped, hex(hasher.finalize().as_slice())))
+    Ok(hex(hasher.finalize().as_slice()))
 }
 
 #[cfg(test)]

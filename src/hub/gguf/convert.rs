@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use super::load_llama;
 use crate::fsutil::{write_atomic, write_json_atomic};
-use crate::hub::write_safetensors;
 
 /// Whether `path` names a GGUF file (by its magic, else its extension).
 pub fn is_gguf(path: &Path) -> bool {
@@ -71,9 +70,7 @@ pub fn model_dir_in(path: &Path, root: &Path) -> Result<(PathBuf, bool)> {
         .into_iter()
         .map(|(k, t)| (k, t.shape, t.data))
         .collect();
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    write_safetensors(&tmp.join("model.safetensors"), &tensors, Some(meta))?;
+    crate::hub::write_torch_safetensors(&tmp.join("model.safetensors"), &tensors)?;
     drop(tensors);
     let json = serde_json::to_vec(&gguf.tokenizer.json)?;
     write_atomic(&tmp.join("tokenizer.json"), |w| Ok(w.write_all(&json)?))?;

@@ -146,7 +146,10 @@ fn the_mlp_prefix_has_prefix_length_positions_of_the_embedding_width() {
     let w = host(head.mapping[0].weight.val());
     assert!(w.iter().all(|v| v.abs() <= 1.0 / 6f32.sqrt()));
     assert!(w.iter().any(|v| v.abs() > 0.2));
-    assert_eq!(head.prompt(Flow::Pooled(x), &[5, 6]).dims(), [2, 5, hidden]);
+    assert_eq!(
+        head.prompt(head.prefix(Flow::Pooled(x)), &[5, 6]).dims(),
+        [2, 5, hidden]
+    );
 }
 
 #[test]
