@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod hub;
 pub mod inspect;
+pub mod kernels;
 pub mod models;
 pub mod quickstart;
 pub mod report;

@@ -17,6 +17,7 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
@@ -220,7 +221,7 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.dropout.forward(self.layer_norm.forward(x))
+        self.dropout.apply(self.layer_norm.forward(x))
     }
 }
 
@@ -235,7 +236,7 @@ pub struct BertOutput {
 impl BertOutput {
     /// `LN(residual + dropout(dense(x)))`, `[n, in]` -> `[n, hidden]`.
     fn forward(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
-        let out = self.dropout.forward(self.dense.forward(x));
+        let out = self.dropout.apply(self.dense.forward(x));
         self.layer_norm.forward(out + residual)
     }
 }

@@ -30,10 +30,12 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels;
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::activation::softmax;
+
 use burn::tensor::module::{attention, linear as linear_op};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
@@ -341,7 +343,9 @@ impl Gpt2Attention {
         let context = if dropout_active {
             // Dropout on the attention probabilities needs them materialised.
             let scores = q.matmul(k.transpose()) * self.scale + bias;
-            self.attn_dropout.forward(softmax(scores, 3)).matmul(v)
+            self.attn_dropout
+                .apply(kernels::softmax_last(scores))
+                .matmul(v)
         } else {
             attention(
                 q,
@@ -357,7 +361,7 @@ impl Gpt2Attention {
             )
         };
         let context = context.swap_dims(1, 2).reshape([batch, new, hidden]);
-        self.resid_dropout.forward(self.c_proj.forward(context))
+        self.resid_dropout.apply(self.c_proj.forward(context))
     }
 }
 
@@ -408,12 +412,12 @@ impl Gpt2CrossAttention {
         let k = heads_of(kv.clone().narrow(2, 0, hidden), source);
         let v = heads_of(kv.narrow(2, hidden, hidden), source);
         let scores = q.matmul(k.transpose()) * self.scale + encoder.bias.clone();
-        let probs = self.attn_dropout.forward(softmax(scores, 3));
+        let probs = self.attn_dropout.apply(kernels::softmax_last(scores));
         let context = probs
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, new, hidden]);
-        self.resid_dropout.forward(self.c_proj.forward(context))
+        self.resid_dropout.apply(self.c_proj.forward(context))
     }
 }
 
@@ -430,7 +434,7 @@ pub struct Gpt2Mlp {
 impl Gpt2Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let inner = self.activation.apply(self.c_fc.forward(x));
-        self.dropout.forward(self.c_proj.forward(inner))
+        self.dropout.apply(self.c_proj.forward(inner))
     }
 }
 
@@ -550,7 +554,7 @@ impl Gpt2 {
     /// Token plus position embeddings, `[batch, new, n_embd]`.
     fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
         self.drop
-            .forward(self.wte.forward(ids) + self.wpe.forward(positions))
+            .apply(self.wte.forward(ids) + self.wpe.forward(positions))
     }
 
     /// The final LayerNorm and the output projection: logits `[batch, seq, vocab]`.
@@ -834,7 +838,7 @@ impl Gpt2 {
         );
         self.check_length(total);
         let bias = causal_bias(key_mask, new);
-        let mut x = self.drop.forward(x + self.wpe.forward(positions));
+        let mut x = self.drop.apply(x + self.wpe.forward(positions));
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(
                 x,

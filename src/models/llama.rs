@@ -33,10 +33,12 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels::dropout::DropoutExt;
+use crate::kernels::{self, Kind};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{silu, softmax};
+
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -571,7 +573,7 @@ impl LlamaAttention {
         let context = if dropout_active {
             // Dropout on the attention probabilities needs them materialised.
             let scores = q.matmul(k.transpose()) * scale + bias;
-            self.dropout.forward(softmax(scores, 3)).matmul(v)
+            self.dropout.apply(kernels::softmax_last(scores)).matmul(v)
         } else {
             attention(
                 q,
@@ -601,7 +603,8 @@ pub struct LlamaMlp {
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gated = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x);
+        let gated = kernels::activation(Kind::Silu, self.gate_proj.forward(x.clone()))
+            * self.up_proj.forward(x);
         self.down_proj.forward(gated)
     }
 }

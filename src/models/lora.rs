@@ -18,6 +18,7 @@
 // `lora_A`/`lora_B`: the field names are the checkpoint keys' segments
 #![allow(non_snake_case)]
 
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
@@ -163,7 +164,7 @@ pub fn adapter_delta<const D: usize>(
     scale: f64,
 ) -> Option<Tensor<D>> {
     let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let h = linear_op(dropout.forward(x.clone()), a.val(), None);
+    let h = linear_op(dropout.apply(x.clone()), a.val(), None);
     Some(linear_op(h, b.val(), None) * scale)
 }
 

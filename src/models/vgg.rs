@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -384,8 +385,8 @@ impl VggClassifier {
         let x = adaptive_avg_pool2d(x, [POOLED_SIDE, POOLED_SIDE]);
         let [b, c, h, w] = x.dims();
         let x = x.reshape([b, c * h * w]);
-        let x = self.dropout.forward(relu(self.fc6.forward(x)));
-        self.dropout.forward(relu(self.fc7.forward(x)))
+        let x = self.dropout.apply(relu(self.fc6.forward(x)));
+        self.dropout.apply(relu(self.fc7.forward(x)))
     }
 }
 

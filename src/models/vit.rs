@@ -24,6 +24,7 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -194,7 +195,7 @@ impl VitEmbeddings {
         let patches = patches.reshape([batch, hidden, gh * gw]).swap_dims(1, 2);
         let cls = self.cls_token.val().expand([batch, 1, hidden]);
         let x = Tensor::cat(vec![cls, patches], 1) + self.position_embeddings.val();
-        self.dropout.forward(x)
+        self.dropout.apply(x)
     }
 }
 
@@ -240,15 +241,12 @@ impl VitLayer {
             .attention
             .output
             .dropout
-            .forward(self.attention.output.dense.forward(context));
+            .apply(self.attention.output.dense.forward(context));
         let x = x + attended;
         let inner = self
             .intermediate
             .forward(self.layernorm_after.forward(x.clone()));
-        let out = self
-            .output
-            .dropout
-            .forward(self.output.dense.forward(inner));
+        let out = self.output.dropout.apply(self.output.dense.forward(inner));
         (x + out).reshape([batch, seq, hidden])
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
@@ -248,7 +249,7 @@ impl ClassificationHead {
     /// Logits `[batch, labels]` from pooled features `[batch, features]`.
     pub fn forward(&self, features: Flow) -> Tensor<2> {
         match features {
-            Flow::Pooled(x) => self.classifier.forward(self.dropout.forward(x)),
+            Flow::Pooled(x) => self.classifier.forward(self.dropout.apply(x)),
             other => panic!("a classification head reads pooled features, not {other:?}"),
         }
     }

@@ -562,6 +562,7 @@ pub fn micro_step<A: Architecture, T: Task>(
     acc: &mut GradAccumulator,
 ) -> f64 {
     device.seed(micro.seed);
+    crate::kernels::dropout::seed(micro.seed);
     let features = match cached {
         Some(f) => model.features_from(f.batch(chunk, device), micro.frozen),
         None => model.features(task.input(split, chunk, device), micro.frozen),

@@ -1,0 +1,202 @@
+//! CPU kernels for the elementwise work burn's CPU backend does one element
+//! at a time on one thread: activations ([`activation`]), dropout masks
+//! ([`dropout`]) and softmax under autodiff ([`softmax`]).
+//!
+//! Both are a backend extension (`#[backend_extension]`): an op
+//! of the Flex backend, and of `Autodiff<Flex>` with its own backward, so
+//! that both passes run the vectorised, parallel code. Tensors on any other
+//! device (CUDA) and dtypes other than f32 take burn's own functions.
+
+pub mod activation;
+pub mod dropout;
+pub mod philox;
+pub mod simd;
+pub mod softmax;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, DType, Dispatch, DispatchDevice, Flex, backend_extension,
+};
+use burn::tensor::{Device, Tensor};
+
+pub use activation::Kind;
+
+/// Whether `device` (with or without autodiff) is the Flex CPU backend.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuKernels: Backend {
+    /// The activation `kind` ([`Kind::code`]) of an f32 tensor.
+    fn activation(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self>;
+    /// `x` times the dropout mask of `stream` under `seed` ([`dropout::apply_mask`]).
+    fn dropout(x: FloatTensor<Self>, keep: f64, seed: u64, stream: u64) -> FloatTensor<Self>;
+    /// Softmax over the last dimension of an f32 tensor.
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl CpuKernels for Flex {
+    fn activation(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self> {
+        activation::flex_forward(Kind::from_code(kind), x)
+    }
+
+    fn dropout(x: FloatTensor<Self>, keep: f64, seed: u64, stream: u64) -> FloatTensor<Self> {
+        dropout::flex_apply(x, keep, seed, stream)
+    }
+
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_flex(x)
+    }
+}
+
+fn last_dim(x: &FlexTensor) -> usize {
+    x.layout().shape().last().copied().unwrap_or(1)
+}
+
+fn softmax_flex(x: FlexTensor) -> FlexTensor {
+    let n = last_dim(&x);
+    activation::map_flex(x, |values| softmax::forward(values, n))
+}
+
+/// The backward of [`CpuKernels::softmax_last`]: keeps the output.
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output = activation::contiguous(ops.state);
+        let n = last_dim(&output);
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let count = output.layout().num_elements();
+            let ys = &output.storage::<f32>()[..count];
+            activation::map_flex(grad, |g| softmax::backward(ys, g, n))
+        });
+    }
+}
+
+/// The backward of [`CpuKernels::activation`]: keeps the input.
+#[derive(Debug)]
+struct ActivationBackward(Kind);
+
+impl Backward<Flex, 1> for ActivationBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let kind = self.0;
+        let input = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            activation::flex_backward(kind, input, grad)
+        });
+    }
+}
+
+/// The backward of [`CpuKernels::dropout`]: the gradient times the same
+/// mask, drawn again.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    /// (keep, seed, stream)
+    type State = (f64, u64, u64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (keep, seed, stream) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            dropout::flex_apply(grad, keep, seed, stream)
+        });
+    }
+}
+
+impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let out = softmax_flex(<Self as AutodiffBackend>::inner(x));
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn dropout(x: FloatTensor<Self>, keep: f64, seed: u64, stream: u64) -> FloatTensor<Self> {
+        let prep = DropoutBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let input = <Self as AutodiffBackend>::inner(x);
+        let out = dropout::flex_apply(input, keep, seed, stream);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((keep, seed, stream), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn activation(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self> {
+        let kind = Kind::from_code(kind);
+        let prep = ActivationBackward(kind)
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let input = <Self as AutodiffBackend>::inner(x);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = activation::flex_forward(kind, input.clone());
+                prep.finish(input, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(activation::flex_forward(kind, input)),
+        }
+    }
+}
+
+/// `kind` applied to `x`: the kernels of this module on the CPU in f32,
+/// burn's functions elsewhere.
+pub fn activation<const D: usize>(kind: Kind, x: Tensor<D>) -> Tensor<D> {
+    use burn::tensor::activation as burn_act;
+    if x.dtype() != DType::F32 || !is_flex(&x.device()) {
+        return match kind {
+            Kind::Gelu => burn_act::gelu(x),
+            Kind::GeluTanh => burn_act::gelu_approximate(x),
+            Kind::Silu => burn_act::silu(x),
+        };
+    }
+    let out = <Dispatch as CpuKernels>::activation(x.into_dispatch(), kind.code());
+    Tensor::from_dispatch(out)
+}
+
+/// `x` times a dropout mask ([`dropout::apply_mask`]); `x` is an f32
+/// tensor on the CPU (the caller checks).
+pub fn dropout_tensor<const D: usize>(
+    x: Tensor<D>,
+    keep: f64,
+    seed: u64,
+    stream: u64,
+) -> Tensor<D> {
+    let out = <Dispatch as CpuKernels>::dropout(x.into_dispatch(), keep, seed, stream);
+    Tensor::from_dispatch(out)
+}
+
+/// Softmax over the last dimension: this module's kernel on the CPU in
+/// f32, burn's `softmax` elsewhere.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() != DType::F32 || !is_flex(&x.device()) {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    let out = <Dispatch as CpuKernels>::softmax_last(x.into_dispatch());
+    Tensor::from_dispatch(out)
+}
+
+#[cfg(test)]
+mod tests;
