@@ -137,9 +137,12 @@ def bench(args, strategy: str) -> dict:
     for _ in range(WARMUP_STEPS):
         step()
     start = time.perf_counter()
+    cpu_start = time.process_time()  # all of the process's threads
     for _ in range(args.steps):
         step()
-    seconds = (time.perf_counter() - start) / args.steps
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    seconds = wall / args.steps
 
     return {
         "framework": "pytorch",
@@ -152,6 +155,7 @@ def bench(args, strategy: str) -> dict:
         "steps": args.steps,
         "seconds_per_step": seconds,
         "samples_per_s": args.batch / seconds,
+        "cpus_used": cpu / wall,
         "attn": args.attn,
         "flops_per_step": flops_per_step(cfg, args.batch, args.seq, frozen),
     }
