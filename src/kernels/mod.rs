@@ -8,6 +8,7 @@
 //! device (CUDA) and dtypes other than f32 take burn's own functions.
 
 pub mod activation;
+pub mod adamw;
 pub mod dropout;
 pub mod philox;
 pub mod simd;
@@ -25,6 +26,73 @@ use burn::backend::{
 use burn::tensor::{Device, Tensor};
 
 pub use activation::Kind;
+
+/// Ops on plain (not autodiff) CPU tensors.
+#[backend_extension(Flex)]
+pub trait PlainKernels: Backend {
+    /// One AdamW update ([`adamw::update`]): the new parameter and moments.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad_scale: f32,
+        beta1: f32,
+        beta2: f32,
+        one_minus_beta1: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        decay: f32,
+        sqrt_bc2: f32,
+        step_size: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl PlainKernels for Flex {
+    fn adamw(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad_scale: f32,
+        beta1: f32,
+        beta2: f32,
+        one_minus_beta1: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        decay: f32,
+        sqrt_bc2: f32,
+        step_size: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let hyper = adamw::Hyper {
+            grad_scale,
+            beta1,
+            beta2,
+            one_minus_beta1,
+            one_minus_beta2,
+            eps,
+            decay,
+            sqrt_bc2,
+            step_size,
+        };
+        let g = activation::contiguous(g);
+        let (mut p, mut m, mut v) = (
+            activation::contiguous(p),
+            activation::contiguous(m),
+            activation::contiguous(v),
+        );
+        let n = p.layout().num_elements();
+        adamw::update(
+            &mut p.storage_mut::<f32>()[..n],
+            &g.storage::<f32>()[..n],
+            &mut m.storage_mut::<f32>()[..n],
+            &mut v.storage_mut::<f32>()[..n],
+            hyper,
+        );
+        (p, m, v)
+    }
+}
 
 /// Whether `device` (with or without autodiff) is the Flex CPU backend.
 pub fn is_flex(device: &Device) -> bool {
@@ -186,6 +254,37 @@ pub fn dropout_tensor<const D: usize>(
 ) -> Tensor<D> {
     let out = <Dispatch as CpuKernels>::dropout(x.into_dispatch(), keep, seed, stream);
     Tensor::from_dispatch(out)
+}
+
+/// [`adamw::update`] on 1-D f32 CPU tensors (the caller checks): the new
+/// parameter, first and second moments.
+pub fn adamw_tensors(
+    p: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    h: adamw::Hyper,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (p, m, v) = <Dispatch as PlainKernels>::adamw(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        h.grad_scale,
+        h.beta1,
+        h.beta2,
+        h.one_minus_beta1,
+        h.one_minus_beta2,
+        h.eps,
+        h.decay,
+        h.sqrt_bc2,
+        h.step_size,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 /// Softmax over the last dimension: this module's kernel on the CPU in

@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use burn::tensor::{DType, Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::{self, adamw};
 use crate::models::params::{NamedTensors, host};
 
 /// Collects `enter_module` names into a dotted path.
@@ -159,35 +160,58 @@ impl ModuleMapper for Update<'_> {
         let shape = tensor.shape();
         let n = shape.num_elements();
         let p = tensor.inner().reshape([n]);
-        let g = if self.grad_scale != 1.0 {
-            grad * self.grad_scale
-        } else {
-            grad
-        };
         let c = self.opt.config;
         let lr = (self.lr_of)(&key);
         let state = self.opt.states.remove(&key);
-        let (m, v, step) = match state {
-            Some(s) => (
-                s.m * c.beta1 + g.clone() * (1.0 - c.beta1),
-                s.v * c.beta2 + g.powi_scalar(2) * (1.0 - c.beta2),
-                s.step + 1,
-            ),
-            None => (
-                g.clone() * (1.0 - c.beta1),
-                g.powi_scalar(2) * (1.0 - c.beta2),
-                1,
-            ),
-        };
+        let step = state.as_ref().map_or(1, |s| s.step + 1);
         let bc1 = 1.0 - c.beta1.powi(step as i32);
         let bc2 = 1.0 - c.beta2.powi(step as i32);
-        let decayed = if decays(&key) && c.weight_decay > 0.0 {
-            p * (1.0 - lr * c.weight_decay)
+        let decay = if decays(&key) && c.weight_decay > 0.0 {
+            1.0 - lr * c.weight_decay
         } else {
-            p
+            1.0
         };
-        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
-        let updated = decayed - m.clone() / denom * (lr / bc1);
+        let (updated, m, v) = if p.dtype() == DType::F32 && kernels::is_flex(&p.device()) {
+            // one parallel pass (kernels::adamw), the same arithmetic as below
+            let (m, v) = match state {
+                Some(s) => (s.m, s.v),
+                None => (
+                    Tensor::zeros([n], &p.device()),
+                    Tensor::zeros([n], &p.device()),
+                ),
+            };
+            let hyper = adamw::Hyper {
+                grad_scale: self.grad_scale as f32,
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                one_minus_beta1: (1.0 - c.beta1) as f32,
+                one_minus_beta2: (1.0 - c.beta2) as f32,
+                eps: c.eps as f32,
+                decay: decay as f32,
+                sqrt_bc2: bc2.sqrt() as f32,
+                step_size: (lr / bc1) as f32,
+            };
+            kernels::adamw_tensors(p, grad, m, v, hyper)
+        } else {
+            let g = if self.grad_scale != 1.0 {
+                grad * self.grad_scale
+            } else {
+                grad
+            };
+            let (m, v) = match state {
+                Some(s) => (
+                    s.m * c.beta1 + g.clone() * (1.0 - c.beta1),
+                    s.v * c.beta2 + g.powi_scalar(2) * (1.0 - c.beta2),
+                ),
+                None => (
+                    g.clone() * (1.0 - c.beta1),
+                    g.powi_scalar(2) * (1.0 - c.beta2),
+                ),
+            };
+            let decayed = if decay != 1.0 { p * decay } else { p };
+            let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
+            (decayed - m.clone() / denom * (lr / bc1), m, v)
+        };
         self.opt.states.insert(key, ParamState { m, v, step });
         let mut t = Tensor::from_inner(updated.reshape(shape));
         if require_grad {
