@@ -129,35 +129,39 @@ fn validations(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
-    let (tmp, lm) = setup(8);
-    let run = tmp.path().join("run");
-    ok(&train_args(
-        tmp.path(),
-        &lm,
-        &run,
-        &[
-            "--decoder-strategy",
-            "full",
-            "--epochs",
-            "12",
-            "--lr",
-            "3e-3",
-            "--prefix-length",
-            "2",
-        ],
-    ));
-    let evals = validations(&run);
-    assert_eq!(evals.len(), 12, "one validation per epoch");
-    let first = &evals[0];
-    let last = evals.last().unwrap();
+/// Training flags under which the colours are learned.
+const COLOUR_RUN: [&str; 8] = [
+    "--decoder-strategy",
+    "full",
+    "--epochs",
+    "12",
+    "--lr",
+    "3e-3",
+    "--prefix-length",
+    "2",
+];
+
+/// The last validation, after checking the caption loss fell to under a
+/// third of the first's.
+fn loss_fell(evals: &[serde_json::Value]) -> &serde_json::Value {
+    let (first, last) = (&evals[0], evals.last().unwrap());
     assert!(
         last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap() / 3.0,
         "the caption loss fell from {} to {}",
         first["loss"],
         last["loss"]
     );
+    last
+}
+
+#[test]
+fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
+    let (tmp, lm) = setup(8);
+    let run = tmp.path().join("run");
+    ok(&train_args(tmp.path(), &lm, &run, &COLOUR_RUN));
+    let evals = validations(&run);
+    assert_eq!(evals.len(), 12, "one validation per epoch");
+    let last = loss_fell(&evals);
 
     // the export: encoder and mapper beside a transformers causal-LM directory
     let model = run.join("model");
@@ -211,6 +215,53 @@ fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
     }
     assert_eq!(m["label_accuracy"], serde_json::Value::Null);
     assert!((m["cider_d"].as_f64().unwrap()) > 1.0, "{m}");
+}
+
+/// `--mapper transformer` on a 2 x 2 grid of the frozen encoder's last
+/// map (through the feature cache): it learns the colours, and the export
+/// (grid, layers, the mapper's weights) captions exactly as the run did.
+#[test]
+fn a_transformer_mapper_on_a_feature_grid_learns_and_exports() {
+    let (tmp, lm) = setup(8);
+    let run = tmp.path().join("run");
+    let mut extra = COLOUR_RUN.to_vec();
+    extra.extend([
+        "--mapper",
+        "transformer",
+        "--mapper-layers",
+        "1",
+        "--feature-grid",
+        "2",
+    ]);
+    let out = headstart(&train_args(tmp.path(), &lm, &run, &extra));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("transformer (1 layer) on a 2x2 grid"), "{log}");
+    let evals = validations(&run);
+    let last = loss_fell(&evals);
+    let model = run.join("model");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["captioning"]["mapper"], "transformer");
+    assert_eq!(config["captioning"]["feature_grid"], 2);
+    assert_eq!(config["captioning"]["mapper_layers"], 1);
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
+    assert!(header.contains("transformer.queries"), "{header}");
+    let out = ok(&[
+        "eval".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--data".into(),
+        tmp.path().join("val.csv").display().to_string(),
+        "--json".into(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["samples"], last["samples"]);
+    let (a, b) = (m["loss"].as_f64().unwrap(), last["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-4, "loss: eval {a}, run {b}");
+    assert!(m["cider_d"].as_f64().unwrap() > 1.0, "{m}");
 }
 
 #[test]
@@ -308,6 +359,21 @@ fn bad_captioning_inputs_are_clear_errors() {
         "{err}"
     );
 
+    // a grid with no mapper to take its cells
+    let err = fails(&train_args(
+        tmp.path(),
+        &lm,
+        &run,
+        &[
+            "--mapper",
+            "none",
+            "--prefix-length",
+            "1",
+            "--feature-grid",
+            "2",
+        ],
+    ));
+    assert!(err.contains("4 cells"), "{err}");
     // a language model given as the encoder
     let mut args = train_args(dir, &lm, &run, &[]);
     let i = args.iter().position(|a| a == "--encoder").unwrap();

@@ -234,6 +234,9 @@ pub struct EfficientNetLite {
     pub last: SameConvBn,
     #[module(skip)]
     pub config: EfficientNetLiteConfig,
+    /// [`Architecture::with_feature_grid`]
+    #[module(skip)]
+    pub grid: usize,
 }
 
 impl EfficientNetLite {
@@ -259,6 +262,7 @@ impl EfficientNetLite {
             stages,
             last: SameConvBn::new(input, HEAD, 1, 1, 1, true, device),
             config: config.clone(),
+            grid: 0,
         })
     }
 
@@ -466,11 +470,10 @@ impl Architecture for EfficientNetLite {
                         .fold(x, |x, b| b.forward(x)),
                 ),
                 (g, Flow::Maps(x)) if g == n + 1 => {
-                    let y = self.last.forward(x);
-                    let [b, c, _, _] = y.dims();
-                    Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+                    super::pool_top(self.last.forward(x), self.grid)
                 }
                 (g, Flow::Pooled(x)) if g == n + 2 => Flow::Pooled(x),
+                (g, Flow::Maps(x)) if g == n + 2 && self.grid > 0 => Flow::Maps(x),
                 (g, other) => panic!("EfficientNet-lite0 group {g} cannot take {other:?}"),
             };
         }
@@ -562,6 +565,15 @@ impl Architecture for EfficientNetLite {
     fn with_image_size(mut self, side: usize) -> Self {
         self.config.image_size = side;
         self
+    }
+
+    fn with_feature_grid(mut self, grid: usize) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    fn feature_grid(&self) -> Option<usize> {
+        Some(self.grid)
     }
 
     fn identity(&self) -> String {

@@ -553,6 +553,9 @@ pub struct InceptionV3 {
     pub mixed: Vec<Mixed>,
     #[module(skip)]
     pub config: InceptionV3Config,
+    /// [`Architecture::with_feature_grid`]
+    #[module(skip)]
+    pub grid: usize,
 }
 
 impl InceptionV3 {
@@ -591,6 +594,7 @@ impl InceptionV3 {
             stem,
             mixed,
             config: config.clone(),
+            grid: 0,
         })
     }
 
@@ -706,11 +710,10 @@ impl Architecture for InceptionV3 {
                 (0, Flow::Maps(x)) => Flow::Maps(self.stem_forward(x)),
                 (g, Flow::Maps(x)) if g < n => Flow::Maps(self.mixed[g - 1].forward(x)),
                 (g, Flow::Maps(x)) if g == n => {
-                    let y = self.mixed[n - 1].forward(x);
-                    let [b, c, _, _] = y.dims();
-                    Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+                    super::pool_top(self.mixed[n - 1].forward(x), self.grid)
                 }
                 (g, Flow::Pooled(x)) if g == n + 1 => Flow::Pooled(x),
+                (g, Flow::Maps(x)) if g == n + 1 && self.grid > 0 => Flow::Maps(x),
                 (g, other) => panic!("Inception v3 group {g} cannot take {other:?}"),
             };
         }
@@ -794,6 +797,15 @@ impl Architecture for InceptionV3 {
     fn with_image_size(mut self, side: usize) -> Self {
         self.config.image_size = side;
         self
+    }
+
+    fn with_feature_grid(mut self, grid: usize) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    fn feature_grid(&self) -> Option<usize> {
+        Some(self.grid)
     }
 
     fn identity(&self) -> String {

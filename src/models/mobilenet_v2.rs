@@ -250,6 +250,9 @@ pub struct MobileNetV2 {
     pub last: ConvBn,
     #[module(skip)]
     pub config: MobileNetV2Config,
+    /// [`Architecture::with_feature_grid`]
+    #[module(skip)]
+    pub grid: usize,
 }
 
 impl MobileNetV2 {
@@ -266,6 +269,7 @@ impl MobileNetV2 {
                 .collect(),
             last: ConvBn::new(top, config.last_channels(), 1, 1, 1, true, device),
             config: config.clone(),
+            grid: 0,
         })
     }
 
@@ -332,11 +336,10 @@ impl Architecture for MobileNetV2 {
                 (0, Flow::Maps(x)) => Flow::Maps(self.stem.forward(x)),
                 (g, Flow::Maps(x)) if g <= n => Flow::Maps(self.blocks[g - 1].forward(x)),
                 (g, Flow::Maps(x)) if g == n + 1 => {
-                    let y = self.last.forward(x);
-                    let [b, c, _, _] = y.dims();
-                    Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+                    super::pool_top(self.last.forward(x), self.grid)
                 }
                 (g, Flow::Pooled(x)) if g == n + 2 => Flow::Pooled(x),
+                (g, Flow::Maps(x)) if g == n + 2 && self.grid > 0 => Flow::Maps(x),
                 (g, other) => panic!("MobileNetV2 group {g} cannot take {other:?}"),
             };
         }
@@ -428,6 +431,15 @@ impl Architecture for MobileNetV2 {
     fn with_image_size(mut self, side: usize) -> Self {
         self.config.image_size = side;
         self
+    }
+
+    fn with_feature_grid(mut self, grid: usize) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    fn feature_grid(&self) -> Option<usize> {
+        Some(self.grid)
     }
 
     fn identity(&self) -> String {

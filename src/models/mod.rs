@@ -248,6 +248,21 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
         self
     }
 
+    /// The body whose top group hands on its last feature map averaged to
+    /// a `grid` x `grid` map ([`pool_top`]) instead of one vector (0), for
+    /// heads that read where things are (captioning's `--feature-grid`).
+    /// Families without such a map ignore it.
+    fn with_feature_grid(self, _grid: usize) -> Self {
+        self
+    }
+
+    /// The grid [`Architecture::with_feature_grid`] set (0: pooled), or
+    /// `None` for families whose top is not a feature map (transformers,
+    /// VGG with its fully connected classifier).
+    fn feature_grid(&self) -> Option<usize> {
+        None
+    }
+
     /// The checkpoint key (without [`Architecture::BASE_PREFIX`]) of a
     /// module path under the body, for families whose reference layout a
     /// struct cannot mirror field by field; [`Architecture::RENAMES`] apply
@@ -474,6 +489,19 @@ impl<A: Architecture, H: Head> TaskModel<A, H> {
 
 /// The group of a module path (`body.encoder.layer.3.output.dense.weight`):
 /// the head's parameters are in the top group.
+/// What an image family's top group hands on from its last feature map
+/// `[batch, channels, h, w]`: the mean over positions (`grid` 0), or the
+/// means over a `grid` x `grid` partition of it as PyTorch's
+/// `AdaptiveAvgPool2d` computes them (a map).
+pub fn pool_top(y: Tensor<4>, grid: usize) -> Flow {
+    let [b, c, _, _] = y.dims();
+    if grid == 0 {
+        Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+    } else {
+        Flow::Maps(burn::tensor::module::adaptive_avg_pool2d(y, [grid, grid]))
+    }
+}
+
 pub fn group_of(groups: &[Group], path: &str) -> usize {
     let top = groups.len() - 1;
     let Some(rest) = path.strip_prefix("body.") else {
@@ -583,6 +611,50 @@ pub fn timm_family(arch: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grid 0 is the mean over positions; a 2x2 grid of a 5x5 map averages
+    /// the overlapping blocks AdaptiveAvgPool2d takes (rows and columns
+    /// 0..3 and 2..5).
+    #[test]
+    fn the_top_is_pooled_or_kept_as_a_grid() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..2 * 25).map(|i| i as f32).collect();
+        let y =
+            Tensor::<4>::from_data(burn::tensor::TensorData::new(values, [1, 2, 5, 5]), &device);
+        let Flow::Pooled(p) = pool_top(y.clone(), 0) else {
+            panic!("grid 0 pools")
+        };
+        let p: Vec<f32> = p.into_data().try_into_vec().unwrap();
+        assert_eq!(p, vec![12.0, 37.0]);
+        let Flow::Maps(m) = pool_top(y, 2) else {
+            panic!("a grid is a map")
+        };
+        assert_eq!(m.dims(), [1, 2, 2, 2]);
+        let m: Vec<f32> = m.into_data().try_into_vec().unwrap();
+        // channel 0, cell (0, 0): rows 0..3, columns 0..3 of 5 x 5
+        let block = |r0: usize, c0: usize, ch: usize| {
+            let mut sum = 0.0;
+            for r in r0..r0 + 3 {
+                for c in c0..c0 + 3 {
+                    sum += (ch * 25 + r * 5 + c) as f32;
+                }
+            }
+            sum / 9.0
+        };
+        let want = vec![
+            block(0, 0, 0),
+            block(0, 2, 0),
+            block(2, 0, 0),
+            block(2, 2, 0),
+            block(0, 0, 1),
+            block(0, 2, 1),
+            block(2, 0, 1),
+            block(2, 2, 1),
+        ];
+        for (a, b) in m.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{m:?} against {want:?}");
+        }
+    }
 
     fn groups() -> Vec<Group> {
         let mut g = vec![Group {

@@ -444,6 +444,9 @@ pub struct ResNet {
     pub layers: Vec<Vec<Block>>,
     #[module(skip)]
     pub config: ResNetConfig,
+    /// [`Architecture::with_feature_grid`]
+    #[module(skip)]
+    pub grid: usize,
 }
 
 impl ResNet {
@@ -471,6 +474,7 @@ impl ResNet {
                 })
                 .collect(),
             config: config.clone(),
+            grid: 0,
         })
     }
 
@@ -649,11 +653,11 @@ impl Architecture for ResNet {
                     if g < n {
                         Flow::Maps(y)
                     } else {
-                        let [b, c, _, _] = y.dims();
-                        Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+                        super::pool_top(y, self.grid)
                     }
                 }
                 (g, Flow::Pooled(x)) if g == n + 1 => Flow::Pooled(x),
+                (g, Flow::Maps(x)) if g == n + 1 && self.grid > 0 => Flow::Maps(x),
                 (g, other) => panic!("ResNet group {g} cannot take {other:?}"),
             };
         }
@@ -750,6 +754,15 @@ impl Architecture for ResNet {
     fn with_image_size(mut self, side: usize) -> Self {
         self.config.image_size = side;
         self
+    }
+
+    fn with_feature_grid(mut self, grid: usize) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    fn feature_grid(&self) -> Option<usize> {
+        Some(self.grid)
     }
 
     fn identity(&self) -> String {

@@ -397,6 +397,9 @@ pub struct Vgg16 {
     pub classifier: Option<VggClassifier>,
     #[module(skip)]
     pub config: Vgg16Config,
+    /// [`Architecture::with_feature_grid`]
+    #[module(skip)]
+    pub grid: usize,
 }
 
 impl Vgg16 {
@@ -432,6 +435,7 @@ impl Vgg16 {
             blocks,
             classifier,
             config: config.clone(),
+            grid: 0,
         })
     }
 
@@ -494,8 +498,7 @@ impl Architecture for Vgg16 {
                 (g, Flow::Maps(x)) if g < n => {
                     let y = self.blocks[g].forward(x);
                     if g + 1 == n && self.classifier.is_none() {
-                        let [b, c, _, _] = y.dims();
-                        Flow::Pooled(y.mean_dim(3).mean_dim(2).reshape([b, c]))
+                        super::pool_top(y, self.grid)
                     } else {
                         Flow::Maps(y)
                     }
@@ -504,6 +507,7 @@ impl Architecture for Vgg16 {
                     Flow::Pooled(self.classifier.as_ref().expect("checked").forward(x))
                 }
                 (g, Flow::Pooled(x)) if g == self.top() => Flow::Pooled(x),
+                (g, Flow::Maps(x)) if g == self.top() && self.grid > 0 => Flow::Maps(x),
                 (g, other) => panic!("VGG16 group {g} cannot take {other:?}"),
             };
         }
@@ -594,6 +598,15 @@ impl Architecture for Vgg16 {
     fn with_image_size(mut self, side: usize) -> Self {
         self.config.image_size = side;
         self
+    }
+
+    fn with_feature_grid(mut self, grid: usize) -> Self {
+        self.grid = grid;
+        self
+    }
+
+    fn feature_grid(&self) -> Option<usize> {
+        self.classifier.is_none().then_some(self.grid)
     }
 
     fn identity(&self) -> String {

@@ -47,14 +47,22 @@ use crate::models::{Architecture, Flow, TaskModel};
 use crate::strategy::Strategy;
 use crate::train::cache::KeyHasher;
 
-/// `--mapper`: how pooled image features become the prefix.
+pub mod mapper;
+use mapper::TransformerMapper;
+
+/// `--mapper`: how image features become the prefix.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MapperKind {
-    /// ClipCap's MLP: features -> P·H/2 -> tanh -> P·H, reshaped to P
-    /// embeddings of the language model's width H.
+    /// ClipCap's MLP: features (all cells of `--feature-grid`, flattened)
+    /// -> P·H/2 -> tanh -> P·H, reshaped to P embeddings of the language
+    /// model's width H.
     #[default]
     Mlp,
+    /// ClipCap's transformer: the feature cells as tokens and P learned
+    /// queries through `--mapper-layers` transformer layers of width H
+    /// ([`mapper::TransformerMapper`]).
+    Transformer,
     /// No mapping network: the pooled features are the one-position prefix
     /// (their size must equal the language model's hidden size).
     None,
@@ -121,6 +129,14 @@ pub struct CaptionConfig {
     pub prefix_length: usize,
     #[arg(long, value_enum, default_value = "mlp")]
     pub mapper: MapperKind,
+    /// Layers of `--mapper transformer`.
+    #[arg(long, default_value_t = 2)]
+    pub mapper_layers: usize,
+    /// What the mapper reads of a convolutional encoder's last feature
+    /// map: 0 its mean (one vector), G the means of a G x G grid of it
+    /// (adaptive average pooling), which keep where things are.
+    #[arg(long, default_value_t = 0)]
+    pub feature_grid: usize,
     /// Longest caption generated, in tokens (default: the longest training
     /// caption's length plus 8).
     #[arg(long)]
@@ -137,6 +153,8 @@ impl Default for CaptionConfig {
             caption_column: "caption".into(),
             prefix_length: 10,
             mapper: MapperKind::Mlp,
+            mapper_layers: 2,
+            feature_grid: 0,
             max_new_tokens: None,
             decoding: Decoding::default(),
         }
@@ -166,6 +184,12 @@ pub struct CaptionTaskState {
     pub prefix_length: usize,
     /// Width of the mapper's hidden layer.
     pub mapper_hidden: usize,
+    /// Layers of a transformer mapper.
+    #[serde(default)]
+    pub mapper_layers: usize,
+    /// The encoder's `--feature-grid` (0: pooled).
+    #[serde(default)]
+    pub feature_grid: usize,
     /// Tokens the tokenizer puts before a text (a BOS): they follow the
     /// prefix in training and start generation.
     pub start: Vec<u32>,
@@ -182,29 +206,54 @@ pub const NAME: &str = "captioning";
 pub const CONFIG_FIELD: &str = "captioning";
 
 /// The task's head: the mapping network (see [`MapperKind`]: two layers
-/// for `mlp`, none for `none`) and the language model.
+/// in `mapping` for `mlp`, `transformer` for `transformer`, neither for
+/// `none`) and the language model.
 #[derive(Module, Debug)]
 pub struct PrefixHead<D: CausalLm> {
     /// Named `mapping`: burn's derive names its own argument `mapper`.
     pub mapping: Vec<Linear>,
+    pub transformer: Option<TransformerMapper>,
     pub decoder: D,
 }
 
-fn pooled(features: Flow) -> Tensor<2> {
+/// The image's features as one vector `[batch, features]`: the pooled
+/// vector, or every cell of a grid, channel-major (`[c, h, w]` flattened).
+fn flattened(features: Flow) -> Tensor<2> {
     match features {
         Flow::Pooled(x) => x,
         Flow::Maps(x) => {
             let [b, c, h, w] = x.dims();
-            x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+            x.reshape([b, c * h * w])
         }
         _ => panic!("an image family's top group returns pooled features or maps"),
     }
 }
 
+/// The image's features as tokens `[batch, cells, channels]`: one per
+/// cell of a grid, or the pooled vector as one.
+fn tokens(features: Flow) -> Tensor<3> {
+    match features {
+        Flow::Pooled(x) => x.unsqueeze_dim(1),
+        Flow::Maps(x) => {
+            let [b, c, h, w] = x.dims();
+            x.reshape([b, c, h * w]).swap_dims(1, 2)
+        }
+        _ => panic!("an image family's top group returns pooled features or maps"),
+    }
+}
+
+/// Cells of a `--feature-grid` (the pooled vector is one).
+pub fn grid_cells(grid: usize) -> usize {
+    grid.max(1).pow(2)
+}
+
 impl<D: CausalLm> PrefixHead<D> {
-    /// The prefix `[batch, P, hidden]` of pooled image features.
+    /// The prefix `[batch, P, hidden]` of the image features.
     pub fn prefix(&self, features: Flow) -> Tensor<3> {
-        let x = pooled(features);
+        if let Some(t) = &self.transformer {
+            return t.forward(tokens(features));
+        }
+        let x = flattened(features);
         let [b, _] = x.dims();
         let h = self.decoder.hidden_size();
         let y = match self.mapping.as_slice() {
@@ -583,10 +632,21 @@ impl<D: CausalLm> Task for Captioning<D> {
                 },
             );
         }
+        let cells = grid_cells(s.feature_grid);
+        let transformer = (s.mapper == MapperKind::Transformer).then(|| {
+            TransformerMapper::new(
+                body.feature_size(),
+                cells,
+                s.prefix_length,
+                decoder.hidden_size(),
+                s.mapper_layers,
+                device,
+            )
+        });
         let mapper = match s.mapper {
             MapperKind::Mlp => vec![
                 crate::models::transformer::linear(
-                    body.feature_size(),
+                    body.feature_size() * cells,
                     s.mapper_hidden,
                     true,
                     device,
@@ -598,10 +658,11 @@ impl<D: CausalLm> Task for Captioning<D> {
                     device,
                 ),
             ],
-            MapperKind::None => Vec::new(),
+            MapperKind::None | MapperKind::Transformer => Vec::new(),
         };
         PrefixHead {
             mapping: mapper,
+            transformer,
             decoder,
         }
     }
@@ -720,7 +781,10 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn adapt_body<A: Architecture>(&self, body: A) -> A {
-        self.core.image.adapt_body(body)
+        self.core
+            .image
+            .adapt_body(body)
+            .with_feature_grid(self.core.state.feature_grid)
     }
 
     fn start_epoch(&self, split: &CaptionSplit, epoch: usize) {
@@ -734,6 +798,7 @@ impl<D: CausalLm> Task for Captioning<D> {
     fn load_head(&self, head: PrefixHead<D>, seed: u64) -> Result<(PrefixHead<D>, Vec<String>)> {
         let PrefixHead {
             mapping: mapper,
+            transformer,
             decoder,
         } = head;
         let mut rng = SeededRng::new(seed ^ 0x4D41_5050);
@@ -741,6 +806,7 @@ impl<D: CausalLm> Task for Captioning<D> {
             .into_iter()
             .map(|l| torch_linear(l, &mut rng))
             .collect();
+        let transformer = transformer.map(|t| t.init(&mut rng, torch_linear));
         let part = &self.core.state.decoder;
         let wrapped = TaskModel {
             body: decoder,
@@ -775,6 +841,7 @@ impl<D: CausalLm> Task for Captioning<D> {
         Ok((
             PrefixHead {
                 mapping: mapper,
+                transformer,
                 decoder: wrapped.body,
             },
             lines,
@@ -784,6 +851,7 @@ impl<D: CausalLm> Task for Captioning<D> {
     fn head_trainable(&self, head: PrefixHead<D>, epoch: usize) -> PrefixHead<D> {
         let PrefixHead {
             mapping: mapper,
+            transformer,
             decoder,
         } = head;
         let wrapped = TaskModel {
@@ -798,6 +866,7 @@ impl<D: CausalLm> Task for Captioning<D> {
         };
         PrefixHead {
             mapping: mapper,
+            transformer,
             decoder: wrapped.body,
         }
     }
@@ -856,9 +925,31 @@ pub fn check_parts(
     prefix_length: usize,
     features: usize,
     hidden: usize,
+    grid: (usize, Option<usize>),
+    mapper_layers: usize,
 ) -> Result<()> {
     if prefix_length == 0 {
         bail!("--prefix-length must be at least 1");
+    }
+    let (grid, encoder_grid) = grid;
+    if grid > 0 {
+        if encoder_grid.is_none() {
+            bail!(
+                "--feature-grid {grid}: this encoder's top is a vector, not a feature map \
+                 (a transformer, or VGG16 with its fully connected classifier); use \
+                 --feature-grid 0"
+            );
+        }
+        if mapper == MapperKind::None {
+            bail!(
+                "--feature-grid {grid} gives {} cells, which --mapper none cannot pass on \
+                 as a prefix; use --mapper mlp or --mapper transformer",
+                grid_cells(grid)
+            );
+        }
+    }
+    if mapper == MapperKind::Transformer && mapper_layers == 0 {
+        bail!("--mapper-layers must be at least 1 with --mapper transformer");
     }
     if mapper == MapperKind::None {
         if features != hidden {
@@ -871,7 +962,7 @@ pub fn check_parts(
         if prefix_length != 1 {
             bail!(
                 "--mapper none makes a one-position prefix (the pooled features): use \
-                 --prefix-length 1, or --mapper mlp for longer prefixes"
+                 --prefix-length 1, or --mapper mlp or transformer for longer prefixes"
             );
         }
     }

@@ -22,8 +22,8 @@ use crate::models::vision;
 use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::captioning::{
-    CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DecoderPart, agreed_labels,
-    check_parts,
+    CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DecoderPart, MapperKind,
+    agreed_labels, check_parts, grid_cells, mapper::TransformerMapper,
 };
 use crate::tasks::image::load_split;
 
@@ -71,6 +71,20 @@ pub(super) fn captioning(
     )), else unreachable!("{encoder} is an image family"))
 }
 
+/// The mapper and what it reads, for the log: `mlp`, `transformer (2
+/// layers)`, with ` on a 3x3 grid` where the features are a grid.
+fn describe_mapper(s: &CaptionTaskState) -> String {
+    let mut out = format!("{:?}", s.mapper).to_lowercase();
+    if s.mapper == MapperKind::Transformer {
+        let n = s.mapper_layers;
+        out += &format!(" ({n} layer{})", if n == 1 { "" } else { "s" });
+    }
+    if s.feature_grid > 0 {
+        out += &format!(" on a {0}x{0} grid", s.feature_grid);
+    }
+    out
+}
+
 /// Decoder strategies captioning takes.
 fn check_decoder_strategy(s: Strategy, groups: usize) -> Result<()> {
     match s {
@@ -103,6 +117,8 @@ fn run<E: Architecture, D: CausalLm>(
         c.prefix_length,
         body.feature_size(),
         decoder.hidden_size(),
+        (c.feature_grid, body.feature_grid()),
+        c.mapper_layers,
     )?;
     c.decoding.check()?;
 
@@ -183,6 +199,8 @@ fn run<E: Architecture, D: CausalLm>(
                 mapper: c.mapper,
                 prefix_length: c.prefix_length,
                 mapper_hidden: (c.prefix_length * decoder.hidden_size()).div_ceil(2),
+                mapper_layers: c.mapper_layers,
+                feature_grid: c.feature_grid,
                 start,
                 eos,
                 max_new_tokens: 0,
@@ -233,13 +251,22 @@ fn run<E: Architecture, D: CausalLm>(
         train.tokens.iter().flatten().map(Vec::len).sum::<usize>() as f64 / train.captions() as f64;
     let seq = core.state.prefix_length + mean_tokens.round() as usize;
     let decoder_flops: f64 = decoder.group_flops(1, seq).iter().sum();
-    let mapper_flops = match core.state.mapper {
-        crate::tasks::captioning::MapperKind::Mlp => {
-            2.0 * (body.feature_size() * core.state.mapper_hidden
-                + core.state.mapper_hidden * core.state.prefix_length * decoder.hidden_size())
+    let s = &core.state;
+    let cells = grid_cells(s.feature_grid);
+    let mapper_flops = match s.mapper {
+        MapperKind::Mlp => {
+            2.0 * (body.feature_size() * cells * s.mapper_hidden
+                + s.mapper_hidden * s.prefix_length * decoder.hidden_size())
                 as f64
         }
-        crate::tasks::captioning::MapperKind::None => 0.0,
+        MapperKind::Transformer => TransformerMapper::flops(
+            body.feature_size(),
+            cells,
+            s.prefix_length,
+            decoder.hidden_size(),
+            s.mapper_layers,
+        ),
+        MapperKind::None => 0.0,
     };
     let task = Captioning::<D>::new(core, (mapper_flops, mean_captions * decoder_flops));
     let body = task.adapt_body(body);
@@ -263,7 +290,7 @@ fn run<E: Architecture, D: CausalLm>(
          steps, lr {:.1e}, warmup {} steps; decoding {}; images: {}{}",
         E::MODEL_TYPE,
         config.strategy,
-        format!("{:?}", s.mapper).to_lowercase(),
+        describe_mapper(s),
         D::MODEL_TYPE,
         s.decoder.strategy,
         s.prefix_length,

@@ -23,7 +23,7 @@ use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CONFIG_FIELD, CaptionCore, CaptionMetrics, CaptionSplit, CaptionTaskState, Captioning,
-    PrefixHead,
+    MapperKind, PrefixHead, grid_cells, mapper::TransformerMapper,
 };
 use crate::tasks::causal_lm::NoHead;
 
@@ -140,8 +140,18 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
         })
         .sum();
     let seq = s.prefix_length + s.start.len() + s.max_new_tokens;
+    let transformer = match s.mapper {
+        MapperKind::Transformer => TransformerMapper::flops(
+            body.feature_size(),
+            grid_cells(s.feature_grid),
+            s.prefix_length,
+            head.decoder.hidden_size(),
+            s.mapper_layers,
+        ),
+        _ => 0.0,
+    };
     task.flops_per_image = (
-        2.0 * width as f64,
+        2.0 * width as f64 + transformer,
         head.decoder.group_flops(1, seq).iter().sum(),
     );
     let weights = Checkpoint::open(&dir)?;
@@ -152,7 +162,11 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
         0,
     )?;
     let TaskModel { body, head } = model;
-    let PrefixHead { mapping, decoder } = head;
+    let PrefixHead {
+        mapping,
+        transformer,
+        decoder,
+    } = head;
     let decoder_dir = &core.state.decoder.dir;
     let decoder_weights = Checkpoint::open(decoder_dir)?;
     let (decoder, _) = state::load(
@@ -168,6 +182,7 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
         body,
         head: PrefixHead {
             mapping,
+            transformer,
             decoder: decoder.body,
         },
     }

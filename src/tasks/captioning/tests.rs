@@ -24,6 +24,8 @@ fn core(start: Vec<u32>) -> CaptionCore {
         mapper: MapperKind::Mlp,
         prefix_length: 2,
         mapper_hidden: 4,
+        mapper_layers: 0,
+        feature_grid: 0,
         start,
         eos: vec![0],
         max_new_tokens: 5,
@@ -109,14 +111,41 @@ fn labels_count_only_where_every_reference_names_the_same_items() {
 
 #[test]
 fn without_a_mapper_the_features_must_be_the_embedding_width() {
-    let err = check_parts(MapperKind::None, 1, 1280, 576)
+    let pooled = (0, Some(0));
+    let err = check_parts(MapperKind::None, 1, 1280, 576, pooled, 2)
         .unwrap_err()
         .to_string();
     assert!(err.contains("1280") && err.contains("576") && err.contains("--mapper mlp"));
-    assert!(check_parts(MapperKind::None, 1, 576, 576).is_ok());
-    assert!(check_parts(MapperKind::None, 3, 576, 576).is_err());
-    assert!(check_parts(MapperKind::Mlp, 10, 1280, 576).is_ok());
-    assert!(check_parts(MapperKind::Mlp, 0, 1280, 576).is_err());
+    assert!(check_parts(MapperKind::None, 1, 576, 576, pooled, 2).is_ok());
+    assert!(check_parts(MapperKind::None, 3, 576, 576, pooled, 2).is_err());
+    assert!(check_parts(MapperKind::Mlp, 10, 1280, 576, pooled, 2).is_ok());
+    assert!(check_parts(MapperKind::Mlp, 0, 1280, 576, pooled, 2).is_err());
+}
+
+#[test]
+fn a_feature_grid_needs_a_feature_map_and_a_mapper() {
+    // a ViT (no feature map) cannot give a grid
+    let err = check_parts(MapperKind::Mlp, 10, 768, 576, (2, None), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--feature-grid 2") && err.contains("--feature-grid 0"),
+        "{err}"
+    );
+    // --mapper none has nowhere to put 4 cells
+    let err = check_parts(MapperKind::None, 1, 576, 576, (2, Some(0)), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4 cells") && err.contains("--mapper transformer"),
+        "{err}"
+    );
+    let err = check_parts(MapperKind::Transformer, 10, 1280, 576, (2, Some(0)), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--mapper-layers"), "{err}");
+    assert!(check_parts(MapperKind::Transformer, 10, 1280, 576, (2, Some(0)), 2).is_ok());
+    assert!(check_parts(MapperKind::Mlp, 10, 1280, 576, (3, Some(0)), 2).is_ok());
 }
 
 #[test]
@@ -138,6 +167,7 @@ fn the_mlp_prefix_has_prefix_length_positions_of_the_embedding_width() {
                 &mut rng,
             ),
         ],
+        transformer: None,
         decoder,
     };
     let x = Tensor::<2>::ones([2, 6], &device);
@@ -150,6 +180,59 @@ fn the_mlp_prefix_has_prefix_length_positions_of_the_embedding_width() {
         head.prompt(head.prefix(Flow::Pooled(x)), &[5, 6]).dims(),
         [2, 5, hidden]
     );
+}
+
+/// A grid of cells: the MLP reads them flattened, the transformer mapper
+/// as tokens; both make P positions of the language model's width.
+#[test]
+fn grid_features_become_a_prefix_through_either_mapper() {
+    let device = Device::default();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2/tied");
+    let decoder =
+        crate::models::gpt2::Gpt2::from_config_file(&dir.join("config.json"), &device).unwrap();
+    let hidden = decoder.hidden_size();
+    let mut rng = SeededRng::new(3);
+    let cells = grid_cells(2);
+    assert_eq!((cells, grid_cells(0), grid_cells(1)), (4, 1, 1));
+    let maps = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..2 * 6 * 4)
+                .map(|i| (i as f32 * 0.1).cos())
+                .collect::<Vec<_>>(),
+            [2, 6, 2, 2],
+        ),
+        &device,
+    );
+    let mlp = PrefixHead {
+        mapping: vec![
+            torch_linear(
+                crate::models::transformer::linear(6 * cells, 8, true, &device),
+                &mut rng,
+            ),
+            torch_linear(
+                crate::models::transformer::linear(8, 3 * hidden, true, &device),
+                &mut rng,
+            ),
+        ],
+        transformer: None,
+        decoder: decoder.clone(),
+    };
+    assert_eq!(mlp.prefix(Flow::Maps(maps.clone())).dims(), [2, 3, hidden]);
+    let transformer = PrefixHead {
+        mapping: vec![],
+        transformer: Some(
+            TransformerMapper::new(6, cells, 3, hidden, 1, &device).init(&mut rng, torch_linear),
+        ),
+        decoder,
+    };
+    let prefix = transformer.prefix(Flow::Maps(maps.clone()));
+    assert_eq!(prefix.dims(), [2, 3, hidden]);
+    // each image's prefix is its own: the two images' differ
+    let diff: f32 = (prefix.clone().narrow(0, 0, 1) - prefix.narrow(0, 1, 1))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(diff > 1e-4, "{diff}");
 }
 
 #[test]
