@@ -656,6 +656,31 @@ mod tests {
         }
     }
 
+    /// The grid trains: under autodiff each input position gets the sum,
+    /// over the cells whose block holds it, of the cell's gradient over the
+    /// block's size (a 4x4 map into 2x2 cells: disjoint 2x2 blocks).
+    #[test]
+    fn the_grid_passes_gradients_back_to_the_map() {
+        let device = Device::flex().autodiff();
+        let y = Tensor::<4>::ones([1, 1, 4, 4], &device).require_grad();
+        let Flow::Maps(m) = pool_top(y.clone(), 2) else {
+            panic!("a grid is a map")
+        };
+        let weights = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]),
+            &device,
+        );
+        let grads = (m * weights).sum().backward();
+        let g: Vec<f32> = y.grad(&grads).unwrap().into_data().try_into_vec().unwrap();
+        let want: Vec<f32> = (0..16)
+            .map(|i| {
+                let (r, c) = (i / 4, i % 4);
+                [1.0, 2.0, 3.0, 4.0][(r / 2) * 2 + c / 2] / 4.0
+            })
+            .collect();
+        assert_eq!(g, want);
+    }
+
     fn groups() -> Vec<Group> {
         let mut g = vec![Group {
             name: "embeddings".into(),
