@@ -220,7 +220,7 @@ pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
 }
 
 /// A fresh contiguous tensor holding `values` in `shape_of`'s shape.
-fn from_vec(values: Vec<f32>, shape_of: &FlexTensor) -> FlexTensor {
+pub(super) fn from_vec(values: Vec<f32>, shape_of: &FlexTensor) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(shape_of.layout().shape().clone()),

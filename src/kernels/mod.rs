@@ -1,6 +1,7 @@
 //! CPU kernels for the elementwise work burn's CPU backend does one element
 //! at a time on one thread: activations ([`activation`]), dropout masks
-//! ([`dropout`]) and softmax under autodiff ([`softmax`]).
+//! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm's
+//! backward ([`layer_norm`]) and the AdamW update ([`adamw`]).
 //!
 //! Both are a backend extension (`#[backend_extension]`): an op
 //! of the Flex backend, and of `Autodiff<Flex>` with its own backward, so
@@ -10,6 +11,7 @@
 pub mod activation;
 pub mod adamw;
 pub mod dropout;
+pub mod layer_norm;
 pub mod philox;
 pub mod simd;
 pub mod softmax;
@@ -110,6 +112,13 @@ pub trait CpuKernels: Backend {
     fn dropout(x: FloatTensor<Self>, keep: f64, seed: u64, stream: u64) -> FloatTensor<Self>;
     /// Softmax over the last dimension of an f32 tensor.
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// LayerNorm over the last dimension ([`layer_norm`]).
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -124,6 +133,33 @@ impl CpuKernels for Flex {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_flex(x)
     }
+
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm_flex(
+            &activation::contiguous(x),
+            &activation::contiguous(gamma),
+            beta,
+            eps,
+        )
+    }
+}
+
+/// [`layer_norm::forward`] of contiguous Flex f32 tensors.
+fn layer_norm_flex(x: &FlexTensor, gamma: &FlexTensor, beta: FlexTensor, eps: f64) -> FlexTensor {
+    let beta = activation::contiguous(beta);
+    let (n, d) = (x.layout().num_elements(), gamma.layout().num_elements());
+    let y = layer_norm::forward(
+        &x.storage::<f32>()[..n],
+        &gamma.storage::<f32>()[..d],
+        &beta.storage::<f32>()[..d],
+        eps as f32,
+    );
+    activation::from_vec(y, x)
 }
 
 fn last_dim(x: &FlexTensor) -> usize {
@@ -186,7 +222,61 @@ impl Backward<Flex, 1> for DropoutBackward {
     }
 }
 
+/// The backward of [`CpuKernels::layer_norm`]: keeps the input and gamma.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// (input, gamma, epsilon)
+    type State = (FlexTensor, FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, gamma, eps) = ops.state;
+        let (x, gamma) = (activation::contiguous(x), activation::contiguous(gamma));
+        let n = x.layout().num_elements();
+        let d = gamma.layout().num_elements();
+        let (dx, dgamma, dbeta) = layer_norm::backward(
+            &x.storage::<f32>()[..n],
+            &gamma.storage::<f32>()[..d],
+            &grad.storage::<f32>()[..n],
+            d,
+            eps as f32,
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, activation::from_vec(dx, &x));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, activation::from_vec(dgamma, &gamma));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, activation::from_vec(dbeta, &gamma));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let prep = LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        let gamma = activation::contiguous(<Self as AutodiffBackend>::inner(gamma));
+        let beta = <Self as AutodiffBackend>::inner(beta);
+        let out = layer_norm_flex(&x, &gamma, beta, eps);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, gamma, eps), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let prep = SoftmaxBackward
             .prepare::<C>([x.node()])
@@ -285,6 +375,22 @@ pub fn adamw_tensors(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// [`CpuKernels::layer_norm`] of CPU f32 tensors (the caller checks).
+pub fn layer_norm_tensor<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    let out = <Dispatch as CpuKernels>::layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    );
+    Tensor::from_dispatch(out)
 }
 
 /// Softmax over the last dimension: this module's kernel on the CPU in

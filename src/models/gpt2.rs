@@ -34,7 +34,9 @@ use crate::kernels;
 use crate::kernels::dropout::DropoutExt;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+
+use crate::kernels::layer_norm::LayerNorm;
 
 use burn::tensor::module::{attention, linear as linear_op};
 use burn::tensor::ops::AttentionModuleOptions;

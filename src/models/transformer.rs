@@ -10,7 +10,9 @@ use crate::kernels::dropout::DropoutExt;
 use crate::kernels::{self, Kind};
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, Linear};
+
+pub use crate::kernels::layer_norm::LayerNorm;
 use burn::tensor::activation::relu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -65,7 +67,7 @@ pub fn proj(d_in: usize, d_out: usize, bias: bool, device: &Device) -> super::lo
 }
 
 pub fn layer_norm(d: usize, eps: f64, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(eps).init(device)
+    LayerNorm::new(d, eps, device)
 }
 
 /// LoRA targets of an encoder layer (BERT, ViT), by the module names PEFT matches.

@@ -28,7 +28,9 @@ use crate::kernels::dropout::DropoutExt;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig};
+
+use crate::kernels::layer_norm::LayerNorm;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 

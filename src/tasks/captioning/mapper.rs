@@ -8,9 +8,10 @@
 //! the cells into one vector, every query can attend to where things are.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::kernels::layer_norm::LayerNorm;
 use crate::kernels::{self, Kind};
 use crate::models::params::SeededRng;
 use crate::models::transformer::{layer_norm, linear};
