@@ -183,9 +183,7 @@ mod tests {
     }
 
     fn wave(n: usize, f: f32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32) * f).sin() * scale + 0.3)
-            .collect()
+        super::super::testutil::wave(n, f, scale, 0.3)
     }
 
     /// Forward and all three gradients against burn's LayerNorm through
@@ -292,16 +290,9 @@ mod tests {
         let x = wave(rows * d, 0.019, 2.0);
         let dy = wave(rows * d, 0.041, 1.0);
         let gamma = wave(d, 0.5, 1.0);
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap()
-            .install(|| backward(&x, &gamma, &dy, d, 1e-12));
-        let two = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap()
-            .install(|| backward(&x, &gamma, &dy, d, 1e-12));
-        assert_eq!(one, two);
+        let run = |threads| {
+            super::super::testutil::on_threads(threads, || backward(&x, &gamma, &dy, d, 1e-12))
+        };
+        assert_eq!(run(1), run(2));
     }
 }

@@ -1,7 +1,8 @@
 //! CPU kernels for the elementwise work burn's CPU backend does one element
 //! at a time on one thread: activations ([`activation`]), dropout masks
-//! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm's
-//! backward ([`layer_norm`]) and the AdamW update ([`adamw`]).
+//! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm under
+//! autodiff ([`layer_norm`]), RMSNorm ([`rms_norm`]) and the AdamW update
+//! ([`adamw`]).
 //!
 //! Both are a backend extension (`#[backend_extension]`): an op
 //! of the Flex backend, and of `Autodiff<Flex>` with its own backward, so
@@ -13,6 +14,7 @@ pub mod adamw;
 pub mod dropout;
 pub mod layer_norm;
 pub mod philox;
+pub mod rms_norm;
 pub mod simd;
 pub mod softmax;
 
@@ -119,6 +121,8 @@ pub trait CpuKernels: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
+    /// RMSNorm over the last dimension ([`rms_norm`]).
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -147,6 +151,25 @@ impl CpuKernels for Flex {
             eps,
         )
     }
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        rms_norm_flex(
+            &activation::contiguous(x),
+            &activation::contiguous(weight),
+            eps,
+        )
+    }
+}
+
+/// [`rms_norm::forward`] of Flex f32 tensors.
+fn rms_norm_flex(x: &FlexTensor, weight: &FlexTensor, eps: f64) -> FlexTensor {
+    let (n, d) = (x.layout().num_elements(), weight.layout().num_elements());
+    let y = rms_norm::forward(
+        &x.storage::<f32>()[..n],
+        &weight.storage::<f32>()[..d],
+        eps as f32,
+    );
+    activation::from_vec(y, x)
 }
 
 /// [`layer_norm::forward`] of contiguous Flex f32 tensors.
@@ -256,7 +279,50 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
+/// The backward of [`CpuKernels::rms_norm`]: keeps the input and weight.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// (input, weight, epsilon)
+    type State = (FlexTensor, FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, weight, eps) = ops.state;
+        let n = x.layout().num_elements();
+        let d = weight.layout().num_elements();
+        let (dx, dw) = rms_norm::backward(
+            &x.storage::<f32>()[..n],
+            &weight.storage::<f32>()[..d],
+            &grad.storage::<f32>()[..n],
+            eps as f32,
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, activation::from_vec(dx, &x));
+        }
+        if let Some(node) = node_weight {
+            grads.register::<Flex>(node.id, activation::from_vec(dw, &weight));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let prep = RmsNormBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful();
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        let weight = activation::contiguous(<Self as AutodiffBackend>::inner(weight));
+        let out = rms_norm_flex(&x, &weight, eps);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, weight, eps), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -393,6 +459,12 @@ pub fn layer_norm_tensor<const D: usize>(
     Tensor::from_dispatch(out)
 }
 
+/// [`CpuKernels::rms_norm`] of CPU f32 tensors (the caller checks).
+pub fn rms_norm_tensor<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    let out = <Dispatch as CpuKernels>::rms_norm(x.into_dispatch(), weight.into_dispatch(), eps);
+    Tensor::from_dispatch(out)
+}
+
 /// Softmax over the last dimension: this module's kernel on the CPU in
 /// f32, burn's `softmax` elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -405,3 +477,24 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 #[cfg(test)]
 mod tests;
+
+/// Inputs and thread pools the kernels' tests share.
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// `sin(i f) * scale + offset` for `i` in `0..n`: smooth, signed,
+    /// off-centre values.
+    pub fn wave(n: usize, f: f32, scale: f32, offset: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32) * f).sin() * scale + offset)
+            .collect()
+    }
+
+    /// `run` on a rayon pool of `threads` threads.
+    pub fn on_threads<T: Send>(threads: usize, run: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool")
+            .install(run)
+    }
+}

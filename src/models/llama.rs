@@ -34,6 +34,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use crate::kernels::dropout::DropoutExt;
+use crate::kernels::rms_norm::RmsNormExt;
 use crate::kernels::{self, Kind};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
@@ -628,11 +629,11 @@ impl LlamaDecoderLayer {
     ) -> Tensor<3> {
         let attended =
             self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), rope, bias, cache);
+                .forward(self.input_layernorm.apply(x.clone()), rope, bias, cache);
         let x = x + attended;
         let out = self
             .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+            .forward(self.post_attention_layernorm.apply(x.clone()));
         x + out
     }
 }
@@ -716,7 +717,7 @@ impl Llama {
     /// Logits `[batch, n, vocab]` from the last hidden states: the final
     /// norm, then the output projection.
     fn logits(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.model.norm.forward(x);
+        let x = self.model.norm.apply(x);
         match &self.lm_head {
             Some(head) => head.forward(x),
             None => {
