@@ -6,7 +6,8 @@
 # the parallel ones).
 #
 # Usage: scripts/profile_step.sh [STRATEGY] [STEPS]   (default full 12)
-# HEADSTART_BIN=path profiles an already built release binary.
+# HEADSTART_BIN=path profiles an already built release binary; BENCH_ARGS adds
+# `headstart bench` flags (e.g. "--model DIR --batch 4 --seq 128" for a causal LM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STRATEGY=${1:-full}
@@ -18,7 +19,7 @@ if [ -z "$BIN" ]; then
 fi
 out=$(mktemp -d)
 export RAYON_NUM_THREADS=2
-perf record -F 999 -g -o "$out/perf.data" -- "$BIN" bench --strategies "$STRATEGY" --steps "$STEPS" --warmup 1 \
+perf record -F 999 -g -o "$out/perf.data" -- "$BIN" bench --strategies "$STRATEGY" --steps "$STEPS" --warmup 1 ${BENCH_ARGS:-} \
   > "$out/bench.jsonl" 2> "$out/bench.err"
 cat "$out/bench.jsonl"
 perf script -i "$out/perf.data" -F tid,time,ip,sym 2>/dev/null | python3 -c '
