@@ -483,7 +483,7 @@ impl Architecture for EfficientNetLite {
     fn reads_after(&self, boundary: usize) -> Positions {
         let n = self.stages.len();
         if boundary > n + 1 {
-            return Positions::Vector;
+            return super::top_positions(self.feature_size(), self.grid);
         }
         let (channels, side) = match boundary {
             0 => (3, self.config.image_size),

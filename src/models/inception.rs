@@ -734,7 +734,7 @@ impl Architecture for InceptionV3 {
                 height: self.side_before(b - 1),
                 width: self.side_before(b - 1),
             },
-            _ => Positions::Vector,
+            _ => super::top_positions(self.feature_size(), self.grid),
         }
     }
 

@@ -349,7 +349,7 @@ impl Architecture for MobileNetV2 {
     fn reads_after(&self, boundary: usize) -> Positions {
         let n = self.blocks.len();
         if boundary > n + 1 {
-            return Positions::Vector;
+            return super::top_positions(self.feature_size(), self.grid);
         }
         let sides = self.config.sides();
         let channels = match boundary {

@@ -502,6 +502,21 @@ pub fn pool_top(y: Tensor<4>, grid: usize) -> Flow {
     }
 }
 
+/// What reads an image family's top after its pooling: one vector of
+/// `channels`, or with a feature grid ([`Architecture::with_feature_grid`])
+/// the `grid` x `grid` map [`pool_top`] hands on.
+pub fn top_positions(channels: usize, grid: usize) -> Positions {
+    if grid == 0 {
+        Positions::Vector
+    } else {
+        Positions::Map {
+            channels,
+            height: grid,
+            width: grid,
+        }
+    }
+}
+
 pub fn group_of(groups: &[Group], path: &str) -> usize {
     let top = groups.len() - 1;
     let Some(rest) = path.strip_prefix("body.") else {

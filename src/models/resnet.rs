@@ -667,7 +667,7 @@ impl Architecture for ResNet {
     fn reads_after(&self, boundary: usize) -> Positions {
         let n = self.layers.len();
         if boundary > n {
-            return Positions::Vector;
+            return super::top_positions(self.feature_size(), self.grid);
         }
         let (_, sides) = self.config.sides();
         let (channels, side) = match boundary {

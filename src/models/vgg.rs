@@ -517,7 +517,7 @@ impl Architecture for Vgg16 {
     fn reads_after(&self, boundary: usize) -> Positions {
         let n = self.n_blocks();
         if boundary > n || (boundary == n && self.classifier.is_none()) {
-            return Positions::Vector;
+            return super::top_positions(self.feature_size(), self.grid);
         }
         let channels = match boundary {
             0 => 3,

@@ -242,6 +242,23 @@ fn tokens(features: Flow) -> Tensor<3> {
     }
 }
 
+/// Forward FLOPs per image of the mapper `s` describes, for encoder
+/// features of `features` channels and a language model of width
+/// `hidden` (products only).
+pub fn mapper_flops(s: &CaptionTaskState, features: usize, hidden: usize) -> f64 {
+    let cells = grid_cells(s.feature_grid);
+    match s.mapper {
+        MapperKind::Mlp => {
+            2.0 * (features * cells * s.mapper_hidden + s.mapper_hidden * s.prefix_length * hidden)
+                as f64
+        }
+        MapperKind::Transformer => {
+            TransformerMapper::flops(features, cells, s.prefix_length, hidden, s.mapper_layers)
+        }
+        MapperKind::None => 0.0,
+    }
+}
+
 /// Cells of a `--feature-grid` (the pooled vector is one).
 pub fn grid_cells(grid: usize) -> usize {
     grid.max(1).pow(2)
@@ -806,7 +823,7 @@ impl<D: CausalLm> Task for Captioning<D> {
             .into_iter()
             .map(|l| torch_linear(l, &mut rng))
             .collect();
-        let transformer = transformer.map(|t| t.init(&mut rng, torch_linear));
+        let transformer = transformer.map(|t| t.init(&mut rng));
         let part = &self.core.state.decoder;
         let wrapped = TaskModel {
             body: decoder,

@@ -23,7 +23,7 @@ use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DecoderPart, MapperKind,
-    agreed_labels, check_parts, grid_cells, mapper::TransformerMapper,
+    agreed_labels, check_parts, mapper_flops,
 };
 use crate::tasks::image::load_split;
 
@@ -251,23 +251,7 @@ fn run<E: Architecture, D: CausalLm>(
         train.tokens.iter().flatten().map(Vec::len).sum::<usize>() as f64 / train.captions() as f64;
     let seq = core.state.prefix_length + mean_tokens.round() as usize;
     let decoder_flops: f64 = decoder.group_flops(1, seq).iter().sum();
-    let s = &core.state;
-    let cells = grid_cells(s.feature_grid);
-    let mapper_flops = match s.mapper {
-        MapperKind::Mlp => {
-            2.0 * (body.feature_size() * cells * s.mapper_hidden
-                + s.mapper_hidden * s.prefix_length * decoder.hidden_size())
-                as f64
-        }
-        MapperKind::Transformer => TransformerMapper::flops(
-            body.feature_size(),
-            cells,
-            s.prefix_length,
-            decoder.hidden_size(),
-            s.mapper_layers,
-        ),
-        MapperKind::None => 0.0,
-    };
+    let mapper_flops = mapper_flops(&core.state, body.feature_size(), decoder.hidden_size());
     let task = Captioning::<D>::new(core, (mapper_flops, mean_captions * decoder_flops));
     let body = task.adapt_body(body);
 

@@ -23,7 +23,7 @@ use crate::models::{Architecture, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CONFIG_FIELD, CaptionCore, CaptionMetrics, CaptionSplit, CaptionTaskState, Captioning,
-    MapperKind, PrefixHead, grid_cells, mapper::TransformerMapper,
+    PrefixHead, mapper_flops,
 };
 use crate::tasks::causal_lm::NoHead;
 
@@ -131,27 +131,9 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
     // the cost account: the mapper, and the language model over the prefix
     // and a caption of the longest length generated
     let s = &core.state;
-    let width: usize = head
-        .mapping
-        .iter()
-        .map(|l| {
-            let [i, o] = l.weight.dims();
-            i * o
-        })
-        .sum();
     let seq = s.prefix_length + s.start.len() + s.max_new_tokens;
-    let transformer = match s.mapper {
-        MapperKind::Transformer => TransformerMapper::flops(
-            body.feature_size(),
-            grid_cells(s.feature_grid),
-            s.prefix_length,
-            head.decoder.hidden_size(),
-            s.mapper_layers,
-        ),
-        _ => 0.0,
-    };
     task.flops_per_image = (
-        2.0 * width as f64 + transformer,
+        mapper_flops(s, body.feature_size(), head.decoder.hidden_size()),
         head.decoder.group_flops(1, seq).iter().sum(),
     );
     let weights = Checkpoint::open(&dir)?;

@@ -78,20 +78,8 @@ pub fn build_cache<A: Architecture, T: Task>(
     device: &Device,
 ) -> Result<ActiveCache> {
     let plain = model.valid();
-    let mut positions = plain.body.reads_after(frozen);
+    let positions = plain.body.reads_after(frozen);
     let mut key = KeyHasher::default();
-    // a top kept as a grid of cells (captioning's --feature-grid) is a map
-    let grid = plain.body.feature_grid().unwrap_or(0);
-    if grid > 0 {
-        key.field("feature_grid", &(grid as u64).to_le_bytes());
-        if positions == Positions::Vector {
-            positions = Positions::Map {
-                channels: plain.body.feature_size(),
-                height: grid,
-                width: grid,
-            };
-        }
-    }
     key.field("architecture", plain.body.identity().as_bytes())
         .field("boundary", &(frozen as u64).to_le_bytes())
         .field("positions", format!("{positions:?}").as_bytes())

@@ -106,11 +106,7 @@ impl TransformerMapper {
 
     /// PyTorch's defaults: `nn.Linear`'s uniform init for every product,
     /// LayerNorm weights 1 and biases 0, positions and queries N(0, 0.02²).
-    pub fn init(
-        self,
-        rng: &mut SeededRng,
-        linear_init: impl Fn(Linear, &mut SeededRng) -> Linear,
-    ) -> Self {
+    pub fn init(self, rng: &mut SeededRng) -> Self {
         let normal = |p: Param<Tensor<2>>, rng: &mut SeededRng| {
             let t = p.val();
             let [r, c] = t.dims();
@@ -121,17 +117,17 @@ impl TransformerMapper {
             }
             Param::from_tensor(fresh)
         };
-        let project = linear_init(self.project, rng);
+        let project = super::torch_linear(self.project, rng);
         let position = normal(self.position, rng);
         let queries = normal(self.queries, rng);
         let layers = self
             .layers
             .into_iter()
             .map(|l| MapperLayer {
-                qkv: linear_init(l.qkv, rng),
-                out: linear_init(l.out, rng),
-                fc1: linear_init(l.fc1, rng),
-                fc2: linear_init(l.fc2, rng),
+                qkv: super::torch_linear(l.qkv, rng),
+                out: super::torch_linear(l.out, rng),
+                fc1: super::torch_linear(l.fc1, rng),
+                fc2: super::torch_linear(l.fc2, rng),
                 ..l
             })
             .collect();
@@ -183,20 +179,7 @@ mod tests {
     #[test]
     fn the_prefix_depends_on_where_the_features_are() {
         let device = Device::flex();
-        let mapper = TransformerMapper::new(6, 4, 3, 16, 2, &device).init(
-            &mut SeededRng::new(5),
-            |l, rng| {
-                let [i, o] = l.weight.dims();
-                let w: Vec<f32> = (0..i * o).map(|_| (rng.uniform() - 0.5) as f32).collect();
-                Linear {
-                    weight: Param::from_tensor(Tensor::from_data(
-                        TensorData::new(w, [i, o]),
-                        &device,
-                    )),
-                    bias: l.bias,
-                }
-            },
-        );
+        let mapper = TransformerMapper::new(6, 4, 3, 16, 2, &device).init(&mut SeededRng::new(5));
         let values: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
         let tokens = Tensor::<3>::from_data(TensorData::new(values.clone(), [1, 4, 6]), &device);
         let mut swapped = values.clone();

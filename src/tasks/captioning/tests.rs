@@ -220,9 +220,7 @@ fn grid_features_become_a_prefix_through_either_mapper() {
     assert_eq!(mlp.prefix(Flow::Maps(maps.clone())).dims(), [2, 3, hidden]);
     let transformer = PrefixHead {
         mapping: vec![],
-        transformer: Some(
-            TransformerMapper::new(6, cells, 3, hidden, 1, &device).init(&mut rng, torch_linear),
-        ),
+        transformer: Some(TransformerMapper::new(6, cells, 3, hidden, 1, &device).init(&mut rng)),
         decoder,
     };
     let prefix = transformer.prefix(Flow::Maps(maps.clone()));
