@@ -7,7 +7,8 @@
 #
 # Usage: scripts/profile_step.sh [STRATEGY] [STEPS]   (default full 12)
 # HEADSTART_BIN=path profiles an already built release binary; BENCH_ARGS adds
-# `headstart bench` flags (e.g. "--model DIR --batch 4 --seq 128" for a causal LM).
+# `headstart bench` flags (e.g. "--model DIR --batch 4 --seq 128" for a causal LM);
+# TOP=N also lists the main thread's N hottest functions (the serial work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STRATEGY=${1:-full}
@@ -23,7 +24,7 @@ perf record -F 999 -g -o "$out/perf.data" -- "$BIN" bench --strategies "$STRATEG
   > "$out/bench.jsonl" 2> "$out/bench.err"
 cat "$out/bench.jsonl"
 perf script -i "$out/perf.data" -F tid,time,ip,sym 2>/dev/null | python3 -c '
-import re, sys, collections
+import os, re, sys, collections
 samples = []  # (time, tid, leaf symbol)
 tid = t = None
 for line in sys.stdin:
@@ -71,4 +72,10 @@ for k, n in counts.most_common():
     print(f"| {k} | {100 * n / total:.1f} |")
 for k, n in by_thread.most_common():
     print(f"| on the {k} | {100 * n / total:.1f} |")
+top = int(os.environ.get("TOP", "0"))
+if top:
+    main = collections.Counter(sym for t, tid, sym in samples if t >= steady and tid == main_tid)
+    print(f"\nthe main thread, {top} hottest functions (% of all samples):")
+    for sym, n in main.most_common(top):
+        print(f"{100 * n / total:5.1f}  {sym[:150]}")
 '

@@ -2,7 +2,8 @@
 //! at a time on one thread: activations ([`activation`]), dropout masks
 //! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm under
 //! autodiff ([`layer_norm`]), RMSNorm ([`rms_norm`]) and the AdamW update
-//! ([`adamw`]).
+//! ([`adamw`]); and the matrix products and linear layer ([`matmul`]),
+//! whose outputs burn-flex allocates twice on one thread.
 //!
 //! Both are a backend extension (`#[backend_extension]`): an op
 //! of the Flex backend, and of `Autodiff<Flex>` with its own backward, so
@@ -13,6 +14,7 @@ pub mod activation;
 pub mod adamw;
 pub mod dropout;
 pub mod layer_norm;
+pub mod matmul;
 pub mod philox;
 pub mod rms_norm;
 pub mod simd;
@@ -114,6 +116,13 @@ pub trait CpuKernels: Backend {
     fn dropout(x: FloatTensor<Self>, keep: f64, seed: u64, stream: u64) -> FloatTensor<Self>;
     /// Softmax over the last dimension of an f32 tensor.
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last dimension of `scale * x + bias`, `bias`
+    /// broadcast ([`softmax::forward_biased`]) and constant (no gradient).
+    fn softmax_biased(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension ([`layer_norm`]).
     fn layer_norm(
         x: FloatTensor<Self>,
@@ -123,6 +132,14 @@ pub trait CpuKernels: Backend {
     ) -> FloatTensor<Self>;
     /// RMSNorm over the last dimension ([`rms_norm`]).
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `a · b` over the last two dimensions ([`matmul::product`]).
+    fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · w + bias` ([`matmul::linear`]).
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -136,6 +153,14 @@ impl CpuKernels for Flex {
 
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_flex(x)
+    }
+
+    fn softmax_biased(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        softmax_biased_flex(x, bias, scale)
     }
 
     fn layer_norm(
@@ -158,6 +183,18 @@ impl CpuKernels for Flex {
             &activation::contiguous(weight),
             eps,
         )
+    }
+
+    fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::product(a, b)
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        matmul::linear(x, &w, &bias)
     }
 }
 
@@ -194,9 +231,25 @@ fn softmax_flex(x: FlexTensor) -> FlexTensor {
     activation::map_flex(x, |values| softmax::forward(values, n))
 }
 
-/// The backward of [`CpuKernels::softmax_last`]: keeps the output.
+/// [`softmax::forward_biased`] of Flex f32 tensors.
+fn softmax_biased_flex(x: FlexTensor, bias: FlexTensor, scale: f64) -> FlexTensor {
+    let n = last_dim(&x);
+    let bias = activation::contiguous(bias);
+    let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
+    let bias_dims: Vec<usize> = bias.layout().shape().iter().copied().collect();
+    let rows = softmax::BiasRows::new(&dims, &bias_dims)
+        .unwrap_or_else(|| panic!("softmax: a bias of {bias_dims:?} on scores of {dims:?}"));
+    let count = bias.layout().num_elements();
+    let b = &bias.storage::<f32>()[..count];
+    activation::map_flex(x, |values| {
+        softmax::forward_biased(values, n, b, &rows, scale as f32)
+    })
+}
+
+/// The backward of [`CpuKernels::softmax_last`] and
+/// [`CpuKernels::softmax_biased`] (with its scale): keeps the output.
 #[derive(Debug)]
-struct SoftmaxBackward;
+struct SoftmaxBackward(f32);
 
 impl Backward<Flex, 1> for SoftmaxBackward {
     type State = FlexTensor;
@@ -204,10 +257,11 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output = activation::contiguous(ops.state);
         let n = last_dim(&output);
+        let scale = self.0;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let count = output.layout().num_elements();
             let ys = &output.storage::<f32>()[..count];
-            activation::map_flex(grad, |g| softmax::backward(ys, g, n))
+            activation::map_flex(grad, |g| softmax::backward_scaled(ys, g, n, scale))
         });
     }
 }
@@ -308,7 +362,88 @@ impl Backward<Flex, 2> for RmsNormBackward {
     }
 }
 
+/// The backward of [`CpuKernels::product`]: keeps both operands.
+#[derive(Debug)]
+struct ProductBackward;
+
+impl Backward<Flex, 2> for ProductBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (a, b) = ops.state;
+        let (da, db) = matmul::product_backward(&a, &b, &grad, node_a.is_some(), node_b.is_some());
+        if let (Some(node), Some(da)) = (node_a, da) {
+            grads.register::<Flex>(node.id, da);
+        }
+        if let (Some(node), Some(db)) = (node_b, db) {
+            grads.register::<Flex>(node.id, db);
+        }
+    }
+}
+
+/// The backward of [`CpuKernels::linear`]: keeps the input and the weight.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let want = ops.parents.each_ref().map(|node| node.is_some());
+        let outs = matmul::linear_backward(&x, &w, &grad, want);
+        for (node, out) in ops.parents.into_iter().zip(outs) {
+            if let (Some(node), Some(out)) = (node, out) {
+                grads.register::<Flex>(node.id, out);
+            }
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = ProductBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful();
+        let (a, b) = matmul::operands(
+            <Self as AutodiffBackend>::inner(a),
+            <Self as AutodiffBackend>::inner(b),
+        );
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = matmul::product(a.clone(), b.clone());
+                prep.finish((a, b), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(matmul::product(a, b)),
+        }
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let prep = LinearBackward
+            .prepare::<C>([x.node(), w.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let x = <Self as AutodiffBackend>::inner(x);
+        let w = <Self as AutodiffBackend>::inner(w);
+        let bias = <Self as AutodiffBackend>::inner(bias);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let x = matmul::foldable(x);
+                let out = matmul::linear(x.clone(), &w, &bias);
+                prep.finish((x, w), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(matmul::linear(x, &w, &bias)),
+        }
+    }
+
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         let prep = RmsNormBackward
             .prepare::<C>([x.node(), weight.node()])
@@ -343,8 +478,28 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         }
     }
 
+    fn softmax_biased(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let prep = SoftmaxBackward(scale as f32)
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let out = softmax_biased_flex(
+            <Self as AutodiffBackend>::inner(x),
+            <Self as AutodiffBackend>::inner(bias),
+            scale,
+        );
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = SoftmaxBackward
+        let prep = SoftmaxBackward(1.0)
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful();
@@ -462,6 +617,85 @@ pub fn layer_norm_tensor<const D: usize>(
 /// [`CpuKernels::rms_norm`] of CPU f32 tensors (the caller checks).
 pub fn rms_norm_tensor<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
     let out = <Dispatch as CpuKernels>::rms_norm(x.into_dispatch(), weight.into_dispatch(), eps);
+    Tensor::from_dispatch(out)
+}
+
+/// `a · b` over the last two dimensions: [`matmul::product`] on the CPU
+/// in f32 for equal batch dimensions or a single right matrix, burn's
+/// product otherwise.
+#[allow(clippy::disallowed_methods)]
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if a.dtype() != DType::F32
+        || b.dtype() != DType::F32
+        || !is_flex(&a.device())
+        || !matmul::takes(&a.dims(), &b.dims())
+    {
+        return a.matmul(b);
+    }
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::product(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// `x · weight (+ bias)` over `x`'s last dimension, `weight` `[in, out]`:
+/// [`matmul::linear`] on the CPU in f32, burn's `linear` elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if D < 2
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || !is_flex(&x.device())
+        || x.dims()[D - 1] != weight.dims()[0]
+    {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    match bias {
+        Some(bias) => Tensor::from_dispatch(<Dispatch as CpuKernels>::linear(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            bias.into_dispatch(),
+        )),
+        None => matmul(x, weight.unsqueeze::<D>()),
+    }
+}
+
+/// Softmax over the last dimension of `scale * x + bias`: one pass of this
+/// module's kernel on the CPU in f32 when `bias` (a constant such as an
+/// attention mask, no gradient) broadcasts to `x` dimension by dimension;
+/// burn's ops otherwise.
+pub fn softmax_biased<const D: usize>(
+    x: Tensor<D>,
+    scale: f64,
+    bias: Option<Tensor<D>>,
+) -> Tensor<D> {
+    let fits = bias.as_ref().is_none_or(|b| {
+        b.dtype() == DType::F32
+            && !b.is_require_grad()
+            && softmax::BiasRows::new(&x.dims(), &b.dims()).is_some()
+    });
+    if x.dtype() != DType::F32 || !is_flex(&x.device()) || !fits {
+        let x = if scale == 1.0 { x } else { x * scale };
+        let x = match bias {
+            Some(b) => x + b,
+            None => x,
+        };
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            let mut dims = [1; D];
+            dims[D - 1] = x.dims()[D - 1];
+            Tensor::zeros(dims, &x.device())
+        }
+    };
+    let out =
+        <Dispatch as CpuKernels>::softmax_biased(x.into_dispatch(), bias.into_dispatch(), scale);
     Tensor::from_dispatch(out)
 }
 

@@ -162,3 +162,85 @@ fn adamw_matches_the_tensor_form_bit_for_bit() {
         assert_eq!(differ, 0, "{name}: {differ} of {n} values differ");
     }
 }
+
+fn wave_tensor<const D: usize>(dims: [usize; D], f: f32, device: &Device) -> Tensor<D> {
+    let n = dims.iter().product();
+    let values = testutil::wave(n, f, 1.0, 0.1);
+    Tensor::from_data(burn::tensor::TensorData::new(values, dims), device)
+}
+
+fn max_diff_any<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+/// The linear layer and the products of attention (transposed, strided
+/// heads) give burn's values and gradients for every operand, under
+/// autodiff and outside it.
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn products_match_burn_through_autodiff() {
+    let device = Device::flex().autodiff();
+    let x = wave_tensor([3, 40, 24], 0.11, &device);
+    let w = wave_tensor([24, 18], 0.37, &device);
+    let bias = wave_tensor([18], 0.9, &device);
+    let upstream = wave_tensor([3, 40, 18], 0.23, &device).detach();
+    let run = |ours: bool, with_bias: bool| {
+        let (x, w, bias) = (
+            x.clone().detach().require_grad(),
+            w.clone().detach().require_grad(),
+            bias.clone().detach().require_grad(),
+        );
+        let b = with_bias.then(|| bias.clone());
+        let y = if ours {
+            linear(x.clone(), w.clone(), b)
+        } else {
+            burn::tensor::module::linear(x.clone(), w.clone(), b)
+        };
+        let grads = (y.clone() * upstream.clone()).sum().backward();
+        let db = with_bias.then(|| bias.grad(&grads).unwrap());
+        (
+            y.inner(),
+            x.grad(&grads).unwrap(),
+            w.grad(&grads).unwrap(),
+            db,
+        )
+    };
+    for with_bias in [true, false] {
+        let (y1, dx1, dw1, db1) = run(true, with_bias);
+        let (y2, dx2, dw2, db2) = run(false, with_bias);
+        assert!(max_diff_any(y1, y2) < 1e-5, "linear forward");
+        assert!(max_diff_any(dx1, dx2) < 1e-5, "linear dx");
+        assert!(max_diff_any(dw1, dw2) < 1e-4, "linear dw");
+        if let (Some(a), Some(b)) = (db1, db2) {
+            assert!(max_diff_any(a, b) < 1e-4, "linear bias gradient");
+        }
+    }
+
+    // heads split from [batch, seq, heads, dim] as attention does
+    let split = |t: Tensor<2>| t.reshape([2, 16, 4, 8]).swap_dims(1, 2);
+    let q0 = wave_tensor([32, 32], 0.19, &device);
+    let k0 = wave_tensor([32, 32], 0.53, &device);
+    let up = wave_tensor([2, 4, 16, 16], 0.31, &device).detach();
+    let run = |ours: bool| {
+        let (q, k) = (
+            q0.clone().detach().require_grad(),
+            k0.clone().detach().require_grad(),
+        );
+        let (qh, kt) = (split(q.clone()), split(k.clone()).transpose());
+        let s = if ours { matmul(qh, kt) } else { qh.matmul(kt) };
+        let grads = (s.clone() * up.clone()).sum().backward();
+        (s.inner(), q.grad(&grads).unwrap(), k.grad(&grads).unwrap())
+    };
+    let (s1, dq1, dk1) = run(true);
+    let (s2, dq2, dk2) = run(false);
+    assert!(max_diff_any(s1, s2) < 1e-5, "scores");
+    assert!(max_diff_any(dq1, dq2) < 1e-5, "query gradient");
+    assert!(max_diff_any(dk1, dk2) < 1e-5, "key gradient");
+
+    // outside autodiff, a broadcast burn's product keeps
+    let plain = Device::flex();
+    let a = wave_tensor([2, 3, 5, 4], 0.7, &plain);
+    let b = wave_tensor([2, 1, 4, 6], 0.3, &plain);
+    assert!(!matmul::takes(&a.dims(), &b.dims()));
+    assert!(max_diff_any(matmul(a.clone(), b.clone()), a.matmul(b)) == 0.0);
+}

@@ -38,7 +38,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 
 use crate::kernels::layer_norm::LayerNorm;
 
-use burn::tensor::module::{attention, linear as linear_op};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -272,7 +272,7 @@ impl Conv1D {
             &self.lora_dropout,
             self.lora_scale,
         );
-        let y = linear_op(x, self.weight.val(), Some(self.bias.val()));
+        let y = kernels::linear(x, self.weight.val(), Some(self.bias.val()));
         match delta {
             Some(d) => y + d,
             None => y,
@@ -342,12 +342,15 @@ impl Gpt2Attention {
         let dropout_active = self.attn_dropout.prob > 0.0
             && self.attn_dropout.training.is_enabled()
             && q.device().is_autodiff();
-        let context = if dropout_active {
-            // Dropout on the attention probabilities needs them materialised.
-            let scores = q.matmul(k.transpose()) * self.scale + bias;
-            self.attn_dropout
-                .apply(kernels::softmax_last(scores))
-                .matmul(v)
+        // Dropout on the attention probabilities needs them materialised;
+        // and under autodiff on the CPU the fused op's backward is burn's
+        // one-thread decomposition, slower than this path's kernels.
+        let explicit =
+            dropout_active || (q.device().is_autodiff() && kernels::is_flex(&q.device()));
+        let context = if explicit {
+            let scores = kernels::matmul(q, k.transpose());
+            let probs = kernels::softmax_biased(scores, self.scale, Some(bias));
+            kernels::matmul(self.attn_dropout.apply(probs), v)
         } else {
             attention(
                 q,
@@ -413,10 +416,10 @@ impl Gpt2CrossAttention {
         let kv = self.c_attn.forward(encoder.states.clone());
         let k = heads_of(kv.clone().narrow(2, 0, hidden), source);
         let v = heads_of(kv.narrow(2, hidden, hidden), source);
-        let scores = q.matmul(k.transpose()) * self.scale + encoder.bias.clone();
-        let probs = self.attn_dropout.apply(kernels::softmax_last(scores));
-        let context = probs
-            .matmul(v)
+        let scores = kernels::matmul(q, k.transpose());
+        let probs = kernels::softmax_biased(scores, self.scale, Some(encoder.bias.clone()));
+        let probs = self.attn_dropout.apply(probs);
+        let context = kernels::matmul(probs, v)
             .swap_dims(1, 2)
             .reshape([batch, new, hidden]);
         self.resid_dropout.apply(self.c_proj.forward(context))
@@ -566,9 +569,11 @@ impl Gpt2 {
             Some(head) => head.forward(x),
             None => {
                 let [batch, seq, hidden] = x.dims();
-                x.reshape([batch * seq, hidden])
-                    .matmul(self.wte.weight.val().transpose())
-                    .reshape([batch, seq, self.config.vocab_size])
+                kernels::matmul(
+                    x.reshape([batch * seq, hidden]),
+                    self.wte.weight.val().transpose(),
+                )
+                .reshape([batch, seq, self.config.vocab_size])
             }
         }
     }

@@ -571,10 +571,15 @@ impl LlamaAttention {
         let dropout_active = self.dropout.prob > 0.0
             && self.dropout.training.is_enabled()
             && x.device().is_autodiff();
-        let context = if dropout_active {
-            // Dropout on the attention probabilities needs them materialised.
-            let scores = q.matmul(k.transpose()) * scale + bias;
-            self.dropout.apply(kernels::softmax_last(scores)).matmul(v)
+        // Dropout on the attention probabilities needs them materialised;
+        // and under autodiff on the CPU the fused op's backward is burn's
+        // one-thread decomposition, slower than this path's kernels.
+        let explicit =
+            dropout_active || (x.device().is_autodiff() && kernels::is_flex(&x.device()));
+        let context = if explicit {
+            let scores = kernels::matmul(q, k.transpose());
+            let probs = kernels::softmax_biased(scores, scale, Some(bias));
+            kernels::matmul(self.dropout.apply(probs), v)
         } else {
             attention(
                 q,
@@ -723,9 +728,11 @@ impl Llama {
             None => {
                 let [batch, n, h] = x.dims();
                 let table = self.model.embed_tokens.weight.val();
-                x.reshape([batch * n, h])
-                    .matmul(table.transpose())
-                    .reshape([batch, n, self.config.vocab_size])
+                kernels::matmul(x.reshape([batch * n, h]), table.transpose()).reshape([
+                    batch,
+                    n,
+                    self.config.vocab_size,
+                ])
             }
         }
     }

@@ -22,7 +22,6 @@ use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -125,7 +124,7 @@ pub trait Adaptable {
             }
             LoraOp::Merge => {
                 if let (Some(la), Some(lb)) = (a.a.take(), a.b.take()) {
-                    let delta = la.val().matmul(lb.val()) * *a.scale;
+                    let delta = crate::kernels::matmul(la.val(), lb.val()) * *a.scale;
                     let (id, w, _) = std::mem::replace(
                         a.weight,
                         Param::from_tensor(Tensor::zeros([1, 1], &device)),
@@ -164,8 +163,8 @@ pub fn adapter_delta<const D: usize>(
     scale: f64,
 ) -> Option<Tensor<D>> {
     let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let h = linear_op(dropout.apply(x.clone()), a.val(), None);
-    Some(linear_op(h, b.val(), None) * scale)
+    let h = crate::kernels::linear(dropout.apply(x.clone()), a.val(), None);
+    Some(crate::kernels::linear(h, b.val(), None) * scale)
 }
 
 /// A dropout that does nothing (an adapter-less projection's placeholder).
@@ -208,7 +207,7 @@ impl Linear {
             &self.lora_dropout,
             self.lora_scale,
         );
-        let y = linear_op(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let y = crate::kernels::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
         match delta {
             Some(d) => y + d,
             None => y,

@@ -139,14 +139,13 @@ impl SelfAttention {
         let explicit =
             dropout_active || (x.device().is_autodiff() && kernels::is_flex(&x.device()));
         let context = if explicit {
-            // Scaling q is 1/seq of the work of scaling the scores.
-            let q = q * (1.0 / (head_dim as f64).sqrt());
-            let mut scores = q.matmul(k.transpose());
-            if let Some(bias) = mask_bias {
-                scores = scores + bias;
-            }
-            let probs = self.dropout.apply(kernels::softmax_last(scores));
-            probs.matmul(v)
+            // The scale and the mask are applied in the softmax's pass.
+            let scores = kernels::matmul(q, k.transpose());
+            let scale = 1.0 / (head_dim as f64).sqrt();
+            let probs = self
+                .dropout
+                .apply(kernels::softmax_biased(scores, scale, mask_bias));
+            kernels::matmul(probs, v)
         } else {
             // The backend's fused attention: faster than the products and
             // softmax above where nothing needs a backward (measured on

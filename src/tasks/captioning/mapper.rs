@@ -63,9 +63,8 @@ impl MapperLayer {
                 .swap_dims(1, 2)
         };
         let q = part(0) * (1.0 / (hd as f64).sqrt());
-        let scores = q.matmul(part(1).swap_dims(2, 3));
-        let context = kernels::softmax_last(scores)
-            .matmul(part(2))
+        let scores = kernels::matmul(q, part(1).swap_dims(2, 3));
+        let context = kernels::matmul(kernels::softmax_last(scores), part(2))
             .swap_dims(1, 2)
             .reshape([b, s, d]);
         let x = x + self.out.forward(context);

@@ -1,0 +1,544 @@
+//! Matrix products and the linear layer on the CPU, with outputs written
+//! once.
+//!
+//! burn-flex computes products with the same `gemm` crate, but allocates
+//! each output through `FlexTensor::empty`: a zeroed `Vec<u8>` that
+//! `Bytes::from_bytes_vec` then copies into a 16-byte aligned buffer, on the
+//! calling thread. In a BERT training step that zeroing and copy were ~10%
+//! of all CPU time, serial, while the other core waited. Here the output is
+//! a `Vec<f32>` that gemm writes once; the linear layer's bias is written
+//! into it first and gemm adds the product to it (no separate, serial
+//! broadcast add), and the bias gradient is summed over fixed blocks of rows
+//! on every core (the same bits on any thread count). Transposed and
+//! strided operands (attention heads, `W^T` in the backward) are read in
+//! place through their strides, as burn-flex does.
+//!
+//! Two shapes of product are taken: equal batch dimensions, and a right
+//! operand whose batch dimensions are all 1 (its single matrix applied to
+//! every row of the left operand). Other broadcasts go to burn's product.
+
+use burn::backend::DType;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, Shape};
+use rayon::prelude::*;
+
+/// Products of at least this many multiply-adds split one matrix over the
+/// threads (burn-flex's threshold).
+const PARALLEL: usize = 192 * 192 * 192;
+/// Batches of small products with at least this many multiply-adds in all
+/// run one matrix per task.
+const BATCH_PARALLEL: usize = 128 * 128 * 128;
+/// Rows per partial sum of the bias gradient.
+const ROWS: usize = 64;
+
+/// One matrix inside a buffer: its shape and strides in elements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mat {
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn t(self) -> Mat {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// A batch of matrices of one shape in one buffer: where each starts.
+struct Batch<'a> {
+    data: &'a [f32],
+    starts: Vec<isize>,
+    mat: Mat,
+}
+
+impl Batch<'_> {
+    fn t(self) -> Self {
+        Batch {
+            mat: self.mat.t(),
+            ..self
+        }
+    }
+}
+
+/// `t` (rank >= 2) as a batch of its last two dimensions.
+fn batch(t: &FlexTensor) -> Batch<'_> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let r = shape.num_dims();
+    let mut starts = vec![layout.start_offset() as isize];
+    for d in 0..r - 2 {
+        starts = starts
+            .iter()
+            .flat_map(|&s| (0..shape[d]).map(move |i| s + i as isize * strides[d]))
+            .collect();
+    }
+    Batch {
+        data: t.storage::<f32>(),
+        starts,
+        mat: Mat {
+            rows: shape[r - 2],
+            cols: shape[r - 1],
+            rs: strides[r - 2],
+            cs: strides[r - 1],
+        },
+    }
+}
+
+/// `t` (rank >= 2) as one matrix: every dimension but the last folded into
+/// the rows, or `None` when its strides do not allow that without a copy.
+fn folded(t: &FlexTensor) -> Option<Batch<'_>> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let r = shape.num_dims();
+    // the row dimensions, those of size 1 left out (their stride is free)
+    let dims: Vec<usize> = (0..r - 1).filter(|&d| shape[d] != 1).collect();
+    for pair in dims.windows(2) {
+        if strides[pair[0]] != strides[pair[1]] * shape[pair[1]] as isize {
+            return None;
+        }
+    }
+    let rows: usize = (0..r - 1).map(|d| shape[d]).product();
+    Some(Batch {
+        data: t.storage::<f32>(),
+        starts: vec![layout.start_offset() as isize],
+        mat: Mat {
+            rows,
+            cols: shape[r - 1],
+            rs: dims.last().map_or(shape[r - 1] as isize, |&d| strides[d]),
+            cs: strides[r - 1],
+        },
+    })
+}
+
+/// `t` contiguous when [`folded`] cannot read it as it is.
+pub fn foldable(t: FlexTensor) -> FlexTensor {
+    if folded(&t).is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// Whether `b`'s batch dimensions are all 1 (one matrix for every row of the
+/// left operand).
+fn single(b: &FlexTensor) -> bool {
+    let shape = b.layout().shape();
+    (0..shape.num_dims() - 2).all(|d| shape[d] == 1)
+}
+
+/// A raw output pointer shared by the tasks of one product, each writing its
+/// own matrices.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes a disjoint range of the output (one matrix each).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `out[i] = a[i] · b[i]` (plus what `out[i]` holds when `accumulate`) for
+/// each matrix `i` of the batches, `out` contiguous `[count, m, n]`.
+///
+/// # Safety
+/// `out` is valid for `count * m * n` writes (and reads when `accumulate`);
+/// the batches' starts and strides stay inside their buffers.
+unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool) {
+    let (m, k, n) = (a.mat.rows, a.mat.cols, b.mat.cols);
+    assert_eq!(k, b.mat.rows, "matmul: inner dimensions differ");
+    assert_eq!(a.starts.len(), b.starts.len(), "matmul: batch sizes differ");
+    let count = a.starts.len();
+    let per = m * n * k;
+    let out = Out(out);
+    let one = move |i: usize, parallelism: gemm::Parallelism| {
+        let out = out;
+        // SAFETY: as the function's contract; matrix i of `out` is i's alone.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.0.add(i * m * n),
+                1,
+                n as isize,
+                accumulate,
+                a.data.as_ptr().offset(a.starts[i]),
+                a.mat.cs,
+                a.mat.rs,
+                b.data.as_ptr().offset(b.starts[i]),
+                b.mat.cs,
+                b.mat.rs,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    };
+    let batch_parallel = count >= 4 && count * per >= BATCH_PARALLEL;
+    if per >= PARALLEL && !batch_parallel {
+        (0..count).for_each(|i| one(i, gemm::Parallelism::Rayon(0)));
+    } else if batch_parallel || (count > 1 && count * per >= BATCH_PARALLEL) {
+        (0..count)
+            .into_par_iter()
+            .for_each(|i| one(i, gemm::Parallelism::None));
+    } else {
+        (0..count).for_each(|i| one(i, gemm::Parallelism::None));
+    }
+}
+
+/// The products of two batches as a fresh buffer (`bias`, repeated over
+/// the rows, added when given).
+fn product_vec(a: &Batch, b: &Batch, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, k, n) = (a.mat.rows, a.mat.cols, b.mat.cols);
+    let len = a.starts.len() * m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if let Some(bias) = bias {
+        assert_eq!(
+            bias.len(),
+            n,
+            "linear: bias of {} for {n} outputs",
+            bias.len()
+        );
+        if n > 0 {
+            out.spare_capacity_mut()[..len]
+                .par_chunks_mut(n * ROWS)
+                .for_each(|rows| {
+                    for row in rows.chunks_mut(n) {
+                        for (o, &v) in row.iter_mut().zip(bias) {
+                            o.write(v);
+                        }
+                    }
+                });
+        }
+    } else if k == 0 {
+        out.resize(len, 0.0);
+        return out;
+    }
+    if len > 0 && k > 0 {
+        // SAFETY: `out` has capacity `len`; gemm writes all of it, reading
+        // it only where the bias was written first.
+        unsafe { products(out.as_mut_ptr(), a, b, bias.is_some()) };
+    }
+    // SAFETY: every one of the `len` values was written above (by the bias,
+    // by gemm, or both).
+    unsafe { out.set_len(len) };
+    out
+}
+
+fn tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(dims)),
+        DType::F32,
+    )
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().iter().copied().collect()
+}
+
+fn check_f32(ts: &[&FlexTensor]) {
+    for t in ts {
+        assert_eq!(t.dtype(), DType::F32, "CPU kernels take f32 tensors");
+    }
+}
+
+/// Whether [`product`] takes `a · b` of these shapes (equal batch
+/// dimensions, or a single right matrix) rather than burn's product.
+pub fn takes(a: &[usize], b: &[usize]) -> bool {
+    let r = a.len();
+    r >= 2
+        && b.len() == r
+        && a[r - 1] == b[r - 2]
+        && (a[..r - 2] == b[..r - 2] || b[..r - 2].iter().all(|&d| d == 1))
+}
+
+/// Prepared operands: the right one with batch dimensions all 1 makes the
+/// left one a single matrix of all its rows.
+pub fn operands(a: FlexTensor, b: FlexTensor) -> (FlexTensor, FlexTensor) {
+    check_f32(&[&a, &b]);
+    assert!(
+        takes(&dims(&a), &dims(&b)),
+        "matmul: shapes {:?} and {:?}",
+        dims(&a),
+        dims(&b)
+    );
+    if single(&b) { (foldable(a), b) } else { (a, b) }
+}
+
+/// `a · b` over the last two dimensions (shapes as [`takes`]).
+pub fn product(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+    let (a, b) = operands(a, b);
+    let mut out_dims = dims(&a);
+    let r = out_dims.len();
+    out_dims[r - 1] = b.layout().shape()[r - 1];
+    let values = if single(&b) {
+        product_vec(
+            &folded(&a).expect("foldable"),
+            &folded(&b).expect("one matrix"),
+            None,
+        )
+    } else {
+        product_vec(&batch(&a), &batch(&b), None)
+    };
+    tensor(values, out_dims)
+}
+
+/// The gradients of [`product`]'s operands from the output's gradient `g`:
+/// `(g · b^T, a^T · g)`, each only when asked for.
+pub fn product_backward(
+    a: &FlexTensor,
+    b: &FlexTensor,
+    g: &FlexTensor,
+    want_a: bool,
+    want_b: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    if single(b) {
+        let (fa, fb) = (folded(a).expect("foldable"), folded(b).expect("one matrix"));
+        let fg = folded(g).expect("a contiguous gradient");
+        let da = want_a.then(|| tensor(product_vec(&fg, &fb.t(), None), dims(a)));
+        let db = want_b.then(|| {
+            let fg = folded(g).expect("a contiguous gradient");
+            tensor(product_vec(&fa.t(), &fg, None), dims(b))
+        });
+        (da, db)
+    } else {
+        let da = want_a.then(|| tensor(product_vec(&batch(g), &batch(b).t(), None), dims(a)));
+        let db = want_b.then(|| tensor(product_vec(&batch(a).t(), &batch(g), None), dims(b)));
+        (da, db)
+    }
+}
+
+/// `x · w + bias` over `x`'s last dimension: `w` is `[in, out]`, `bias`
+/// `[out]`.
+pub fn linear(x: FlexTensor, w: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    check_f32(&[&x, w, bias]);
+    let x = foldable(x);
+    let mut out_dims = dims(&x);
+    let r = out_dims.len();
+    out_dims[r - 1] = w.layout().shape()[1];
+    let bias = super::activation::contiguous(bias.clone());
+    let n = bias.layout().num_elements();
+    let values = product_vec(
+        &folded(&x).expect("foldable"),
+        &batch(w),
+        Some(&bias.storage::<f32>()[..n]),
+    );
+    tensor(values, out_dims)
+}
+
+/// The sums of the columns of `g` (`[rows, n]` contiguous), per fixed
+/// block of rows and the blocks in order.
+pub fn column_sums(g: &[f32], n: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let partials: Vec<Vec<f32>> = g
+        .par_chunks(n * ROWS)
+        .map(|rows| {
+            let mut acc = vec![0f32; n];
+            for row in rows.chunks_exact(n) {
+                add_row(&mut acc, row);
+            }
+            acc
+        })
+        .collect();
+    let mut sums = vec![0f32; n];
+    for acc in &partials {
+        add_row(&mut sums, acc);
+    }
+    sums
+}
+
+super::simd::multiversion! {
+    fn add_row(acc: &mut [f32], row: &[f32]) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+}
+
+/// The gradients of [`linear`]'s `x`, `w` and `bias` from the output's
+/// gradient `g` (contiguous), each only when asked for.
+pub fn linear_backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    g: &FlexTensor,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let fg = folded(g).expect("a contiguous gradient");
+    let dx = want[0].then(|| tensor(product_vec(&fg, &batch(w).t(), None), dims(x)));
+    let dw = want[1].then(|| {
+        let fx = folded(x).expect("foldable");
+        tensor(product_vec(&fx.t(), &fg, None), dims(w))
+    });
+    let db = want[2].then(|| {
+        let n = fg.mat.cols;
+        let count = g.layout().num_elements();
+        tensor(column_sums(&g.storage::<f32>()[..count], n), vec![n])
+    });
+    [dx, dw, db]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{on_threads, wave};
+
+    fn flex(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
+        tensor(values, dims.to_vec())
+    }
+
+    fn values(t: &FlexTensor) -> Vec<f32> {
+        let t = t.to_contiguous();
+        let n = t.layout().num_elements();
+        t.storage::<f32>()[..n].to_vec()
+    }
+
+    /// `a · b` of row-major `[m, k]` and `[k, n]` in f64.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|l| a[i * k + l] as f64 * b[l * n + j] as f64)
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// The transpose of row-major rows of `cols` values.
+    fn transpose(m: &[f32], cols: usize) -> Vec<f32> {
+        (0..cols)
+            .flat_map(|c| m.iter().skip(c).step_by(cols).copied())
+            .collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], tol: f64) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+                "value {i}: {g} against {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn takes_equal_batches_and_a_single_right_matrix_only() {
+        assert!(takes(&[4, 5], &[5, 3]));
+        assert!(takes(&[2, 3, 4, 5], &[2, 3, 5, 6]));
+        assert!(takes(&[2, 3, 4, 5], &[1, 1, 5, 6]));
+        assert!(!takes(&[2, 3, 4, 5], &[2, 1, 5, 6]), "a partial broadcast");
+        assert!(!takes(&[4, 5], &[4, 3]), "inner dimensions differ");
+        assert!(!takes(&[5], &[5]), "rank 1");
+    }
+
+    #[test]
+    fn batched_products_of_transposed_views_match_a_reference() {
+        // a [2, 3, 5, 4] read as [2, 3, 4, 5] through swapped strides, like
+        // an attention head's keys
+        let (bt, h, m, k, n) = (2, 3, 4, 5, 6);
+        let a_stored = wave(bt * h * k * m, 0.37, 1.0, 0.1);
+        let b_vals = wave(bt * h * k * n, 0.91, 0.5, -0.2);
+        let a = flex(a_stored.clone(), &[bt, h, k, m]);
+        let a_t = FlexTensor::new(
+            Bytes::from_elems(a_stored.clone()),
+            a.layout().transpose(2, 3),
+            DType::F32,
+        );
+        let got = values(&product(a_t, flex(b_vals.clone(), &[bt, h, k, n])));
+        let mut want = Vec::new();
+        for i in 0..bt * h {
+            let block = &a_stored[i * k * m..(i + 1) * k * m];
+            let a_rows: Vec<f32> = (0..m)
+                .flat_map(|r| (0..k).map(move |c| block[c * m + r]))
+                .collect();
+            want.extend(reference(
+                &a_rows,
+                &b_vals[i * k * n..(i + 1) * k * n],
+                m,
+                k,
+                n,
+            ));
+        }
+        assert_close(&got, &want, 1e-6);
+    }
+
+    #[test]
+    fn linear_adds_the_bias_and_its_gradients_match_a_reference() {
+        let (rows, d_in, d_out) = (70, 9, 11);
+        let x = wave(rows * d_in, 0.13, 1.0, 0.0);
+        let w = wave(d_in * d_out, 0.71, 0.3, 0.05);
+        let b = wave(d_out, 1.3, 0.5, 0.0);
+        let g = wave(rows * d_out, 0.29, 1.0, -0.1);
+        let xt = flex(x.clone(), &[2, 35, d_in]);
+        let wt = flex(w.clone(), &[d_in, d_out]);
+        let y = linear(xt.clone(), &wt, &flex(b.clone(), &[d_out]));
+        assert_eq!(dims(&y), vec![2, 35, d_out]);
+        let mut want = reference(&x, &w, rows, d_in, d_out);
+        for (i, v) in want.iter_mut().enumerate() {
+            *v += b[i % d_out] as f64;
+        }
+        assert_close(&values(&y), &want, 1e-6);
+
+        let [dx, dw, db] = linear_backward(&xt, &wt, &flex(g.clone(), &[2, 35, d_out]), [true; 3]);
+        let w_t = transpose(&w, d_out);
+        assert_close(
+            &values(&dx.unwrap()),
+            &reference(&g, &w_t, rows, d_out, d_in),
+            1e-6,
+        );
+        let x_t = transpose(&x, d_in);
+        assert_close(
+            &values(&dw.unwrap()),
+            &reference(&x_t, &g, d_in, rows, d_out),
+            1e-5,
+        );
+        let sums: Vec<f64> = (0..d_out)
+            .map(|o| g.iter().skip(o).step_by(d_out).map(|&v| v as f64).sum())
+            .collect();
+        assert_close(&values(&db.unwrap()), &sums, 1e-6);
+    }
+
+    #[test]
+    fn product_backward_of_a_single_right_matrix_sums_over_the_batch() {
+        let (bt, m, k, n) = (3, 4, 5, 2);
+        let a = wave(bt * m * k, 0.41, 1.0, 0.0);
+        let b = wave(k * n, 0.83, 1.0, 0.3);
+        let g = wave(bt * m * n, 0.17, 1.0, 0.0);
+        let (at, btn) = (flex(a.clone(), &[bt, m, k]), flex(b.clone(), &[1, k, n]));
+        let y = product(at.clone(), btn.clone());
+        assert_close(&values(&y), &reference(&a, &b, bt * m, k, n), 1e-6);
+        let (da, db) = product_backward(&at, &btn, &flex(g.clone(), &[bt, m, n]), true, true);
+        let (da, db) = (da.unwrap(), db.unwrap());
+        assert_eq!((dims(&da), dims(&db)), (vec![bt, m, k], vec![1, k, n]));
+        let a_t = transpose(&a, k);
+        assert_close(&values(&db), &reference(&a_t, &g, k, bt * m, n), 1e-6);
+    }
+
+    #[test]
+    fn the_bias_gradient_has_the_same_bits_on_one_and_two_threads() {
+        let g = wave(1000 * 7, 0.37, 1.0, 0.2);
+        let one = on_threads(1, || column_sums(&g, 7));
+        let two = on_threads(2, || column_sums(&g, 7));
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn empty_inner_dimensions_give_zeros_or_the_bias() {
+        let a = flex(vec![], &[3, 0]);
+        let b = flex(vec![], &[0, 2]);
+        assert_eq!(values(&product(a.clone(), b.clone())), vec![0.0; 6]);
+        let y = linear(a, &b, &flex(vec![1.0, 2.0], &[2]));
+        assert_eq!(values(&y), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+    }
+}
