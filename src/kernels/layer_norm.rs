@@ -13,6 +13,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use super::simd;
+
 /// Rows per rayon task (and per partial sum of the parameter gradients).
 const ROWS: usize = 64;
 
@@ -90,8 +92,8 @@ super::simd::multiversion! {
 #[inline(always)]
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let inv_d = 1.0 / x.len() as f32;
-    let mean = x.iter().sum::<f32>() * inv_d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() * inv_d;
+    let mean = simd::sum_map(x, |v| v) * inv_d;
+    let var = simd::sum_map(x, |v| (v - mean) * (v - mean)) * inv_d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -104,13 +106,11 @@ super::simd::multiversion! {
         let (dgamma, dbeta) = acc.split_at_mut(d);
         for ((x, dy), dx) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
             let (mean, rstd) = moments(x, eps);
-            let mut sum_g = 0f32;
-            let mut sum_gx = 0f32;
+            let sum_g = simd::sum_zip3(dy, gamma, dy, |dy, gamma, _| dy * gamma);
+            let sum_gx =
+                simd::sum_zip3(dy, gamma, x, |dy, gamma, x| dy * gamma * ((x - mean) * rstd));
             for j in 0..d {
                 let xhat = (x[j] - mean) * rstd;
-                let g = dy[j] * gamma[j];
-                sum_g += g;
-                sum_gx += g * xhat;
                 dgamma[j] += dy[j] * xhat;
                 dbeta[j] += dy[j];
             }

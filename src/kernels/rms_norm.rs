@@ -18,7 +18,7 @@ const ROWS: usize = 64;
 /// `1 / sqrt(mean(x²) + eps)` of a row.
 #[inline(always)]
 fn rstd(x: &[f32], eps: f32) -> f32 {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let ms = super::simd::sum_map(x, |v| v * v) / x.len() as f32;
     1.0 / (ms + eps).sqrt()
 }
 
@@ -56,11 +56,9 @@ super::simd::multiversion! {
         let inv_d = 1.0 / d as f32;
         for ((x, dy), dx) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
             let r = rstd(x, eps);
-            let mut sum_gx = 0f32;
+            let sum_gx = super::simd::sum_zip3(dy, weight, x, |dy, w, x| dy * w * (x * r));
             for j in 0..d {
-                let xhat = x[j] * r;
-                sum_gx += dy[j] * weight[j] * xhat;
-                dw[j] += dy[j] * xhat;
+                dw[j] += dy[j] * (x[j] * r);
             }
             let b = sum_gx * inv_d;
             for j in 0..d {

@@ -114,3 +114,58 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// Lanes of the partial sums and maxima below: one 512-bit register of
+/// f32. A plain running sum is a serial chain the compiler may not
+/// reorder, so a row's reduction would run one element at a time; with
+/// `LANES` independent partials it runs a vector at a time (the order of
+/// the additions is fixed by the row's length, not by the threads).
+pub const LANES: usize = 16;
+
+/// The sum of `f(a[i], b[i], c[i])` over equal-length slices, in
+/// [`LANES`] partial sums.
+#[inline(always)]
+pub fn sum_zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut acc = [0f32; LANES];
+    let whole = n - n % LANES;
+    for ((a, b), c) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+        .zip(c[..whole].chunks_exact(LANES))
+    {
+        for j in 0..LANES {
+            acc[j] += f(a[j], b[j], c[j]);
+        }
+    }
+    let mut tail = 0f32;
+    for i in whole..n {
+        tail += f(a[i], b[i], c[i]);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The sum of `f(x)` over `xs`, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn sum_map(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum_zip3(xs, xs, xs, |x, _, _| f(x))
+}
+
+/// The largest value of `xs` (NaN ignored; `-inf` when empty), in
+/// [`LANES`] partial maxima.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(chunks.remainder()) {
+        m = if v > m { v } else { m };
+    }
+    m
+}

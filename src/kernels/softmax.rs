@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::activation::exp_neg;
-use super::simd::multiversion;
+use super::simd::{self, multiversion};
 
 /// Elements per rayon task, in whole rows.
 const CHUNK: usize = 1 << 14;
@@ -30,10 +30,7 @@ multiversion! {
     /// Softmax of each `n`-long row of `values`, in place.
     fn forward_rows(values: &mut [f32], n: usize) {
         for row in values.chunks_exact_mut(n) {
-            let mut max = f32::NEG_INFINITY;
-            for &v in row.iter() {
-                max = if v > max { v } else { max };
-            }
+            let max = simd::max(row);
             exp_normalise(row, max);
         }
     }
@@ -43,12 +40,10 @@ multiversion! {
 /// each vector version of its callers).
 #[inline(always)]
 fn exp_normalise(row: &mut [f32], max: f32) {
-    let mut sum = 0.0f32;
     for v in row.iter_mut() {
         *v = exp_neg(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / simd::sum_map(row, |v| v);
     for v in row.iter_mut() {
         *v *= inv;
     }
@@ -57,11 +52,10 @@ fn exp_normalise(row: &mut [f32], max: f32) {
 multiversion! {
     /// Softmax of `scale * row + bias`, in place.
     fn forward_row_biased(row: &mut [f32], bias: &[f32], scale: f32) {
-        let mut max = f32::NEG_INFINITY;
         for (v, &b) in row.iter_mut().zip(bias) {
             *v = *v * scale + b;
-            max = if *v > max { *v } else { max };
         }
+        let max = simd::max(row);
         exp_normalise(row, max);
     }
 }
@@ -70,10 +64,7 @@ multiversion! {
     /// `grads = scale y (grads - sum(grads y))` per `n`-long row, in place.
     fn backward_rows(ys: &[f32], grads: &mut [f32], n: usize, scale: f32) {
         for (g, y) in grads.chunks_exact_mut(n).zip(ys.chunks_exact(n)) {
-            let mut dot = 0.0f32;
-            for (&g, &y) in g.iter().zip(y) {
-                dot += g * y;
-            }
+            let dot = simd::sum_zip3(g, y, y, |g, y, _| g * y);
             for (g, &y) in g.iter_mut().zip(y) {
                 *g = y * (*g - dot) * scale;
             }
