@@ -141,13 +141,40 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// Where the output matrices go: matrix `i` starts at `start(i)`, its rows
+/// `rs` apart, its columns adjacent.
+#[derive(Clone, Copy)]
+enum Place {
+    /// `[count, m, n]`, contiguous.
+    Stacked,
+    /// `[batch, m, heads, n]` for matrix `i = batch_index * heads + head`:
+    /// attention's heads merged back into the hidden dimension.
+    Merged { heads: usize },
+}
+
+impl Place {
+    fn start(self, i: usize, m: usize, n: usize) -> usize {
+        match self {
+            Place::Stacked => i * m * n,
+            Place::Merged { heads } => (i / heads) * m * heads * n + (i % heads) * n,
+        }
+    }
+
+    fn row_stride(self, n: usize) -> usize {
+        match self {
+            Place::Stacked => n,
+            Place::Merged { heads } => heads * n,
+        }
+    }
+}
+
 /// `out[i] = a[i] · b[i]` (plus what `out[i]` holds when `accumulate`) for
-/// each matrix `i` of the batches, `out` contiguous `[count, m, n]`.
+/// each matrix `i` of the batches, placed in `out` as `place` says.
 ///
 /// # Safety
 /// `out` is valid for `count * m * n` writes (and reads when `accumulate`);
 /// the batches' starts and strides stay inside their buffers.
-unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool) {
+unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool, place: Place) {
     let (m, k, n) = (a.mat.rows, a.mat.cols, b.mat.cols);
     assert_eq!(k, b.mat.rows, "matmul: inner dimensions differ");
     assert_eq!(a.starts.len(), b.starts.len(), "matmul: batch sizes differ");
@@ -162,9 +189,9 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool) {
                 m,
                 n,
                 k,
-                out.0.add(i * m * n),
+                out.0.add(place.start(i, m, n)),
                 1,
-                n as isize,
+                place.row_stride(n) as isize,
                 accumulate,
                 a.data.as_ptr().offset(a.starts[i]),
                 a.mat.cs,
@@ -196,6 +223,10 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool) {
 /// The products of two batches as a fresh buffer (`bias`, repeated over
 /// the rows, added when given).
 fn product_vec(a: &Batch, b: &Batch, bias: Option<&[f32]>) -> Vec<f32> {
+    product_placed(a, b, bias, Place::Stacked)
+}
+
+fn product_placed(a: &Batch, b: &Batch, bias: Option<&[f32]>, place: Place) -> Vec<f32> {
     let (m, k, n) = (a.mat.rows, a.mat.cols, b.mat.cols);
     let len = a.starts.len() * m * n;
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -224,7 +255,7 @@ fn product_vec(a: &Batch, b: &Batch, bias: Option<&[f32]>) -> Vec<f32> {
     if len > 0 && k > 0 {
         // SAFETY: `out` has capacity `len`; gemm writes all of it, reading
         // it only where the bias was written first.
-        unsafe { products(out.as_mut_ptr(), a, b, bias.is_some()) };
+        unsafe { products(out.as_mut_ptr(), a, b, bias.is_some(), place) };
     }
     // SAFETY: every one of the `len` values was written above (by the bias,
     // by gemm, or both).
@@ -314,6 +345,50 @@ pub fn product_backward(
         let db = want_b.then(|| tensor(product_vec(&batch(a).t(), &batch(g), None), dims(b)));
         (da, db)
     }
+}
+
+/// Whether [`product_merged`] takes `a · b` of these shapes: rank 4 with
+/// equal batch and head dimensions.
+pub fn takes_merged(a: &[usize], b: &[usize]) -> bool {
+    a.len() == 4 && takes(a, b) && a[..2] == b[..2]
+}
+
+/// Attention's context with the heads merged: `a · b` of `[batch, heads,
+/// m, k]` and `[batch, heads, k, n]` written as `[batch, m, heads * n]`,
+/// each head's product straight into its columns (no transposed copy).
+pub fn product_merged(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+    check_f32(&[&a, &b]);
+    let (da, db) = (dims(&a), dims(&b));
+    assert!(takes_merged(&da, &db), "matmul: shapes {da:?} and {db:?}");
+    let heads = da[1];
+    let values = product_placed(&batch(&a), &batch(&b), None, Place::Merged { heads });
+    tensor(values, vec![da[0], da[2], heads * db[3]])
+}
+
+/// The gradients of [`product_merged`]'s operands from the output's
+/// gradient `g` (`[batch, m, heads * n]`, contiguous), read per head in
+/// place.
+pub fn product_merged_backward(
+    a: &FlexTensor,
+    b: &FlexTensor,
+    g: FlexTensor,
+    want_a: bool,
+    want_b: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let (da, db) = (dims(a), dims(b));
+    let (batch_size, heads, m, n) = (da[0], da[1], da[2], db[3]);
+    let strides = vec![
+        (m * heads * n) as isize,
+        n as isize,
+        (heads * n) as isize,
+        1,
+    ];
+    let g = g.with_layout(Layout::new(
+        Shape::from(vec![batch_size, heads, m, n]),
+        strides,
+        0,
+    ));
+    product_backward(a, b, &g, want_a, want_b)
 }
 
 /// `x · w + bias` over `x`'s last dimension: `w` is `[in, out]`, `bias`

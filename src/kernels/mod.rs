@@ -134,6 +134,8 @@ pub trait CpuKernels: Backend {
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// `a · b` over the last two dimensions ([`matmul::product`]).
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `a · b` with the heads merged ([`matmul::product_merged`]).
+    fn product_merged(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x · w + bias` ([`matmul::linear`]).
     fn linear(
         x: FloatTensor<Self>,
@@ -187,6 +189,10 @@ impl CpuKernels for Flex {
 
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::product(a, b)
+    }
+
+    fn product_merged(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::product_merged(a, b)
     }
 
     fn linear(
@@ -383,6 +389,28 @@ impl Backward<Flex, 2> for ProductBackward {
     }
 }
 
+/// The backward of [`CpuKernels::product_merged`]: keeps both operands.
+#[derive(Debug)]
+struct ProductMergedBackward;
+
+impl Backward<Flex, 2> for ProductMergedBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (a, b) = ops.state;
+        let (da, db) =
+            matmul::product_merged_backward(&a, &b, grad, node_a.is_some(), node_b.is_some());
+        if let (Some(node), Some(da)) = (node_a, da) {
+            grads.register::<Flex>(node.id, da);
+        }
+        if let (Some(node), Some(db)) = (node_b, db) {
+            grads.register::<Flex>(node.id, db);
+        }
+    }
+}
+
 /// The backward of [`CpuKernels::linear`]: keeps the input and the weight.
 #[derive(Debug)]
 struct LinearBackward;
@@ -419,6 +447,24 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
                 prep.finish((a, b), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(matmul::product(a, b)),
+        }
+    }
+
+    fn product_merged(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = ProductMergedBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful();
+        let (a, b) = matmul::operands(
+            <Self as AutodiffBackend>::inner(a),
+            <Self as AutodiffBackend>::inner(b),
+        );
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = matmul::product_merged(a.clone(), b.clone());
+                prep.finish((a, b), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(matmul::product_merged(a, b)),
         }
     }
 
@@ -635,6 +681,29 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::product(
         a.into_dispatch(),
         b.into_dispatch(),
+    ))
+}
+
+/// Attention's context `probs · v` (`[batch, heads, queries, keys]` and
+/// `[batch, heads, keys, dim]`) with the heads merged: `[batch, queries,
+/// heads * dim]`. On the CPU in f32 each head's product is written into its
+/// columns ([`matmul::product_merged`]); elsewhere the product, a transpose
+/// and a reshape.
+pub fn matmul_merge_heads(probs: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
+    let [batch, heads, queries, _] = probs.dims();
+    let dim = v.dims()[3];
+    if probs.dtype() != DType::F32
+        || v.dtype() != DType::F32
+        || !is_flex(&probs.device())
+        || !matmul::takes_merged(&probs.dims(), &v.dims())
+    {
+        return matmul(probs, v)
+            .swap_dims(1, 2)
+            .reshape([batch, queries, heads * dim]);
+    }
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::product_merged(
+        probs.into_dispatch(),
+        v.into_dispatch(),
     ))
 }
 

@@ -244,3 +244,35 @@ fn products_match_burn_through_autodiff() {
     assert!(!matmul::takes(&a.dims(), &b.dims()));
     assert!(max_diff_any(matmul(a.clone(), b.clone()), a.matmul(b)) == 0.0);
 }
+
+/// The context product with the heads merged gives the product, transpose
+/// and reshape's values and gradients.
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn merged_heads_match_the_transposed_product_through_autodiff() {
+    let device = Device::flex().autodiff();
+    let p0 = wave_tensor([2, 3, 5, 7], 0.21, &device);
+    let v0 = wave_tensor([2, 3, 7, 4], 0.67, &device);
+    let up = wave_tensor([2, 5, 12], 0.43, &device).detach();
+    let run = |ours: bool| {
+        let (p, v) = (
+            p0.clone().detach().require_grad(),
+            v0.clone().detach().require_grad(),
+        );
+        // v read through a transpose, as attention's heads are
+        let v_view = v.clone().swap_dims(2, 3).swap_dims(2, 3);
+        let c = if ours {
+            matmul_merge_heads(p.clone(), v_view)
+        } else {
+            p.clone().matmul(v_view).swap_dims(1, 2).reshape([2, 5, 12])
+        };
+        let grads = (c.clone() * up.clone()).sum().backward();
+        (c.inner(), p.grad(&grads).unwrap(), v.grad(&grads).unwrap())
+    };
+    let (c1, dp1, dv1) = run(true);
+    let (c2, dp2, dv2) = run(false);
+    assert_eq!(c1.dims(), [2, 5, 12]);
+    assert!(max_diff_any(c1, c2) < 1e-5, "context");
+    assert!(max_diff_any(dp1, dp2) < 1e-5, "probability gradient");
+    assert!(max_diff_any(dv1, dv2) < 1e-5, "value gradient");
+}

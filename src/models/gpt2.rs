@@ -343,14 +343,14 @@ impl Gpt2Attention {
             && self.attn_dropout.training.is_enabled()
             && q.device().is_autodiff();
         // Dropout on the attention probabilities needs them materialised;
-        // and under autodiff on the CPU the fused op's backward is burn's
-        // one-thread decomposition, slower than this path's kernels.
-        let explicit =
-            dropout_active || (q.device().is_autodiff() && kernels::is_flex(&q.device()));
+        // and on the CPU this path's products and softmax kernel beat
+        // burn's fused op both ways (a scalar loop with libm's `expf`
+        // forward, a one-thread decomposition backward).
+        let explicit = dropout_active || kernels::is_flex(&q.device());
         let context = if explicit {
             let scores = kernels::matmul(q, k.transpose());
             let probs = kernels::softmax_biased(scores, self.scale, Some(bias));
-            kernels::matmul(self.attn_dropout.apply(probs), v)
+            kernels::matmul_merge_heads(self.attn_dropout.apply(probs), v)
         } else {
             attention(
                 q,
@@ -364,8 +364,9 @@ impl Gpt2Attention {
                     is_causal: false,
                 },
             )
+            .swap_dims(1, 2)
+            .reshape([batch, new, hidden])
         };
-        let context = context.swap_dims(1, 2).reshape([batch, new, hidden]);
         self.resid_dropout.apply(self.c_proj.forward(context))
     }
 }
@@ -419,9 +420,7 @@ impl Gpt2CrossAttention {
         let scores = kernels::matmul(q, k.transpose());
         let probs = kernels::softmax_biased(scores, self.scale, Some(encoder.bias.clone()));
         let probs = self.attn_dropout.apply(probs);
-        let context = kernels::matmul(probs, v)
-            .swap_dims(1, 2)
-            .reshape([batch, new, hidden]);
+        let context = kernels::matmul_merge_heads(probs, v);
         self.resid_dropout.apply(self.c_proj.forward(context))
     }
 }

@@ -572,14 +572,14 @@ impl LlamaAttention {
             && self.dropout.training.is_enabled()
             && x.device().is_autodiff();
         // Dropout on the attention probabilities needs them materialised;
-        // and under autodiff on the CPU the fused op's backward is burn's
-        // one-thread decomposition, slower than this path's kernels.
-        let explicit =
-            dropout_active || (x.device().is_autodiff() && kernels::is_flex(&x.device()));
+        // and on the CPU this path's products and softmax kernel beat
+        // burn's fused op both ways (a scalar loop with libm's `expf`
+        // forward, a one-thread decomposition backward).
+        let explicit = dropout_active || kernels::is_flex(&x.device());
         let context = if explicit {
             let scores = kernels::matmul(q, k.transpose());
             let probs = kernels::softmax_biased(scores, scale, Some(bias));
-            kernels::matmul(self.dropout.apply(probs), v)
+            kernels::matmul_merge_heads(self.dropout.apply(probs), v)
         } else {
             attention(
                 q,
@@ -593,8 +593,9 @@ impl LlamaAttention {
                     is_causal: false,
                 },
             )
+            .swap_dims(1, 2)
+            .reshape([batch, n, heads * dim])
         };
-        let context = context.swap_dims(1, 2).reshape([batch, n, heads * dim]);
         self.o_proj.forward(context)
     }
 }

@@ -133,23 +133,21 @@ impl SelfAttention {
         let dropout_active = self.dropout.prob > 0.0
             && self.dropout.training.is_enabled()
             && x.device().is_autodiff();
-        // Dropout on the attention probabilities needs them materialised; and
-        // under autodiff on the CPU the fused op's backward is burn's
-        // one-thread decomposition, slower than this path's kernels.
-        let explicit =
-            dropout_active || (x.device().is_autodiff() && kernels::is_flex(&x.device()));
-        let context = if explicit {
+        // Dropout on the attention probabilities needs them materialised;
+        // and on the CPU this path's products and softmax kernel beat
+        // burn's fused op both ways (a scalar loop with libm's `expf`
+        // forward, a one-thread decomposition backward).
+        let explicit = dropout_active || kernels::is_flex(&x.device());
+        if explicit {
             // The scale and the mask are applied in the softmax's pass.
             let scores = kernels::matmul(q, k.transpose());
             let scale = 1.0 / (head_dim as f64).sqrt();
             let probs = self
                 .dropout
                 .apply(kernels::softmax_biased(scores, scale, mask_bias));
-            kernels::matmul(probs, v)
+            kernels::matmul_merge_heads(probs, v).reshape([batch * seq, hidden])
         } else {
-            // The backend's fused attention: faster than the products and
-            // softmax above where nothing needs a backward (measured on
-            // the CPU: 0.88x for `head` through the explicit path).
+            // The backend's fused attention (CUDA).
             attention(
                 q,
                 k,
@@ -162,8 +160,9 @@ impl SelfAttention {
                     is_causal: false,
                 },
             )
-        };
-        context.swap_dims(1, 2).reshape([batch * seq, hidden])
+            .swap_dims(1, 2)
+            .reshape([batch * seq, hidden])
+        }
     }
 }
 

@@ -64,9 +64,7 @@ impl MapperLayer {
         };
         let q = part(0) * (1.0 / (hd as f64).sqrt());
         let scores = kernels::matmul(q, part(1).swap_dims(2, 3));
-        let context = kernels::matmul(kernels::softmax_last(scores), part(2))
-            .swap_dims(1, 2)
-            .reshape([b, s, d]);
+        let context = kernels::matmul_merge_heads(kernels::softmax_last(scores), part(2));
         let x = x + self.out.forward(context);
         let y = kernels::activation(Kind::Gelu, self.fc1.forward(self.norm2.forward(x.clone())));
         x + self.fc2.forward(y)
