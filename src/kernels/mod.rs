@@ -368,9 +368,12 @@ impl Backward<Flex, 2> for RmsNormBackward {
     }
 }
 
-/// The backward of [`CpuKernels::product`]: keeps both operands.
+/// The backward of [`CpuKernels::product`] and, with `merged`,
+/// [`CpuKernels::product_merged`]: keeps both operands.
 #[derive(Debug)]
-struct ProductBackward;
+struct ProductBackward {
+    merged: bool,
+}
 
 impl Backward<Flex, 2> for ProductBackward {
     type State = (FlexTensor, FlexTensor);
@@ -379,7 +382,12 @@ impl Backward<Flex, 2> for ProductBackward {
         let [node_a, node_b] = ops.parents;
         let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let (a, b) = ops.state;
-        let (da, db) = matmul::product_backward(&a, &b, &grad, node_a.is_some(), node_b.is_some());
+        let (want_a, want_b) = (node_a.is_some(), node_b.is_some());
+        let (da, db) = if self.merged {
+            matmul::product_merged_backward(&a, &b, grad, want_a, want_b)
+        } else {
+            matmul::product_backward(&a, &b, &grad, want_a, want_b)
+        };
         if let (Some(node), Some(da)) = (node_a, da) {
             grads.register::<Flex>(node.id, da);
         }
@@ -389,25 +397,32 @@ impl Backward<Flex, 2> for ProductBackward {
     }
 }
 
-/// The backward of [`CpuKernels::product_merged`]: keeps both operands.
-#[derive(Debug)]
-struct ProductMergedBackward;
-
-impl Backward<Flex, 2> for ProductMergedBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_a, node_b] = ops.parents;
-        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
-        let (a, b) = ops.state;
-        let (da, db) =
-            matmul::product_merged_backward(&a, &b, grad, node_a.is_some(), node_b.is_some());
-        if let (Some(node), Some(da)) = (node_a, da) {
-            grads.register::<Flex>(node.id, da);
+/// [`matmul::product`] (or, `merged`, [`matmul::product_merged`]) under
+/// autodiff.
+fn tracked_product<C: CheckpointStrategy>(
+    a: FloatTensor<Autodiff<Flex, C>>,
+    b: FloatTensor<Autodiff<Flex, C>>,
+    merged: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let prep = ProductBackward { merged }
+        .prepare::<C>([a.node(), b.node()])
+        .compute_bound()
+        .stateful();
+    let (a, b) = matmul::operands(
+        <Autodiff<Flex, C> as AutodiffBackend>::inner(a),
+        <Autodiff<Flex, C> as AutodiffBackend>::inner(b),
+    );
+    let product = if merged {
+        matmul::product_merged
+    } else {
+        matmul::product
+    };
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let out = product(a.clone(), b.clone());
+            prep.finish((a, b), out)
         }
-        if let (Some(node), Some(db)) = (node_b, db) {
-            grads.register::<Flex>(node.id, db);
-        }
+        OpsKind::UnTracked(prep) => prep.finish(product(a, b)),
     }
 }
 
@@ -433,39 +448,11 @@ impl Backward<Flex, 3> for LinearBackward {
 
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = ProductBackward
-            .prepare::<C>([a.node(), b.node()])
-            .compute_bound()
-            .stateful();
-        let (a, b) = matmul::operands(
-            <Self as AutodiffBackend>::inner(a),
-            <Self as AutodiffBackend>::inner(b),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let out = matmul::product(a.clone(), b.clone());
-                prep.finish((a, b), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(matmul::product(a, b)),
-        }
+        tracked_product::<C>(a, b, false)
     }
 
     fn product_merged(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = ProductMergedBackward
-            .prepare::<C>([a.node(), b.node()])
-            .compute_bound()
-            .stateful();
-        let (a, b) = matmul::operands(
-            <Self as AutodiffBackend>::inner(a),
-            <Self as AutodiffBackend>::inner(b),
-        );
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let out = matmul::product_merged(a.clone(), b.clone());
-                prep.finish((a, b), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(matmul::product_merged(a, b)),
-        }
+        tracked_product::<C>(a, b, true)
     }
 
     fn linear(
