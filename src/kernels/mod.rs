@@ -2,7 +2,8 @@
 //! at a time on one thread: activations ([`activation`]), dropout masks
 //! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm under
 //! autodiff ([`layer_norm`]), RMSNorm ([`rms_norm`]) and the AdamW update
-//! ([`adamw`]); and the matrix products and linear layer ([`matmul`]),
+//! ([`adamw`]), the log-probability of a target under a softmax
+//! ([`log_prob`]); and the matrix products and linear layer ([`matmul`]),
 //! whose outputs burn-flex allocates twice on one thread.
 //!
 //! Both are a backend extension (`#[backend_extension]`): an op
@@ -14,6 +15,7 @@ pub mod activation;
 pub mod adamw;
 pub mod dropout;
 pub mod layer_norm;
+pub mod log_prob;
 pub mod matmul;
 pub mod philox;
 pub mod rms_norm;
@@ -132,6 +134,9 @@ pub trait CpuKernels: Backend {
     ) -> FloatTensor<Self>;
     /// RMSNorm over the last dimension ([`rms_norm`]).
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `log_softmax(x)[target]` per row of the last dimension
+    /// ([`log_prob`]); `targets` holds the ids as f32 (exact below 2^24).
+    fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `a · b` over the last two dimensions ([`matmul::product`]).
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `a · b` with the heads merged ([`matmul::product_merged`]).
@@ -187,6 +192,10 @@ impl CpuKernels for Flex {
         )
     }
 
+    fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        log_prob_flex(&activation::contiguous(x), targets).0
+    }
+
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::product(a, b)
     }
@@ -202,6 +211,19 @@ impl CpuKernels for Flex {
     ) -> FloatTensor<Self> {
         matmul::linear(x, &w, &bias)
     }
+}
+
+/// [`log_prob::forward`] of a contiguous Flex f32 tensor: the
+/// log-probabilities (shaped as `x` without its last dimension), the
+/// checked targets and each row's logsumexp.
+fn log_prob_flex(x: &FlexTensor, targets: FlexTensor) -> (FlexTensor, Vec<usize>, Vec<f32>) {
+    let n = last_dim(x);
+    let targets = activation::contiguous(targets);
+    let rows = targets.layout().num_elements();
+    let t = log_prob::targets(&targets.storage::<f32>()[..rows], n);
+    let (out, lse) = log_prob::forward(&x.storage::<f32>()[..rows * n], &t, n);
+    let out = activation::from_vec(out, &targets);
+    (out, t, lse)
 }
 
 /// [`rms_norm::forward`] of Flex f32 tensors.
@@ -397,6 +419,32 @@ impl Backward<Flex, 2> for ProductBackward {
     }
 }
 
+/// The backward of [`CpuKernels::log_prob`]: keeps the logits, the
+/// targets and each row's logsumexp.
+#[derive(Debug)]
+struct LogProbBackward;
+
+impl Backward<Flex, 1> for LogProbBackward {
+    type State = (FlexTensor, Vec<usize>, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, targets, lse) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = activation::contiguous(grad);
+            let n = last_dim(&x);
+            let rows = targets.len();
+            let dx = log_prob::backward(
+                &x.storage::<f32>()[..rows * n],
+                &targets,
+                &lse,
+                &grad.storage::<f32>()[..rows],
+                n,
+            );
+            activation::from_vec(dx, &x)
+        });
+    }
+}
+
 /// [`matmul::product`] (or, `merged`, [`matmul::product_merged`]) under
 /// autodiff.
 fn tracked_product<C: CheckpointStrategy>(
@@ -447,6 +495,19 @@ impl Backward<Flex, 3> for LinearBackward {
 }
 
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = LogProbBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        let (out, t, lse) = log_prob_flex(&x, <Self as AutodiffBackend>::inner(targets));
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, t, lse), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked_product::<C>(a, b, false)
     }
@@ -668,6 +729,34 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::product(
         a.into_dispatch(),
         b.into_dispatch(),
+    ))
+}
+
+/// `log_softmax(logits)[target]` over the last dimension of `logits`
+/// (rank `D`) for each of `targets` (rank `E = D - 1`): the language-model
+/// loss's log-probabilities. One pass each way on the CPU in f32
+/// ([`log_prob`]); burn's `log_softmax` and `gather` elsewhere. A target
+/// outside the classes panics, naming it.
+pub fn log_prob<const D: usize, const E: usize>(
+    logits: Tensor<D>,
+    targets: Tensor<E, burn::tensor::Int>,
+) -> Tensor<E> {
+    assert_eq!(
+        E + 1,
+        D,
+        "log_prob: targets of rank {E} for logits of rank {D}"
+    );
+    let classes = logits.dims()[D - 1];
+    if logits.dtype() != DType::F32 || !is_flex(&logits.device()) || classes >= 1 << 24 {
+        let dims = targets.dims();
+        return burn::tensor::activation::log_softmax(logits, D - 1)
+            .gather(D - 1, targets.unsqueeze_dim::<D>(E))
+            .reshape(dims);
+    }
+    let targets = targets.float();
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::log_prob(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
     ))
 }
 

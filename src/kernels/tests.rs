@@ -276,3 +276,33 @@ fn merged_heads_match_the_transposed_product_through_autodiff() {
     assert!(max_diff_any(dp1, dp2) < 1e-5, "probability gradient");
     assert!(max_diff_any(dv1, dv2) < 1e-5, "value gradient");
 }
+
+/// The targets' log-probabilities and the logits' gradient agree with
+/// burn's `log_softmax` and `gather`.
+#[test]
+fn log_prob_matches_burn_through_autodiff() {
+    let device = Device::flex().autodiff();
+    let logits = wave_tensor([2, 3, 50], 0.77, &device) * 4.0;
+    let ids: Vec<i64> = vec![0, 49, 7, 13, 25, 1];
+    let targets = Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [2, 3]),
+        &device,
+    );
+    let up = wave_tensor([2, 3], 0.5, &device).detach();
+    let run = |ours: bool| {
+        let x = logits.clone().detach().require_grad();
+        let p = if ours {
+            log_prob(x.clone(), targets.clone())
+        } else {
+            burn::tensor::activation::log_softmax(x.clone(), 2)
+                .gather(2, targets.clone().reshape([2, 3, 1]))
+                .reshape([2, 3])
+        };
+        let grads = (p.clone() * up.clone()).sum().backward();
+        (p.inner(), x.grad(&grads).unwrap())
+    };
+    let (p1, g1) = run(true);
+    let (p2, g2) = run(false);
+    assert!(max_diff_any(p1, p2) < 1e-5, "log-probabilities");
+    assert!(max_diff_any(g1, g2) < 1e-6, "logit gradients");
+}

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::{log_softmax, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -561,9 +561,7 @@ impl<D: CausalLm> Captioning<D> {
         let logits =
             head.decoder
                 .forward_embeds(x, positions(n, 0, p + tokens, &device), mask, None);
-        let picked = log_softmax(logits.narrow(1, p - 1, tokens), 2)
-            .gather(2, t.ids.clone().reshape([n, tokens, 1]))
-            .reshape([n, tokens]);
+        let picked = crate::kernels::log_prob(logits.narrow(1, p - 1, tokens), t.ids.clone());
         (picked * t.weight.clone()).neg()
     }
 

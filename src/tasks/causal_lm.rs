@@ -10,7 +10,6 @@
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -206,10 +205,7 @@ impl Task for CausalLanguageModelling {
 
     fn loss(&self, _head: &NoHead, features: Flow, t: LmTargets) -> Tensor<1> {
         let logits = logits_of(features);
-        let [b, s, _] = logits.dims();
-        let picked = log_softmax(logits, 2)
-            .gather(2, t.next.reshape([b, s, 1]))
-            .reshape([b, s]);
+        let picked = crate::kernels::log_prob(logits, t.next);
         (picked * t.weight).sum().neg() / t.count.max(1) as f64
     }
 
@@ -232,8 +228,7 @@ impl Task for CausalLanguageModelling {
             .convert::<i64>()
             .try_into_vec()
             .expect("argmax is integer");
-        let picked: Vec<f32> = log_softmax(logits, 2)
-            .gather(2, t.next.clone().reshape([b, s, 1]))
+        let picked: Vec<f32> = crate::kernels::log_prob(logits, t.next.clone())
             .reshape([b * s])
             .into_data()
             .convert::<f32>()
