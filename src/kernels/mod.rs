@@ -2,7 +2,8 @@
 //! at a time on one thread: activations ([`activation`]), dropout masks
 //! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm under
 //! autodiff ([`layer_norm`]), RMSNorm ([`rms_norm`]) and the AdamW update
-//! ([`adamw`]), the log-probability of a target under a softmax
+//! ([`adamw`]), BatchNorm with running statistics and its activation
+//! ([`batch_norm`]), the log-probability of a target under a softmax
 //! ([`log_prob`]); and the matrix products and linear layer ([`matmul`]),
 //! whose outputs burn-flex allocates twice on one thread.
 //!
@@ -13,6 +14,7 @@
 
 pub mod activation;
 pub mod adamw;
+pub mod batch_norm;
 pub mod dropout;
 pub mod layer_norm;
 pub mod log_prob;
@@ -134,6 +136,15 @@ pub trait CpuKernels: Backend {
     ) -> FloatTensor<Self>;
     /// RMSNorm over the last dimension ([`rms_norm`]).
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `act(x * scale[c] + shift[c])` over the channels (dimension 1) of
+    /// `x` ([`batch_norm`]; `act` is [`batch_norm::Act::code`]); `scale` and
+    /// `shift` take no gradient.
+    fn batch_norm_act(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        act: u32,
+    ) -> FloatTensor<Self>;
     /// `log_softmax(x)[target]` per row of the last dimension
     /// ([`log_prob`]); `targets` holds the ids as f32 (exact below 2^24).
     fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -196,6 +207,15 @@ impl CpuKernels for Flex {
         log_prob_flex(&activation::contiguous(x), targets).0
     }
 
+    fn batch_norm_act(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        act: u32,
+    ) -> FloatTensor<Self> {
+        batch_norm_flex(x, &scale, &shift, act).0
+    }
+
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::product(a, b)
     }
@@ -211,6 +231,30 @@ impl CpuKernels for Flex {
     ) -> FloatTensor<Self> {
         matmul::linear(x, &w, &bias)
     }
+}
+
+/// [`batch_norm::forward`] of a Flex f32 tensor: the output and the
+/// per-channel scale.
+fn batch_norm_flex(
+    x: FlexTensor,
+    scale: &FlexTensor,
+    shift: &FlexTensor,
+    act: u32,
+) -> (FlexTensor, Vec<f32>) {
+    let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
+    let plane: usize = dims[2..].iter().product();
+    let (scale, shift) = (
+        activation::contiguous(scale.clone()),
+        activation::contiguous(shift.clone()),
+    );
+    let c = dims[1];
+    let scale = scale.storage::<f32>()[..c].to_vec();
+    let shift = &shift.storage::<f32>()[..c];
+    let act = batch_norm::Act::from_code(act);
+    let out = activation::map_flex(x, |values| {
+        batch_norm::forward(values, plane, &scale, shift, act)
+    });
+    (out, scale)
 }
 
 /// [`log_prob::forward`] of a contiguous Flex f32 tensor: the
@@ -419,6 +463,28 @@ impl Backward<Flex, 2> for ProductBackward {
     }
 }
 
+/// The backward of [`CpuKernels::batch_norm_act`]: keeps the output and
+/// the scale.
+#[derive(Debug)]
+struct BatchNormActBackward(u32);
+
+impl Backward<Flex, 1> for BatchNormActBackward {
+    type State = (FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (y, scale) = ops.state;
+        let act = batch_norm::Act::from_code(self.0);
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let y = activation::contiguous(y);
+            let dims: Vec<usize> = y.layout().shape().iter().copied().collect();
+            let plane: usize = dims[2..].iter().product();
+            let n = y.layout().num_elements();
+            let ys = &y.storage::<f32>()[..n];
+            activation::map_flex(grad, |g| batch_norm::backward(ys, g, plane, &scale, act))
+        });
+    }
+}
+
 /// The backward of [`CpuKernels::log_prob`]: keeps the logits, the
 /// targets and each row's logsumexp.
 #[derive(Debug)]
@@ -495,6 +561,28 @@ impl Backward<Flex, 3> for LinearBackward {
 }
 
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn batch_norm_act(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        act: u32,
+    ) -> FloatTensor<Self> {
+        let prep = BatchNormActBackward(act)
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let x = <Self as AutodiffBackend>::inner(x);
+        let scale = <Self as AutodiffBackend>::inner(scale);
+        let shift = <Self as AutodiffBackend>::inner(shift);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (out, scale) = batch_norm_flex(x, &scale, &shift, act);
+                prep.finish((out.clone(), scale), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(batch_norm_flex(x, &scale, &shift, act).0),
+        }
+    }
+
     fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         let prep = LogProbBackward
             .prepare::<C>([x.node()])
@@ -729,6 +817,21 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::product(
         a.into_dispatch(),
         b.into_dispatch(),
+    ))
+}
+
+/// [`CpuKernels::batch_norm_act`] of CPU f32 tensors (the caller checks).
+pub fn batch_norm_act_tensor<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    act: batch_norm::Act,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_act(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        act.code(),
     ))
 }
 

@@ -33,7 +33,6 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::tensor::activation::relu6;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -42,6 +41,7 @@ use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::data::preprocess::{HALF, Recipe, Resample};
 use crate::hub::Checkpoint;
+use crate::kernels::batch_norm::{self, Act};
 
 /// The lite0 block table: expansion, output channels, repeats, first
 /// stride, kernel.
@@ -167,8 +167,8 @@ impl SameConvBn {
         } else {
             x
         };
-        let y = self.bn.forward(self.conv.forward(x));
-        if self.relu { relu6(y) } else { y }
+        let act = if self.relu { Act::Relu6 } else { Act::None };
+        batch_norm::apply(&self.bn, self.conv.forward(x), act)
     }
 
     /// Forward FLOPs per image on a `side`x`side` input, and the output side.

@@ -39,7 +39,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +46,7 @@ use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::data::preprocess::{HALF, Recipe, ResizeMode};
 use crate::hub::Checkpoint;
+use crate::kernels::batch_norm::{self, Act};
 
 /// torchvision's names of the stem convolutions, in order.
 const STEM: [&str; 5] = [
@@ -221,7 +221,7 @@ impl BasicConv2d {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        batch_norm::apply(&self.bn, self.conv.forward(x), Act::Relu)
     }
 
     /// Forward FLOPs per image on an `h`x`w` input, and the output's sides.

@@ -25,13 +25,13 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::hub::Checkpoint;
+use crate::kernels::batch_norm::{self, Act};
 
 /// The published block table: expansion t, output channels c, repeats n,
 /// first stride s.
@@ -202,8 +202,8 @@ impl ConvBn {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x));
-        if self.relu { relu6(y) } else { y }
+        let act = if self.relu { Act::Relu6 } else { Act::None };
+        batch_norm::apply(&self.bn, self.conv.forward(x), act)
     }
 }
 

@@ -51,6 +51,7 @@ use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::hub::Checkpoint;
 use crate::hub::HostTensor;
+use crate::kernels::batch_norm::{self, Act};
 
 /// The kind of residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,7 +423,7 @@ impl Block {
     /// `[batch, input, h, w]` to `[batch, output, h / stride, w / stride]`
     /// (rounded up).
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let mut y = batch_norm::apply(&self.bn1, self.conv1.forward(x.clone()), Act::Relu);
         y = self.bn2.forward(self.conv2.forward(y));
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
             y = b3.forward(c3.forward(relu(y)));
@@ -521,7 +522,7 @@ impl ResNet {
     /// pooling; `[batch, 3, s, s]` to `[batch, embedding_size, s / 4, s / 4]`
     /// (rounded up).
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
+        let y = batch_norm::apply(&self.bn1, self.conv1.forward(x), Act::Relu);
         // after the ReLU every value is >= 0, so zero padding equals
         // PyTorch's -inf padding here
         MaxPool2dConfig::new([3, 3])
