@@ -571,15 +571,15 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful();
-        let x = <Self as AutodiffBackend>::inner(x);
-        let scale = <Self as AutodiffBackend>::inner(scale);
-        let shift = <Self as AutodiffBackend>::inner(shift);
+        let (out, scale) = batch_norm_flex(
+            <Self as AutodiffBackend>::inner(x),
+            &<Self as AutodiffBackend>::inner(scale),
+            &<Self as AutodiffBackend>::inner(shift),
+            act,
+        );
         match prep {
-            OpsKind::Tracked(prep) => {
-                let (out, scale) = batch_norm_flex(x, &scale, &shift, act);
-                prep.finish((out.clone(), scale), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(batch_norm_flex(x, &scale, &shift, act).0),
+            OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
 
