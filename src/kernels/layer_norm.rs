@@ -49,12 +49,7 @@ pub fn backward(
             acc
         })
         .collect();
-    let mut sums = vec![0f32; 2 * d];
-    for acc in &partials {
-        for (s, a) in sums.iter_mut().zip(acc) {
-            *s += a;
-        }
-    }
+    let mut sums = simd::sum_in_order(&partials, 2 * d);
     let dbeta = sums.split_off(d);
     (dx, sums, dbeta)
 }

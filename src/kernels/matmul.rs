@@ -327,6 +327,11 @@ pub fn operands(a: FlexTensor, b: FlexTensor) -> (FlexTensor, FlexTensor) {
 /// `a · b` over the last two dimensions (shapes as [`takes`]).
 pub fn product(a: FlexTensor, b: FlexTensor) -> FlexTensor {
     let (a, b) = operands(a, b);
+    product_of_operands(a, b)
+}
+
+/// [`product`] of operands [`operands`] has already prepared.
+pub fn product_of_operands(a: FlexTensor, b: FlexTensor) -> FlexTensor {
     let mut out_dims = dims(&a);
     let r = out_dims.len();
     out_dims[r - 1] = b.layout().shape()[r - 1];
@@ -440,24 +445,12 @@ pub fn column_sums(g: &[f32], n: usize) -> Vec<f32> {
         .map(|rows| {
             let mut acc = vec![0f32; n];
             for row in rows.chunks_exact(n) {
-                add_row(&mut acc, row);
+                super::simd::add_into(&mut acc, row);
             }
             acc
         })
         .collect();
-    let mut sums = vec![0f32; n];
-    for acc in &partials {
-        add_row(&mut sums, acc);
-    }
-    sums
-}
-
-super::simd::multiversion! {
-    fn add_row(acc: &mut [f32], row: &[f32]) {
-        for (a, v) in acc.iter_mut().zip(row) {
-            *a += v;
-        }
-    }
+    super::simd::sum_in_order(&partials, n)
 }
 
 /// The gradients of [`linear`]'s `x`, `w` and `bias` from the output's

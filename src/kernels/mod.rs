@@ -24,6 +24,7 @@ pub mod rms_norm;
 pub mod simd;
 pub mod softmax;
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -371,6 +372,20 @@ impl Backward<Flex, 1> for DropoutBackward {
     }
 }
 
+/// Registers each output as the gradient of its parent, where the parent
+/// takes one (the parents of an op are `None` where no gradient flows).
+fn register_each<const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    outs: [Option<FlexTensor>; N],
+) {
+    for (id, out) in parents.into_iter().zip(outs) {
+        if let (Some(id), Some(out)) = (id, out) {
+            grads.register::<Flex>(id, out);
+        }
+    }
+}
+
 /// The backward of [`CpuKernels::layer_norm`]: keeps the input and gamma.
 #[derive(Debug)]
 struct LayerNormBackward;
@@ -380,7 +395,6 @@ impl Backward<Flex, 3> for LayerNormBackward {
     type State = (FlexTensor, FlexTensor, f64);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let (x, gamma, eps) = ops.state;
         let (x, gamma) = (activation::contiguous(x), activation::contiguous(gamma));
@@ -393,15 +407,12 @@ impl Backward<Flex, 3> for LayerNormBackward {
             d,
             eps as f32,
         );
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, activation::from_vec(dx, &x));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, activation::from_vec(dgamma, &gamma));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, activation::from_vec(dbeta, &gamma));
-        }
+        let outs = [
+            activation::from_vec(dx, &x),
+            activation::from_vec(dgamma, &gamma),
+            activation::from_vec(dbeta, &gamma),
+        ];
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs.map(Some));
     }
 }
 
@@ -414,7 +425,6 @@ impl Backward<Flex, 2> for RmsNormBackward {
     type State = (FlexTensor, FlexTensor, f64);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
         let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let (x, weight, eps) = ops.state;
         let n = x.layout().num_elements();
@@ -425,12 +435,11 @@ impl Backward<Flex, 2> for RmsNormBackward {
             &grad.storage::<f32>()[..n],
             eps as f32,
         );
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, activation::from_vec(dx, &x));
-        }
-        if let Some(node) = node_weight {
-            grads.register::<Flex>(node.id, activation::from_vec(dw, &weight));
-        }
+        let outs = [
+            activation::from_vec(dx, &x),
+            activation::from_vec(dw, &weight),
+        ];
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs.map(Some));
     }
 }
 
@@ -445,21 +454,15 @@ impl Backward<Flex, 2> for ProductBackward {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_a, node_b] = ops.parents;
         let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let (a, b) = ops.state;
-        let (want_a, want_b) = (node_a.is_some(), node_b.is_some());
+        let [want_a, want_b] = ops.parents.each_ref().map(Option::is_some);
         let (da, db) = if self.merged {
             matmul::product_merged_backward(&a, &b, grad, want_a, want_b)
         } else {
             matmul::product_backward(&a, &b, &grad, want_a, want_b)
         };
-        if let (Some(node), Some(da)) = (node_a, da) {
-            grads.register::<Flex>(node.id, da);
-        }
-        if let (Some(node), Some(db)) = (node_b, db) {
-            grads.register::<Flex>(node.id, db);
-        }
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), [da, db]);
     }
 }
 
@@ -529,7 +532,7 @@ fn tracked_product<C: CheckpointStrategy>(
     let product = if merged {
         matmul::product_merged
     } else {
-        matmul::product
+        matmul::product_of_operands
     };
     match prep {
         OpsKind::Tracked(prep) => {
@@ -552,11 +555,7 @@ impl Backward<Flex, 3> for LinearBackward {
         let (x, w) = ops.state;
         let want = ops.parents.each_ref().map(|node| node.is_some());
         let outs = matmul::linear_backward(&x, &w, &grad, want);
-        for (node, out) in ops.parents.into_iter().zip(outs) {
-            if let (Some(node), Some(out)) = (node, out) {
-                grads.register::<Flex>(node.id, out);
-            }
-        }
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
     }
 }
 

@@ -91,13 +91,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, V
             dw
         })
         .collect();
-    let mut dw = vec![0f32; d];
-    for p in &partials {
-        for (s, v) in dw.iter_mut().zip(p) {
-            *s += v;
-        }
-    }
-    (dx, dw)
+    (dx, super::simd::sum_in_order(&partials, d))
 }
 
 /// burn's `RmsNorm::forward`, with this module's op on the CPU in f32.

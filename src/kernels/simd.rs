@@ -169,3 +169,22 @@ pub fn max(xs: &[f32]) -> f32 {
     }
     m
 }
+
+multiversion! {
+    /// `acc += row`, element by element.
+    pub fn add_into(acc: &mut [f32], row: &[f32]) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+}
+
+/// The sum of per-block partial vectors of `n` values, the blocks in
+/// order: with blocks of a fixed size, the same bits on any thread count.
+pub fn sum_in_order(partials: &[Vec<f32>], n: usize) -> Vec<f32> {
+    let mut sums = vec![0f32; n];
+    for p in partials {
+        add_into(&mut sums, p);
+    }
+    sums
+}
