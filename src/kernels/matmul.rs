@@ -240,6 +240,99 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool, place:
     }
 }
 
+/// Matrices read in place from a buffer: one at each of `starts`, each
+/// `shape` (`[rows, cols]`) with `strides` (`[row, col]`, in elements).
+pub(super) struct Strided<'a> {
+    data: &'a [f32],
+    starts: Vec<isize>,
+    shape: [usize; 2],
+    strides: [isize; 2],
+}
+
+impl<'a> Strided<'a> {
+    pub(super) fn new(
+        data: &'a [f32],
+        starts: Vec<isize>,
+        shape: [usize; 2],
+        strides: [isize; 2],
+    ) -> Self {
+        Self {
+            data,
+            starts,
+            shape,
+            strides,
+        }
+    }
+
+    /// As a batch, checked to lie inside its buffer.
+    fn batch(self) -> Batch<'a> {
+        let (shape, strides) = (self.shape, self.strides);
+        let mat = Mat {
+            rows: shape[0],
+            cols: shape[1],
+            rs: strides[0],
+            cs: strides[1],
+        };
+        if mat.rows > 0 && mat.cols > 0 {
+            for &s in &self.starts {
+                let last = s + (mat.rows as isize - 1) * mat.rs + (mat.cols as isize - 1) * mat.cs;
+                assert!(
+                    s >= 0 && mat.rs >= 0 && mat.cs >= 0 && (last as usize) < self.data.len(),
+                    "matmul: a {shape:?} matrix at {s} with strides {strides:?} outside {} values",
+                    self.data.len()
+                );
+            }
+        }
+        Batch {
+            data: self.data,
+            starts: self.starts,
+            mat,
+        }
+    }
+}
+
+/// The products `a_i · b_i` of matrices read in place, stacked `[count,
+/// m, n]` in a fresh buffer: the batched products of the pointwise
+/// convolution ([`super::conv`]), whose left operand is one weight matrix
+/// for every item.
+pub(super) fn strided_products(a: Strided, b: Strided) -> Vec<f32> {
+    product_vec(&a.batch(), &b.batch(), None)
+}
+
+/// `sum_i a_i · b_i` as one `[m, n]` matrix, the products accumulated in
+/// order.
+pub(super) fn accumulated_products(a: Strided, b: Strided) -> Vec<f32> {
+    let (a, b) = (a.batch(), b.batch());
+    let (m, k, n) = (a.mat.rows, a.mat.cols, b.mat.cols);
+    assert_eq!(k, b.mat.rows, "matmul: inner dimensions differ");
+    assert_eq!(a.starts.len(), b.starts.len(), "matmul: batch sizes differ");
+    let mut out = vec![0f32; m * n];
+    if k == 0 || m * n == 0 {
+        return out;
+    }
+    for (i, (&sa, &sb)) in a.starts.iter().zip(&b.starts).enumerate() {
+        fn one<'a>(t: &Batch<'a>, start: isize) -> Batch<'a> {
+            Batch {
+                data: t.data,
+                starts: vec![start],
+                mat: t.mat,
+            }
+        }
+        // SAFETY: `out` holds the one m x n product; both matrices were
+        // checked to lie inside their buffers.
+        unsafe {
+            products(
+                out.as_mut_ptr(),
+                &one(&a, sa),
+                &one(&b, sb),
+                i > 0,
+                Place::Stacked,
+            )
+        };
+    }
+    out
+}
+
 /// The products of two batches as a fresh buffer (`bias`, repeated over
 /// the rows, added when given).
 fn product_vec(a: &Batch, b: &Batch, bias: Option<&[f32]>) -> Vec<f32> {
@@ -283,7 +376,7 @@ fn product_placed(a: &Batch, b: &Batch, bias: Option<&[f32]>, place: Place) -> V
     out
 }
 
-fn tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(Shape::from(dims)),

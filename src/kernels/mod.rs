@@ -15,6 +15,7 @@
 pub mod activation;
 pub mod adamw;
 pub mod batch_norm;
+pub mod conv;
 pub mod dropout;
 pub mod layer_norm;
 pub mod log_prob;
@@ -146,6 +147,37 @@ pub trait CpuKernels: Backend {
         shift: FloatTensor<Self>,
         act: u32,
     ) -> FloatTensor<Self>;
+    /// The batch's mean and biased variance per channel (dimension 1) of
+    /// `x` as `[2, channels]` ([`batch_norm::batch_stats`]); a constant
+    /// (no gradient flows through it: [`CpuKernels::batch_norm_train`]
+    /// differentiates through the statistics itself).
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `act((x - mean) / sqrt(var + eps) * gamma + beta)` with the batch's
+    /// own statistics `stats` (from [`CpuKernels::batch_stats`] of the same
+    /// `x`), differentiated through them ([`batch_norm::train_backward`]).
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+        act: u32,
+    ) -> FloatTensor<Self>;
+    /// The 1x1 convolution (stride 1, no padding, no bias) of `x`
+    /// (`[batch, cin, h, w]`) with `w` (`[cout, cin, 1, 1]`) ([`conv`]).
+    fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The depthwise convolution (no bias) of `x` (`[batch, c, h, w]`) with
+    /// `w` (`[c, 1, k, k]`): `stride`, padding `pad` before the rows and
+    /// columns, output planes `out_h x out_w` ([`conv::Depthwise`]).
+    fn depthwise_conv(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        stride: usize,
+        pad_h: usize,
+        pad_w: usize,
+        out_h: usize,
+        out_w: usize,
+    ) -> FloatTensor<Self>;
     /// `log_softmax(x)[target]` per row of the last dimension
     /// ([`log_prob`]); `targets` holds the ids as f32 (exact below 2^24).
     fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -217,6 +249,40 @@ impl CpuKernels for Flex {
         batch_norm_flex(x, &scale, &shift, act).0
     }
 
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        batch_stats_flex(&activation::contiguous(x))
+    }
+
+    fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        pointwise_flex(&activation::contiguous(x), &activation::contiguous(w))
+    }
+
+    fn depthwise_conv(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        stride: usize,
+        pad_h: usize,
+        pad_w: usize,
+        out_h: usize,
+        out_w: usize,
+    ) -> FloatTensor<Self> {
+        let x = activation::contiguous(x);
+        let d = depthwise_geometry(&x, &w, stride, [pad_h, pad_w], [out_h, out_w]);
+        depthwise_flex(&x, &activation::contiguous(w), &d)
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+        act: u32,
+    ) -> FloatTensor<Self> {
+        let p = BatchNormParams::new(&gamma, &beta, &stats, eps, act);
+        batch_norm_train_flex(&activation::contiguous(x), &p)
+    }
+
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::product(a, b)
     }
@@ -256,6 +322,198 @@ fn batch_norm_flex(
         batch_norm::forward(values, plane, &scale, shift, act)
     });
     (out, scale)
+}
+
+/// The length of a channel's plane (the dimensions after the first two)
+/// and the channels of `x`.
+fn plane_and_channels(x: &FlexTensor) -> (usize, usize) {
+    let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
+    (dims[2..].iter().product(), dims[1])
+}
+
+/// [`batch_norm::batch_stats`] of a contiguous Flex f32 tensor, `[2, channels]`.
+fn batch_stats_flex(x: &FlexTensor) -> FlexTensor {
+    let (plane, c) = plane_and_channels(x);
+    let n = x.layout().num_elements();
+    let (mut mean, var) = batch_norm::batch_stats(&x.storage::<f32>()[..n], plane, c);
+    mean.extend(var);
+    matmul::tensor(mean, vec![2, c])
+}
+
+/// The four dimensions of a rank-4 tensor.
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.layout().shape();
+    assert_eq!(shape.num_dims(), 4, "conv: a rank-4 tensor, got {shape:?}");
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// [`conv::pointwise_forward`] of contiguous Flex f32 tensors.
+fn pointwise_flex(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let [batch, cin, h, wd] = dims4(x);
+    let cout = dims4(w)[0];
+    let y = conv::pointwise_forward(
+        &x.storage::<f32>()[..batch * cin * h * wd],
+        &w.storage::<f32>()[..cout * cin],
+        batch,
+        cin,
+        cout,
+    );
+    matmul::tensor(y, vec![batch, cout, h, wd])
+}
+
+/// A depthwise convolution's geometry from its input and filters.
+fn depthwise_geometry(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    stride: usize,
+    pad: [usize; 2],
+    output: [usize; 2],
+) -> conv::Depthwise {
+    let [_, c, h, wd] = dims4(x);
+    let [wc, one, k, k2] = dims4(w);
+    assert!(
+        wc == c && one == 1 && k == k2,
+        "depthwise conv: filters {:?} for {c} channels",
+        [wc, one, k, k2]
+    );
+    conv::Depthwise {
+        k,
+        stride,
+        pad,
+        input: [h, wd],
+        output,
+    }
+}
+
+/// [`conv::depthwise_forward`] of contiguous Flex f32 tensors.
+fn depthwise_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Depthwise) -> FlexTensor {
+    let [batch, c, h, wd] = dims4(x);
+    let y = conv::depthwise_forward(
+        &x.storage::<f32>()[..batch * c * h * wd],
+        &w.storage::<f32>()[..c * d.k * d.k],
+        c,
+        d,
+    );
+    matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
+}
+
+/// The backward of [`CpuKernels::pointwise_conv`] and
+/// [`CpuKernels::depthwise_conv`] (with its geometry): keeps the input and
+/// the filters.
+#[derive(Debug)]
+struct ConvBackward(Option<conv::Depthwise>);
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let [want_dx, want_dw] = ops.parents.each_ref().map(Option::is_some);
+        let [batch, cin, h, wd] = dims4(&x);
+        let (nx, nw, ng) = (
+            x.layout().num_elements(),
+            w.layout().num_elements(),
+            grad.layout().num_elements(),
+        );
+        let (xs, ws, gs) = (
+            &x.storage::<f32>()[..nx],
+            &w.storage::<f32>()[..nw],
+            &grad.storage::<f32>()[..ng],
+        );
+        let (dx, dw) = match &self.0 {
+            Some(d) => conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw),
+            None => {
+                let cout = dims4(&w)[0];
+                conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw)
+            }
+        };
+        let outs = [
+            dx.map(|v| matmul::tensor(v, vec![batch, cin, h, wd])),
+            dw.map(|v| activation::from_vec(v, &w)),
+        ];
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
+    }
+}
+
+/// A convolution under autodiff: `forward` on the inner tensors, with
+/// [`ConvBackward`] of `depthwise` when tracked.
+fn tracked_conv<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    w: FloatTensor<Autodiff<Flex, C>>,
+    depthwise: Option<(usize, [usize; 2], [usize; 2])>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let x_inner = activation::contiguous(<Autodiff<Flex, C> as AutodiffBackend>::inner(x.clone()));
+    let w_inner = activation::contiguous(<Autodiff<Flex, C> as AutodiffBackend>::inner(w.clone()));
+    let geometry = depthwise
+        .map(|(stride, pad, out)| depthwise_geometry(&x_inner, &w_inner, stride, pad, out));
+    let prep = ConvBackward(geometry)
+        .prepare::<C>([x.node(), w.node()])
+        .compute_bound()
+        .stateful();
+    let out = match &geometry {
+        Some(d) => depthwise_flex(&x_inner, &w_inner, d),
+        None => pointwise_flex(&x_inner, &w_inner),
+    };
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish((x_inner, w_inner), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// A training BatchNorm's parameters and batch statistics, read once.
+#[derive(Clone, Debug)]
+struct BatchNormParams {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    eps: f32,
+    act: batch_norm::Act,
+}
+
+impl BatchNormParams {
+    fn new(gamma: &FlexTensor, beta: &FlexTensor, stats: &FlexTensor, eps: f64, act: u32) -> Self {
+        let values = |t: &FlexTensor| {
+            let t = activation::contiguous(t.clone());
+            let n = t.layout().num_elements();
+            t.storage::<f32>()[..n].to_vec()
+        };
+        let gamma = values(gamma);
+        let mut mean = values(stats);
+        assert_eq!(
+            mean.len(),
+            2 * gamma.len(),
+            "batch norm: statistics of {} values for {} channels",
+            mean.len(),
+            gamma.len()
+        );
+        let var = mean.split_off(gamma.len());
+        Self {
+            gamma,
+            beta: values(beta),
+            mean,
+            var,
+            eps: eps as f32,
+            act: batch_norm::Act::from_code(act),
+        }
+    }
+}
+
+/// The training BatchNorm's output ([`batch_norm::forward_into`] with the
+/// folded batch statistics) of a contiguous Flex f32 tensor.
+fn batch_norm_train_flex(x: &FlexTensor, p: &BatchNormParams) -> FlexTensor {
+    let (plane, c) = plane_and_channels(x);
+    assert_eq!(
+        c,
+        p.gamma.len(),
+        "batch norm: {c} channels, {} parameters",
+        p.gamma.len()
+    );
+    let (scale, shift) = batch_norm::fold(&p.gamma, &p.beta, &p.mean, &p.var, p.eps);
+    let n = x.layout().num_elements();
+    let y = batch_norm::forward_into(&x.storage::<f32>()[..n], plane, &scale, &shift, p.act);
+    activation::from_vec(y, x)
 }
 
 /// [`log_prob::forward`] of a contiguous Flex f32 tensor: the
@@ -488,6 +746,45 @@ impl Backward<Flex, 1> for BatchNormActBackward {
     }
 }
 
+/// The backward of [`CpuKernels::batch_norm_train`]: keeps the input,
+/// the parameters and the batch statistics.
+#[derive(Debug)]
+struct BatchNormTrainBackward;
+
+impl Backward<Flex, 3> for BatchNormTrainBackward {
+    type State = (FlexTensor, BatchNormParams);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, p) = ops.state;
+        let (plane, c) = plane_and_channels(&x);
+        let n = x.layout().num_elements();
+        let want_dx = ops.parents[0].is_some();
+        let mut sums = None;
+        let dx = activation::map_flex(grad, |dy| {
+            sums = Some(batch_norm::train_backward(
+                &x.storage::<f32>()[..n],
+                dy,
+                plane,
+                &p.gamma,
+                &p.beta,
+                &p.mean,
+                &p.var,
+                p.eps,
+                p.act,
+                want_dx,
+            ));
+        });
+        let (dgamma, dbeta) = sums.expect("the backward ran");
+        let outs = [
+            want_dx.then_some(dx),
+            Some(matmul::tensor(dgamma, vec![c])),
+            Some(matmul::tensor(dbeta, vec![c])),
+        ];
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
+    }
+}
+
 /// The backward of [`CpuKernels::log_prob`]: keeps the logits, the
 /// targets and each row's logsumexp.
 #[derive(Debug)]
@@ -578,6 +875,54 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         );
         match prep {
             OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked_conv::<C>(x, w, None)
+    }
+
+    fn depthwise_conv(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        stride: usize,
+        pad_h: usize,
+        pad_w: usize,
+        out_h: usize,
+        out_w: usize,
+    ) -> FloatTensor<Self> {
+        tracked_conv::<C>(x, w, Some((stride, [pad_h, pad_w], [out_h, out_w])))
+    }
+
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        <Self as AutodiffBackend>::from_inner(batch_stats_flex(&x))
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+        act: u32,
+    ) -> FloatTensor<Self> {
+        let prep = BatchNormTrainBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let p = BatchNormParams::new(
+            &<Self as AutodiffBackend>::inner(gamma),
+            &<Self as AutodiffBackend>::inner(beta),
+            &<Self as AutodiffBackend>::inner(stats),
+            eps,
+            act,
+        );
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        let out = batch_norm_train_flex(&x, &p);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, p), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -830,6 +1175,84 @@ pub fn batch_norm_act_tensor<const D: usize>(
         x.into_dispatch(),
         scale.into_dispatch(),
         shift.into_dispatch(),
+        act.code(),
+    ))
+}
+
+/// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
+/// (stride 1, no padding, one group) or depthwise convolution (one filter
+/// per channel, square, any stride and padding, no dilation) through
+/// [`conv`]; burn's convolution otherwise.
+pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, cin, h, w] = x.dims();
+    let [cout, per_group, kh, kw] = conv.weight.dims();
+    let cpu = x.dtype() == DType::F32 && conv.weight.dtype() == DType::F32 && is_flex(&x.device());
+    if !cpu || conv.bias.is_some() || conv.dilation != [1, 1] || cin != per_group * conv.groups {
+        return conv.forward(x);
+    }
+    use burn::nn::PaddingConfig2d;
+    let ((top, bottom), (left, right)) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        // burn's "same" (possibly asymmetric) padding: its own convolution
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    let pointwise = [kh, kw] == [1, 1]
+        && conv.stride == [1, 1]
+        && [top, bottom, left, right] == [0; 4]
+        && conv.groups == 1;
+    let stride = conv.stride[0];
+    let depthwise = conv.groups == cin
+        && cout == cin
+        && per_group == 1
+        && kh == kw
+        && conv.stride[1] == stride
+        && stride > 0
+        && h + top + bottom >= kh
+        && w + left + right >= kw;
+    if pointwise {
+        return Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+        ));
+    }
+    if depthwise {
+        let out_h = (h + top + bottom - kh) / stride + 1;
+        let out_w = (w + left + right - kw) / stride + 1;
+        return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            stride,
+            top,
+            left,
+            out_h,
+            out_w,
+        ));
+    }
+    conv.forward(x)
+}
+
+/// The batch's mean and biased variance per channel of a CPU f32 tensor
+/// (the caller checks) as `[2, channels]`, without a gradient.
+pub fn batch_stats_tensor<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_stats(x.into_dispatch()))
+}
+
+/// [`CpuKernels::batch_norm_train`] of CPU f32 tensors (the caller checks).
+pub fn batch_norm_train_tensor<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    stats: Tensor<2>,
+    eps: f64,
+    act: batch_norm::Act,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        stats.into_dispatch(),
+        eps,
         act.code(),
     ))
 }

@@ -306,3 +306,157 @@ fn log_prob_matches_burn_through_autodiff() {
     assert!(max_diff_any(p1, p2) < 1e-5, "log-probabilities");
     assert!(max_diff_any(g1, g2) < 1e-6, "logit gradients");
 }
+
+/// A BatchNorm in training (batch statistics) with its activation: the
+/// output and the gradients of the input, gamma and beta are burn's
+/// `batch_norm_train` and activation's; the running mean moves as burn's
+/// does and the running variance towards the unbiased batch variance.
+#[test]
+fn training_batch_norm_matches_burn_through_autodiff() {
+    use batch_norm::Act;
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex().autodiff();
+    let dims = [4, 3, 5, 6];
+    let count = (4 * 5 * 6) as f32;
+    for act in [Act::None, Act::Relu, Act::Relu6] {
+        // two modules: a clone would share its running statistics
+        let layer = || {
+            let mut bn = BatchNormConfig::new(3).init(&device);
+            bn.gamma = Param::from_tensor(Tensor::from_floats([1.5, -0.7, 9.0], &device));
+            bn.beta = Param::from_tensor(Tensor::from_floats([0.2, 1.0, 3.0], &device));
+            bn
+        };
+        let (bn, theirs_bn) = (layer(), layer());
+        let x = wave_tensor(dims, 0.37, &device) * 3.0 + 0.5;
+        let ours_in = x.clone().detach().require_grad();
+        let theirs_in = x.detach().require_grad();
+        let ours = batch_norm::apply(&bn, ours_in.clone(), act);
+        let plain = theirs_bn.forward(theirs_in.clone());
+        let theirs = match act {
+            Act::None => plain,
+            Act::Relu => burn_act::relu(plain),
+            Act::Relu6 => burn_act::relu6(plain),
+        };
+        let forward = max_diff_any(ours.clone().inner(), theirs.clone().inner());
+        assert!(forward < 2e-5, "{act:?}: forward {forward}");
+        let weights = wave_tensor(dims, 0.11, &device).detach();
+        let g_ours = (ours * weights.clone()).sum().backward();
+        let g_theirs = (theirs * weights).sum().backward();
+        let dx = max_diff_any(
+            ours_in.grad(&g_ours).unwrap(),
+            theirs_in.grad(&g_theirs).unwrap(),
+        );
+        assert!(dx < 2e-5, "{act:?}: input gradient {dx}");
+        for (name, a, b) in [
+            ("gamma", &bn.gamma, &theirs_bn.gamma),
+            ("beta", &bn.beta, &theirs_bn.beta),
+        ] {
+            let d = max_diff_any(a.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap());
+            assert!(d < 1e-4, "{act:?}: {name} gradient {d}");
+        }
+        let mean = max_diff_any(
+            bn.running_mean.value_sync().inner(),
+            theirs_bn.running_mean.value_sync().inner(),
+        );
+        assert!(mean < 1e-6, "{act:?}: running mean {mean}");
+        // burn keeps 0.9 + 0.1 * biased; PyTorch's rule 0.9 + 0.1 * unbiased
+        let unbiased =
+            (theirs_bn.running_var.value_sync().inner() - 0.9) * (count / (count - 1.0)) + 0.9;
+        let var = max_diff_any(bn.running_var.value_sync().inner(), unbiased);
+        assert!(var < 1e-5, "{act:?}: running variance {var}");
+    }
+}
+
+/// The batch statistics and the training backward give the same bits on
+/// one thread and on three.
+#[test]
+fn training_batch_norm_bits_do_not_depend_on_threads() {
+    use batch_norm::{Act, batch_stats, train_backward};
+    let (plane, channels) = (7 * 7, 5);
+    let x = testutil::wave(6 * channels * plane, 0.29, 2.0, 0.3);
+    let dy = testutil::wave(x.len(), 0.17, 1.0, -0.1);
+    let gamma = [0.9, 1.2, -0.4, 2.0, 0.05];
+    let beta = [0.0, 0.5, -1.0, 2.5, 0.1];
+    let run = || {
+        let (mean, var) = batch_stats(&x, plane, channels);
+        let mut dx = dy.clone();
+        let (dg, db) = train_backward(
+            &x,
+            &mut dx,
+            plane,
+            &gamma,
+            &beta,
+            &mean,
+            &var,
+            1e-5,
+            Act::Relu6,
+            true,
+        );
+        [mean, var, dx, dg, db]
+    };
+    let one = testutil::on_threads(1, run);
+    let three = testutil::on_threads(3, run);
+    for (i, (a, b)) in one.iter().zip(&three).enumerate() {
+        let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "output {i} differs between 1 and 3 threads");
+    }
+}
+
+/// The pointwise and depthwise convolutions give burn's values and
+/// gradients (input and filters) through autodiff, and layers they do not
+/// take (grouped, biased, "same" padding) stay burn's.
+#[test]
+fn convolutions_match_burn_through_autodiff() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    let device = Device::flex().autodiff();
+    let layers = [
+        // pointwise
+        Conv2dConfig::new([6, 10], [1, 1]).with_bias(false),
+        // depthwise 3x3 stride 1 and 2, 5x5 stride 2 with asymmetric padding
+        Conv2dConfig::new([6, 6], [3, 3])
+            .with_groups(6)
+            .with_bias(false)
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        Conv2dConfig::new([6, 6], [3, 3])
+            .with_groups(6)
+            .with_stride([2, 2])
+            .with_bias(false)
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        Conv2dConfig::new([6, 6], [5, 5])
+            .with_groups(6)
+            .with_stride([2, 2])
+            .with_bias(false)
+            .with_padding(PaddingConfig2d::Explicit(1, 2, 2, 1)),
+        // burn's own: grouped, biased, "same"
+        Conv2dConfig::new([6, 4], [3, 3]).with_groups(2),
+        Conv2dConfig::new([6, 6], [3, 3])
+            .with_groups(6)
+            .with_padding(PaddingConfig2d::Same),
+    ];
+    for (i, config) in layers.iter().enumerate() {
+        let conv = config.init(&device);
+        let x = wave_tensor([3, 6, 9, 11], 0.29, &device);
+        let ours_in = x.clone().detach().require_grad();
+        let theirs_in = x.detach().require_grad();
+        let ours = conv2d(&conv, ours_in.clone());
+        let theirs = conv.forward(theirs_in.clone());
+        assert_eq!(ours.dims(), theirs.dims(), "layer {i}: shape");
+        let forward = max_diff_any(ours.clone().inner(), theirs.clone().inner());
+        assert!(forward < 1e-5, "layer {i}: forward {forward}");
+        let weights = wave_tensor(theirs.dims(), 0.13, &device).detach();
+        let g_ours = (ours * weights.clone()).sum().backward();
+        let g_theirs = (theirs * weights).sum().backward();
+        let dx = max_diff_any(
+            ours_in.grad(&g_ours).unwrap(),
+            theirs_in.grad(&g_theirs).unwrap(),
+        );
+        assert!(dx < 1e-5, "layer {i}: input gradient {dx}");
+        let dw = max_diff_any(
+            conv.weight.grad(&g_ours).unwrap(),
+            conv.weight.grad(&g_theirs).unwrap(),
+        );
+        assert!(dw < 1e-4, "layer {i}: filter gradient {dw}");
+    }
+}

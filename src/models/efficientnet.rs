@@ -168,7 +168,7 @@ impl SameConvBn {
             x
         };
         let act = if self.relu { Act::Relu6 } else { Act::None };
-        batch_norm::apply(&self.bn, self.conv.forward(x), act)
+        batch_norm::apply(&self.bn, crate::kernels::conv2d(&self.conv, x), act)
     }
 
     /// Forward FLOPs per image on a `side`x`side` input, and the output side.

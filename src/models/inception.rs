@@ -221,7 +221,7 @@ impl BasicConv2d {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm::apply(&self.bn, self.conv.forward(x), Act::Relu)
+        batch_norm::apply(&self.bn, crate::kernels::conv2d(&self.conv, x), Act::Relu)
     }
 
     /// Forward FLOPs per image on an `h`x`w` input, and the output's sides.

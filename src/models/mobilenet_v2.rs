@@ -203,7 +203,7 @@ impl ConvBn {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let act = if self.relu { Act::Relu6 } else { Act::None };
-        batch_norm::apply(&self.bn, self.conv.forward(x), act)
+        batch_norm::apply(&self.bn, crate::kernels::conv2d(&self.conv, x), act)
     }
 }
 

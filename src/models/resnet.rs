@@ -423,13 +423,17 @@ impl Block {
     /// `[batch, input, h, w]` to `[batch, output, h / stride, w / stride]`
     /// (rounded up).
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = batch_norm::apply(&self.bn1, self.conv1.forward(x.clone()), Act::Relu);
-        y = self.bn2.forward(self.conv2.forward(y));
+        let mut y = batch_norm::apply(
+            &self.bn1,
+            crate::kernels::conv2d(&self.conv1, x.clone()),
+            Act::Relu,
+        );
+        y = self.bn2.forward(crate::kernels::conv2d(&self.conv2, y));
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
             y = b3.forward(c3.forward(relu(y)));
         }
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x)),
+            Some(d) => d.bn.forward(crate::kernels::conv2d(&d.conv, x)),
             None => x,
         };
         relu(y + identity)
@@ -522,7 +526,7 @@ impl ResNet {
     /// pooling; `[batch, 3, s, s]` to `[batch, embedding_size, s / 4, s / 4]`
     /// (rounded up).
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = batch_norm::apply(&self.bn1, self.conv1.forward(x), Act::Relu);
+        let y = batch_norm::apply(&self.bn1, crate::kernels::conv2d(&self.conv1, x), Act::Relu);
         // after the ReLU every value is >= 0, so zero padding equals
         // PyTorch's -inf padding here
         MaxPool2dConfig::new([3, 3])
