@@ -68,37 +68,51 @@ fn valid(
     lo.min(hi)..hi
 }
 
-multiversion! {
-    /// `out[o] += w * x[o * stride + offset]` for `o` in `range`.
-    fn axpy_strided(out: &mut [f32], x: &[f32], w: f32, stride: usize, offset: isize, lo: usize, hi: usize) {
-        if stride == 1 {
-            let start = (lo as isize + offset) as usize;
-            let x = &x[start..start + (hi - lo)];
-            for (o, &v) in out[lo..hi].iter_mut().zip(x) {
-                *o += w * v;
-            }
-        } else {
-            for (o, out) in out[lo..hi].iter_mut().enumerate() {
-                *out += w * x[(((lo + o) * stride) as isize + offset) as usize];
-            }
+/// `out[o] += w * x[o * stride + offset]` for `o` in `lo..hi`.
+#[inline(always)]
+fn axpy_strided(
+    out: &mut [f32],
+    x: &[f32],
+    w: f32,
+    stride: usize,
+    offset: isize,
+    lo: usize,
+    hi: usize,
+) {
+    if stride == 1 {
+        let start = (lo as isize + offset) as usize;
+        let x = &x[start..start + (hi - lo)];
+        for (o, &v) in out[lo..hi].iter_mut().zip(x) {
+            *o += w * v;
+        }
+    } else {
+        for (o, out) in out[lo..hi].iter_mut().enumerate() {
+            *out += w * x[(((lo + o) * stride) as isize + offset) as usize];
         }
     }
 }
 
-multiversion! {
-    /// `x[o * stride + offset] += w * g[o]` for `o` in `lo..hi`.
-    fn scatter_strided(x: &mut [f32], g: &[f32], w: f32, stride: usize, offset: isize, lo: usize, hi: usize) {
-        if stride == 1 {
-            let start = (lo as isize + offset) as usize;
-            let x = &mut x[start..start + (hi - lo)];
-            for (x, &v) in x.iter_mut().zip(&g[lo..hi]) {
-                *x += w * v;
-            }
-        } else {
-            for (o, &g) in g[lo..hi].iter().enumerate() {
-                let i = ((lo + o) * stride) as isize + offset;
-                x[i as usize] += w * g;
-            }
+/// `x[o * stride + offset] += w * g[o]` for `o` in `lo..hi`.
+#[inline(always)]
+fn scatter_strided(
+    x: &mut [f32],
+    g: &[f32],
+    w: f32,
+    stride: usize,
+    offset: isize,
+    lo: usize,
+    hi: usize,
+) {
+    if stride == 1 {
+        let start = (lo as isize + offset) as usize;
+        let x = &mut x[start..start + (hi - lo)];
+        for (x, &v) in x.iter_mut().zip(&g[lo..hi]) {
+            *x += w * v;
+        }
+    } else {
+        for (o, &g) in g[lo..hi].iter().enumerate() {
+            let i = ((lo + o) * stride) as isize + offset;
+            x[i as usize] += w * g;
         }
     }
 }
@@ -112,8 +126,8 @@ fn dot_strided(g: &[f32], x: &[f32], stride: usize, offset: isize, lo: usize, hi
         simd::sum_zip3(&g[lo..hi], x, x, |g, x, _| g * x)
     } else {
         let mut acc = 0f32;
-        for o in lo..hi {
-            acc += g[o] * x[((o * stride) as isize + offset) as usize];
+        for (o, &g) in g[lo..hi].iter().enumerate() {
+            acc += g * x[(((lo + o) * stride) as isize + offset) as usize];
         }
         acc
     }
@@ -131,7 +145,9 @@ struct Tap {
 }
 
 /// Calls `f` for every tap of every output row whose input row lies inside
-/// the input (rows in the padding add nothing), in a fixed order.
+/// the input (rows in the padding add nothing), in a fixed order. Inlined
+/// into the callers' vectorised (multiversioned) bodies.
+#[inline(always)]
 fn each_tap(d: &Depthwise, mut f: impl FnMut(Tap)) {
     for i in 0..d.k {
         for row in d.rows(i) {
@@ -148,44 +164,32 @@ fn each_tap(d: &Depthwise, mut f: impl FnMut(Tap)) {
     }
 }
 
-/// One plane of the depthwise forward: `out` (zeroed here) from `x` and
-/// the channel's `k * k` filter.
-fn depthwise_plane(x: &[f32], w: &[f32], out: &mut [f32], d: &Depthwise) {
-    let (iw, ow) = (d.input[1], d.output[1]);
-    out.fill(0.0);
-    each_tap(d, |t| {
-        let x_row = &x[t.input_row * iw..][..iw];
-        let o_row = &mut out[t.row * ow..][..ow];
-        axpy_strided(
-            o_row,
-            x_row,
-            w[t.tap],
-            d.stride,
-            t.offset,
-            t.cols.start,
-            t.cols.end,
-        );
-    });
+multiversion! {
+    /// One plane of the depthwise forward: `out` (zeroed here) from `x`
+    /// and the channel's `k * k` filter.
+    fn depthwise_plane(x: &[f32], w: &[f32], out: &mut [f32], d: &Depthwise) {
+        let (iw, ow) = (d.input[1], d.output[1]);
+        out.fill(0.0);
+        each_tap(d, |t| {
+            let x_row = &x[t.input_row * iw..][..iw];
+            let o_row = &mut out[t.row * ow..][..ow];
+            axpy_strided(o_row, x_row, w[t.tap], d.stride, t.offset, t.cols.start, t.cols.end);
+        });
+    }
 }
 
-/// One plane of the depthwise input gradient: `dx` (zeroed here) from the
-/// output's gradient `g` and the channel's filter.
-fn depthwise_dx_plane(g: &[f32], w: &[f32], dx: &mut [f32], d: &Depthwise) {
-    let (iw, ow) = (d.input[1], d.output[1]);
-    dx.fill(0.0);
-    each_tap(d, |t| {
-        let dx_row = &mut dx[t.input_row * iw..][..iw];
-        let g_row = &g[t.row * ow..][..ow];
-        scatter_strided(
-            dx_row,
-            g_row,
-            w[t.tap],
-            d.stride,
-            t.offset,
-            t.cols.start,
-            t.cols.end,
-        );
-    });
+multiversion! {
+    /// One plane of the depthwise input gradient: `dx` (zeroed here) from
+    /// the output's gradient `g` and the channel's filter.
+    fn depthwise_dx_plane(g: &[f32], w: &[f32], dx: &mut [f32], d: &Depthwise) {
+        let (iw, ow) = (d.input[1], d.output[1]);
+        dx.fill(0.0);
+        each_tap(d, |t| {
+            let dx_row = &mut dx[t.input_row * iw..][..iw];
+            let g_row = &g[t.row * ow..][..ow];
+            scatter_strided(dx_row, g_row, w[t.tap], d.stride, t.offset, t.cols.start, t.cols.end);
+        });
+    }
 }
 
 multiversion! {
