@@ -37,6 +37,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
+from procmem import peak_rss_mib, reset_peak_rss
+
 SEED = 0
 
 
@@ -157,7 +159,10 @@ def main():
         print(json.dumps({**generation(args), **versions}), flush=True)
         return
     for s in args.strategies.split(","):
-        print(json.dumps({**train(args, s), **versions}), flush=True)
+        reset = reset_peak_rss()
+        result = train(args, s)
+        result["peak_rss_mib"] = peak_rss_mib(reset)
+        print(json.dumps({**result, **versions}), flush=True)
 
 
 if __name__ == "__main__":

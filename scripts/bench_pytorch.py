@@ -52,6 +52,8 @@ import torch
 import transformers
 from transformers import BertForSequenceClassification
 
+from procmem import peak_rss_mib, reset_peak_rss
+
 SEED = 0
 WARMUP_STEPS = 2
 NUM_LABELS = 2
@@ -181,7 +183,9 @@ def main() -> None:
 
     results = []
     for strategy in args.strategies.split(","):
+        reset = reset_peak_rss()
         result = bench(args, strategy.strip())
+        result["peak_rss_mib"] = peak_rss_mib(reset)
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.out:

@@ -60,6 +60,8 @@ import torch
 import torchvision
 from torch import nn
 
+from procmem import peak_rss_mib, reset_peak_rss
+
 SEED = 0
 WARMUP_STEPS = 2
 NUM_CLASSES = 10
@@ -301,7 +303,9 @@ def main() -> None:
     results = []
     for name in args.models.split(","):
         for strategy in args.strategies.split(","):
+            reset = reset_peak_rss()
             result = bench(args, name.strip(), strategy.strip())
+            result["peak_rss_mib"] = peak_rss_mib(reset)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.out:

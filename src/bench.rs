@@ -96,6 +96,12 @@ pub struct BenchResult {
     pub cpus_used: Option<f64>,
     /// Minor + major page faults per timed step (`null` without /proc).
     pub page_faults_per_step: Option<f64>,
+    /// The process's peak resident memory from this strategy's start (model
+    /// built, warm-up and timed steps), MiB (`null` without /proc). It
+    /// includes what the process already held: the weights, and memory the
+    /// allocator kept from strategies before it in the same run; compare
+    /// strategies one per process.
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// The work each timed step does.
@@ -267,6 +273,7 @@ pub(crate) fn time_strategies<A: Architecture, T: Task>(
     let chunk: Vec<usize> = (0..batch).collect();
     let mut results = Vec::new();
     for strategy in strategies {
+        let reset = crate::cost::energy::reset_peak_rss();
         let head = task.new_head(&body, &train_device);
         let blank = TaskModel {
             body: body.clone(),
@@ -364,6 +371,10 @@ pub(crate) fn time_strategies<A: Architecture, T: Task>(
             mfu: flops / per_step / peak.flops_per_s,
             cpus_used: used.map(|(cpu, _)| cpu / timed),
             page_faults_per_step: used.map(|(_, faults)| faults as f64 / steps as f64),
+            peak_rss_mib: reset
+                .then(crate::cost::energy::read_peak_rss_gib)
+                .flatten()
+                .map(|gib| gib * 1024.0),
         });
     }
     Ok(results)
@@ -413,6 +424,8 @@ mod tests {
         assert_eq!(r[0].build, super::build_kind());
         assert!(r[0].cpus_used.unwrap() >= 0.0);
         assert!(r[0].page_faults_per_step.is_some());
+        let rss = r[0].peak_rss_mib.expect("peak RSS on Linux");
+        assert!(rss > 1.0 && rss < 64.0 * 1024.0, "peak RSS {rss} MiB");
         assert!(r[0].flops_per_step > 0.0);
     }
 }

@@ -78,7 +78,7 @@ pub use estimate::{
     ram_floor_watts, ram_watts,
 };
 pub use gpu::NVML_LIBRARY;
-pub use procfs::{ProcessUsage, process_usage};
+pub use procfs::{ProcessUsage, process_usage, read_peak_rss_gib, reset_peak_rss};
 pub use rapl::counter_delta;
 pub use tdp::{CPU_TDP_FILE, CpuSpec, GPU_TDP_FILE, cpu_spec, cpu_tdp, gpu_tdp};
 

@@ -88,6 +88,19 @@ fn kib_line_as_gib(text: &str, key: &str) -> Option<f64> {
     Some(kib / (1024.0 * 1024.0))
 }
 
+/// Resets this process's peak resident memory (VmHWM) to what it holds now
+/// (`5` into /proc/self/clear_refs, Linux 4.0 and later); false where
+/// that cannot be done.
+pub fn reset_peak_rss() -> bool {
+    fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// This process's peak resident memory (VmHWM) since it started or since
+/// [`reset_peak_rss`], GiB.
+pub fn read_peak_rss_gib() -> Option<f64> {
+    kib_line_as_gib(&fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
+}
+
 pub(super) fn read_rss_gib() -> Option<f64> {
     kib_line_as_gib(&fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
 }
