@@ -13,8 +13,9 @@
 //!   (the matrix products of [`super::matmul`]), and `dW = sum_n dy[n]
 //!   x[n]^T` summed over fixed blocks of the batch on every core;
 //! - depthwise: direct loops over each (item, channel) plane on every core,
-//!   the inner loop over an output row (vectorised at stride 1), and the
-//!   filter's gradient per channel.
+//!   the inner loop over an output row (vectorised at stride 1; a stride-2
+//!   forward reads its plane's rows split into even and odd columns), and
+//!   the filter's gradient per channel.
 //!
 //! Every sum runs in an order fixed by the shapes, so the bits do not
 //! depend on the threads.
@@ -178,6 +179,37 @@ multiversion! {
     }
 }
 
+/// Each row of a plane `iw` wide split into its even columns, then its odd
+/// ones (`iw.div_ceil(2)` and `iw / 2` values), into `out`.
+fn deinterleave(x: &[f32], iw: usize, out: &mut Vec<f32>) {
+    out.clear();
+    for row in x.chunks_exact(iw) {
+        out.extend(row.iter().step_by(2));
+        out.extend(row.iter().skip(1).step_by(2));
+    }
+}
+
+multiversion! {
+    /// [`depthwise_plane`] at stride 2 from the deinterleaved plane `xs`
+    /// ([`deinterleave`]): input column `2 o + offset` is value
+    /// `o + offset.div_euclid(2)` of the row's even or odd half, so every
+    /// tap reads consecutive values (the stride-2 loop reads every other
+    /// value and does not vectorise). The backward keeps the stride-2
+    /// loops: deinterleaving there (the input for the filter gradient, the
+    /// input gradient written back) measured 0.93-0.97x.
+    fn depthwise_plane_s2(xs: &[f32], w: &[f32], out: &mut [f32], d: &Depthwise) {
+        let (iw, ow) = (d.input[1], d.output[1]);
+        let even = iw.div_ceil(2);
+        out.fill(0.0);
+        each_tap(d, |t| {
+            let row = &xs[t.input_row * iw..][..iw];
+            let half = if t.offset.rem_euclid(2) == 0 { &row[..even] } else { &row[even..] };
+            let o_row = &mut out[t.row * ow..][..ow];
+            axpy_strided(o_row, half, w[t.tap], 1, t.offset.div_euclid(2), t.cols.start, t.cols.end);
+        });
+    }
+}
+
 multiversion! {
     /// One plane of the depthwise input gradient: `dx` (zeroed here) from
     /// the output's gradient `g` and the channel's filter.
@@ -238,9 +270,15 @@ pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Depthwise) -
     out.par_chunks_mut(op)
         .zip(x.par_chunks(ip))
         .enumerate()
-        .for_each(|(p, (o, x))| {
+        .for_each_init(Vec::new, |scratch, (p, (o, x))| {
             let c = p % channels;
-            depthwise_plane(x, &w[c * kk..][..kk], o, d)
+            let w = &w[c * kk..][..kk];
+            if d.stride == 2 {
+                deinterleave(x, d.input[1], scratch);
+                depthwise_plane_s2(scratch, w, o, d)
+            } else {
+                depthwise_plane(x, w, o, d)
+            }
         });
     out
 }
