@@ -145,24 +145,30 @@ struct Tap {
     offset: isize,
 }
 
-/// Calls `f` for every tap of every output row whose input row lies inside
-/// the input (rows in the padding add nothing), in a fixed order. Inlined
-/// into the callers' vectorised (multiversioned) bodies.
-#[inline(always)]
-fn each_tap(d: &Depthwise, mut f: impl FnMut(Tap)) {
-    for i in 0..d.k {
-        for row in d.rows(i) {
-            for j in 0..d.k {
-                f(Tap {
-                    row,
-                    input_row: row * d.stride + i - d.pad[0],
-                    tap: i * d.k + j,
-                    cols: d.cols(j),
-                    offset: j as isize - d.pad[1] as isize,
-                });
+/// Runs `body` with `$t` bound to every tap of every output row whose
+/// input row lies inside the input (rows in the padding add nothing), in a
+/// fixed order. A macro, not a function taking a closure: a closure in a
+/// multiversioned body is compiled for the baseline instruction set and
+/// called once per tap (measured: 22% of a MobileNetV2 `head` step sat in
+/// such a closure), while the macro's loops stay in the vectorised body.
+macro_rules! for_each_tap {
+    ($d:expr, |$t:ident| $body:block) => {{
+        let d: &Depthwise = $d;
+        for i in 0..d.k {
+            for row in d.rows(i) {
+                for j in 0..d.k {
+                    let $t = Tap {
+                        row,
+                        input_row: row * d.stride + i - d.pad[0],
+                        tap: i * d.k + j,
+                        cols: d.cols(j),
+                        offset: j as isize - d.pad[1] as isize,
+                    };
+                    $body
+                }
             }
         }
-    }
+    }};
 }
 
 multiversion! {
@@ -171,7 +177,7 @@ multiversion! {
     fn depthwise_plane(x: &[f32], w: &[f32], out: &mut [f32], d: &Depthwise) {
         let (iw, ow) = (d.input[1], d.output[1]);
         out.fill(0.0);
-        each_tap(d, |t| {
+        for_each_tap!(d, |t| {
             let x_row = &x[t.input_row * iw..][..iw];
             let o_row = &mut out[t.row * ow..][..ow];
             axpy_strided(o_row, x_row, w[t.tap], d.stride, t.offset, t.cols.start, t.cols.end);
@@ -201,7 +207,7 @@ multiversion! {
         let (iw, ow) = (d.input[1], d.output[1]);
         let even = iw.div_ceil(2);
         out.fill(0.0);
-        each_tap(d, |t| {
+        for_each_tap!(d, |t| {
             let row = &xs[t.input_row * iw..][..iw];
             let half = if t.offset.rem_euclid(2) == 0 { &row[..even] } else { &row[even..] };
             let o_row = &mut out[t.row * ow..][..ow];
@@ -216,7 +222,7 @@ multiversion! {
     fn depthwise_dx_plane(g: &[f32], w: &[f32], dx: &mut [f32], d: &Depthwise) {
         let (iw, ow) = (d.input[1], d.output[1]);
         dx.fill(0.0);
-        each_tap(d, |t| {
+        for_each_tap!(d, |t| {
             let dx_row = &mut dx[t.input_row * iw..][..iw];
             let g_row = &g[t.row * ow..][..ow];
             scatter_strided(dx_row, g_row, w[t.tap], d.stride, t.offset, t.cols.start, t.cols.end);
@@ -228,7 +234,7 @@ multiversion! {
     /// Adds one plane's share of the filter gradient to `dw` (`k * k`).
     fn depthwise_dw_plane(x: &[f32], g: &[f32], dw: &mut [f64], d: &Depthwise) {
         let (iw, ow) = (d.input[1], d.output[1]);
-        each_tap(d, |t| {
+        for_each_tap!(d, |t| {
             let x_row = &x[t.input_row * iw..][..iw];
             let g_row = &g[t.row * ow..][..ow];
             dw[t.tap] += dot_strided(g_row, x_row, d.stride, t.offset, t.cols.start, t.cols.end) as f64;
