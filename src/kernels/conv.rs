@@ -202,7 +202,7 @@ multiversion! {
     /// tap reads consecutive values (the stride-2 loop reads every other
     /// value and does not vectorise). The backward keeps the stride-2
     /// loops: deinterleaving there (the input for the filter gradient, the
-    /// input gradient written back) measured 0.93-0.97x.
+    /// input gradient written back) measured 0.99-1.00x of them.
     fn depthwise_plane_s2(xs: &[f32], w: &[f32], out: &mut [f32], d: &Depthwise) {
         let (iw, ow) = (d.input[1], d.output[1]);
         let even = iw.div_ceil(2);
