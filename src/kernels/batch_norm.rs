@@ -51,13 +51,13 @@ impl Act {
         }
     }
 
-    /// The activation's upper bound (`inf` for none and ReLU) and whether
-    /// it clamps at 0.
-    fn bounds(self) -> (bool, f32) {
+    /// The activation's lower and upper bounds: what it clamps to (`-inf`
+    /// and `inf` where it does not).
+    fn bounds(self) -> (f32, f32) {
         match self {
-            Act::None => (false, f32::INFINITY),
-            Act::Relu => (true, f32::INFINITY),
-            Act::Relu6 => (true, 6.0),
+            Act::None => (f32::NEG_INFINITY, f32::INFINITY),
+            Act::Relu => (0.0, f32::INFINITY),
+            Act::Relu6 => (0.0, 6.0),
         }
     }
 }
@@ -81,6 +81,30 @@ multiversion! {
             *g = if y > low && y < high { *g * scale } else { 0.0 };
         }
     }
+}
+
+/// Runs `f(out_plane, in_plane, channel)` over the `plane`-long planes of
+/// `out` and `input` side by side (channel `p % channels` for plane `p`),
+/// in parallel chunks of planes.
+fn planes_zip(
+    out: &mut [f32],
+    input: &[f32],
+    plane: usize,
+    channels: usize,
+    f: impl Fn(&mut [f32], &[f32], usize) + Sync,
+) {
+    if plane == 0 {
+        return;
+    }
+    let per_task = (CHUNK / plane).max(1);
+    out.par_chunks_mut(per_task * plane)
+        .zip(input.par_chunks(per_task * plane))
+        .enumerate()
+        .for_each(|(task, (out, input))| {
+            for (i, (o, x)) in out.chunks_mut(plane).zip(input.chunks(plane)).enumerate() {
+                f(o, x, (task * per_task + i) % channels);
+            }
+        });
 }
 
 /// Runs `f(plane, channel)` over the `plane`-long planes of `values`
@@ -166,29 +190,12 @@ multiversion! {
 /// `act(x * scale[c] + shift[c])` over `[batch, channels, plane]` into a
 /// fresh buffer (the input is kept for the backward).
 pub fn forward_into(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
-    let (clamp, high) = act.bounds();
-    let low = if clamp { 0.0 } else { f32::NEG_INFINITY };
-    let channels = scale.len();
-    let mut y: Vec<f32> = Vec::with_capacity(x.len());
-    // SAFETY: every value is written below (each plane in full) before use;
-    // f32 has no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        y.set_len(x.len())
-    };
-    if plane == 0 {
-        return y;
-    }
-    let per_task = (CHUNK / plane).max(1);
-    y.par_chunks_mut(per_task * plane)
-        .zip(x.par_chunks(per_task * plane))
-        .enumerate()
-        .for_each(|(task, (y, x))| {
-            for (i, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
-                let c = (task * per_task + i) % channels;
-                forward_plane_into(x, y, scale[c], shift[c], low, high);
-            }
-        });
+    let (low, high) = act.bounds();
+    // every plane is written in full below
+    let mut y = simd::uninit(x.len());
+    planes_zip(&mut y, x, plane, scale.len(), |y, x, c| {
+        forward_plane_into(x, y, scale[c], shift[c], low, high)
+    });
     y
 }
 
@@ -269,8 +276,7 @@ pub fn train_backward(
         x.len(),
         dy.len()
     );
-    let (clamp, high) = act.bounds();
-    let low = if clamp { 0.0 } else { f32::NEG_INFINITY };
+    let (low, high) = act.bounds();
     let (scale, shift) = fold(gamma, beta, mean, var, eps);
     let batch = x.len() / (plane * channels);
     let count = (batch * plane) as f32;
@@ -311,23 +317,16 @@ pub fn train_backward(
                 ]
             })
             .collect();
-        let per_task = (CHUNK / plane).max(1);
-        dy.par_chunks_mut(per_task * plane)
-            .zip(x.par_chunks(per_task * plane))
-            .enumerate()
-            .for_each(|(task, (d, x))| {
-                for (i, (d, x)) in d.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
-                    train_dx_plane(x, d, &coef[(task * per_task + i) % channels]);
-                }
-            });
+        planes_zip(dy, x, plane, channels, |d, x, c| {
+            train_dx_plane(x, d, &coef[c])
+        });
     }
     (dgamma, dbeta)
 }
 
 /// `act(x * scale[c] + shift[c])` in place over `[batch, channels, plane]`.
 pub fn forward(x: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], act: Act) {
-    let (clamp, high) = act.bounds();
-    let low = if clamp { 0.0 } else { f32::NEG_INFINITY };
+    let (low, high) = act.bounds();
     planes(x, plane, scale.len(), |p, c| {
         forward_plane(p, scale[c], shift[c], low, high)
     });
@@ -336,21 +335,10 @@ pub fn forward(x: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], act: A
 /// The input's gradient from the output `y` and its gradient `g` (in place
 /// on `g`): `g * scale[c]` where the activation passes, 0 elsewhere.
 pub fn backward(y: &[f32], g: &mut [f32], plane: usize, scale: &[f32], act: Act) {
-    let (clamp, high) = act.bounds();
-    let low = if clamp { 0.0 } else { f32::NEG_INFINITY };
-    let channels = scale.len();
-    if plane == 0 {
-        return;
-    }
-    let per_task = (CHUNK / plane).max(1);
-    g.par_chunks_mut(per_task * plane)
-        .zip(y.par_chunks(per_task * plane))
-        .enumerate()
-        .for_each(|(task, (g, y))| {
-            for (i, (g, y)) in g.chunks_mut(plane).zip(y.chunks(plane)).enumerate() {
-                backward_plane(y, g, scale[(task * per_task + i) % channels], low, high);
-            }
-        });
+    let (low, high) = act.bounds();
+    planes_zip(g, y, plane, scale.len(), |g, y, c| {
+        backward_plane(y, g, scale[c], low, high)
+    });
 }
 
 /// `act(bn(x))`. With the running statistics (not training, or not on an

@@ -242,18 +242,6 @@ multiversion! {
     }
 }
 
-/// An uninitialised buffer of `len` values for a kernel that writes them all.
-fn output(len: usize) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    // SAFETY: the callers write every value before reading it; f32 has no
-    // invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(len)
-    };
-    out
-}
-
 /// The depthwise convolution of `[batch, channels, h, w]` values `x` with
 /// filters `w` (`[channels, k, k]`), one (item, channel) plane per task.
 pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Depthwise) -> Vec<f32> {
@@ -269,7 +257,7 @@ pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Depthwise) -
         d.k
     );
     let planes = x.len() / ip;
-    let mut out = output(planes * op);
+    let mut out = simd::uninit(planes * op);
     if op == 0 {
         return out;
     }
@@ -310,7 +298,7 @@ pub fn depthwise_backward(
         "depthwise conv backward: gradient size"
     );
     let dx = want_dx.then(|| {
-        let mut dx = output(x.len());
+        let mut dx = simd::uninit(x.len());
         if ip > 0 {
             dx.par_chunks_mut(ip)
                 .zip(g.par_chunks(op.max(1)))

@@ -90,13 +90,8 @@ pub fn forward(x: &[f32], targets: &[usize], n: usize) -> (Vec<f32>, Vec<f32>) {
 /// The gradient of the logits from the gradient `g` of each row's
 /// log-probability: `g (onehot(target) - exp(x - logsumexp))`.
 pub fn backward(x: &[f32], targets: &[usize], lse: &[f32], g: &[f32], n: usize) -> Vec<f32> {
-    let mut dx: Vec<f32> = Vec::with_capacity(x.len());
-    // SAFETY: every value is written below (each row in full) before use;
-    // f32 has no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        dx.set_len(x.len())
-    };
+    // every row is written in full below
+    let mut dx = simd::uninit(x.len());
     dx.par_chunks_mut(ROWS * n)
         .zip(x.par_chunks(ROWS * n))
         .zip(targets.par_chunks(ROWS))

@@ -2,10 +2,16 @@
 //! at a time on one thread: activations ([`activation`]), dropout masks
 //! ([`dropout`]), softmax under autodiff ([`softmax`]), LayerNorm under
 //! autodiff ([`layer_norm`]), RMSNorm ([`rms_norm`]) and the AdamW update
-//! ([`adamw`]), BatchNorm with running statistics and its activation
-//! ([`batch_norm`]), the log-probability of a target under a softmax
-//! ([`log_prob`]); and the matrix products and linear layer ([`matmul`]),
-//! whose outputs burn-flex allocates twice on one thread.
+//! ([`adamw`]), BatchNorm with running or batch statistics and its
+//! activation ([`batch_norm`]), the log-probability of a target under a
+//! softmax ([`log_prob`]); the matrix products and linear layer
+//! ([`matmul`]), whose outputs burn-flex allocates twice on one thread; and
+//! the 1x1 and depthwise convolutions ([`conv`]), whose weight gradients
+//! burn computes through a generic fallback.
+//!
+//! The norms' and the convolutions' glue (Flex tensors in and out, the
+//! backward, the tensor-level functions) lives in `norm_ops` and
+//! `conv_ops`; this module declares the ops and holds the rest.
 //!
 //! Both are a backend extension (`#[backend_extension]`): an op
 //! of the Flex backend, and of `Autodiff<Flex>` with its own backward, so
@@ -16,10 +22,12 @@ pub mod activation;
 pub mod adamw;
 pub mod batch_norm;
 pub mod conv;
+mod conv_ops;
 pub mod dropout;
 pub mod layer_norm;
 pub mod log_prob;
 pub mod matmul;
+mod norm_ops;
 pub mod philox;
 pub mod rms_norm;
 pub mod simd;
@@ -38,6 +46,16 @@ use burn::backend::{
 use burn::tensor::{Device, Tensor};
 
 pub use activation::Kind;
+pub use conv_ops::conv2d;
+use conv_ops::{depthwise_flex, depthwise_geometry, pointwise_flex, tracked_conv};
+use norm_ops::{
+    BatchNormParams, batch_norm_flex, batch_norm_train_flex, batch_stats_flex, layer_norm_flex,
+    rms_norm_flex,
+};
+pub use norm_ops::{
+    batch_norm_act_tensor, batch_norm_train_tensor, batch_stats_tensor, layer_norm_tensor,
+    rms_norm_tensor,
+};
 
 /// Ops on plain (not autodiff) CPU tensors.
 #[backend_extension(Flex)]
@@ -300,222 +318,6 @@ impl CpuKernels for Flex {
     }
 }
 
-/// [`batch_norm::forward`] of a Flex f32 tensor: the output and the
-/// per-channel scale.
-fn batch_norm_flex(
-    x: FlexTensor,
-    scale: &FlexTensor,
-    shift: &FlexTensor,
-    act: u32,
-) -> (FlexTensor, Vec<f32>) {
-    let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
-    let plane: usize = dims[2..].iter().product();
-    let (scale, shift) = (
-        activation::contiguous(scale.clone()),
-        activation::contiguous(shift.clone()),
-    );
-    let c = dims[1];
-    let scale = scale.storage::<f32>()[..c].to_vec();
-    let shift = &shift.storage::<f32>()[..c];
-    let act = batch_norm::Act::from_code(act);
-    let out = activation::map_flex(x, |values| {
-        batch_norm::forward(values, plane, &scale, shift, act)
-    });
-    (out, scale)
-}
-
-/// The length of a channel's plane (the dimensions after the first two)
-/// and the channels of `x`.
-fn plane_and_channels(x: &FlexTensor) -> (usize, usize) {
-    let dims: Vec<usize> = x.layout().shape().iter().copied().collect();
-    (dims[2..].iter().product(), dims[1])
-}
-
-/// [`batch_norm::batch_stats`] of a contiguous Flex f32 tensor, `[2, channels]`.
-fn batch_stats_flex(x: &FlexTensor) -> FlexTensor {
-    let (plane, c) = plane_and_channels(x);
-    let n = x.layout().num_elements();
-    let (mut mean, var) = batch_norm::batch_stats(&x.storage::<f32>()[..n], plane, c);
-    mean.extend(var);
-    matmul::tensor(mean, vec![2, c])
-}
-
-/// The four dimensions of a rank-4 tensor.
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let shape = t.layout().shape();
-    assert_eq!(shape.num_dims(), 4, "conv: a rank-4 tensor, got {shape:?}");
-    [shape[0], shape[1], shape[2], shape[3]]
-}
-
-/// [`conv::pointwise_forward`] of contiguous Flex f32 tensors.
-fn pointwise_flex(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
-    let [batch, cin, h, wd] = dims4(x);
-    let cout = dims4(w)[0];
-    let y = conv::pointwise_forward(
-        &x.storage::<f32>()[..batch * cin * h * wd],
-        &w.storage::<f32>()[..cout * cin],
-        batch,
-        cin,
-        cout,
-    );
-    matmul::tensor(y, vec![batch, cout, h, wd])
-}
-
-/// A depthwise convolution's geometry from its input and filters.
-fn depthwise_geometry(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    stride: usize,
-    pad: [usize; 2],
-    output: [usize; 2],
-) -> conv::Depthwise {
-    let [_, c, h, wd] = dims4(x);
-    let [wc, one, k, k2] = dims4(w);
-    assert!(
-        wc == c && one == 1 && k == k2,
-        "depthwise conv: filters {:?} for {c} channels",
-        [wc, one, k, k2]
-    );
-    conv::Depthwise {
-        k,
-        stride,
-        pad,
-        input: [h, wd],
-        output,
-    }
-}
-
-/// [`conv::depthwise_forward`] of contiguous Flex f32 tensors.
-fn depthwise_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Depthwise) -> FlexTensor {
-    let [batch, c, h, wd] = dims4(x);
-    let y = conv::depthwise_forward(
-        &x.storage::<f32>()[..batch * c * h * wd],
-        &w.storage::<f32>()[..c * d.k * d.k],
-        c,
-        d,
-    );
-    matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
-}
-
-/// The backward of [`CpuKernels::pointwise_conv`] and
-/// [`CpuKernels::depthwise_conv`] (with its geometry): keeps the input and
-/// the filters.
-#[derive(Debug)]
-struct ConvBackward(Option<conv::Depthwise>);
-
-impl Backward<Flex, 2> for ConvBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w) = ops.state;
-        let [want_dx, want_dw] = ops.parents.each_ref().map(Option::is_some);
-        let [batch, cin, h, wd] = dims4(&x);
-        let (nx, nw, ng) = (
-            x.layout().num_elements(),
-            w.layout().num_elements(),
-            grad.layout().num_elements(),
-        );
-        let (xs, ws, gs) = (
-            &x.storage::<f32>()[..nx],
-            &w.storage::<f32>()[..nw],
-            &grad.storage::<f32>()[..ng],
-        );
-        let (dx, dw) = match &self.0 {
-            Some(d) => conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw),
-            None => {
-                let cout = dims4(&w)[0];
-                conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw)
-            }
-        };
-        let outs = [
-            dx.map(|v| matmul::tensor(v, vec![batch, cin, h, wd])),
-            dw.map(|v| activation::from_vec(v, &w)),
-        ];
-        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
-    }
-}
-
-/// A convolution under autodiff: `forward` on the inner tensors, with
-/// [`ConvBackward`] of `depthwise` when tracked.
-fn tracked_conv<C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<Flex, C>>,
-    w: FloatTensor<Autodiff<Flex, C>>,
-    depthwise: Option<(usize, [usize; 2], [usize; 2])>,
-) -> FloatTensor<Autodiff<Flex, C>> {
-    let x_inner = activation::contiguous(<Autodiff<Flex, C> as AutodiffBackend>::inner(x.clone()));
-    let w_inner = activation::contiguous(<Autodiff<Flex, C> as AutodiffBackend>::inner(w.clone()));
-    let geometry = depthwise
-        .map(|(stride, pad, out)| depthwise_geometry(&x_inner, &w_inner, stride, pad, out));
-    let prep = ConvBackward(geometry)
-        .prepare::<C>([x.node(), w.node()])
-        .compute_bound()
-        .stateful();
-    let out = match &geometry {
-        Some(d) => depthwise_flex(&x_inner, &w_inner, d),
-        None => pointwise_flex(&x_inner, &w_inner),
-    };
-    match prep {
-        OpsKind::Tracked(prep) => prep.finish((x_inner, w_inner), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
-}
-
-/// A training BatchNorm's parameters and batch statistics, read once.
-#[derive(Clone, Debug)]
-struct BatchNormParams {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    mean: Vec<f32>,
-    var: Vec<f32>,
-    eps: f32,
-    act: batch_norm::Act,
-}
-
-impl BatchNormParams {
-    fn new(gamma: &FlexTensor, beta: &FlexTensor, stats: &FlexTensor, eps: f64, act: u32) -> Self {
-        let values = |t: &FlexTensor| {
-            let t = activation::contiguous(t.clone());
-            let n = t.layout().num_elements();
-            t.storage::<f32>()[..n].to_vec()
-        };
-        let gamma = values(gamma);
-        let mut mean = values(stats);
-        assert_eq!(
-            mean.len(),
-            2 * gamma.len(),
-            "batch norm: statistics of {} values for {} channels",
-            mean.len(),
-            gamma.len()
-        );
-        let var = mean.split_off(gamma.len());
-        Self {
-            gamma,
-            beta: values(beta),
-            mean,
-            var,
-            eps: eps as f32,
-            act: batch_norm::Act::from_code(act),
-        }
-    }
-}
-
-/// The training BatchNorm's output ([`batch_norm::forward_into`] with the
-/// folded batch statistics) of a contiguous Flex f32 tensor.
-fn batch_norm_train_flex(x: &FlexTensor, p: &BatchNormParams) -> FlexTensor {
-    let (plane, c) = plane_and_channels(x);
-    assert_eq!(
-        c,
-        p.gamma.len(),
-        "batch norm: {c} channels, {} parameters",
-        p.gamma.len()
-    );
-    let (scale, shift) = batch_norm::fold(&p.gamma, &p.beta, &p.mean, &p.var, p.eps);
-    let n = x.layout().num_elements();
-    let y = batch_norm::forward_into(&x.storage::<f32>()[..n], plane, &scale, &shift, p.act);
-    activation::from_vec(y, x)
-}
-
 /// [`log_prob::forward`] of a contiguous Flex f32 tensor: the
 /// log-probabilities (shaped as `x` without its last dimension), the
 /// checked targets and each row's logsumexp.
@@ -527,30 +329,6 @@ fn log_prob_flex(x: &FlexTensor, targets: FlexTensor) -> (FlexTensor, Vec<usize>
     let (out, lse) = log_prob::forward(&x.storage::<f32>()[..rows * n], &t, n);
     let out = activation::from_vec(out, &targets);
     (out, t, lse)
-}
-
-/// [`rms_norm::forward`] of Flex f32 tensors.
-fn rms_norm_flex(x: &FlexTensor, weight: &FlexTensor, eps: f64) -> FlexTensor {
-    let (n, d) = (x.layout().num_elements(), weight.layout().num_elements());
-    let y = rms_norm::forward(
-        &x.storage::<f32>()[..n],
-        &weight.storage::<f32>()[..d],
-        eps as f32,
-    );
-    activation::from_vec(y, x)
-}
-
-/// [`layer_norm::forward`] of contiguous Flex f32 tensors.
-fn layer_norm_flex(x: &FlexTensor, gamma: &FlexTensor, beta: FlexTensor, eps: f64) -> FlexTensor {
-    let beta = activation::contiguous(beta);
-    let (n, d) = (x.layout().num_elements(), gamma.layout().num_elements());
-    let y = layer_norm::forward(
-        &x.storage::<f32>()[..n],
-        &gamma.storage::<f32>()[..d],
-        &beta.storage::<f32>()[..d],
-        eps as f32,
-    );
-    activation::from_vec(y, x)
 }
 
 fn last_dim(x: &FlexTensor) -> usize {
@@ -632,7 +410,7 @@ impl Backward<Flex, 1> for DropoutBackward {
 
 /// Registers each output as the gradient of its parent, where the parent
 /// takes one (the parents of an op are `None` where no gradient flows).
-fn register_each<const N: usize>(
+pub(super) fn register_each<const N: usize>(
     grads: &mut Gradients,
     parents: [Option<NodeId>; N],
     outs: [Option<FlexTensor>; N],
@@ -641,63 +419,6 @@ fn register_each<const N: usize>(
         if let (Some(id), Some(out)) = (id, out) {
             grads.register::<Flex>(id, out);
         }
-    }
-}
-
-/// The backward of [`CpuKernels::layer_norm`]: keeps the input and gamma.
-#[derive(Debug)]
-struct LayerNormBackward;
-
-impl Backward<Flex, 3> for LayerNormBackward {
-    /// (input, gamma, epsilon)
-    type State = (FlexTensor, FlexTensor, f64);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, gamma, eps) = ops.state;
-        let (x, gamma) = (activation::contiguous(x), activation::contiguous(gamma));
-        let n = x.layout().num_elements();
-        let d = gamma.layout().num_elements();
-        let (dx, dgamma, dbeta) = layer_norm::backward(
-            &x.storage::<f32>()[..n],
-            &gamma.storage::<f32>()[..d],
-            &grad.storage::<f32>()[..n],
-            d,
-            eps as f32,
-        );
-        let outs = [
-            activation::from_vec(dx, &x),
-            activation::from_vec(dgamma, &gamma),
-            activation::from_vec(dbeta, &gamma),
-        ];
-        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs.map(Some));
-    }
-}
-
-/// The backward of [`CpuKernels::rms_norm`]: keeps the input and weight.
-#[derive(Debug)]
-struct RmsNormBackward;
-
-impl Backward<Flex, 2> for RmsNormBackward {
-    /// (input, weight, epsilon)
-    type State = (FlexTensor, FlexTensor, f64);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, weight, eps) = ops.state;
-        let n = x.layout().num_elements();
-        let d = weight.layout().num_elements();
-        let (dx, dw) = rms_norm::backward(
-            &x.storage::<f32>()[..n],
-            &weight.storage::<f32>()[..d],
-            &grad.storage::<f32>()[..n],
-            eps as f32,
-        );
-        let outs = [
-            activation::from_vec(dx, &x),
-            activation::from_vec(dw, &weight),
-        ];
-        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs.map(Some));
     }
 }
 
@@ -721,67 +442,6 @@ impl Backward<Flex, 2> for ProductBackward {
             matmul::product_backward(&a, &b, &grad, want_a, want_b)
         };
         register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), [da, db]);
-    }
-}
-
-/// The backward of [`CpuKernels::batch_norm_act`]: keeps the output and
-/// the scale.
-#[derive(Debug)]
-struct BatchNormActBackward(u32);
-
-impl Backward<Flex, 1> for BatchNormActBackward {
-    type State = (FlexTensor, Vec<f32>);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (y, scale) = ops.state;
-        let act = batch_norm::Act::from_code(self.0);
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let y = activation::contiguous(y);
-            let dims: Vec<usize> = y.layout().shape().iter().copied().collect();
-            let plane: usize = dims[2..].iter().product();
-            let n = y.layout().num_elements();
-            let ys = &y.storage::<f32>()[..n];
-            activation::map_flex(grad, |g| batch_norm::backward(ys, g, plane, &scale, act))
-        });
-    }
-}
-
-/// The backward of [`CpuKernels::batch_norm_train`]: keeps the input,
-/// the parameters and the batch statistics.
-#[derive(Debug)]
-struct BatchNormTrainBackward;
-
-impl Backward<Flex, 3> for BatchNormTrainBackward {
-    type State = (FlexTensor, BatchNormParams);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (x, p) = ops.state;
-        let (plane, c) = plane_and_channels(&x);
-        let n = x.layout().num_elements();
-        let want_dx = ops.parents[0].is_some();
-        let mut sums = None;
-        let dx = activation::map_flex(grad, |dy| {
-            sums = Some(batch_norm::train_backward(
-                &x.storage::<f32>()[..n],
-                dy,
-                plane,
-                &p.gamma,
-                &p.beta,
-                &p.mean,
-                &p.var,
-                p.eps,
-                p.act,
-                want_dx,
-            ));
-        });
-        let (dgamma, dbeta) = sums.expect("the backward ran");
-        let outs = [
-            want_dx.then_some(dx),
-            Some(matmul::tensor(dgamma, vec![c])),
-            Some(matmul::tensor(dbeta, vec![c])),
-        ];
-        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
     }
 }
 
@@ -863,20 +523,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         shift: FloatTensor<Self>,
         act: u32,
     ) -> FloatTensor<Self> {
-        let prep = BatchNormActBackward(act)
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful();
-        let (out, scale) = batch_norm_flex(
-            <Self as AutodiffBackend>::inner(x),
-            &<Self as AutodiffBackend>::inner(scale),
-            &<Self as AutodiffBackend>::inner(shift),
-            act,
-        );
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        norm_ops::tracked_batch_norm_act::<C>(x, scale, shift, act)
     }
 
     fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -896,8 +543,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
     }
 
     fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
-        <Self as AutodiffBackend>::from_inner(batch_stats_flex(&x))
+        norm_ops::tracked_batch_stats::<C>(x)
     }
 
     fn batch_norm_train(
@@ -908,23 +554,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         eps: f64,
         act: u32,
     ) -> FloatTensor<Self> {
-        let prep = BatchNormTrainBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful();
-        let p = BatchNormParams::new(
-            &<Self as AutodiffBackend>::inner(gamma),
-            &<Self as AutodiffBackend>::inner(beta),
-            &<Self as AutodiffBackend>::inner(stats),
-            eps,
-            act,
-        );
-        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
-        let out = batch_norm_train_flex(&x, &p);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((x, p), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        norm_ops::tracked_batch_norm_train::<C>(x, gamma, beta, stats, eps, act)
     }
 
     fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -971,17 +601,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
     }
 
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        let prep = RmsNormBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful();
-        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
-        let weight = activation::contiguous(<Self as AutodiffBackend>::inner(weight));
-        let out = rms_norm_flex(&x, &weight, eps);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((x, weight, eps), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        norm_ops::tracked_rms_norm::<C>(x, weight, eps)
     }
 
     fn layer_norm(
@@ -990,18 +610,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let prep = LayerNormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful();
-        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
-        let gamma = activation::contiguous(<Self as AutodiffBackend>::inner(gamma));
-        let beta = <Self as AutodiffBackend>::inner(beta);
-        let out = layer_norm_flex(&x, &gamma, beta, eps);
-        match prep {
-            OpsKind::Tracked(prep) => prep.finish((x, gamma, eps), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        norm_ops::tracked_layer_norm::<C>(x, gamma, beta, eps)
     }
 
     fn softmax_biased(
@@ -1124,28 +733,6 @@ pub fn adamw_tensors(
     )
 }
 
-/// [`CpuKernels::layer_norm`] of CPU f32 tensors (the caller checks).
-pub fn layer_norm_tensor<const D: usize>(
-    x: Tensor<D>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f64,
-) -> Tensor<D> {
-    let out = <Dispatch as CpuKernels>::layer_norm(
-        x.into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        eps,
-    );
-    Tensor::from_dispatch(out)
-}
-
-/// [`CpuKernels::rms_norm`] of CPU f32 tensors (the caller checks).
-pub fn rms_norm_tensor<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
-    let out = <Dispatch as CpuKernels>::rms_norm(x.into_dispatch(), weight.into_dispatch(), eps);
-    Tensor::from_dispatch(out)
-}
-
 /// `a · b` over the last two dimensions: [`matmul::product`] on the CPU
 /// in f32 for equal batch dimensions or a single right matrix, burn's
 /// product otherwise.
@@ -1161,99 +748,6 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::product(
         a.into_dispatch(),
         b.into_dispatch(),
-    ))
-}
-
-/// [`CpuKernels::batch_norm_act`] of CPU f32 tensors (the caller checks).
-pub fn batch_norm_act_tensor<const D: usize>(
-    x: Tensor<D>,
-    scale: Tensor<1>,
-    shift: Tensor<1>,
-    act: batch_norm::Act,
-) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_act(
-        x.into_dispatch(),
-        scale.into_dispatch(),
-        shift.into_dispatch(),
-        act.code(),
-    ))
-}
-
-/// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
-/// (stride 1, no padding, one group) or depthwise convolution (one filter
-/// per channel, square, any stride and padding, no dilation) through
-/// [`conv`]; burn's convolution otherwise.
-pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, cin, h, w] = x.dims();
-    let [cout, per_group, kh, kw] = conv.weight.dims();
-    let cpu = x.dtype() == DType::F32 && conv.weight.dtype() == DType::F32 && is_flex(&x.device());
-    if !cpu || conv.bias.is_some() || conv.dilation != [1, 1] || cin != per_group * conv.groups {
-        return conv.forward(x);
-    }
-    use burn::nn::PaddingConfig2d;
-    let ((top, bottom), (left, right)) = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        // burn's "same" (possibly asymmetric) padding: its own convolution
-        PaddingConfig2d::Same => return conv.forward(x),
-    };
-    let pointwise = [kh, kw] == [1, 1]
-        && conv.stride == [1, 1]
-        && [top, bottom, left, right] == [0; 4]
-        && conv.groups == 1;
-    let stride = conv.stride[0];
-    let depthwise = conv.groups == cin
-        && cout == cin
-        && per_group == 1
-        && kh == kw
-        && conv.stride[1] == stride
-        && stride > 0
-        && h + top + bottom >= kh
-        && w + left + right >= kw;
-    if pointwise {
-        return Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-        ));
-    }
-    if depthwise {
-        let out_h = (h + top + bottom - kh) / stride + 1;
-        let out_w = (w + left + right - kw) / stride + 1;
-        return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-            stride,
-            top,
-            left,
-            out_h,
-            out_w,
-        ));
-    }
-    conv.forward(x)
-}
-
-/// The batch's mean and biased variance per channel of a CPU f32 tensor
-/// (the caller checks) as `[2, channels]`, without a gradient.
-pub fn batch_stats_tensor<const D: usize>(x: Tensor<D>) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_stats(x.into_dispatch()))
-}
-
-/// [`CpuKernels::batch_norm_train`] of CPU f32 tensors (the caller checks).
-pub fn batch_norm_train_tensor<const D: usize>(
-    x: Tensor<D>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    stats: Tensor<2>,
-    eps: f64,
-    act: batch_norm::Act,
-) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_train(
-        x.into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        stats.into_dispatch(),
-        eps,
-        act.code(),
     ))
 }
 

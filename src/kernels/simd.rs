@@ -188,3 +188,17 @@ pub fn sum_in_order(partials: &[Vec<f32>], n: usize) -> Vec<f32> {
     }
     sums
 }
+
+/// A buffer of `len` values left uninitialised, for a kernel that writes
+/// every one of them before anything reads it: a zeroed buffer costs a
+/// pass over memory (and the page clearing) on the calling thread.
+pub fn uninit(len: usize) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns, and the callers write each
+    // value before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(len)
+    };
+    out
+}

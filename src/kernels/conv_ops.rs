@@ -1,0 +1,190 @@
+//! The convolutions' ops on Flex tensors and under autodiff: the glue
+//! between [`super::CpuKernels`] and the kernels of [`super::conv`], the
+//! backward, and [`conv2d`], which picks them for a layer.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, DType, Dispatch, Flex};
+use burn::tensor::Tensor;
+
+use super::{CpuKernels, activation, conv, is_flex, matmul, register_each};
+
+type Ad<C> = Autodiff<Flex, C>;
+
+/// The four dimensions of a rank-4 tensor.
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.layout().shape();
+    assert_eq!(shape.num_dims(), 4, "conv: a rank-4 tensor, got {shape:?}");
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// [`conv::pointwise_forward`] of contiguous Flex f32 tensors.
+pub(super) fn pointwise_flex(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let [batch, cin, h, wd] = dims4(x);
+    let cout = dims4(w)[0];
+    let y = conv::pointwise_forward(
+        &x.storage::<f32>()[..batch * cin * h * wd],
+        &w.storage::<f32>()[..cout * cin],
+        batch,
+        cin,
+        cout,
+    );
+    matmul::tensor(y, vec![batch, cout, h, wd])
+}
+
+/// A depthwise convolution's geometry from its input and filters.
+pub(super) fn depthwise_geometry(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    stride: usize,
+    pad: [usize; 2],
+    output: [usize; 2],
+) -> conv::Depthwise {
+    let [_, c, h, wd] = dims4(x);
+    let [wc, one, k, k2] = dims4(w);
+    assert!(
+        wc == c && one == 1 && k == k2,
+        "depthwise conv: filters {:?} for {c} channels",
+        [wc, one, k, k2]
+    );
+    conv::Depthwise {
+        k,
+        stride,
+        pad,
+        input: [h, wd],
+        output,
+    }
+}
+
+/// [`conv::depthwise_forward`] of contiguous Flex f32 tensors.
+pub(super) fn depthwise_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Depthwise) -> FlexTensor {
+    let [batch, c, h, wd] = dims4(x);
+    let y = conv::depthwise_forward(
+        &x.storage::<f32>()[..batch * c * h * wd],
+        &w.storage::<f32>()[..c * d.k * d.k],
+        c,
+        d,
+    );
+    matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
+}
+
+/// The backward of [`CpuKernels::pointwise_conv`] and
+/// [`CpuKernels::depthwise_conv`] (with its geometry): keeps the input and
+/// the filters.
+#[derive(Debug)]
+struct ConvBackward(Option<conv::Depthwise>);
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let [want_dx, want_dw] = ops.parents.each_ref().map(Option::is_some);
+        let [batch, cin, h, wd] = dims4(&x);
+        let (nx, nw, ng) = (
+            x.layout().num_elements(),
+            w.layout().num_elements(),
+            grad.layout().num_elements(),
+        );
+        let (xs, ws, gs) = (
+            &x.storage::<f32>()[..nx],
+            &w.storage::<f32>()[..nw],
+            &grad.storage::<f32>()[..ng],
+        );
+        let (dx, dw) = match &self.0 {
+            Some(d) => conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw),
+            None => {
+                let cout = dims4(&w)[0];
+                conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw)
+            }
+        };
+        let outs = [
+            dx.map(|v| matmul::tensor(v, vec![batch, cin, h, wd])),
+            dw.map(|v| activation::from_vec(v, &w)),
+        ];
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), outs);
+    }
+}
+
+/// A convolution under autodiff: `forward` on the inner tensors, with
+/// [`ConvBackward`] of `depthwise` when tracked.
+pub(super) fn tracked_conv<C: CheckpointStrategy>(
+    x: FloatTensor<Ad<C>>,
+    w: FloatTensor<Ad<C>>,
+    depthwise: Option<(usize, [usize; 2], [usize; 2])>,
+) -> FloatTensor<Ad<C>> {
+    let x_inner = activation::contiguous(<Ad<C> as AutodiffBackend>::inner(x.clone()));
+    let w_inner = activation::contiguous(<Ad<C> as AutodiffBackend>::inner(w.clone()));
+    let geometry = depthwise
+        .map(|(stride, pad, out)| depthwise_geometry(&x_inner, &w_inner, stride, pad, out));
+    let prep = ConvBackward(geometry)
+        .prepare::<C>([x.node(), w.node()])
+        .compute_bound()
+        .stateful();
+    let out = match &geometry {
+        Some(d) => depthwise_flex(&x_inner, &w_inner, d),
+        None => pointwise_flex(&x_inner, &w_inner),
+    };
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish((x_inner, w_inner), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
+/// (stride 1, no padding, one group) or depthwise convolution (one filter
+/// per channel, square, any stride and padding, no dilation) through
+/// [`conv`]; burn's convolution otherwise.
+pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, cin, h, w] = x.dims();
+    let [cout, per_group, kh, kw] = conv.weight.dims();
+    let cpu = x.dtype() == DType::F32 && conv.weight.dtype() == DType::F32 && is_flex(&x.device());
+    if !cpu || conv.bias.is_some() || conv.dilation != [1, 1] || cin != per_group * conv.groups {
+        return conv.forward(x);
+    }
+    use burn::nn::PaddingConfig2d;
+    let ((top, bottom), (left, right)) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        // burn's "same" (possibly asymmetric) padding: its own convolution
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    let pointwise = [kh, kw] == [1, 1]
+        && conv.stride == [1, 1]
+        && [top, bottom, left, right] == [0; 4]
+        && conv.groups == 1;
+    let stride = conv.stride[0];
+    let depthwise = conv.groups == cin
+        && cout == cin
+        && per_group == 1
+        && kh == kw
+        && conv.stride[1] == stride
+        && stride > 0
+        && h + top + bottom >= kh
+        && w + left + right >= kw;
+    if pointwise {
+        return Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+        ));
+    }
+    if depthwise {
+        let out_h = (h + top + bottom - kh) / stride + 1;
+        let out_w = (w + left + right - kw) / stride + 1;
+        return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            stride,
+            top,
+            left,
+            out_h,
+            out_w,
+        ));
+    }
+    conv.forward(x)
+}
