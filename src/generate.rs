@@ -10,7 +10,7 @@
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::models::causal::{CausalLm, KvCache};
+use crate::models::causal::{CausalLm, EncoderStates, KvCache};
 use crate::models::lora::peft::{self, PeftAdapter};
 use crate::models::params::SeededRng;
 
@@ -239,6 +239,21 @@ pub fn generate_from_embeds<A: CausalLm>(
     stop: &[u32],
     device: &Device,
 ) -> Result<Vec<Generated>> {
+    generate_attending(model, prefix, None, max_new, sampling, stop, device)
+}
+
+/// [`generate_from_embeds`] for a decoder with cross-attention: every
+/// step of row `i` also attends to row `i` of `memory` (an image's encoder
+/// states), whose keys and values each layer computes once.
+pub fn generate_attending<A: CausalLm>(
+    model: &A,
+    prefix: Tensor<3>,
+    memory: Option<EncoderStates>,
+    max_new: usize,
+    sampling: &Sampling,
+    stop: &[u32],
+    device: &Device,
+) -> Result<Vec<Generated>> {
     sampling.check()?;
     let [b, p, _] = prefix.dims();
     if p == 0 {
@@ -255,7 +270,7 @@ pub fn generate_from_embeds<A: CausalLm>(
         return Ok(out);
     }
     let positions: Vec<i64> = (0..b).flat_map(|_| 0..p as i64).collect();
-    let mut cache = KvCache::new(model.num_layers());
+    let mut cache = KvCache::with_memory(model.num_layers(), memory);
     let logits = model.forward_embeds(
         prefix,
         Tensor::<2, Int>::from_data(TensorData::new(positions, [b, p]), device),

@@ -154,6 +154,52 @@ fn loss_fell(evals: &[serde_json::Value]) -> &serde_json::Value {
     last
 }
 
+/// The tensor names in a safetensors file's header.
+fn safetensors_header(path: &Path) -> String {
+    let weights = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&weights[8..8 + header_len]).into_owned()
+}
+
+/// The `{"image", "caption"}` lines `predict` writes for `images`.
+fn predict_json(model: &Path, images: &[String], extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "predict".to_string(),
+        "--model".into(),
+        model.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(images.iter().cloned());
+    ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `eval --json` of `model` on `val.csv` in `dir`.
+fn eval_json(model: &Path, dir: &Path) -> serde_json::Value {
+    let out = ok(&[
+        "eval".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--data".into(),
+        dir.join("val.csv").display().to_string(),
+        "--json".into(),
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `eval` of `model` on `val.csv` in `dir` writes the captions of the
+/// run's `last` validation, with its caption loss, and scores CIDEr-D
+/// above 1 (the colours learned).
+fn eval_captions_as_the_run_did(model: &Path, dir: &Path, last: &serde_json::Value) {
+    let m = eval_json(model, dir);
+    assert_eq!(m["samples"], last["samples"]);
+    let (a, b) = (m["loss"].as_f64().unwrap(), last["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-4, "loss: eval {a}, run {b}");
+    assert!(m["cider_d"].as_f64().unwrap() > 1.0, "{m}");
+}
+
 #[test]
 fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
     let (tmp, lm) = setup(8);
@@ -177,15 +223,7 @@ fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
 
     // eval of the export captions the validation images exactly as the
     // run's last validation did, and scores them the same
-    let out = ok(&[
-        "eval".into(),
-        "--model".into(),
-        run.display().to_string(),
-        "--data".into(),
-        tmp.path().join("val.csv").display().to_string(),
-        "--json".into(),
-    ]);
-    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m = eval_json(&run, tmp.path());
     assert_eq!(m["samples"], last["samples"]);
     for k in ["cider_d", "rouge_l", "loss"] {
         let (a, b) = (m[k].as_f64().unwrap(), last[k].as_f64().unwrap());
@@ -197,17 +235,7 @@ fn a_captioner_learns_the_colours_and_its_export_captions_as_the_run_did() {
         .flat_map(|c| (8..10).map(move |i| format!("{c}_{i}.png")))
         .map(|f| tmp.path().join("img").join(f).display().to_string())
         .collect();
-    let mut args = vec![
-        "predict".into(),
-        "--model".into(),
-        run.display().to_string(),
-    ];
-    args.extend(images.iter().cloned());
-    let lines = ok(&args);
-    let got: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let got = predict_json(&run, &images, &[]);
     assert_eq!(got.len(), 6);
     for (k, g) in got.iter().enumerate() {
         assert_eq!(g["image"], images[k]);
@@ -245,23 +273,78 @@ fn a_transformer_mapper_on_a_feature_grid_learns_and_exports() {
     assert_eq!(config["captioning"]["mapper"], "transformer");
     assert_eq!(config["captioning"]["feature_grid"], 2);
     assert_eq!(config["captioning"]["mapper_layers"], 1);
-    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
-    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
+    let header = safetensors_header(&model.join("model.safetensors"));
     assert!(header.contains("transformer.queries"), "{header}");
-    let out = ok(&[
-        "eval".into(),
-        "--model".into(),
-        model.display().to_string(),
-        "--data".into(),
-        tmp.path().join("val.csv").display().to_string(),
-        "--json".into(),
-    ]);
-    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(m["samples"], last["samples"]);
-    let (a, b) = (m["loss"].as_f64().unwrap(), last["loss"].as_f64().unwrap());
-    assert!((a - b).abs() < 1e-4, "loss: eval {a}, run {b}");
-    assert!(m["cider_d"].as_f64().unwrap() > 1.0, "{m}");
+    eval_captions_as_the_run_did(&model, tmp.path(), last);
+}
+
+/// `--mapper cross-attention` (transformers' `VisionEncoderDecoderModel`):
+/// every token of a frozen ViT (served by the feature cache) is what each
+/// GPT-2 block cross-attends to, through a projection from the ViT's
+/// width (64) to GPT-2's (48). It learns the colours; the export's
+/// decoder is a GPT-2 with `add_cross_attention` and its cross-attention
+/// weights, and it captions exactly as the run did, greedily and by beam
+/// search.
+#[test]
+fn a_cross_attending_language_model_reads_a_vit_and_exports() {
+    let (tmp, lm) = setup(8);
+    let run = tmp.path().join("run");
+    let vit = common::fixtures()
+        .join("vision/vit_random")
+        .display()
+        .to_string();
+    let mut args = train_args(tmp.path(), &lm, &run, &COLOUR_RUN);
+    let i = args.iter().position(|a| a == "--encoder").unwrap();
+    args[i + 1] = vit;
+    args.extend(["--mapper".to_string(), "cross-attention".to_string()]);
+    let out = headstart(&args);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("cross-attention mapper")
+            && log.contains("reading the image by cross-attention"),
+        "{log}"
+    );
+    assert!(
+        log.contains("feature cache"),
+        "the frozen ViT is cached: {log}"
+    );
+    let evals = validations(&run);
+    let last = loss_fell(&evals);
+
+    let model = run.join("model");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "vit");
+    assert_eq!(config["captioning"]["mapper"], "cross-attention");
+    assert_eq!(config["captioning"]["start"], serde_json::json!([94]));
+    let decoder: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("decoder/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(decoder["add_cross_attention"], true);
+    let header = safetensors_header(&model.join("decoder/model.safetensors"));
+    assert!(
+        header.contains("h.0.crossattention.c_attn.weight"),
+        "{header}"
+    );
+    assert!(header.contains("h.2.ln_cross_attn.weight"), "{header}");
+    eval_captions_as_the_run_did(&run, tmp.path(), last);
+
+    let images: Vec<String> = (0..3)
+        .map(|c| {
+            tmp.path()
+                .join(format!("img/{c}_9.png"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    for beams in ["1", "3"] {
+        let got = predict_json(&model, &images, &["--beams", beams]);
+        assert_eq!(got.len(), 3);
+        for (c, g) in got.iter().enumerate() {
+            assert_eq!(g["caption"], COLOURS[c].1, "{beams} beams: {g}");
+        }
+    }
 }
 
 #[test]
@@ -374,6 +457,18 @@ fn bad_captioning_inputs_are_clear_errors() {
         ],
     ));
     assert!(err.contains("4 cells"), "{err}");
+    // cross-attention for a family transformers gives none (Llama)
+    let llama = common::fixtures().join("llama/tied_gqa");
+    let err = fails(&train_args(
+        dir,
+        &llama,
+        &run,
+        &["--mapper", "cross-attention"],
+    ));
+    assert!(
+        err.contains("`llama` language model has no cross-attention") && err.contains("GPT-2"),
+        "{err}"
+    );
     // a language model given as the encoder
     let mut args = train_args(dir, &lm, &run, &[]);
     let i = args.iter().position(|a| a == "--encoder").unwrap();
@@ -438,15 +533,7 @@ fn compare_reports_pairs_of_strategies_with_caption_scores_and_samples() {
     }
     // each run's test scores are those eval gives its exported captioner
     let run = out.join("runs/frozen-full-seed0");
-    let eval: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval".into(),
-        "--model".into(),
-        run.display().to_string(),
-        "--data".into(),
-        dir.join("val.csv").display().to_string(),
-        "--json".into(),
-    ]))
-    .unwrap();
+    let eval = eval_json(&run, dir);
     let test: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).unwrap()).unwrap();
     assert_eq!(test["test"]["cider_d"], eval["cider_d"]);

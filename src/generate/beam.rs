@@ -19,7 +19,7 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{Generated, Padded, Stop, check_prompts, left_pad};
-use crate::models::causal::{CausalLm, KvCache};
+use crate::models::causal::{CausalLm, EncoderStates, KvCache};
 
 /// Beam-search settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +63,12 @@ pub enum Start<'a> {
     Prompts(&'a [Vec<u32>]),
     /// Input embeddings `[examples, positions, hidden]` (an image prefix).
     Prefix(Tensor<3>),
+    /// Input embeddings (the start tokens' embeddings) of a decoder whose
+    /// every step cross-attends to `memory` (an image's encoder states).
+    Attending {
+        prefix: Tensor<3>,
+        memory: EncoderStates,
+    },
 }
 
 /// transformers' stand-in for minus infinity in beam scores.
@@ -95,10 +101,14 @@ pub fn beam_search<A: CausalLm>(
     device: &Device,
 ) -> Result<Vec<Generated>> {
     opts.check()?;
+    let (start, memory) = match start {
+        Start::Attending { prefix, memory } => (Start::Prefix(prefix), Some(memory)),
+        other => (other, None),
+    };
     let beams = opts.beams;
     let (n, context) = match &start {
         Start::Prompts(p) => (p.len(), check_prompts(p, max_new, model.max_positions())?),
-        Start::Prefix(x) => {
+        Start::Prefix(x) | Start::Attending { prefix: x, .. } => {
             let [b, p, _] = x.dims();
             if p == 0 {
                 bail!("the prefix is empty: give at least one position");
@@ -157,10 +167,9 @@ pub fn beam_search<A: CausalLm>(
             let idx: Vec<i64> = (0..n)
                 .flat_map(|e| (0..beams).map(move |_| e as i64))
                 .collect();
-            let x = x.select(
-                0,
-                Tensor::<1, Int>::from_data(TensorData::new(idx, [rows]), device),
-            );
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows]), device);
+            cache.memory = memory.map(|m| m.select(idx.clone()));
+            let x = x.select(0, idx);
             let pos: Vec<i64> = (0..rows).flat_map(|_| 0..context as i64).collect();
             let logits = model.forward_embeds(
                 x,
@@ -173,6 +182,7 @@ pub fn beam_search<A: CausalLm>(
                 .collect();
             (examples, logits)
         }
+        Start::Attending { .. } => unreachable!("an attending start is a prefix with memory"),
     };
     let keep = (2usize.max(1 + stop.len())) * beams;
     // active examples, in the order of their rows in the cache

@@ -11,6 +11,8 @@
 //! 0/1 mask of real positions, type ids unused) and the top group returns
 //! [`super::Flow::Hidden`] whose `x` holds the logits `[batch, seq, vocab]`.
 
+use std::path::Path;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::Architecture;
@@ -20,10 +22,41 @@ pub const MASK_MIN: f32 = f32::MIN;
 
 /// The keys and values of the positions already run, per layer, each
 /// `[batch, kv_heads, positions, head_dim]` (after rotary embedding where
-/// the family has one).
+/// the family has one); for a decoder with cross-attention, also the
+/// encoder's states it reads ([`KvCache::memory`]) and each layer's keys
+/// and values of them, computed once at the first step.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// What every step cross-attends to (an encoder-decoder's image states).
+    pub memory: Option<EncoderStates>,
+    /// Per layer, the cross-attention keys and values of `memory`.
+    pub cross: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+/// What cross-attention reads: the encoder's states `[batch, source,
+/// width]` and the additive bias `[batch, 1, 1, source]` of their padding.
+#[derive(Clone, Debug)]
+pub struct EncoderStates {
+    pub states: Tensor<3>,
+    pub bias: Tensor<4>,
+}
+
+impl EncoderStates {
+    /// States with every position real.
+    pub fn new(states: Tensor<3>) -> Self {
+        let [b, n, _] = states.dims();
+        let bias = Tensor::zeros([b, 1, 1, n], &states.device());
+        Self { states, bias }
+    }
+
+    /// The states of batch rows `rows` (repeated or reordered as given).
+    pub fn select(&self, rows: Tensor<1, Int>) -> Self {
+        Self {
+            states: self.states.clone().select(0, rows.clone()),
+            bias: self.bias.clone().select(0, rows),
+        }
+    }
 }
 
 impl KvCache {
@@ -31,6 +64,16 @@ impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         Self {
             layers: vec![None; num_layers],
+            memory: None,
+            cross: vec![None; num_layers],
+        }
+    }
+
+    /// An empty cache whose steps cross-attend to `memory` (when given).
+    pub fn with_memory(num_layers: usize, memory: Option<EncoderStates>) -> Self {
+        Self {
+            memory,
+            ..Self::new(num_layers)
         }
     }
 
@@ -58,15 +101,19 @@ impl KvCache {
         all
     }
 
-    /// Keeps batch rows `rows` only (sequences that have not finished).
+    /// Keeps batch rows `rows` only (sequences that have not finished, or
+    /// beams reordered), the memory and its keys and values with them.
     pub fn select(&mut self, rows: &[usize], device: &Device) {
         let idx = Tensor::<1, Int>::from_data(
             TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
             device,
         );
-        for (k, v) in self.layers.iter_mut().flatten() {
+        for (k, v) in self.layers.iter_mut().chain(&mut self.cross).flatten() {
             *k = k.clone().select(0, idx.clone());
             *v = v.clone().select(0, idx.clone());
+        }
+        if let Some(m) = &mut self.memory {
+            *m = m.select(idx);
         }
     }
 }
@@ -152,6 +199,38 @@ pub trait CausalLm: Architecture {
         key_mask: Tensor<2>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3>;
+
+    /// Whether the blocks cross-attend to encoder states (GPT-2 with
+    /// `add_cross_attention`, an encoder-decoder's decoder).
+    fn has_cross_attention(&self) -> bool {
+        false
+    }
+
+    /// The model `config.json` at `path` describes, with cross-attention
+    /// added to every block (its weights new unless a checkpoint holds
+    /// them): what transformers' `VisionEncoderDecoderModel` makes of a
+    /// causal LM. Families without it are an error.
+    fn with_cross_attention(_path: &Path, _device: &Device) -> anyhow::Result<Self> {
+        anyhow::bail!(
+            "a `{}` language model has no cross-attention layers (transformers adds them to \
+             GPT-2 only): use a GPT-2 decoder with --mapper cross-attention, or a prefix \
+             mapper (--mapper mlp or transformer)",
+            Self::MODEL_TYPE
+        )
+    }
+
+    /// [`CausalLm::forward_embeds`] over whole sequences (no cache) with
+    /// every block cross-attending to `memory`; only families with
+    /// [`CausalLm::has_cross_attention`] implement it.
+    fn forward_memory(
+        &self,
+        _x: Tensor<3>,
+        _positions: Tensor<2, Int>,
+        _key_mask: Tensor<2>,
+        _memory: &EncoderStates,
+    ) -> Tensor<3> {
+        panic!("a `{}` model has no cross-attention", Self::MODEL_TYPE)
+    }
 
     /// Logits `[batch, new, vocab]` for `ids` `[batch, new]` at `positions`
     /// `[batch, new]` (position ids, as transformers' `position_ids`),

@@ -43,6 +43,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use super::causal::EncoderStates;
 use super::causal::{CausalLm, KvCache, causal_bias, positions};
 use super::state::Init;
 use super::transformer::{Activation, layer_norm, linear};
@@ -388,25 +389,19 @@ pub struct Gpt2CrossAttention {
     pub scale: f64,
 }
 
-/// What cross-attention reads: the encoder's states `[batch, source,
-/// n_embd]` and the additive bias `[batch, 1, 1, source]` of their padding.
-#[derive(Clone, Debug)]
-pub struct EncoderStates {
-    pub states: Tensor<3>,
-    pub bias: Tensor<4>,
-}
-
-impl EncoderStates {
-    /// States with every position real.
-    pub fn new(states: Tensor<3>) -> Self {
-        let [b, n, _] = states.dims();
-        let bias = Tensor::zeros([b, 1, 1, n], &states.device());
-        Self { states, bias }
-    }
-}
+/// Keys and values of one layer's cross-attention, `[batch, heads, source, head_dim]`.
+type CrossKv = (Tensor<4>, Tensor<4>);
 
 impl Gpt2CrossAttention {
-    pub fn forward(&self, x: Tensor<3>, encoder: &EncoderStates) -> Tensor<3> {
+    /// Cross-attention of `x` to `encoder`; with a cache slot, the keys and
+    /// values of the encoder's states are computed at the first step and
+    /// read from the slot after.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        encoder: &EncoderStates,
+        cached: Option<&mut Option<CrossKv>>,
+    ) -> Tensor<3> {
         let [batch, new, hidden] = x.dims();
         let source = encoder.states.dims()[1];
         let heads = self.num_heads;
@@ -414,9 +409,17 @@ impl Gpt2CrossAttention {
         let heads_of =
             |t: Tensor<3>, n: usize| t.reshape([batch, n, heads, head_dim]).swap_dims(1, 2);
         let q = heads_of(self.q_attn.forward(x), new);
-        let kv = self.c_attn.forward(encoder.states.clone());
-        let k = heads_of(kv.clone().narrow(2, 0, hidden), source);
-        let v = heads_of(kv.narrow(2, hidden, hidden), source);
+        let keys_values = || {
+            let kv = self.c_attn.forward(encoder.states.clone());
+            (
+                heads_of(kv.clone().narrow(2, 0, hidden), source),
+                heads_of(kv.narrow(2, hidden, hidden), source),
+            )
+        };
+        let (k, v) = match cached {
+            Some(slot) => slot.get_or_insert_with(keys_values).clone(),
+            None => keys_values(),
+        };
         let scores = kernels::matmul(q, k.transpose());
         let probs = kernels::softmax_biased(scores, self.scale, Some(encoder.bias.clone()));
         let probs = self.attn_dropout.apply(probs);
@@ -461,14 +464,20 @@ impl Gpt2Block {
         &self,
         x: Tensor<3>,
         bias: Tensor<4>,
-        cache: Option<(&mut KvCache, usize)>,
+        mut cache: Option<(&mut KvCache, usize)>,
         encoder: Option<&EncoderStates>,
     ) -> Tensor<3> {
-        let mut x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
+        let mut x = x.clone()
+            + self.attn.forward(
+                self.ln_1.forward(x),
+                bias,
+                cache.as_mut().map(|(c, i)| (&mut **c, *i)),
+            );
         if let (Some(ln), Some(cross), Some(e)) =
             (&self.ln_cross_attn, &self.crossattention, encoder)
         {
-            x = x.clone() + cross.forward(ln.forward(x), e);
+            let slot = cache.map(|(c, i)| &mut c.cross[i]);
+            x = x.clone() + cross.forward(ln.forward(x), e, slot);
         }
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
@@ -819,7 +828,32 @@ impl CausalLm for Gpt2 {
         key_mask: Tensor<2>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        self.forward_cross(x, positions, key_mask, cache, None)
+        let memory = cache.as_ref().and_then(|c| c.memory.clone());
+        self.forward_cross(x, positions, key_mask, cache, memory.as_ref())
+    }
+
+    fn has_cross_attention(&self) -> bool {
+        self.config.add_cross_attention
+    }
+
+    fn with_cross_attention(path: &Path, device: &Device) -> Result<Self> {
+        let mut config = Gpt2Config::from_file(path)?;
+        config.add_cross_attention = true;
+        Self::new(&config, device)
+    }
+
+    fn forward_memory(
+        &self,
+        x: Tensor<3>,
+        positions: Tensor<2, Int>,
+        key_mask: Tensor<2>,
+        memory: &EncoderStates,
+    ) -> Tensor<3> {
+        assert!(
+            self.config.add_cross_attention,
+            "a GPT-2 without cross-attention cannot read encoder states"
+        );
+        self.forward_cross(x, positions, key_mask, None, Some(memory))
     }
 }
 

@@ -259,9 +259,22 @@ pub fn is_adapter_path(path: &str) -> bool {
 /// gradient (and the adapters as needing one); `keep` names other paths
 /// that train (a classifier's head).
 pub fn freeze_all_but_adapters<M: Module>(module: M, keep: &dyn Fn(&str) -> bool) -> M {
+    mark_by_path(module, &|path| Some(is_adapter_path(path) || keep(path)))
+}
+
+/// `module` with the parameters whose path `keep` accepts set to train,
+/// the others left as they were (new layers inside a frozen model: a
+/// decoder's fresh cross-attention under `freeze:N`).
+pub fn train_also<M: Module>(module: M, keep: &dyn Fn(&str) -> bool) -> M {
+    mark_by_path(module, &|path| keep(path).then_some(true))
+}
+
+/// Sets each parameter to train or not as `decide` says of its module
+/// path (`None`: left as it is).
+fn mark_by_path<M: Module>(module: M, decide: &dyn Fn(&str) -> Option<bool>) -> M {
     struct Mark<'a> {
         path: Vec<String>,
-        keep: &'a dyn Fn(&str) -> bool,
+        decide: &'a dyn Fn(&str) -> Option<bool>,
     }
     impl burn::module::ModuleMapper for Mark<'_> {
         fn enter_module(&mut self, name: &str, _container: &str) {
@@ -271,14 +284,15 @@ pub fn freeze_all_but_adapters<M: Module>(module: M, keep: &dyn Fn(&str) -> bool
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let path = self.path.join(".");
-            let train = is_adapter_path(&path) || (self.keep)(&path);
-            param.set_require_grad(train)
+            match (self.decide)(&self.path.join(".")) {
+                Some(train) => param.set_require_grad(train),
+                None => param,
+            }
         }
     }
     module.map(&mut Mark {
         path: Vec::new(),
-        keep,
+        decide,
     })
 }
 

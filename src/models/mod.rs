@@ -256,6 +256,15 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
         self
     }
 
+    /// The body whose top group hands on every position's final state
+    /// ([`Flow::Hidden`]) instead of a pooled vector, for a decoder that
+    /// cross-attends to them (a ViT's tokens after its final LayerNorm, as
+    /// transformers' `VisionEncoderDecoderModel` reads them). Families whose
+    /// top is a feature map ignore it (`--feature-grid` sets its cells).
+    fn with_all_tokens(self) -> Self {
+        self
+    }
+
     /// The grid [`Architecture::with_feature_grid`] set (0: pooled), or
     /// `None` for families whose top is not a feature map (transformers,
     /// VGG with its fully connected classifier).

@@ -267,6 +267,11 @@ pub struct Vit {
     pub layernorm: LayerNorm,
     #[module(skip)]
     pub config: VitConfig,
+    /// Whether the top group hands on every token after the final
+    /// LayerNorm (what an encoder-decoder's decoder cross-attends to)
+    /// instead of [CLS] alone ([`Architecture::with_all_tokens`]).
+    #[module(skip)]
+    pub all_tokens: bool,
 }
 
 impl Vit {
@@ -326,6 +331,7 @@ impl Vit {
             encoder: VitEncoder { layer },
             layernorm: layer_norm(h, eps, device),
             config: config.clone(),
+            all_tokens: false,
         })
     }
 
@@ -417,6 +423,12 @@ impl Architecture for Vit {
                     x: self.encoder.layer[g - 1].forward(x),
                     mask,
                 },
+                (g, Flow::Hidden { x, mask }) if g == layers + 1 && self.all_tokens => {
+                    Flow::Hidden {
+                        x: self.layernorm.forward(x),
+                        mask,
+                    }
+                }
                 (g, Flow::Hidden { x, .. }) if g == layers + 1 => Flow::Pooled(self.pool(x)),
                 (g, other) => panic!("ViT group {g} cannot take {other:?}"),
             };
@@ -433,6 +445,9 @@ impl Architecture for Vit {
                 width: self.config.image_size,
             },
             b if b <= layers => Positions::Sequence {
+                len: self.config.positions(),
+            },
+            b if b == layers + 1 && self.all_tokens => Positions::Sequence {
                 len: self.config.positions(),
             },
             b if b == layers + 1 => Positions::First,
@@ -507,6 +522,11 @@ impl Architecture for Vit {
             ("LayerNorm", _) | (_, "bias") => Init::Zeros,
             _ => Init::TruncatedNormal(std, 2.0),
         }
+    }
+
+    fn with_all_tokens(mut self) -> Self {
+        self.all_tokens = true;
+        self
     }
 
     fn with_image_size(mut self, side: usize) -> Self {

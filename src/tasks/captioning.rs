@@ -38,9 +38,9 @@ use crate::captioning::metrics::score;
 use crate::data::captions_demo::{named_classes, names_the_labels};
 use crate::data::preprocess::Recipe;
 use crate::generate::beam::{BeamSearch, Start, beam_search};
-use crate::generate::{Sampling, generate_from_embeds};
-use crate::models::causal::{CausalLm, positions};
-use crate::models::lora::{LoraConfig, LoraOp, freeze_all_but_adapters};
+use crate::generate::{Sampling, generate_attending};
+use crate::models::causal::{CausalLm, EncoderStates, positions};
+use crate::models::lora::{LoraConfig, LoraOp, freeze_all_but_adapters, train_also};
 use crate::models::params::SeededRng;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, Flow, TaskModel};
@@ -66,6 +66,15 @@ pub enum MapperKind {
     /// No mapping network: the pooled features are the one-position prefix
     /// (their size must equal the language model's hidden size).
     None,
+    /// No prefix: every block of the language model cross-attends to the
+    /// image's tokens (a ViT's every position, a feature map's cells of
+    /// `--feature-grid`, or the pooled vector), projected to its width
+    /// where they differ: transformers' `VisionEncoderDecoderModel`. The
+    /// cross-attention layers are new unless the decoder's checkpoint
+    /// holds them, and always train; GPT-2 decoders only.
+    #[serde(rename = "cross-attention")]
+    #[value(name = "cross-attention")]
+    CrossAttention,
 }
 
 /// How captions are decoded.
@@ -207,7 +216,8 @@ pub const CONFIG_FIELD: &str = "captioning";
 
 /// The task's head: the mapping network (see [`MapperKind`]: two layers
 /// in `mapping` for `mlp`, `transformer` for `transformer`, neither for
-/// `none`) and the language model.
+/// `none`, the encoder-to-decoder projection or nothing for
+/// `cross-attention`) and the language model.
 #[derive(Module, Debug)]
 pub struct PrefixHead<D: CausalLm> {
     /// Named `mapping`: burn's derive names its own argument `mapper`.
@@ -234,6 +244,7 @@ fn flattened(features: Flow) -> Tensor<2> {
 fn tokens(features: Flow) -> Tensor<3> {
     match features {
         Flow::Pooled(x) => x.unsqueeze_dim(1),
+        Flow::Hidden { x, .. } => x,
         Flow::Maps(x) => {
             let [b, c, h, w] = x.dims();
             x.reshape([b, c, h * w]).swap_dims(1, 2)
@@ -256,7 +267,25 @@ pub fn mapper_flops(s: &CaptionTaskState, features: usize, hidden: usize) -> f64
             TransformerMapper::flops(features, cells, s.prefix_length, hidden, s.mapper_layers)
         }
         MapperKind::None => 0.0,
+        MapperKind::CrossAttention if features == hidden => 0.0,
+        MapperKind::CrossAttention => 2.0 * (cells * features * hidden) as f64,
     }
+}
+
+/// Forward FLOPs per image of a decoder's cross-attention (products only):
+/// each of `layers` layers maps `memory` encoder states of width `hidden`
+/// to keys and values once (4·m·h²), and for each of `captions` captions
+/// of `tokens` positions projects the queries and the output (4·t·h²) and
+/// forms scores and context (4·t·m·h).
+pub fn cross_attention_flops(
+    layers: usize,
+    hidden: usize,
+    memory: usize,
+    captions: f64,
+    tokens: usize,
+) -> f64 {
+    let (l, h, m, t) = (layers as f64, hidden as f64, memory as f64, tokens as f64);
+    l * (4.0 * m * h * h + captions * (4.0 * t * h * h + 4.0 * t * m * h))
 }
 
 /// Cells of a `--feature-grid` (the pooled vector is one).
@@ -279,6 +308,17 @@ impl<D: CausalLm> PrefixHead<D> {
         };
         let width = y.dims()[1];
         y.reshape([b, width / h, h])
+    }
+
+    /// The encoder states `[batch, tokens, hidden]` a cross-attending
+    /// language model reads: the image's tokens, through the projection
+    /// (transformers' `enc_to_dec_proj`) where the widths differ.
+    pub fn memory(&self, features: Flow) -> EncoderStates {
+        let x = tokens(features);
+        EncoderStates::new(match self.mapping.as_slice() {
+            [proj] => proj.forward(x),
+            _ => x,
+        })
     }
 
     /// `prefix` followed by the embeddings of `start` (the tokens a
@@ -548,46 +588,107 @@ impl<D: CausalLm> Captioning<D> {
         &self.core.state.decoder.dir
     }
 
-    /// The negative log-likelihood `[captions, tokens]` of each predicted
-    /// caption token after the images' `prefix` (zero where nothing is
-    /// predicted; the last prefix position predicts the first token).
-    fn token_nll(&self, head: &PrefixHead<D>, prefix: Tensor<3>, t: &CaptionTargets) -> Tensor<2> {
-        let [_, p, _] = prefix.dims();
-        let device = prefix.device();
-        let rows = prefix.select(0, t.owner.clone());
-        let [n, tokens] = t.ids.dims();
-        let x = Tensor::cat(vec![rows, head.decoder.embed_tokens(t.ids.clone())], 1);
-        let mask = Tensor::cat(vec![Tensor::ones([n, p], &device), t.mask.clone()], 1);
-        let logits =
-            head.decoder
-                .forward_embeds(x, positions(n, 0, p + tokens, &device), mask, None);
-        let picked = crate::kernels::log_prob(logits.narrow(1, p - 1, tokens), t.ids.clone());
-        (picked * t.weight.clone()).neg()
+    /// Whether the language model cross-attends to the image instead of
+    /// reading a prefix.
+    fn cross(&self) -> bool {
+        self.core.state.mapper == MapperKind::CrossAttention
     }
 
-    /// Generated ids per image of a batch, from the images' `prefix`.
-    pub fn generate(&self, head: &PrefixHead<D>, prefix: Tensor<3>) -> Vec<Vec<u32>> {
+    /// What the language model is conditioned on for the images' features.
+    fn condition(&self, head: &PrefixHead<D>, features: Flow) -> Condition {
+        if self.cross() {
+            Condition::Memory(head.memory(features))
+        } else {
+            Condition::Prefix(head.prefix(features))
+        }
+    }
+
+    /// The negative log-likelihood `[captions, tokens]` of each predicted
+    /// caption token given the images' condition (zero where nothing is
+    /// predicted). After a prefix its last position predicts the first
+    /// token; a cross-attending model predicts each token from the one
+    /// before (the first, a start token, is never predicted, so its column
+    /// is left out).
+    fn token_nll(&self, head: &PrefixHead<D>, cond: &Condition, t: &CaptionTargets) -> Tensor<2> {
+        let [n, tokens] = t.ids.dims();
+        let device = t.ids.device();
+        match cond {
+            Condition::Prefix(prefix) => {
+                let [_, p, _] = prefix.dims();
+                let rows = prefix.clone().select(0, t.owner.clone());
+                let x = Tensor::cat(vec![rows, head.decoder.embed_tokens(t.ids.clone())], 1);
+                let mask = Tensor::cat(vec![Tensor::ones([n, p], &device), t.mask.clone()], 1);
+                let logits = head.decoder.forward_embeds(
+                    x,
+                    positions(n, 0, p + tokens, &device),
+                    mask,
+                    None,
+                );
+                let picked =
+                    crate::kernels::log_prob(logits.narrow(1, p - 1, tokens), t.ids.clone());
+                (picked * t.weight.clone()).neg()
+            }
+            Condition::Memory(memory) => {
+                let memory = memory.select(t.owner.clone());
+                let logits = head.decoder.forward_memory(
+                    head.decoder.embed_tokens(t.ids.clone()),
+                    positions(n, 0, tokens, &device),
+                    t.mask.clone(),
+                    &memory,
+                );
+                let picked = crate::kernels::log_prob(
+                    logits.narrow(1, 0, tokens - 1),
+                    t.ids.clone().narrow(1, 1, tokens - 1),
+                );
+                (picked * t.weight.clone().narrow(1, 1, tokens - 1)).neg()
+            }
+        }
+    }
+
+    /// Generated ids per image of a batch, given the images' condition.
+    pub fn generate(&self, head: &PrefixHead<D>, cond: Condition) -> Vec<Vec<u32>> {
         let s = &self.core.state;
-        let prompt = head.prompt(prefix, &s.start);
+        let (prompt, memory) = match cond {
+            Condition::Prefix(prefix) => (head.prompt(prefix, &s.start), None),
+            Condition::Memory(m) => {
+                let [b, _, _] = m.states.dims();
+                let device = m.states.device();
+                let ids: Vec<i64> = (0..b)
+                    .flat_map(|_| s.start.iter().map(|&t| i64::from(t)))
+                    .collect();
+                let ids =
+                    Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s.start.len()]), &device);
+                (head.decoder.embed_tokens(ids), Some(m))
+            }
+        };
         let device = prompt.device();
         let d = s.decoding;
         let out = if d.beams > 1 {
+            let opts = BeamSearch {
+                beams: d.beams,
+                length_penalty: d.length_penalty,
+                no_repeat_ngram: d.no_repeat_ngram,
+            };
+            let start = match memory {
+                Some(memory) => Start::Attending {
+                    prefix: prompt,
+                    memory,
+                },
+                None => Start::Prefix(prompt),
+            };
             beam_search(
                 &head.decoder,
-                Start::Prefix(prompt),
+                start,
                 s.max_new_tokens,
-                &BeamSearch {
-                    beams: d.beams,
-                    length_penalty: d.length_penalty,
-                    no_repeat_ngram: d.no_repeat_ngram,
-                },
+                &opts,
                 &s.eos,
                 &device,
             )
         } else {
-            generate_from_embeds(
+            generate_attending(
                 &head.decoder,
                 prompt,
+                memory,
                 s.max_new_tokens,
                 &Sampling::greedy(),
                 &s.eos,
@@ -599,6 +700,15 @@ impl<D: CausalLm> Captioning<D> {
             .map(|g| g.ids)
             .collect()
     }
+}
+
+/// What a captioner's language model reads of the image.
+#[allow(clippy::large_enum_variant)] // one per batch, never stored
+pub enum Condition {
+    /// Input embeddings before the caption's tokens.
+    Prefix(Tensor<3>),
+    /// Encoder states every block cross-attends to.
+    Memory(EncoderStates),
 }
 
 /// PyTorch's `nn.Linear` init, `U(-1/sqrt(in), 1/sqrt(in))` for weight and
@@ -636,8 +746,13 @@ impl<D: CausalLm> Task for Captioning<D> {
 
     fn new_head<A: Architecture>(&self, body: &A, device: &Device) -> PrefixHead<D> {
         let s = &self.core.state;
-        let mut decoder = D::from_config_file(&self.decoder_source().join("config.json"), device)
-            .expect("the decoder's config was read when the run started");
+        let config = self.decoder_source().join("config.json");
+        let mut decoder = if self.cross() {
+            D::with_cross_attention(&config, device)
+        } else {
+            D::from_config_file(&config, device)
+        }
+        .expect("the decoder's config was read when the run started");
         if let Some(lora) = &s.decoder.lora {
             decoder.lora_walk(
                 &lora.targets,
@@ -673,7 +788,15 @@ impl<D: CausalLm> Task for Captioning<D> {
                     device,
                 ),
             ],
-            MapperKind::None | MapperKind::Transformer => Vec::new(),
+            MapperKind::CrossAttention if body.feature_size() != decoder.hidden_size() => {
+                vec![crate::models::transformer::linear(
+                    body.feature_size(),
+                    decoder.hidden_size(),
+                    true,
+                    device,
+                )]
+            }
+            MapperKind::None | MapperKind::Transformer | MapperKind::CrossAttention => Vec::new(),
         };
         PrefixHead {
             mapping: mapper,
@@ -699,7 +822,8 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn loss(&self, head: &PrefixHead<D>, features: Flow, t: CaptionTargets) -> Tensor<1> {
-        self.token_nll(head, head.prefix(features), &t).sum() / t.count.max(1) as f64
+        let cond = self.condition(head, features);
+        self.token_nll(head, &cond, &t).sum() / t.count.max(1) as f64
     }
 
     fn outputs(
@@ -711,7 +835,7 @@ impl<D: CausalLm> Task for Captioning<D> {
     ) -> Vec<Vec<f32>> {
         let device = features.device();
         let t = self.core.batch(split, idx, &device);
-        let prefix = head.prefix(features);
+        let cond = self.condition(head, features);
         let mut out: Vec<Vec<f32>> = vec![vec![0.0, 0.0]; idx.len()];
         // images without captions (prediction) have no loss to report
         if t.count > 0 {
@@ -722,11 +846,7 @@ impl<D: CausalLm> Task for Captioning<D> {
                     .try_into_vec()
                     .expect("float")
             };
-            let nll = host(
-                self.token_nll(head, prefix.clone(), &t)
-                    .sum_dim(1)
-                    .reshape([n]),
-            );
+            let nll = host(self.token_nll(head, &cond, &t).sum_dim(1).reshape([n]));
             let counts = host(t.weight.sum_dim(1).reshape([n]));
             let owner: Vec<i64> = t.owner.into_data().try_into_vec_as().expect("ids");
             for ((o, l), c) in owner.iter().zip(nll).zip(counts) {
@@ -734,7 +854,7 @@ impl<D: CausalLm> Task for Captioning<D> {
                 out[*o as usize][1] += c;
             }
         }
-        for (o, ids) in out.iter_mut().zip(self.generate(head, prefix)) {
+        for (o, ids) in out.iter_mut().zip(self.generate(head, cond)) {
             o.extend(ids.into_iter().map(|t| t as f32));
         }
         out
@@ -796,10 +916,16 @@ impl<D: CausalLm> Task for Captioning<D> {
     }
 
     fn adapt_body<A: Architecture>(&self, body: A) -> A {
-        self.core
+        let body = self
+            .core
             .image
             .adapt_body(body)
-            .with_feature_grid(self.core.state.feature_grid)
+            .with_feature_grid(self.core.state.feature_grid);
+        if self.cross() {
+            body.with_all_tokens()
+        } else {
+            body
+        }
     }
 
     fn start_epoch(&self, split: &CaptionSplit, epoch: usize) {
@@ -879,6 +1005,13 @@ impl<D: CausalLm> Task for Captioning<D> {
             Strategy::Head => wrapped.set_trainable(&vec![false; n]),
             s => wrapped.set_trainable(&s.trainable(n, epoch)),
         };
+        // cross-attention layers the decoder was given for this task train
+        // whatever the strategy: a frozen random layer would only add noise
+        let wrapped = if self.cross() {
+            train_also(wrapped, &is_cross_attention)
+        } else {
+            wrapped
+        };
         PrefixHead {
             mapping: mapper,
             transformer,
@@ -895,8 +1028,19 @@ impl<D: CausalLm> Task for Captioning<D> {
         if self.core.state.decoder.lora.is_some() {
             decoder.lora_walk(&[], &mut LoraOp::Merge);
         }
-        write_decoder(decoder, self.decoder_source(), &out.join(DECODER_DIR))
+        write_decoder(
+            decoder,
+            self.decoder_source(),
+            &out.join(DECODER_DIR),
+            self.cross(),
+        )
     }
+}
+
+/// Whether a module path is a decoder block's cross-attention or the
+/// LayerNorm before it (GPT-2's `crossattention`, `ln_cross_attn`).
+fn is_cross_attention(path: &str) -> bool {
+    path.contains("crossattention") || path.contains("ln_cross_attn")
 }
 
 /// Where an exported captioner keeps its language model.
@@ -904,8 +1048,14 @@ pub const DECODER_DIR: &str = "decoder";
 
 /// Writes `decoder` as a Hugging Face causal-LM directory at `out`: the
 /// source's `config.json` (else the family's), `model.safetensors` under
-/// transformers' keys, and the source's tokenizer files.
-pub fn write_decoder<D: CausalLm>(decoder: D, source: &Path, out: &Path) -> Result<()> {
+/// transformers' keys, and the source's tokenizer files; with `cross`, the
+/// config says the blocks cross-attend (`add_cross_attention`).
+pub fn write_decoder<D: CausalLm>(
+    decoder: D,
+    source: &Path,
+    out: &Path,
+    cross: bool,
+) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let wrapped = TaskModel {
         body: decoder,
@@ -922,6 +1072,9 @@ pub fn write_decoder<D: CausalLm>(decoder: D, source: &Path, out: &Path) -> Resu
             "architectures".into(),
             serde_json::json!([D::hf_class("ForCausalLM")]),
         );
+        if cross {
+            obj.insert("add_cross_attention".into(), true.into());
+        }
     }
     crate::fsutil::write_json_atomic(&out.join("config.json"), &config)?;
     let tensors: Vec<_> = state::export(&wrapped, &|_| true)
@@ -943,10 +1096,20 @@ pub fn check_parts(
     grid: (usize, Option<usize>),
     mapper_layers: usize,
 ) -> Result<()> {
+    let (grid, encoder_grid) = grid;
+    if mapper == MapperKind::CrossAttention {
+        if grid > 0 && encoder_grid.is_none() {
+            bail!(
+                "--feature-grid {grid}: this encoder's top is not a feature map; with \
+                 --mapper cross-attention a transformer encoder hands on all its tokens, so \
+                 use --feature-grid 0"
+            );
+        }
+        return Ok(());
+    }
     if prefix_length == 0 {
         bail!("--prefix-length must be at least 1");
     }
-    let (grid, encoder_grid) = grid;
     if grid > 0 {
         if encoder_grid.is_none() {
             bail!(

@@ -16,14 +16,14 @@ use crate::data::captions::{self, CaptionedImage};
 use crate::data::preprocess::Augment;
 use crate::data::split::epoch_order;
 use crate::data::table::Example;
-use crate::models::Architecture;
 use crate::models::causal::{CAUSAL_FAMILIES, CausalLm};
 use crate::models::vision;
+use crate::models::{Architecture, Positions};
 use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DecoderPart, MapperKind,
-    agreed_labels, check_parts, mapper_flops,
+    agreed_labels, check_parts, cross_attention_flops, grid_cells, mapper_flops,
 };
 use crate::tasks::image::load_split;
 
@@ -74,6 +74,13 @@ pub(super) fn captioning(
 /// The mapper and what it reads, for the log: `mlp`, `transformer (2
 /// layers)`, with ` on a 3x3 grid` where the features are a grid.
 fn describe_mapper(s: &CaptionTaskState) -> String {
+    if s.mapper == MapperKind::CrossAttention {
+        let mut out = "cross-attention".to_string();
+        if s.feature_grid > 0 {
+            out += &format!(" to a {0}x{0} grid", s.feature_grid);
+        }
+        return out;
+    }
     let mut out = format!("{:?}", s.mapper).to_lowercase();
     if s.mapper == MapperKind::Transformer {
         let n = s.mapper_layers;
@@ -110,7 +117,13 @@ fn run<E: Architecture, D: CausalLm>(
     let train_device = device.clone().autodiff();
     let body = E::from_config_file(&model_dir.join("config.json"), &train_device)?;
     config.strategy.check(body.groups().len())?;
-    let decoder = D::from_config_file(&dec_dir.join("config.json"), device)?;
+    let cross = c.mapper == MapperKind::CrossAttention;
+    let dec_config = dec_dir.join("config.json");
+    let decoder = if cross {
+        D::with_cross_attention(&dec_config, device)?
+    } else {
+        D::from_config_file(&dec_config, device)?
+    };
     check_decoder_strategy(c.decoder_strategy, decoder.groups().len())?;
     check_parts(
         c.mapper,
@@ -171,7 +184,7 @@ fn run<E: Architecture, D: CausalLm>(
                     dec_dir.join("config.json").display()
                 );
             }
-            let start = tokenizer
+            let mut start: Vec<u32> = tokenizer
                 .encode("", true)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dec_dir.display()))?
                 .get_ids()
@@ -179,6 +192,11 @@ fn run<E: Architecture, D: CausalLm>(
                 .copied()
                 .filter(|t| !eos.contains(t))
                 .collect();
+            if cross && start.is_empty() {
+                // a cross-attending decoder starts from a token (transformers'
+                // decoder_start_token_id: GPT-2's BOS, which is also its EOS)
+                start.push(bos_token(&dec_config)?.unwrap_or(eos[0]));
+            }
             let lora = match c.decoder_strategy {
                 Strategy::Lora(r) => {
                     let mut l = config.lora_config(r);
@@ -197,8 +215,12 @@ fn run<E: Architecture, D: CausalLm>(
                     lora,
                 },
                 mapper: c.mapper,
-                prefix_length: c.prefix_length,
-                mapper_hidden: (c.prefix_length * decoder.hidden_size()).div_ceil(2),
+                prefix_length: if cross { 0 } else { c.prefix_length },
+                mapper_hidden: if cross {
+                    0
+                } else {
+                    (c.prefix_length * decoder.hidden_size()).div_ceil(2)
+                },
                 mapper_layers: c.mapper_layers,
                 feature_grid: c.feature_grid,
                 start,
@@ -250,10 +272,24 @@ fn run<E: Architecture, D: CausalLm>(
     let mean_tokens =
         train.tokens.iter().flatten().map(Vec::len).sum::<usize>() as f64 / train.captions() as f64;
     let seq = core.state.prefix_length + mean_tokens.round() as usize;
-    let decoder_flops: f64 = decoder.group_flops(1, seq).iter().sum();
+    let mut decoder_flops = mean_captions * decoder.group_flops(1, seq).iter().sum::<f64>();
     let mapper_flops = mapper_flops(&core.state, body.feature_size(), decoder.hidden_size());
-    let task = Captioning::<D>::new(core, (mapper_flops, mean_captions * decoder_flops));
+    let mut task = Captioning::<D>::new(core, (mapper_flops, decoder_flops));
     let body = task.adapt_body(body);
+    if cross {
+        let memory = match body.reads_after(body.groups().len()) {
+            Positions::Sequence { len } => len,
+            _ => grid_cells(task.core.state.feature_grid),
+        };
+        decoder_flops += cross_attention_flops(
+            decoder.num_layers(),
+            decoder.hidden_size(),
+            memory,
+            mean_captions,
+            seq,
+        );
+        task.flops_per_image.1 = decoder_flops;
+    }
 
     // a learning rate for the pair, unless given: the mapper starts from
     // nothing and wants large steps; a language model tuned in full small ones
@@ -268,8 +304,13 @@ fn run<E: Architecture, D: CausalLm>(
     let config = &config;
     let s = &task.core.state;
     let resolved = Resolved::new(config, train.len());
+    let conditioning = if cross {
+        "reading the image by cross-attention".to_string()
+    } else {
+        format!("prefix of {} positions", s.prefix_length)
+    };
     let line = format!(
-        "encoder {} ({}) + {} mapper + language model {} ({}), prefix of {} positions, on {} \
+        "encoder {} ({}) + {} mapper + language model {} ({}), {conditioning}, on {} \
          training / {} validation images ({} / {} captions, at most {} tokens); {} epochs, {} \
          steps, lr {:.1e}, warmup {} steps; decoding {}; images: {}{}",
         E::MODEL_TYPE,
@@ -277,7 +318,6 @@ fn run<E: Architecture, D: CausalLm>(
         describe_mapper(s),
         D::MODEL_TYPE,
         s.decoder.strategy,
-        s.prefix_length,
         train.len(),
         val.len(),
         train.captions(),
@@ -310,6 +350,15 @@ fn run<E: Architecture, D: CausalLm>(
         started,
     };
     run.fit(body, task, train, val, &line, obs)
+}
+
+/// `config.json`'s `bos_token_id` at `path` (`None` when it names none).
+fn bos_token(path: &Path) -> Result<Option<u32>> {
+    let raw: serde_json::Value = super::checkpoint::read_json(path)?;
+    Ok(raw
+        .get("bos_token_id")
+        .and_then(serde_json::Value::as_u64)
+        .map(|t| t as u32))
 }
 
 /// A seeded share `fraction` of `images` (at least one, never all) held out

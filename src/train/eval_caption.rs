@@ -19,11 +19,11 @@ use crate::data::preprocess::Augment;
 use crate::hub::Checkpoint;
 use crate::models::causal::CausalLm;
 use crate::models::state::{self, Source};
-use crate::models::{Architecture, TaskModel};
+use crate::models::{Architecture, Positions, TaskModel};
 use crate::tasks::Task;
 use crate::tasks::captioning::{
     CONFIG_FIELD, CaptionCore, CaptionMetrics, CaptionSplit, CaptionTaskState, Captioning,
-    PrefixHead, mapper_flops,
+    MapperKind, PrefixHead, cross_attention_flops, grid_cells, mapper_flops,
 };
 use crate::tasks::causal_lm::NoHead;
 
@@ -132,9 +132,18 @@ fn load_as<E: Architecture + 'static, D: CausalLm + 'static>(
     // and a caption of the longest length generated
     let s = &core.state;
     let seq = s.prefix_length + s.start.len() + s.max_new_tokens;
+    let mut decoder_flops: f64 = head.decoder.group_flops(1, seq).iter().sum();
+    if s.mapper == MapperKind::CrossAttention {
+        let memory = match body.reads_after(body.groups().len()) {
+            Positions::Sequence { len } => len,
+            _ => grid_cells(s.feature_grid),
+        };
+        let d = &head.decoder;
+        decoder_flops += cross_attention_flops(d.num_layers(), d.hidden_size(), memory, 1.0, seq);
+    }
     task.flops_per_image = (
         mapper_flops(s, body.feature_size(), head.decoder.hidden_size()),
-        head.decoder.group_flops(1, seq).iter().sum(),
+        decoder_flops,
     );
     let weights = Checkpoint::open(&dir)?;
     let apart = |p: &str| Captioning::<D>::exports_param(p);

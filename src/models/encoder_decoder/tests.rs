@@ -130,3 +130,95 @@ fn configs_it_cannot_build_are_errors_naming_the_field() {
     config["model_type"] = "vit".into();
     assert!(write(&config).contains("vision-encoder-decoder"));
 }
+
+/// The captioning task's cross-attention path (`--mapper cross-attention`)
+/// on the encoder-decoder's own weights: the ViT's every token after its
+/// final LayerNorm, through the projection, as the memory of GPT-2's
+/// cross-attention gives transformers' logits, and cached generation
+/// (the memory's keys and values computed once, rows selected with the
+/// cache) writes transformers' greedy tokens; beam search with one beam
+/// writes the same.
+#[test]
+fn the_captioning_cross_attention_path_reads_the_image_as_transformers_does() {
+    use crate::generate::beam::{BeamSearch, Start, beam_search};
+    use crate::generate::{Sampling, generate_attending};
+    use crate::models::causal::CausalLm;
+    use crate::tasks::captioning::PrefixHead;
+
+    let device = Device::default();
+    let r = reference();
+    let m = VisionEncoderDecoder::load(&fixture(), &device).unwrap();
+    let body = m.encoder.clone().with_all_tokens();
+    let layers = body.config.num_hidden_layers;
+    let features = body.run(Flow::Maps(pixels(&device)), 0..layers + 2);
+    let head = PrefixHead {
+        mapping: m.enc_to_dec_proj.clone().into_iter().collect(),
+        transformer: None,
+        decoder: m.decoder.clone(),
+    };
+    let memory = head.memory(features);
+    let ids = ids(&r, &device);
+    let [b, t] = ids.dims();
+    let logits: Vec<f32> = head
+        .decoder
+        .forward_memory(
+            head.decoder.embed_tokens(ids),
+            positions(b, 0, t, &device),
+            Tensor::ones([b, t], &device),
+            &memory,
+        )
+        .into_data()
+        .try_into_vec()
+        .unwrap();
+    let want = flat(&r["logits"]);
+    let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let diff = max_diff(&logits, &want);
+    assert!(diff <= 1e-4 * scale.max(1.0), "{diff} at scale {scale}");
+
+    let start = head.decoder.embed_tokens(Tensor::from_data(
+        TensorData::new(vec![62i64, 62], [2, 1]),
+        &device,
+    ));
+    let want: Vec<Vec<u32>> = r["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array().unwrap()[1..]
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    let greedy = generate_attending(
+        &head.decoder,
+        start.clone(),
+        Some(memory.clone()),
+        6,
+        &Sampling::greedy(),
+        &[],
+        &device,
+    )
+    .unwrap();
+    let got: Vec<Vec<u32>> = greedy.into_iter().map(|g| g.ids).collect();
+    assert_eq!(got, want);
+    let one_beam = BeamSearch {
+        beams: 1,
+        length_penalty: 1.0,
+        no_repeat_ngram: 0,
+    };
+    let beam = beam_search(
+        &head.decoder,
+        Start::Attending {
+            prefix: start,
+            memory,
+        },
+        6,
+        &one_beam,
+        &[],
+        &device,
+    )
+    .unwrap();
+    let got: Vec<Vec<u32>> = beam.into_iter().map(|g| g.ids).collect();
+    assert_eq!(got, want);
+}

@@ -249,3 +249,59 @@ fn a_frozen_or_lora_language_model_costs_input_gradients_only() {
         assert_eq!(task(&c).head_backward_flops(&body, 2), 2.0 * (20.0 + 100.0));
     }
 }
+
+/// With `--mapper cross-attention` the language model is built with
+/// cross-attention, and those new layers (and the LayerNorms before them)
+/// train under every decoder strategy, the frozen ones included, while the
+/// strategy still freezes the rest.
+#[test]
+fn a_cross_attending_language_model_trains_its_new_layers_whatever_the_strategy() {
+    use burn::module::ModuleVisitor;
+    struct Trainable(Vec<String>, Vec<(String, bool)>);
+    impl ModuleVisitor for Trainable {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.1
+                .push((self.0.join("."), param.val().is_require_grad()));
+        }
+    }
+    let device = Device::default().autodiff();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2/tied");
+    let body =
+        crate::models::gpt2::Gpt2::from_config_file(&dir.join("config.json"), &device).unwrap();
+    let mut c = core(vec![94]);
+    c.state.mapper = MapperKind::CrossAttention;
+    c.state.prefix_length = 0;
+    c.state.decoder.dir = dir;
+    for strategy in [Strategy::Head, Strategy::Freeze(3), Strategy::Full] {
+        c.state.decoder.strategy = strategy;
+        let task = Captioning::<crate::models::gpt2::Gpt2>::new(c.clone(), (0.0, 0.0));
+        let head = task.new_head(&body, &device);
+        assert!(head.decoder.has_cross_attention());
+        let head = task.head_trainable(head, 0);
+        let mut seen = Trainable(Vec::new(), Vec::new());
+        head.visit(&mut seen);
+        let cross: Vec<_> = seen
+            .1
+            .iter()
+            .filter(|(p, _)| is_cross_attention(p))
+            .collect();
+        assert_eq!(
+            cross.len(),
+            3 * 8,
+            "{strategy}: 3 blocks x (LN 2 + q, kv, out 2 each)"
+        );
+        assert!(cross.iter().all(|(_, t)| *t), "{strategy}: {cross:?}");
+        let wte = seen
+            .1
+            .iter()
+            .find(|(p, _)| p.ends_with("wte.weight"))
+            .unwrap();
+        assert_eq!(wte.1, strategy == Strategy::Full, "{strategy}: {wte:?}");
+    }
+}
