@@ -28,6 +28,7 @@ mod safetensors_io;
 mod tensor;
 
 pub use checkpoint::Checkpoint;
+pub(crate) use checkpoint::WEIGHT_FILES;
 pub use onnx::{OnnxGraph, OnnxModel, OnnxNode, read_onnx};
 pub use pickle::{NpArray, read_numpy_pickle, read_pytorch_bin};
 pub use resolve::{

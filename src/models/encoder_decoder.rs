@@ -47,6 +47,28 @@ fn part(c: &Checkpoint, prefix: &str) -> Checkpoint {
     }
 }
 
+/// Checks that `raw` (read from `path`) is an encoder-decoder config of the
+/// parts headstart reads: a ViT encoder and a GPT-2 decoder.
+pub fn check_config(raw: &serde_json::Value, path: &Path) -> Result<()> {
+    if raw["model_type"] != MODEL_TYPE {
+        bail!(
+            "{} is a `{}` config, not a {MODEL_TYPE}",
+            path.display(),
+            raw["model_type"]
+        );
+    }
+    for (side, want) in [("encoder", "vit"), ("decoder", "gpt2")] {
+        if raw[side]["model_type"] != want {
+            bail!(
+                "{}: the {side} is a `{}`; headstart reads a vit encoder with a gpt2 decoder",
+                path.display(),
+                raw[side]["model_type"]
+            );
+        }
+    }
+    Ok(())
+}
+
 impl VisionEncoderDecoder {
     /// Loads the model directory `dir` (every tensor must be there).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
@@ -56,22 +78,7 @@ impl VisionEncoderDecoder {
                 .with_context(|| format!("cannot read {}", path.display()))?,
         )
         .with_context(|| format!("{} is not JSON", path.display()))?;
-        if raw["model_type"] != MODEL_TYPE {
-            bail!(
-                "{} is a `{}` config, not a {MODEL_TYPE}",
-                path.display(),
-                raw["model_type"]
-            );
-        }
-        for (side, want) in [("encoder", "vit"), ("decoder", "gpt2")] {
-            if raw[side]["model_type"] != want {
-                bail!(
-                    "{}: the {side} is a `{}`; headstart reads a vit encoder with a gpt2 decoder",
-                    path.display(),
-                    raw[side]["model_type"]
-                );
-            }
-        }
+        check_config(&raw, &path)?;
         let enc: VitConfig = serde_json::from_value(raw["encoder"].clone())
             .with_context(|| format!("{}: `encoder` is not a ViT config", path.display()))?;
         let dec: Gpt2Config = serde_json::from_value(raw["decoder"].clone())
@@ -250,6 +257,8 @@ impl VisionEncoderDecoder {
         crate::fsutil::copy_present(source, out, &["config.json", "generation_config.json"])
     }
 }
+
+pub mod layout;
 
 #[cfg(test)]
 mod tests;

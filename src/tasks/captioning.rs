@@ -572,6 +572,9 @@ pub struct Captioning<D> {
     /// (the training split's mean captions and caption length), for the
     /// cost account.
     pub flops_per_image: (f64, f64),
+    /// A weights file whose `mapping.0.*` the mapper starts from instead of
+    /// its init (a converted encoder-decoder's projection).
+    pub pretrained_mapping: Option<PathBuf>,
     _decoder: PhantomData<fn() -> D>,
 }
 
@@ -580,6 +583,7 @@ impl<D: CausalLm> Captioning<D> {
         Self {
             core,
             flops_per_image,
+            pretrained_mapping: None,
             _decoder: PhantomData,
         }
     }
@@ -943,10 +947,15 @@ impl<D: CausalLm> Task for Captioning<D> {
             decoder,
         } = head;
         let mut rng = SeededRng::new(seed ^ 0x4D41_5050);
-        let mapper = mapper
+        let mut mapper: Vec<Linear> = mapper
             .into_iter()
             .map(|l| torch_linear(l, &mut rng))
             .collect();
+        let mut lines = Vec::new();
+        if let Some(path) = &self.pretrained_mapping {
+            mapper = pretrained_linears(mapper, path)?;
+            lines.push(format!("mapper from {}", path.display()));
+        }
         let transformer = transformer.map(|t| t.init(&mut rng));
         let part = &self.core.state.decoder;
         let wrapped = TaskModel {
@@ -962,7 +971,7 @@ impl<D: CausalLm> Task for Captioning<D> {
         report
             .missing
             .retain(|k| !k.contains("lora_A") && !k.contains("lora_B"));
-        let mut lines = vec![format!(
+        lines.push(format!(
             "language model ({}) {} ({} tensors loaded), strategy {}",
             part.model_type,
             if report.from_scratch {
@@ -972,7 +981,7 @@ impl<D: CausalLm> Task for Captioning<D> {
             },
             report.loaded,
             part.strategy
-        )];
+        ));
         lines.extend(
             report
                 .lines()
@@ -1033,8 +1042,71 @@ impl<D: CausalLm> Task for Captioning<D> {
             self.decoder_source(),
             &out.join(DECODER_DIR),
             self.cross(),
-        )
+        )?;
+        // a ViT read by a GPT-2 is transformers' VisionEncoderDecoderModel:
+        // written in its layout too (the config and weights are in `out` by now)
+        let encoder_type = std::fs::read_to_string(out.join("config.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(&raw).ok())
+            .and_then(|c| c["model_type"].as_str().map(str::to_string));
+        if self.cross() && D::MODEL_TYPE == "gpt2" && encoder_type.as_deref() == Some("vit") {
+            let preprocessor = self
+                .export_files()
+                .into_iter()
+                .find(|(name, _)| *name == "preprocessor_config.json")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            crate::models::encoder_decoder::layout::write_encoder_decoder(
+                out,
+                &preprocessor,
+                &out.join(crate::models::encoder_decoder::layout::DIR),
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// `linears` with weights and biases `mapping.{i}.*` of the weights file
+/// at `path` (PyTorch's `[out, in]` layout), each of the same shape.
+fn pretrained_linears(linears: Vec<Linear>, path: &Path) -> Result<Vec<Linear>> {
+    let c = crate::hub::Checkpoint::open(path)?;
+    linears
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let [d_in, d_out] = l.weight.dims();
+            let device = l.weight.device();
+            let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+                let key = format!("mapping.{i}.{name}");
+                let t = c
+                    .tensors
+                    .get(&key)
+                    .with_context(|| format!("{} has no `{key}`", path.display()))?;
+                if t.shape != shape {
+                    bail!(
+                        "{}: `{key}` is {:?}, the mapper's is {shape:?}",
+                        path.display(),
+                        t.shape
+                    );
+                }
+                Ok(t.data.clone())
+            };
+            let w = crate::models::params::transpose(&get("weight", &[d_out, d_in])?, d_out, d_in);
+            let b = get("bias", &[d_out])?;
+            let grad = l.weight.val().is_require_grad();
+            let param = |t: Tensor<2>| Param::from_tensor(if grad { t.require_grad() } else { t });
+            Ok(Linear {
+                weight: param(Tensor::from_data(
+                    TensorData::new(w, [d_in, d_out]),
+                    &device,
+                )),
+                bias: Some(Param::from_tensor({
+                    let t = Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device);
+                    if grad { t.require_grad() } else { t }
+                })),
+            })
+        })
+        .collect()
 }
 
 /// Whether a module path is a decoder block's cross-attention or the

@@ -17,12 +17,13 @@ use crate::data::preprocess::Augment;
 use crate::data::split::epoch_order;
 use crate::data::table::Example;
 use crate::models::causal::{CAUSAL_FAMILIES, CausalLm};
+use crate::models::encoder_decoder::layout;
 use crate::models::vision;
 use crate::models::{Architecture, Positions};
 use crate::strategy::Strategy;
 use crate::tasks::Task;
 use crate::tasks::captioning::{
-    CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DecoderPart, MapperKind,
+    CaptionCore, CaptionSplit, CaptionTaskState, Captioning, DECODER_DIR, DecoderPart, MapperKind,
     agreed_labels, check_parts, cross_attention_flops, grid_cells, mapper_flops,
 };
 use crate::tasks::image::load_split;
@@ -47,6 +48,26 @@ pub(super) fn captioning(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    // a VisionEncoderDecoderModel is both parts: converted once into a
+    // captioner (the ViT, the projection, the GPT-2) that trains from it
+    let converted;
+    let mut adjusted;
+    let (model_dir, config) = if resumed.is_none() && layout::is_encoder_decoder(model_dir) {
+        if let Some(d) = &config.captioning.decoder {
+            bail!(
+                "{} is a vision-encoder-decoder, which holds its own language model: leave \
+                 out --decoder {d}",
+                model_dir.display()
+            );
+        }
+        converted = layout::converted_captioner(model_dir, &mut |l| obs.line(l))?;
+        adjusted = config.clone();
+        adjusted.captioning.decoder = Some(converted.join(DECODER_DIR).display().to_string());
+        adjusted.captioning.mapper = MapperKind::CrossAttention;
+        (converted.as_path(), &adjusted)
+    } else {
+        (model_dir, config)
+    };
     let encoder = family_of(model_dir, config.arch.as_deref())?;
     if !vision::is_image_family(&encoder) {
         bail!(
@@ -114,6 +135,7 @@ fn run<E: Architecture, D: CausalLm>(
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
     let c = &config.captioning;
+    let resumed_run = resumed.is_some();
     let train_device = device.clone().autodiff();
     let body = E::from_config_file(&model_dir.join("config.json"), &train_device)?;
     config.strategy.check(body.groups().len())?;
@@ -275,6 +297,16 @@ fn run<E: Architecture, D: CausalLm>(
     let mut decoder_flops = mean_captions * decoder.group_flops(1, seq).iter().sum::<f64>();
     let mapper_flops = mapper_flops(&core.state, body.feature_size(), decoder.hidden_size());
     let mut task = Captioning::<D>::new(core, (mapper_flops, decoder_flops));
+    // a converted encoder-decoder's projection starts from its weights
+    if cross && !resumed_run {
+        let weights = model_dir.join("model.safetensors");
+        if crate::hub::Checkpoint::open(&weights)
+            .map(|c| c.tensors.contains_key("mapping.0.weight"))
+            .unwrap_or(false)
+        {
+            task.pretrained_mapping = Some(weights);
+        }
+    }
     let body = task.adapt_body(body);
     if cross {
         let memory = match body.reads_after(body.groups().len()) {

@@ -18,6 +18,7 @@ use crate::data::captions::{CaptionSet, CaptionedImage};
 use crate::data::preprocess::Augment;
 use crate::hub::Checkpoint;
 use crate::models::causal::CausalLm;
+use crate::models::encoder_decoder::layout;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, Positions, TaskModel};
 use crate::tasks::Task;
@@ -42,12 +43,14 @@ pub struct Captioner {
     pub dir: PathBuf,
 }
 
-/// Whether `model` (a run or an exported directory) is a captioner.
+/// Whether `model` (a run or an exported directory) is a captioner, or a
+/// transformers `VisionEncoderDecoderModel` (which captions as one).
 pub fn is_captioner(model: &Path) -> bool {
-    let config = exported_model(model).join("config.json");
-    read_json::<serde_json::Value>(&config)
+    let dir = exported_model(model);
+    read_json::<serde_json::Value>(&dir.join("config.json"))
         .map(|v| v.get(CONFIG_FIELD).is_some())
         .unwrap_or(false)
+        || layout::is_encoder_decoder(&dir)
 }
 
 /// Decoding settings `eval` and `predict` take for a captioner, over
@@ -87,7 +90,11 @@ pub fn load_captioner(
     decoding: &DecodingOverride,
     device: &Device,
 ) -> Result<Captioner> {
-    let dir = exported_model(model);
+    let mut dir = exported_model(model);
+    // a VisionEncoderDecoderModel, converted once into a captioner
+    if layout::is_encoder_decoder(&dir) {
+        dir = layout::converted_captioner(&dir, &mut |l| eprintln!("{l}"))?;
+    }
     let config_path = dir.join("config.json");
     let raw: serde_json::Value = read_json(&config_path)?;
     let mut state: CaptionTaskState = serde_json::from_value(

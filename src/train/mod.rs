@@ -122,6 +122,9 @@ fn dispatch(
     started: Instant,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    if config.task == crate::tasks::captioning::NAME {
+        return captioning::captioning(config, model_dir, resumed, device, started, obs);
+    }
     let family = family_of(model_dir, config.arch.as_deref())?;
     match (config.task.as_str(), family.as_str()) {
         (TextClassification::NAME, "bert") => {
@@ -134,9 +137,6 @@ fn dispatch(
             if crate::models::causal::CAUSAL_FAMILIES.contains(&family) =>
         {
             crate::with_causal_family!(family, A => causal_lm::<A>(config, model_dir, resumed, device, started, obs), else unreachable!("{family} is a causal-LM family"))
-        }
-        (crate::tasks::captioning::NAME, _) => {
-            captioning::captioning(config, model_dir, resumed, device, started, obs)
         }
         (task, family) => bail!(
             "task `{task}` is not supported for model_type `{family}` \
