@@ -406,6 +406,35 @@ fn a_cross_attending_language_model_reads_a_vit_and_exports() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("mapper from"), "{log}");
     assert_eq!(validations(&again)[0]["samples"], last["samples"]);
+
+    // compare takes it as the encoder of its pairs, with no --decoder
+    let cmp = tmp.path().join("cmp");
+    let args: Vec<String> = [
+        "compare",
+        "--task",
+        "captioning",
+        "--encoder",
+        ved.to_str().unwrap(),
+        "--train",
+        tmp.path().join("train.csv").to_str().unwrap(),
+        "--test",
+        tmp.path().join("val.csv").to_str().unwrap(),
+        "--strategies",
+        "frozen+frozen",
+        "--seeds",
+        "1",
+        "--budget",
+        "1ep",
+        "--image-size",
+        "32",
+        "--out",
+        cmp.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    in_home(&args);
+    assert!(cmp.join("report.json").is_file());
 }
 
 #[test]

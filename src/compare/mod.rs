@@ -16,6 +16,7 @@ pub mod stats;
 
 use std::path::{Path, PathBuf};
 
+use crate::models::encoder_decoder::layout;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -360,6 +361,7 @@ pub fn compare(
     let model_dir = train::resolve_model(&base.model)?;
     let is_image = base.task == ImageClassification::NAME;
     let is_caption = base.task == crate::tasks::captioning::NAME;
+    let ved = is_caption && layout::is_encoder_decoder(&model_dir);
     let groups = if is_lm {
         let family = crate::models::model_type(&model_dir)?;
         crate::with_causal_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
@@ -369,8 +371,14 @@ pub fn compare(
             crate::models::causal::CAUSAL_FAMILIES.join(", ")
         ))
     } else if is_image || is_caption {
-        let family = train::family_of(&model_dir, base.arch.as_deref())?;
-        crate::with_image_family!(family.as_str(), A => A::from_config_file(&model_dir.join("config.json"), device)?
+        // a VisionEncoderDecoderModel's encoder, from its captioner form
+        let dir = if ved {
+            layout::converted_captioner(&model_dir, &mut |l| eprintln!("{l}"))?
+        } else {
+            model_dir.clone()
+        };
+        let family = train::family_of(&dir, base.arch.as_deref())?;
+        crate::with_image_family!(family.as_str(), A => A::from_config_file(&dir.join("config.json"), device)?
             .groups()
             .len(), else bail!(
             "image-classification compares image families ({}), not `{family}`",
@@ -495,7 +503,7 @@ pub fn compare(
         test_limit: opts.test_limit,
         model_sha256: {
             let mut files = weight_files(&model_dir)?;
-            if is_caption {
+            if is_caption && !ved {
                 files.extend(weight_files(&train::captioning::decoder_dir(base)?)?);
             }
             sha256_files(&files.iter().collect::<Vec<_>>())?
