@@ -332,6 +332,12 @@ pub fn forward(x: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], act: A
     });
 }
 
+/// `act(x * scale + shift)` in place on one plane (a channel's values).
+pub fn affine_plane(x: &mut [f32], scale: f32, shift: f32, act: Act) {
+    let (low, high) = act.bounds();
+    forward_plane(x, scale, shift, low, high);
+}
+
 /// The input's gradient from the output `y` and its gradient `g` (in place
 /// on `g`): `g * scale[c]` where the activation passes, 0 elsewhere.
 pub fn backward(y: &[f32], g: &mut [f32], plane: usize, scale: &[f32], act: Act) {
@@ -393,15 +399,32 @@ pub fn apply<const D: usize>(bn: &BatchNorm, x: Tensor<D>, act: Act) -> Tensor<D
             .update((running_var.mul_scalar(1.0 - m) + var.mul_scalar(m * unbiased)).detach());
         return y;
     }
+    match inference_affine(bn, &x) {
+        Some((scale, shift)) => super::batch_norm_act_tensor(x, scale, shift, act),
+        None => act_of(bn.forward(x)),
+    }
+}
+
+/// The per-channel `(scale, shift)` that `bn` applies to `x` when it runs
+/// on its running statistics with parameters that take no gradient, on
+/// the CPU in f32 (`scale = gamma / sqrt(var + eps)`, `shift = beta -
+/// mean * scale`); `None` in training or otherwise.
+pub fn inference_affine<const D: usize>(
+    bn: &BatchNorm,
+    x: &Tensor<D>,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    let device = x.device();
+    let cpu = x.dtype() == DType::F32 && super::is_flex(&device) && D >= 2;
+    let training = device.is_autodiff() && bn.training.is_enabled();
     let trained = bn.gamma.is_require_grad() || bn.beta.is_require_grad();
-    if trained || !cpu {
-        return act_of(bn.forward(x));
+    if training || trained || !cpu {
+        return None;
     }
     let mean = bn.running_mean.value().to_device(&device);
     let var = bn.running_var.value().to_device(&device);
     let scale = bn.gamma.val().detach() / (var + bn.epsilon).sqrt();
     let shift = bn.beta.val().detach() - mean * scale.clone();
-    super::batch_norm_act_tensor(x, scale, shift, act)
+    Some((scale, shift))
 }
 
 #[cfg(test)]

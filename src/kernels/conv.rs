@@ -245,6 +245,19 @@ multiversion! {
 /// The depthwise convolution of `[batch, channels, h, w]` values `x` with
 /// filters `w` (`[channels, k, k]`), one (item, channel) plane per task.
 pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Depthwise) -> Vec<f32> {
+    depthwise_forward_affine(x, w, channels, d, None)
+}
+
+/// [`depthwise_forward`] with each output plane of channel `c` mapped to
+/// `act(y * scale[c] + shift[c])` as soon as it is computed (an inference
+/// BatchNorm and its activation, while the plane is still in cache).
+pub fn depthwise_forward_affine(
+    x: &[f32],
+    w: &[f32],
+    channels: usize,
+    d: &Depthwise,
+    affine: Option<(&[f32], &[f32], super::batch_norm::Act)>,
+) -> Vec<f32> {
     let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
     let kk = d.k * d.k;
     assert!(
@@ -272,6 +285,9 @@ pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Depthwise) -
                 depthwise_plane_s2(scratch, w, o, d)
             } else {
                 depthwise_plane(x, w, o, d)
+            }
+            if let Some((scale, shift, act)) = affine {
+                super::batch_norm::affine_plane(o, scale[c], shift[c], act);
             }
         });
     out

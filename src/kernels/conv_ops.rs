@@ -72,6 +72,34 @@ pub(super) fn depthwise_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Depthwise
     matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
 }
 
+/// [`conv::depthwise_forward_affine`] of contiguous Flex f32 tensors.
+pub(super) fn depthwise_affine_flex(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    scale: &FlexTensor,
+    shift: &FlexTensor,
+    d: &conv::Depthwise,
+    act: super::batch_norm::Act,
+) -> FlexTensor {
+    let [batch, c, h, wd] = dims4(x);
+    let (scale, shift) = (
+        activation::contiguous(scale.clone()),
+        activation::contiguous(shift.clone()),
+    );
+    let y = conv::depthwise_forward_affine(
+        &x.storage::<f32>()[..batch * c * h * wd],
+        &w.storage::<f32>()[..c * d.k * d.k],
+        c,
+        d,
+        Some((
+            &scale.storage::<f32>()[..c],
+            &shift.storage::<f32>()[..c],
+            act,
+        )),
+    );
+    matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
+}
+
 /// The backward of [`CpuKernels::pointwise_conv`] and
 /// [`CpuKernels::depthwise_conv`] (with its geometry): keeps the input and
 /// the filters.
@@ -136,55 +164,112 @@ pub(super) fn tracked_conv<C: CheckpointStrategy>(
     }
 }
 
-/// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
-/// (stride 1, no padding, one group) or depthwise convolution (one filter
-/// per channel, square, any stride and padding, no dilation) through
-/// [`conv`]; burn's convolution otherwise.
-pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// How [`conv2d`] runs a layer on its input.
+enum Route {
+    Pointwise,
+    Depthwise {
+        stride: usize,
+        pad: [usize; 2],
+        out: [usize; 2],
+    },
+    /// burn's convolution.
+    Burn,
+}
+
+/// The route of `conv` for an input of `x`'s shape, device and dtype.
+fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
     let [_, cin, h, w] = x.dims();
     let [cout, per_group, kh, kw] = conv.weight.dims();
     let cpu = x.dtype() == DType::F32 && conv.weight.dtype() == DType::F32 && is_flex(&x.device());
     if !cpu || conv.bias.is_some() || conv.dilation != [1, 1] || cin != per_group * conv.groups {
-        return conv.forward(x);
+        return Route::Burn;
     }
     use burn::nn::PaddingConfig2d;
     let ((top, bottom), (left, right)) = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),
         // burn's "same" (possibly asymmetric) padding: its own convolution
-        PaddingConfig2d::Same => return conv.forward(x),
+        PaddingConfig2d::Same => return Route::Burn,
     };
-    let pointwise = [kh, kw] == [1, 1]
+    let stride = conv.stride[0];
+    if [kh, kw] == [1, 1]
         && conv.stride == [1, 1]
         && [top, bottom, left, right] == [0; 4]
-        && conv.groups == 1;
-    let stride = conv.stride[0];
-    let depthwise = conv.groups == cin
+        && conv.groups == 1
+    {
+        Route::Pointwise
+    } else if conv.groups == cin
         && cout == cin
         && per_group == 1
         && kh == kw
         && conv.stride[1] == stride
         && stride > 0
         && h + top + bottom >= kh
-        && w + left + right >= kw;
-    if pointwise {
-        return Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-        ));
-    }
-    if depthwise {
-        let out_h = (h + top + bottom - kh) / stride + 1;
-        let out_w = (w + left + right - kw) / stride + 1;
-        return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
+        && w + left + right >= kw
+    {
+        Route::Depthwise {
             stride,
-            top,
-            left,
-            out_h,
-            out_w,
+            pad: [top, left],
+            out: [
+                (h + top + bottom - kh) / stride + 1,
+                (w + left + right - kw) / stride + 1,
+            ],
+        }
+    } else {
+        Route::Burn
+    }
+}
+
+/// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
+/// (stride 1, no padding, one group) or depthwise convolution (one filter
+/// per channel, square, any stride and padding, no dilation) through
+/// [`conv`]; burn's convolution otherwise.
+pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match route(conv, &x) {
+        Route::Pointwise => Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+        )),
+        Route::Depthwise { stride, pad, out } => {
+            Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                stride,
+                pad[0],
+                pad[1],
+                out[0],
+                out[1],
+            ))
+        }
+        Route::Burn => conv.forward(x),
+    }
+}
+
+/// `act(bn(conv(x)))`: a depthwise convolution whose BatchNorm runs on its
+/// running statistics with parameters that take no gradient (a frozen or
+/// evaluated layer) maps each output plane through the BatchNorm and the
+/// activation as soon as the plane is computed
+/// ([`CpuKernels::depthwise_conv_affine`]); otherwise [`conv2d`] then
+/// [`super::batch_norm::apply`].
+pub fn conv2d_bn(
+    conv: &burn::nn::conv::Conv2d,
+    bn: &burn::nn::BatchNorm,
+    x: Tensor<4>,
+    act: super::batch_norm::Act,
+) -> Tensor<4> {
+    if let Route::Depthwise { stride, pad, out } = route(conv, &x)
+        && let Some((scale, shift)) = super::batch_norm::inference_affine(bn, &x)
+    {
+        return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv_affine(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            stride,
+            pad,
+            out,
+            act.code(),
         ));
     }
-    conv.forward(x)
+    super::batch_norm::apply(bn, conv2d(conv, x), act)
 }

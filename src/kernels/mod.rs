@@ -46,7 +46,7 @@ use burn::backend::{
 use burn::tensor::{Device, Tensor};
 
 pub use activation::Kind;
-pub use conv_ops::conv2d;
+pub use conv_ops::{conv2d, conv2d_bn};
 use conv_ops::{depthwise_flex, depthwise_geometry, pointwise_flex, tracked_conv};
 use norm_ops::{
     BatchNormParams, batch_norm_flex, batch_norm_train_flex, batch_stats_flex, layer_norm_flex,
@@ -196,6 +196,22 @@ pub trait CpuKernels: Backend {
         out_h: usize,
         out_w: usize,
     ) -> FloatTensor<Self>;
+    /// [`CpuKernels::depthwise_conv`] followed by
+    /// [`CpuKernels::batch_norm_act`], each plane's affine map and
+    /// activation applied as soon as it is computed; one pass over the
+    /// output instead of two when nothing takes a gradient (under autodiff
+    /// with a tracked input or filter: the two ops).
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_conv_affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        stride: usize,
+        pad: [usize; 2],
+        out: [usize; 2],
+        act: u32,
+    ) -> FloatTensor<Self>;
     /// `log_softmax(x)[target]` per row of the last dimension
     /// ([`log_prob`]); `targets` holds the ids as f32 (exact below 2^24).
     fn log_prob(x: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -287,6 +303,28 @@ impl CpuKernels for Flex {
         let x = activation::contiguous(x);
         let d = depthwise_geometry(&x, &w, stride, [pad_h, pad_w], [out_h, out_w]);
         depthwise_flex(&x, &activation::contiguous(w), &d)
+    }
+
+    fn depthwise_conv_affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        stride: usize,
+        pad: [usize; 2],
+        out: [usize; 2],
+        act: u32,
+    ) -> FloatTensor<Self> {
+        let x = activation::contiguous(x);
+        let d = depthwise_geometry(&x, &w, stride, pad, out);
+        conv_ops::depthwise_affine_flex(
+            &x,
+            &activation::contiguous(w),
+            &scale,
+            &shift,
+            &d,
+            batch_norm::Act::from_code(act),
+        )
     }
 
     fn batch_norm_train(
@@ -540,6 +578,35 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         out_w: usize,
     ) -> FloatTensor<Self> {
         tracked_conv::<C>(x, w, Some((stride, [pad_h, pad_w], [out_h, out_w])))
+    }
+
+    fn depthwise_conv_affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        stride: usize,
+        pad: [usize; 2],
+        out: [usize; 2],
+        act: u32,
+    ) -> FloatTensor<Self> {
+        if !x.is_tracked() && !w.is_tracked() {
+            let inner = <Self as AutodiffBackend>::inner;
+            return <Self as AutodiffBackend>::from_inner(
+                <Flex as CpuKernels>::depthwise_conv_affine(
+                    inner(x),
+                    inner(w),
+                    inner(scale),
+                    inner(shift),
+                    stride,
+                    pad,
+                    out,
+                    act,
+                ),
+            );
+        }
+        let y = Self::depthwise_conv(x, w, stride, pad[0], pad[1], out[0], out[1]);
+        Self::batch_norm_act(y, scale, shift, act)
     }
 
     fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {

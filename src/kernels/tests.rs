@@ -460,3 +460,70 @@ fn convolutions_match_burn_through_autodiff() {
         assert!(dw < 1e-4, "layer {i}: filter gradient {dw}");
     }
 }
+
+/// A depthwise convolution followed by a BatchNorm on its running
+/// statistics with frozen parameters (`conv2d_bn`) gives the bits of the
+/// two ops one after the other, plain and under autodiff with nothing
+/// tracked (the fused pass); with a tracked input it takes the two ops,
+/// so the input's gradient is theirs.
+#[test]
+fn a_frozen_depthwise_convolution_and_batch_norm_fuse_to_the_same_bits() {
+    use batch_norm::Act;
+    use burn::module::{Module, Param};
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        for stride in [1, 2] {
+            let conv = Conv2dConfig::new([6, 6], [3, 3])
+                .with_groups(6)
+                .with_stride([stride, stride])
+                .with_bias(false)
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device)
+                .no_grad();
+            let mut bn = BatchNormConfig::new(6).init(&device);
+            bn.gamma = Param::from_tensor(Tensor::from_floats(
+                [1.5, -0.7, 9.0, 0.3, 2.0, 1.0],
+                &device,
+            ));
+            bn.beta = Param::from_tensor(Tensor::from_floats(
+                [0.2, 1.0, 3.0, -1.0, 0.0, 0.5],
+                &device,
+            ));
+            bn.running_mean = burn::module::RunningState::new(Tensor::from_floats(
+                [0.1, -0.2, 0.3, 0.0, 0.5, -0.5],
+                &device,
+            ));
+            bn.running_var = burn::module::RunningState::new(Tensor::from_floats(
+                [1.0, 0.5, 2.0, 0.1, 3.0, 1.5],
+                &device,
+            ));
+            let bn = bn.freeze();
+            assert!(
+                !bn.training.is_enabled(),
+                "a frozen BatchNorm runs on its running statistics"
+            );
+            assert!(batch_norm::inference_affine(&bn, &conv.weight.val()).is_some());
+            let x = wave_tensor([3, 6, 9, 11], 0.29, &device) * 2.0;
+            for act in [Act::None, Act::Relu6] {
+                let fused = conv2d_bn(&conv, &bn, x.clone(), act);
+                let apart = batch_norm::apply(&bn, conv2d(&conv, x.clone()), act);
+                let (a, b) = (fused.into_data(), apart.into_data());
+                assert_eq!(a, b, "stride {stride}, {act:?}");
+            }
+            if device.is_autodiff() {
+                let ours_in = x.clone().detach().require_grad();
+                let theirs_in = x.clone().detach().require_grad();
+                let ours = conv2d_bn(&conv, &bn, ours_in.clone(), Act::Relu6);
+                let theirs = batch_norm::apply(&bn, conv2d(&conv, theirs_in.clone()), Act::Relu6);
+                let g_ours = ours.sum().backward();
+                let g_theirs = theirs.sum().backward();
+                let d = max_diff_any(
+                    ours_in.grad(&g_ours).unwrap(),
+                    theirs_in.grad(&g_theirs).unwrap(),
+                );
+                assert_eq!(d, 0.0, "stride {stride}: input gradient");
+            }
+        }
+    }
+}

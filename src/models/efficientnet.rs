@@ -41,7 +41,7 @@ use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::data::preprocess::{HALF, Recipe, Resample};
 use crate::hub::Checkpoint;
-use crate::kernels::batch_norm::{self, Act};
+use crate::kernels::batch_norm::Act;
 
 /// The lite0 block table: expansion, output channels, repeats, first
 /// stride, kernel.
@@ -168,7 +168,7 @@ impl SameConvBn {
             x
         };
         let act = if self.relu { Act::Relu6 } else { Act::None };
-        batch_norm::apply(&self.bn, crate::kernels::conv2d(&self.conv, x), act)
+        crate::kernels::conv2d_bn(&self.conv, &self.bn, x, act)
     }
 
     /// Forward FLOPs per image on a `side`x`side` input, and the output side.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::state::Init;
 use super::{Architecture, Flow, Group, Positions};
 use crate::hub::Checkpoint;
-use crate::kernels::batch_norm::{self, Act};
+use crate::kernels::batch_norm::Act;
 
 /// The published block table: expansion t, output channels c, repeats n,
 /// first stride s.
@@ -203,7 +203,7 @@ impl ConvBn {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let act = if self.relu { Act::Relu6 } else { Act::None };
-        batch_norm::apply(&self.bn, crate::kernels::conv2d(&self.conv, x), act)
+        crate::kernels::conv2d_bn(&self.conv, &self.bn, x, act)
     }
 }
 
