@@ -77,7 +77,12 @@ pub struct CurvePoint {
     pub step: usize,
     pub seconds: f64,
     pub energy_wh: f64,
+    /// Validation accuracy and macro-F1 (NaN where the task has none:
+    /// JSON writes NaN as null, which reads back as NaN, so that a finished
+    /// run's `test.json` parses and the run is reused).
+    #[serde(deserialize_with = "stats::nan_if_null")]
     pub accuracy: f64,
+    #[serde(deserialize_with = "stats::nan_if_null")]
     pub macro_f1: f64,
     /// Validation perplexity (`exp` of the loss).
     #[serde(default = "nan", deserialize_with = "stats::nan_if_null")]
@@ -877,6 +882,29 @@ pub fn write_csv(path: &Path, examples: &[Example], text: &str, label: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A curve point of a task without accuracy or macro-F1 (captioning,
+    /// language models) holds NaN, which JSON writes as null: it must read
+    /// back, or a finished run's `test.json` does not parse and the run is
+    /// trained again instead of reused.
+    #[test]
+    fn curve_points_without_a_metric_read_back_from_json() {
+        let p = CurvePoint {
+            step: 3,
+            seconds: 1.5,
+            energy_wh: 0.1,
+            accuracy: f64::NAN,
+            macro_f1: f64::NAN,
+            perplexity: f64::NAN,
+            bleu4: 0.25,
+            cider: 1.0,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"macro_f1\":null"), "{json}");
+        let back: CurvePoint = serde_json::from_str(&json).unwrap();
+        assert!(back.accuracy.is_nan() && back.macro_f1.is_nan() && back.perplexity.is_nan());
+        assert_eq!((back.step, back.bleu4, back.cider), (3, 0.25, 1.0));
+    }
 
     #[test]
     fn strategy_lists_expand_freeze_ranges() {
