@@ -505,6 +505,16 @@ fn a_frozen_depthwise_convolution_and_batch_norm_fuse_to_the_same_bits() {
             );
             assert!(batch_norm::inference_affine(&bn, &conv.weight.val()).is_some());
             let x = wave_tensor([3, 6, 9, 11], 0.29, &device) * 2.0;
+            let small = wave_tensor([2, 6, 2, 2], 0.41, &device) * 3.0;
+            for act in [Act::None, Act::Relu6] {
+                let fused = conv2d_bn(&conv, &bn, small.clone(), act);
+                let apart = batch_norm::apply(&bn, conv2d(&conv, small.clone()), act);
+                assert_eq!(
+                    fused.into_data(),
+                    apart.into_data(),
+                    "2x2 planes, stride {stride}"
+                );
+            }
             for act in [Act::None, Act::Relu6] {
                 let fused = conv2d_bn(&conv, &bn, x.clone(), act);
                 let apart = batch_norm::apply(&bn, conv2d(&conv, x.clone()), act);
