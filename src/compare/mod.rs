@@ -10,6 +10,8 @@
 
 pub mod captions;
 pub mod plan;
+mod reuse;
+use reuse::{ReuseKey, reuse, sha256_files, weight_files};
 pub mod report;
 pub mod samples;
 pub mod stats;
@@ -705,96 +707,6 @@ fn eval_every(config: &TrainConfig, opts: &CompareOptions, n: usize) -> usize {
         _ => config.epochs.unwrap_or(3) * per_epoch,
     };
     (total / opts.curve_points.max(1)).max(1)
-}
-
-/// What a run's reuse depends on: its settings, the data it trained and
-/// was tested on (by content), the test subset and the model's weights.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct ReuseKey {
-    config: serde_json::Value,
-    train_sha256: String,
-    test_sha256: String,
-    test_limit: Option<usize>,
-    model_sha256: String,
-}
-
-/// SHA-256 of the contents of `paths`, in order.
-fn sha256_files(paths: &[&PathBuf]) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut h = Sha256::new();
-    for p in paths {
-        if p.is_dir() {
-            // an image folder: its files' names and sizes, in order
-            let mut files = Vec::new();
-            let mut stack = vec![p.to_path_buf()];
-            while let Some(d) = stack.pop() {
-                for e in
-                    std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
-                {
-                    let path = e?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else {
-                        let len = std::fs::metadata(&path)?.len();
-                        files.push((path, len));
-                    }
-                }
-            }
-            files.sort();
-            for (path, len) in files {
-                h.update(path.display().to_string().as_bytes());
-                h.update(len.to_le_bytes());
-            }
-            h.update(b"\0");
-            continue;
-        }
-        let mut f =
-            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        h.update(b"\0");
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// A model directory's weight and config files, sorted.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    if dir.is_file() {
-        return Ok(vec![dir.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".bin")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// A finished run of the same settings on the same inputs, if `dir` holds one.
-fn reuse(dir: &Path, key: &ReuseKey) -> Result<Option<RunRecord>> {
-    let (record, saved) = (dir.join("test.json"), dir.join("reuse.json"));
-    if !record.is_file() || !saved.is_file() {
-        return Ok(None);
-    }
-    let Ok(saved) = serde_json::from_str::<ReuseKey>(&std::fs::read_to_string(&saved)?) else {
-        return Ok(None);
-    };
-    if &saved != key {
-        return Ok(None);
-    }
-    Ok(serde_json::from_str(&std::fs::read_to_string(&record)?).ok())
 }
 
 /// Training examples of a run: documents for a language model (its rows

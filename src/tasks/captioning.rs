@@ -23,8 +23,8 @@
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use burn::module::{Module, Param};
+use anyhow::Result;
+use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -36,11 +36,10 @@ use super::image::{ImageClassification, ImageSplit};
 use super::{MetricName, Task};
 use crate::captioning::metrics::score;
 use crate::data::captions_demo::{named_classes, names_the_labels};
-use crate::data::preprocess::Recipe;
 use crate::generate::beam::{BeamSearch, Start, beam_search};
 use crate::generate::{Sampling, generate_attending};
 use crate::models::causal::{CausalLm, EncoderStates, positions};
-use crate::models::lora::{LoraConfig, LoraOp, freeze_all_but_adapters, train_also};
+use crate::models::lora::{LoraOp, freeze_all_but_adapters, train_also};
 use crate::models::params::SeededRng;
 use crate::models::state::{self, Source};
 use crate::models::{Architecture, Flow, TaskModel};
@@ -48,165 +47,13 @@ use crate::strategy::Strategy;
 use crate::train::cache::KeyHasher;
 
 pub mod mapper;
+pub mod parts;
+pub mod settings;
 use mapper::TransformerMapper;
 
-/// `--mapper`: how image features become the prefix.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum MapperKind {
-    /// ClipCap's MLP: features (all cells of `--feature-grid`, flattened)
-    /// -> P·H/2 -> tanh -> P·H, reshaped to P embeddings of the language
-    /// model's width H.
-    #[default]
-    Mlp,
-    /// ClipCap's transformer: the feature cells as tokens and P learned
-    /// queries through `--mapper-layers` transformer layers of width H
-    /// ([`mapper::TransformerMapper`]).
-    Transformer,
-    /// No mapping network: the pooled features are the one-position prefix
-    /// (their size must equal the language model's hidden size).
-    None,
-    /// No prefix: every block of the language model cross-attends to the
-    /// image's tokens (a ViT's every position, a feature map's cells of
-    /// `--feature-grid`, or the pooled vector), projected to its width
-    /// where they differ: transformers' `VisionEncoderDecoderModel`. The
-    /// cross-attention layers are new unless the decoder's checkpoint
-    /// holds them, and always train; GPT-2 decoders only.
-    #[serde(rename = "cross-attention")]
-    #[value(name = "cross-attention")]
-    CrossAttention,
-}
-
-/// How captions are decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-pub struct Decoding {
-    /// Beams of beam search (1: greedy).
-    #[arg(long, default_value_t = 1)]
-    pub beams: usize,
-    /// Beam search: finished captions are ranked by score / length^F.
-    #[arg(long, default_value_t = 1.0)]
-    pub length_penalty: f64,
-    /// Beam search: no n-gram of this size occurs twice in a caption (0: off).
-    #[arg(long, default_value_t = 0)]
-    pub no_repeat_ngram: usize,
-}
-
-impl Decoding {
-    /// Rejects settings no decoding can use.
-    pub fn check(&self) -> Result<()> {
-        if self.beams == 0 {
-            bail!("--beams must be at least 1 (1: greedy)");
-        }
-        if self.beams > 1 {
-            BeamSearch {
-                beams: self.beams,
-                length_penalty: self.length_penalty,
-                no_repeat_ngram: self.no_repeat_ngram,
-            }
-            .check()?;
-        }
-        Ok(())
-    }
-}
-
-impl Default for Decoding {
-    fn default() -> Self {
-        Self {
-            beams: 1,
-            length_penalty: 1.0,
-            no_repeat_ngram: 0,
-        }
-    }
-}
-
-/// The captioning flags of `train` and `compare`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(default)]
-pub struct CaptionConfig {
-    /// The language model that writes captions: a causal-LM checkpoint
-    /// (HF directory, hub id, packaged name such as smollm2, GGUF file).
-    #[arg(long)]
-    pub decoder: Option<String>,
-    /// scratch | full | freeze:N | frozen | lora[:R] for the language model.
-    #[arg(long, default_value = "lora")]
-    pub decoder_strategy: Strategy,
-    /// Column of captions (one row per caption; an image may have several).
-    #[arg(long, default_value = "caption")]
-    pub caption_column: String,
-    /// Input embeddings the image becomes.
-    #[arg(long, default_value_t = 10)]
-    pub prefix_length: usize,
-    #[arg(long, value_enum, default_value = "mlp")]
-    pub mapper: MapperKind,
-    /// Layers of `--mapper transformer`.
-    #[arg(long, default_value_t = 2)]
-    pub mapper_layers: usize,
-    /// What the mapper reads of a convolutional encoder's last feature
-    /// map: 0 its mean (one vector), G the means of a G x G grid of it
-    /// (adaptive average pooling), which keep where things are.
-    #[arg(long, default_value_t = 0)]
-    pub feature_grid: usize,
-    /// Longest caption generated, in tokens (default: the longest training
-    /// caption's length plus 8).
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
-    #[command(flatten)]
-    pub decoding: Decoding,
-}
-
-impl Default for CaptionConfig {
-    fn default() -> Self {
-        Self {
-            decoder: None,
-            decoder_strategy: Strategy::Lora(None),
-            caption_column: "caption".into(),
-            prefix_length: 10,
-            mapper: MapperKind::Mlp,
-            mapper_layers: 2,
-            feature_grid: 0,
-            max_new_tokens: None,
-            decoding: Decoding::default(),
-        }
-    }
-}
-
-/// The language-model part of a captioner.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DecoderPart {
-    /// Its `model_type` (`gpt2`, `llama`).
-    pub model_type: String,
-    /// The directory its config, weights and tokenizer come from (relative
-    /// to the exported model's directory in an export).
-    pub dir: PathBuf,
-    pub strategy: Strategy,
-    /// Adapters on it (a `lora` decoder strategy; none once merged).
-    pub lora: Option<LoraConfig>,
-}
-
-/// What a captioning run records (`config.json`'s task state, and an
-/// exported captioner's `captioning` field).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CaptionTaskState {
-    pub recipe: Recipe,
-    pub decoder: DecoderPart,
-    pub mapper: MapperKind,
-    pub prefix_length: usize,
-    /// Width of the mapper's hidden layer.
-    pub mapper_hidden: usize,
-    /// Layers of a transformer mapper.
-    #[serde(default)]
-    pub mapper_layers: usize,
-    /// The encoder's `--feature-grid` (0: pooled).
-    #[serde(default)]
-    pub feature_grid: usize,
-    /// Tokens the tokenizer puts before a text (a BOS): they follow the
-    /// prefix in training and start generation.
-    pub start: Vec<u32>,
-    /// Tokens that end a caption; the first ends each training caption.
-    pub eos: Vec<u32>,
-    pub max_new_tokens: usize,
-    pub decoding: Decoding,
-}
+pub use parts::{DECODER_DIR, check_parts, write_decoder};
+use parts::{is_cross_attention, pretrained_linears, torch_linear};
+pub use settings::{CaptionConfig, CaptionTaskState, DecoderPart, Decoding, MapperKind};
 
 /// `--task`'s name for captioning.
 pub const NAME: &str = "captioning";
@@ -715,31 +562,6 @@ pub enum Condition {
     Memory(EncoderStates),
 }
 
-/// PyTorch's `nn.Linear` init, `U(-1/sqrt(in), 1/sqrt(in))` for weight and
-/// bias, drawn from `rng`.
-fn torch_linear(l: Linear, rng: &mut SeededRng) -> Linear {
-    let [d_in, d_out] = l.weight.dims();
-    let bound = 1.0 / (d_in.max(1) as f64).sqrt();
-    let device = l.weight.device();
-    let mut draw = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
-            .collect()
-    };
-    let w = draw(d_in * d_out);
-    let b = draw(d_out);
-    let mut weight = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), &device);
-    let mut bias = Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device);
-    if l.weight.val().is_require_grad() {
-        weight = weight.require_grad();
-        bias = bias.require_grad();
-    }
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
-    }
-}
-
 impl<D: CausalLm> Task for Captioning<D> {
     const NAME: &'static str = NAME;
     const HF_SUFFIX: &'static str = "Model";
@@ -1064,159 +886,6 @@ impl<D: CausalLm> Task for Captioning<D> {
         }
         Ok(())
     }
-}
-
-/// `linears` with weights and biases `mapping.{i}.*` of the weights file
-/// at `path` (PyTorch's `[out, in]` layout), each of the same shape.
-fn pretrained_linears(linears: Vec<Linear>, path: &Path) -> Result<Vec<Linear>> {
-    let c = crate::hub::Checkpoint::open(path)?;
-    linears
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let [d_in, d_out] = l.weight.dims();
-            let device = l.weight.device();
-            let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-                let key = format!("mapping.{i}.{name}");
-                let t = c
-                    .tensors
-                    .get(&key)
-                    .with_context(|| format!("{} has no `{key}`", path.display()))?;
-                if t.shape != shape {
-                    bail!(
-                        "{}: `{key}` is {:?}, the mapper's is {shape:?}",
-                        path.display(),
-                        t.shape
-                    );
-                }
-                Ok(t.data.clone())
-            };
-            let w = crate::models::params::transpose(&get("weight", &[d_out, d_in])?, d_out, d_in);
-            let b = get("bias", &[d_out])?;
-            let grad = l.weight.val().is_require_grad();
-            let param = |t: Tensor<2>| Param::from_tensor(if grad { t.require_grad() } else { t });
-            Ok(Linear {
-                weight: param(Tensor::from_data(
-                    TensorData::new(w, [d_in, d_out]),
-                    &device,
-                )),
-                bias: Some(Param::from_tensor({
-                    let t = Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device);
-                    if grad { t.require_grad() } else { t }
-                })),
-            })
-        })
-        .collect()
-}
-
-/// Whether a module path is a decoder block's cross-attention or the
-/// LayerNorm before it (GPT-2's `crossattention`, `ln_cross_attn`).
-fn is_cross_attention(path: &str) -> bool {
-    path.contains("crossattention") || path.contains("ln_cross_attn")
-}
-
-/// Where an exported captioner keeps its language model.
-pub const DECODER_DIR: &str = "decoder";
-
-/// Writes `decoder` as a Hugging Face causal-LM directory at `out`: the
-/// source's `config.json` (else the family's), `model.safetensors` under
-/// transformers' keys, and the source's tokenizer files; with `cross`, the
-/// config says the blocks cross-attend (`add_cross_attention`).
-pub fn write_decoder<D: CausalLm>(
-    decoder: D,
-    source: &Path,
-    out: &Path,
-    cross: bool,
-) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let wrapped = TaskModel {
-        body: decoder,
-        head: NoHead,
-    };
-    let mut config = match std::fs::read_to_string(source.join("config.json")) {
-        Ok(raw) => serde_json::from_str(&raw)
-            .with_context(|| format!("{} is not JSON", source.join("config.json").display()))?,
-        Err(_) => wrapped.body.hf_config(),
-    };
-    if let Some(obj) = config.as_object_mut() {
-        obj.remove("_name_or_path");
-        obj.insert(
-            "architectures".into(),
-            serde_json::json!([D::hf_class("ForCausalLM")]),
-        );
-        if cross {
-            obj.insert("add_cross_attention".into(), true.into());
-        }
-    }
-    crate::fsutil::write_json_atomic(&out.join("config.json"), &config)?;
-    let tensors: Vec<_> = state::export(&wrapped, &|_| true)
-        .into_iter()
-        .map(|(k, shape, values)| (wrapped.body.export_key(&k), shape, values))
-        .collect();
-    crate::hub::write_torch_safetensors(&out.join("model.safetensors"), &tensors)?;
-    crate::fsutil::copy_present(source, out, &crate::tokenize::TOKENIZER_FILES)
-}
-
-/// Checks what the prefix recipe needs of the two parts: without a mapper
-/// the image features are the prefix, so their size must be the language
-/// model's hidden size.
-pub fn check_parts(
-    mapper: MapperKind,
-    prefix_length: usize,
-    features: usize,
-    hidden: usize,
-    grid: (usize, Option<usize>),
-    mapper_layers: usize,
-) -> Result<()> {
-    let (grid, encoder_grid) = grid;
-    if mapper == MapperKind::CrossAttention {
-        if grid > 0 && encoder_grid.is_none() {
-            bail!(
-                "--feature-grid {grid}: this encoder's top is not a feature map; with \
-                 --mapper cross-attention a transformer encoder hands on all its tokens, so \
-                 use --feature-grid 0"
-            );
-        }
-        return Ok(());
-    }
-    if prefix_length == 0 {
-        bail!("--prefix-length must be at least 1");
-    }
-    if grid > 0 {
-        if encoder_grid.is_none() {
-            bail!(
-                "--feature-grid {grid}: this encoder's top is a vector, not a feature map \
-                 (a transformer, or VGG16 with its fully connected classifier); use \
-                 --feature-grid 0"
-            );
-        }
-        if mapper == MapperKind::None {
-            bail!(
-                "--feature-grid {grid} gives {} cells, which --mapper none cannot pass on \
-                 as a prefix; use --mapper mlp or --mapper transformer",
-                grid_cells(grid)
-            );
-        }
-    }
-    if mapper == MapperKind::Transformer && mapper_layers == 0 {
-        bail!("--mapper-layers must be at least 1 with --mapper transformer");
-    }
-    if mapper == MapperKind::None {
-        if features != hidden {
-            bail!(
-                "the encoder's features have {features} values, but the language model's \
-                 embeddings have {hidden}: without a mapper the features are the prefix, so \
-                 they must match; use --mapper mlp (a trained mapping network)"
-            );
-        }
-        if prefix_length != 1 {
-            bail!(
-                "--mapper none makes a one-position prefix (the pooled features): use \
-                 --prefix-length 1, or --mapper mlp or transformer for longer prefixes"
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -33,10 +33,9 @@ pub const DIR: &str = "vision-encoder-decoder";
 /// The image processor's file, carried in both layouts.
 const PREPROCESSOR: &str = "preprocessor_config.json";
 
+/// A JSON file (the one reader the runs use).
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let raw =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&raw).with_context(|| format!("{} is not JSON", path.display()))
+    crate::train::checkpoint::read_json(path)
 }
 
 /// Whether `dir` holds a `VisionEncoderDecoderModel` (its `config.json`'s

@@ -1,4 +1,6 @@
 use super::*;
+use crate::data::preprocess::Recipe;
+use burn::module::Param;
 
 fn core(start: Vec<u32>) -> CaptionCore {
     let vocab: serde_json::Map<String, serde_json::Value> = ["<eos>", "<unk>", "a", "bag", "coat"]
