@@ -77,9 +77,19 @@ pub trait PlainKernels: Backend {
         sqrt_bc2: f32,
         step_size: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// The sum of the squares of an f32 tensor's values as a one-value
+    /// tensor ([`simd::sum_squares`]: the same bits on any thread count).
+    fn sum_squares(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl PlainKernels for Flex {
+    fn sum_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = activation::contiguous(x);
+        let n = x.layout().num_elements();
+        let total = simd::sum_squares(&x.storage::<f32>()[..n]);
+        matmul::tensor(vec![total as f32], vec![1])
+    }
+
     fn adamw(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
@@ -798,6 +808,22 @@ pub fn adamw_tensors(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// The sum of the squares of `x`'s values: on the CPU in f32 over fixed
+/// blocks summed in order ([`simd::sum_squares`]), so a gradient's norm
+/// and the clipping it sets have the same bits from run to run (burn's
+/// full sum adds its parallel chunks in whatever order the threads finish
+/// them, from 4M values up); burn's elsewhere.
+pub fn sum_squares<const D: usize>(x: Tensor<D>) -> f64 {
+    if x.dtype() == DType::F32 && is_flex(&x.device()) {
+        let x = x.inner();
+        let n = x.shape().num_elements();
+        let total = <Dispatch as PlainKernels>::sum_squares(x.reshape([n]).into_dispatch());
+        return crate::models::params::host(&Tensor::<1>::from_dispatch(total)).1[0] as f64;
+    }
+    let (_, total) = crate::models::params::host(&x.powi_scalar(2).sum());
+    total[0] as f64
 }
 
 /// `a · b` over the last two dimensions: [`matmul::product`] on the CPU

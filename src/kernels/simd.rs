@@ -189,6 +189,22 @@ pub fn sum_in_order(partials: &[Vec<f32>], n: usize) -> Vec<f32> {
     sums
 }
 
+/// Values per block of [`sum_squares`].
+const SQUARES_BLOCK: usize = 1 << 16;
+
+/// The sum of the squares of `xs`: each fixed block of [`SQUARES_BLOCK`]
+/// values in [`LANES`] partial sums on any core, the blocks' sums added
+/// in order in f64, so the same bits on any thread count and from run to
+/// run.
+pub fn sum_squares(xs: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let blocks: Vec<f64> = xs
+        .par_chunks(SQUARES_BLOCK)
+        .map(|b| sum_map(b, |v| v * v) as f64)
+        .collect();
+    blocks.iter().sum()
+}
+
 /// A buffer of `len` values left uninitialised, for a kernel that writes
 /// every one of them before anything reads it: a zeroed buffer costs a
 /// pass over memory (and the page clearing) on the calling thread.

@@ -537,3 +537,33 @@ fn a_frozen_depthwise_convolution_and_batch_norm_fuse_to_the_same_bits() {
         }
     }
 }
+
+/// A gradient's sum of squares (what clipping by global norm reads) has
+/// the same bits on one, two and three threads and from call to call, at
+/// a size where burn's own full sum goes parallel (4M values and up), and
+/// is the f64 sum to f32 rounding.
+#[test]
+fn sum_of_squares_is_the_same_on_any_thread_count() {
+    let values = testutil::wave(5_000_003, 0.0137, 3.0, -0.2);
+    let device = Device::default();
+    let t = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(values.clone(), [values.len()]),
+        &device,
+    );
+    let want: f64 = values.iter().map(|&v| v as f64 * v as f64).sum();
+    let one = testutil::on_threads(1, || sum_squares(t.clone()));
+    assert!((one - want).abs() <= 1e-6 * want, "{one} against {want}");
+    for threads in [2, 3, 2, 3] {
+        let again = testutil::on_threads(threads, || sum_squares(t.clone()));
+        assert_eq!(one.to_bits(), again.to_bits(), "{threads} threads");
+    }
+    // a non-contiguous (transposed) view reads the same values
+    let square = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(values[..1_000_000].to_vec(), [1_000_000]),
+        &device,
+    )
+    .reshape([1000, 1000]);
+    let direct = sum_squares(square.clone());
+    let transposed = sum_squares(square.transpose());
+    assert!((direct - transposed).abs() <= 1e-6 * direct);
+}

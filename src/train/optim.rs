@@ -79,16 +79,11 @@ impl GradAccumulator {
 
     /// sqrt of the sum of squares of every gradient.
     pub fn global_norm(&self) -> f64 {
-        let parts: Vec<Tensor<1>> = self
-            .grads
+        self.grads
             .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
-            .collect();
-        if parts.is_empty() {
-            return 0.0;
-        }
-        let (_, total) = host(&Tensor::cat(parts, 0).sum());
-        (total[0] as f64).sqrt()
+            .map(|g| kernels::sum_squares(g.clone()))
+            .sum::<f64>()
+            .sqrt()
     }
 
     pub fn is_empty(&self) -> bool {
