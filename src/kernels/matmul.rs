@@ -35,6 +35,11 @@ const BATCH_PARALLEL: usize = 128 * 128 * 128;
 /// products alone, so one row stays on one thread.
 const SKINNY_ROWS: usize = 16;
 const SKINNY_WORK: usize = 1 << 16;
+/// Rows per panel, at least, when a product of more than [`SKINNY_ROWS`]
+/// rows below [`PARALLEL`] splits its rows over the threads: LoRA's
+/// rank-8 products (`[512, 576] · [576, 8]`, `[512, 8] · [8, 576]`, ...),
+/// which gemm keeps on the calling thread while the other core waits.
+const PANEL_ROWS: usize = 32;
 /// Rows per partial sum of the bias gradient.
 const ROWS: usize = 64;
 
@@ -188,21 +193,22 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool, place:
     let count = a.starts.len();
     let per = m * n * k;
     let out = Out(out);
-    // matrix i's columns j0..j0 + nj
-    let part = move |i: usize, j0: usize, nj: usize, parallelism: gemm::Parallelism| {
+    // matrix i's rows i0..i0 + ni and columns j0..j0 + nj
+    let block = move |i: usize, [i0, ni]: [usize; 2], [j0, nj]: [usize; 2], parallelism| {
         let out = out;
         // SAFETY: as the function's contract; matrix i of `out` (and a
-        // column panel of it) is this call's alone.
+        // row or column panel of it) is this call's alone.
         unsafe {
             gemm::gemm(
-                m,
+                ni,
                 nj,
                 k,
-                out.0.add(place.start(i, m, n) + j0),
+                out.0
+                    .add(place.start(i, m, n) + i0 * place.row_stride(n) + j0),
                 1,
                 place.row_stride(n) as isize,
                 accumulate,
-                a.data.as_ptr().offset(a.starts[i]),
+                a.data.as_ptr().offset(a.starts[i] + i0 as isize * a.mat.rs),
                 a.mat.cs,
                 a.mat.rs,
                 b.data.as_ptr().offset(b.starts[i] + j0 as isize * b.mat.cs),
@@ -217,6 +223,9 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool, place:
             )
         }
     };
+    let part = move |i: usize, j0: usize, nj: usize, parallelism: gemm::Parallelism| {
+        block(i, [0, m], [j0, nj], parallelism)
+    };
     let one = move |i: usize, parallelism: gemm::Parallelism| part(i, 0, n, parallelism);
     let threads = rayon::current_num_threads();
     let batch_parallel = count >= 4 && count * per >= BATCH_PARALLEL;
@@ -228,6 +237,19 @@ unsafe fn products(out: *mut f32, a: &Batch, b: &Batch, accumulate: bool, place:
         (0..n.div_ceil(panel)).into_par_iter().for_each(|p| {
             let j0 = p * panel;
             part(0, j0, panel.min(n - j0), gemm::Parallelism::None)
+        });
+    } else if count == 1
+        && m >= 2 * PANEL_ROWS
+        && (SKINNY_WORK..PARALLEL).contains(&per)
+        && threads > 1
+    {
+        // more rows, still too little work for gemm's own threads: one
+        // panel of whole rows per thread (each output value computed as
+        // unsplit, over the same k in the same order)
+        let panel = m.div_ceil(threads).next_multiple_of(8).max(PANEL_ROWS);
+        (0..m.div_ceil(panel)).into_par_iter().for_each(|p| {
+            let i0 = p * panel;
+            block(0, [i0, panel.min(m - i0)], [0, n], gemm::Parallelism::None)
         });
     } else if per >= PARALLEL && !batch_parallel {
         (0..count).for_each(|i| one(i, gemm::Parallelism::Rayon(0)));
@@ -729,6 +751,40 @@ mod tests {
         }
         assert_close(&two, &want, 1e-5);
         assert_eq!(two, one, "the same bits split or not");
+    }
+
+    #[test]
+    fn mid_size_products_split_into_row_panels_match_a_reference_and_one_thread() {
+        // LoRA's shapes, scaled down: [200, 96] · [96, 8] and its
+        // backward's [200, 8] · [8, 96] and [96, 200] · [200, 8], each over
+        // SKINNY_WORK and under PARALLEL, so split into row panels
+        for (m, k, n) in [(200, 96, 8), (200, 8, 96), (96, 200, 8), (70, 300, 5)] {
+            let a = wave(m * k, 0.31, 1.0, 0.0);
+            let b = wave(k * n, 0.57, 1.0, 0.1);
+            let run = || values(&product(flex(a.clone(), &[m, k]), flex(b.clone(), &[k, n])));
+            let (two, three, one) = (on_threads(2, run), on_threads(3, run), on_threads(1, run));
+            assert_close(&two, &reference(&a, &b, m, k, n), 1e-5);
+            assert_eq!(two, one, "{m}x{k}x{n}: the same bits split or not");
+            assert_eq!(three, one, "{m}x{k}x{n}: the same bits on three threads");
+        }
+        // a transposed left operand (the weight gradient's x^T) reads its
+        // panels through the strides
+        let (m, k, n) = (96, 200, 8);
+        let x = wave(k * m, 0.23, 1.0, -0.2);
+        let g = wave(k * n, 0.41, 1.0, 0.3);
+        let run = || {
+            let (_, dw) = product_backward(
+                &flex(x.clone(), &[k, m]),
+                &flex(vec![0.0; m * n], &[m, n]),
+                &flex(g.clone(), &[k, n]),
+                false,
+                true,
+            );
+            values(&dw.unwrap())
+        };
+        let (two, one) = (on_threads(2, run), on_threads(1, run));
+        assert_close(&two, &reference(&transpose(&x, m), &g, m, k, n), 1e-5);
+        assert_eq!(two, one);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod matmul;
 mod norm_ops;
 pub mod philox;
 pub mod rms_norm;
+pub mod rotary;
 pub mod simd;
 pub mod softmax;
 

@@ -520,11 +520,7 @@ pub struct LlamaAttention {
 /// `rotate_half([a, b]) = [-b, a]` for the two halves of a head. `x`:
 /// `[batch, heads, n, dim]`; `cos`, `sin`: `[batch, 1, n, dim]`.
 fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let first = x.clone().narrow(3, 0, half);
-    let second = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos + rotated * sin
+    kernels::rotary::rotary(x, cos, sin)
 }
 
 /// `[batch, kv_heads, n, dim]` -> `[batch, kv_heads * groups, n, dim]`, each

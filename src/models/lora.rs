@@ -163,8 +163,10 @@ pub fn adapter_delta<const D: usize>(
     scale: f64,
 ) -> Option<Tensor<D>> {
     let (a, b) = (a.as_ref()?, b.as_ref()?);
-    let h = crate::kernels::linear(dropout.apply(x.clone()), a.val(), None);
-    Some(crate::kernels::linear(h, b.val(), None) * scale)
+    // the scale on the rank-r activations, not on the [.., out] product:
+    // one pass over r values a row each way instead of `out`
+    let h = crate::kernels::linear(dropout.apply(x.clone()), a.val(), None) * scale;
+    Some(crate::kernels::linear(h, b.val(), None))
 }
 
 /// A dropout that does nothing (an adapter-less projection's placeholder).
