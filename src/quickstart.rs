@@ -160,6 +160,7 @@ pub fn run(
         curve_points: opts.curve_points,
         test_limit: opts.test_limit,
         samples: 0,
+        keep_checkpoints: false,
     };
     let comparison = compare_indented(&config, &compare_opts, device, log)?;
     let test = table::read_examples(&splits_dir.join("test.csv"), &cols)?.examples;
@@ -282,6 +283,7 @@ pub fn run_images(
         curve_points: opts.curve_points,
         test_limit: Some(opts.test_limit),
         samples: 0,
+        keep_checkpoints: false,
     };
     let comparison = compare_indented(&config, &compare_opts, device, log)?;
     let test = crate::data::image_list::read(&data.join("test"), "image", "label", false)?.examples;

@@ -117,6 +117,13 @@ fn compare_writes_costs_and_a_self_contained_report_and_reuses_finished_runs() {
         .unwrap();
     for r in runs {
         let dir = Path::new(r["dir"].as_str().unwrap());
+        // a tested run keeps its exported model, not its resume state
+        assert!(dir.join("model").join("model.safetensors").is_file());
+        assert!(
+            !dir.join("checkpoints").exists() && !dir.join("best").exists(),
+            "{} keeps checkpoints/ or best/ without --keep-checkpoints",
+            dir.display()
+        );
         let cost = json(&dir.join("cost.json"));
         assert_eq!(cost, r["cost"]);
         let kwh = cost["energy"]["kwh"].as_f64().unwrap();
@@ -292,6 +299,7 @@ fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
     let run = |limit: Option<&str>| {
         let mut args = vec![
             "compare",
+            "--keep-checkpoints",
             "--model",
             model.to_str().unwrap(),
             "--train",
@@ -318,6 +326,18 @@ fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
         stderr.contains("done before, reused")
     };
     assert!(!run(None), "the first run trains");
+    let dir = out.join("runs");
+    let kept = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        kept.join("checkpoints").join("LAST").is_file(),
+        "--keep-checkpoints keeps {}/checkpoints",
+        kept.display()
+    );
     assert!(run(None), "the same comparison again is reused");
     // The test file's contents change under the same name.
     std::fs::write(

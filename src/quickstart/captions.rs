@@ -135,6 +135,7 @@ pub fn run_captions(
         curve_points: opts.curve_points,
         test_limit: Some(opts.test_limit),
         samples: opts.samples,
+        keep_checkpoints: false,
     };
     let comparison = compare_indented(&config, &compare_opts, device, log)?;
     let baseline = constant_caption_baseline(&config, &comparison)?;

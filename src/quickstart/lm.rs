@@ -147,6 +147,7 @@ pub fn run_lm(
         curve_points: opts.curve_points,
         test_limit: Some(opts.test_limit),
         samples: opts.samples,
+        keep_checkpoints: false,
     };
     let comparison = compare_indented(&config, &compare_opts, device, log)?;
     // the same test reports, the model as it came
