@@ -142,7 +142,7 @@ fn sigmoid(x: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
-fn forward_one(kind: Kind, x: f32) -> f32 {
+pub(super) fn forward_one(kind: Kind, x: f32) -> f32 {
     match kind {
         Kind::Gelu => x * normal_cdf_pdf(x).0,
         Kind::GeluTanh => 0.5 * x * tanh_parts(x).0,
@@ -152,7 +152,7 @@ fn forward_one(kind: Kind, x: f32) -> f32 {
 
 /// The derivative at `x`, times `g`.
 #[inline(always)]
-fn backward_one(kind: Kind, x: f32, g: f32) -> f32 {
+pub(super) fn backward_one(kind: Kind, x: f32, g: f32) -> f32 {
     match kind {
         Kind::Gelu => {
             let (cdf, pdf) = normal_cdf_pdf(x);

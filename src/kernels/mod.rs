@@ -24,6 +24,7 @@ pub mod batch_norm;
 pub mod conv;
 mod conv_ops;
 pub mod dropout;
+pub mod gated;
 pub mod layer_norm;
 pub mod log_prob;
 pub mod matmul;
@@ -988,5 +989,11 @@ pub(crate) mod testutil {
             .build()
             .expect("a thread pool")
             .install(run)
+    }
+
+    /// A tensor's values as bits, to compare exactly.
+    pub fn bits<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<u32> {
+        let (_, v) = crate::models::params::host(&t);
+        v.iter().map(|v| v.to_bits()).collect()
     }
 }

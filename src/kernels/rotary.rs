@@ -334,13 +334,8 @@ pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testutil::{on_threads, wave};
+    use crate::kernels::testutil::{bits, on_threads, wave};
     use burn::tensor::{Device, TensorData};
-
-    fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
-        let (_, v) = crate::models::params::host(&t);
-        v.iter().map(|v| v.to_bits()).collect()
-    }
 
     /// The op against burn's composition, forward and backward, on a
     /// transposed view (as the attention makes it) and a contiguous input,

@@ -33,9 +33,9 @@
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels;
 use crate::kernels::dropout::DropoutExt;
 use crate::kernels::rms_norm::RmsNormExt;
-use crate::kernels::{self, Kind};
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm, RmsNormConfig};
@@ -606,8 +606,8 @@ pub struct LlamaMlp {
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gated = kernels::activation(Kind::Silu, self.gate_proj.forward(x.clone()))
-            * self.up_proj.forward(x);
+        let gated =
+            kernels::gated::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
         self.down_proj.forward(gated)
     }
 }
