@@ -812,20 +812,20 @@ pub fn adamw_tensors(
     )
 }
 
-/// The sum of the squares of `x`'s values: on the CPU in f32 over fixed
-/// blocks summed in order ([`simd::sum_squares`]), so a gradient's norm
-/// and the clipping it sets have the same bits from run to run (burn's
-/// full sum adds its parallel chunks in whatever order the threads finish
-/// them, from 4M values up); burn's elsewhere.
-pub fn sum_squares<const D: usize>(x: Tensor<D>) -> f64 {
+/// The sum of the squares of `x`'s values as a one-value tensor: on the
+/// CPU in f32 over fixed blocks summed in order ([`simd::sum_squares`]),
+/// so a gradient's norm and the clipping it sets have the same bits from
+/// run to run (burn's full sum adds its parallel chunks in whatever order
+/// the threads finish them, from 4M values up); burn's elsewhere.
+pub fn sum_squares<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     if x.dtype() == DType::F32 && is_flex(&x.device()) {
         let x = x.inner();
         let n = x.shape().num_elements();
-        let total = <Dispatch as PlainKernels>::sum_squares(x.reshape([n]).into_dispatch());
-        return crate::models::params::host(&Tensor::<1>::from_dispatch(total)).1[0] as f64;
+        return Tensor::from_dispatch(<Dispatch as PlainKernels>::sum_squares(
+            x.reshape([n]).into_dispatch(),
+        ));
     }
-    let (_, total) = crate::models::params::host(&x.powi_scalar(2).sum());
-    total[0] as f64
+    x.powi_scalar(2).sum()
 }
 
 /// `a · b` over the last two dimensions: [`matmul::product`] on the CPU

@@ -127,24 +127,21 @@ impl Out {
     }
 }
 
-fn check(rows: &Rows, len: usize, tables: usize) -> usize {
+/// How many batch items the `tables` values of cos (or sin) cover: 1
+/// (shared) or every one, checked against `rows`.
+fn tables_batch(rows: &Rows, tables: usize) -> usize {
     let [batch, _, n, dim] = rows.shape;
     assert!(dim % 2 == 0, "rotary: head dimension {dim} is odd");
     assert!(
         tables == n * dim || tables == batch * n * dim,
         "rotary: tables of {tables} values for {batch} x {n} positions of {dim}"
     );
-    if rows.count() > 0 {
-        let (last, _) = rows.at(rows.count() - 1, 1);
-        assert!(last + dim <= len, "rotary: rows outside the input");
-    }
     tables / (n * dim).max(1)
 }
 
 multiversion! {
-    fn forward_rows(x: &[f32], rows: &Rows, cos: &[f32], sin: &[f32], first: usize, out: &mut [f32]) {
+    fn forward_rows(x: &[f32], rows: &Rows, cos: &[f32], sin: &[f32], tb: usize, first: usize, out: &mut [f32]) {
         let dim = rows.shape[3];
-        let tb = cos.len() / (rows.shape[2] * dim);
         for (k, o) in out.chunks_exact_mut(dim).enumerate() {
             let (at, t) = rows.at(first + k, tb);
             let t = t * dim;
@@ -156,13 +153,17 @@ multiversion! {
 /// The rotary embedding of the rows of `x`, written contiguous `[batch,
 /// heads, n, dim]`; `cos` and `sin` are `[batch or 1, n, dim]`.
 pub fn forward(x: &[f32], rows: &Rows, cos: &[f32], sin: &[f32]) -> Vec<f32> {
-    check(rows, x.len(), cos.len());
+    let tb = tables_batch(rows, cos.len());
     assert_eq!(cos.len(), sin.len(), "rotary: cos and sin tables differ");
     let dim = rows.shape[3];
+    if rows.count() > 0 {
+        let (last, _) = rows.at(rows.count() - 1, 1);
+        assert!(last + dim <= x.len(), "rotary: rows outside the input");
+    }
     let mut out = super::simd::uninit(rows.count() * dim);
     out.par_chunks_mut(ROWS * dim.max(1))
         .enumerate()
-        .for_each(|(c, block)| forward_rows(x, rows, cos, sin, c * ROWS, block));
+        .for_each(|(c, block)| forward_rows(x, rows, cos, sin, tb, c * ROWS, block));
     out
 }
 
@@ -171,7 +172,7 @@ pub fn forward(x: &[f32], rows: &Rows, cos: &[f32], sin: &[f32]) -> Vec<f32> {
 /// returned layout's strides are then `rows`'), contiguous otherwise.
 pub fn backward(g: &[f32], rows: &Rows, cos: &[f32], sin: &[f32]) -> (Vec<f32>, Rows) {
     let dim = rows.shape[3];
-    let tb = check(rows, usize::MAX, cos.len());
+    let tb = tables_batch(rows, cos.len());
     let target = if rows.dense() {
         rows.clone()
     } else {
@@ -219,11 +220,6 @@ fn rows_of(x: &FlexTensor) -> Rows {
     }
 }
 
-/// The `[batch or 1, 1, n, dim]` tables, contiguous, as `[.., n, dim]`.
-fn table(t: FlexTensor) -> FlexTensor {
-    activation::contiguous(t)
-}
-
 fn values(t: &FlexTensor) -> &[f32] {
     &t.storage::<f32>()[..t.layout().num_elements()]
 }
@@ -257,7 +253,11 @@ impl RotaryKernels for Flex {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        flex_forward(&x, &table(cos), &table(sin))
+        flex_forward(
+            &x,
+            &activation::contiguous(cos),
+            &activation::contiguous(sin),
+        )
     }
 }
 
@@ -296,7 +296,11 @@ impl<C: CheckpointStrategy> RotaryKernels for Autodiff<Flex, C> {
             .compute_bound()
             .stateful();
         let inner = <Self as AutodiffBackend>::inner;
-        let (x, cos, sin) = (inner(x), table(inner(cos)), table(inner(sin)));
+        let (x, cos, sin) = (
+            inner(x),
+            activation::contiguous(inner(cos)),
+            activation::contiguous(inner(sin)),
+        );
         let out = flex_forward(&x, &cos, &sin);
         match prep {
             OpsKind::Tracked(prep) => prep.finish((cos, sin, rows_of(&x)), out),

@@ -79,11 +79,17 @@ impl GradAccumulator {
 
     /// sqrt of the sum of squares of every gradient.
     pub fn global_norm(&self) -> f64 {
-        self.grads
+        let parts: Vec<Tensor<1>> = self
+            .grads
             .values()
             .map(|g| kernels::sum_squares(g.clone()))
-            .sum::<f64>()
-            .sqrt()
+            .collect();
+        if parts.is_empty() {
+            return 0.0;
+        }
+        // one read back for all of them, added in order in f64
+        let (_, sums) = host(&Tensor::cat(parts, 0));
+        sums.iter().map(|&v| v as f64).sum::<f64>().sqrt()
     }
 
     pub fn is_empty(&self) -> bool {
