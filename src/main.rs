@@ -270,13 +270,35 @@ fn main() -> ExitCode {
     #[cfg(feature = "mimalloc")]
     alloc::keep_freed_memory();
     let cli = Cli::parse();
-    match run(cli) {
+    match on_worker(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Stack of each rayon worker: the command itself runs on one.
+const WORKER_STACK: usize = 64 << 20;
+
+/// Runs `body` on a worker of rayon's global pool.
+///
+/// Every CPU kernel and burn-flex op splits its work with rayon. Called
+/// from a thread outside the pool, a parallel op is queued for the
+/// workers while the caller sleeps on a latch until they finish: two
+/// thread wake-ups per op (a worker, then the caller), and a training or
+/// generation step runs hundreds of ops. Called from a worker, the op's
+/// first half runs at once on the caller and the other is stolen by the
+/// second worker; the caller never sleeps. The pool keeps rayon's thread
+/// count (`RAYON_NUM_THREADS`, else one per CPU), so the command uses no
+/// more threads than before.
+fn on_worker<T: Send>(body: impl FnOnce() -> T + Send) -> T {
+    // only fails when the pool already exists (then it is used as it is)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(WORKER_STACK)
+        .build_global();
+    rayon::scope(|_| body())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -900,4 +922,17 @@ fn read_run_text_column(run: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(run.join("config.json")).ok()?;
     let rc: train::RunConfig = serde_json::from_str(&text).ok()?;
     Some(rc.config.text_column)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_runs_on_a_worker_of_rayons_global_pool() {
+        assert_eq!(rayon::current_thread_index(), None, "the test's own thread");
+        let (index, threads) =
+            super::on_worker(|| (rayon::current_thread_index(), rayon::current_num_threads()));
+        assert!(index.is_some(), "the body ran outside the pool");
+        // the global pool, not one of its own
+        assert_eq!(threads, rayon::current_num_threads());
+    }
 }
