@@ -30,7 +30,7 @@ pub struct QuickstartArgs {
     #[arg(long, conflicts_with = "captions")]
     pub lm: bool,
     /// The captioning variant: MobileNetV2 (frozen) + SmolLM2-135M-Instruct (LoRA) vs both
-    /// trained from scratch, on 120 captioned Fashion-MNIST scenes (2 epochs), BLEU-4 and
+    /// trained from scratch, on 180 captioned Fashion-MNIST scenes (2 epochs), BLEU-4 and
     /// CIDEr-D on 40 held-out scenes, with sample captions.
     #[arg(long)]
     pub captions: bool,
