@@ -2,13 +2,13 @@
 # Where a training step's CPU time goes: `perf record` of `headstart bench`
 # (release build), the load before the first timed step left out, samples
 # grouped into matrix products, elementwise ops, copies, allocation and the
-# rest, per thread kind (the main thread runs the serial ops; rayon's workers
-# the parallel ones).
+# rest, and per thread (the command runs on one of rayon's workers, which
+# also takes its share of every parallel op; the main thread only waits).
 #
 # Usage: scripts/profile_step.sh [STRATEGY] [STEPS]   (default full 12)
 # HEADSTART_BIN=path profiles an already built release binary; BENCH_ARGS adds
 # `headstart bench` flags (e.g. "--model DIR --batch 4 --seq 128" for a causal LM);
-# TOP=N also lists the main thread's N hottest functions (the serial work).
+# TOP=N also lists the N hottest functions outside the matrix products.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STRATEGY=${1:-full}
@@ -63,19 +63,20 @@ for t, tid, sym in samples:
     if t < steady: continue
     k = kind(sym)
     counts[k] += 1
-    by_thread["main thread" if tid == main_tid else "rayon workers"] += 1
+    by_thread[tid] += 1
 total = sum(counts.values())
 print(f"{total} samples after {steady - start:.1f} s of load and warm-up")
 print("| share of CPU time | % |")
 print("|---|---|")
 for k, n in counts.most_common():
     print(f"| {k} | {100 * n / total:.1f} |")
-for k, n in by_thread.most_common():
-    print(f"| on the {k} | {100 * n / total:.1f} |")
+for k in sorted(by_thread):
+    name = "main thread" if k == main_tid else f"thread {k}"
+    print(f"| on the {name} | {100 * by_thread[k] / total:.1f} |")
 top = int(os.environ.get("TOP", "0"))
 if top:
-    main = collections.Counter(sym for t, tid, sym in samples if t >= steady and tid == main_tid)
-    print(f"\nthe main thread, {top} hottest functions (% of all samples):")
+    main = collections.Counter(sym for t, tid, sym in samples if t >= steady and "gemm" not in sym)
+    print(f"\n{top} hottest functions outside the matrix products (% of all samples):")
     for sym, n in main.most_common(top):
         print(f"{100 * n / total:5.1f}  {sym[:150]}")
 '
