@@ -67,7 +67,7 @@ pub fn run(args: BenchArgs, device: burn::tensor::Device) -> Result<()> {
         .collect::<Result<_>>()?;
     let peak = match peak_gflops {
         Some(g) => headstart::cost::peak::from_gflops(g)?,
-        None => headstart::compute_peak(&device),
+        None => headstart::compute_peak_refreshed(&device),
     };
     eprintln!(
         "{} build, {} allocator; peak: {:.1} GFLOP/s ({})",
