@@ -251,6 +251,11 @@ mod tests {
         assert!(p.how.contains("Zen 3"), "{}", p.how);
     }
 
+    /// A loop that must not run: the figure is to come from the cache.
+    fn unmeasured(_: usize) -> Measured {
+        panic!("measured again despite the cache")
+    }
+
     #[test]
     fn a_measured_peak_is_cached_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -264,9 +269,7 @@ mod tests {
         assert!(first.how.contains("cached in"), "{}", first.how);
         assert!(first.how.contains("table: "), "{}", first.how);
         // The second call reads the cache and does not measure.
-        let second = cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| -> Measured {
-            panic!("measured again despite the cache")
-        });
+        let second = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
         assert_eq!(second.flops_per_s, 229e9);
         assert!(
             second.how.contains("delete it to measure again"),
@@ -302,9 +305,7 @@ mod tests {
         assert_eq!(higher.flops_per_s, 240.9e9);
         assert!(higher.how.contains("cached in"), "{}", higher.how);
         // it replaced the cached figure
-        let read = cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| -> Measured {
-            panic!("measured again despite the cache")
-        });
+        let read = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
         assert_eq!(read.flops_per_s, 240.9e9);
         // a lower new reading leaves the cached one in place, and says so
         let lower = cpu_peak_in(dir.path(), true, &milan(), 2, true, |_| measured(200.0));
@@ -316,9 +317,7 @@ mod tests {
         );
         let broken = cpu_peak_in(dir.path(), true, &milan(), 2, true, |_| measured(f64::NAN));
         assert_eq!(broken.flops_per_s, 240.9e9);
-        let kept = cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| -> Measured {
-            panic!("measured again despite the cache")
-        });
+        let kept = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
         assert_eq!(kept.flops_per_s, 240.9e9);
     }
 }
