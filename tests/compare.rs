@@ -285,7 +285,7 @@ fn bad_compare_options_are_clear_errors() {
 }
 
 #[test]
-fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
+fn finished_runs_are_reused_on_the_same_data_test_set_and_weights_wherever_the_folder_moves() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());
     let test = tmp.path().join("test.csv");
@@ -296,7 +296,7 @@ fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
     common::copy_dir(&fixtures().join("tiny-bert"), &model);
     let out = tmp.path().join("cmp");
     let cache = tmp.path().join("cache");
-    let run = |limit: Option<&str>| {
+    let run_in = |out: &Path, limit: Option<&str>| {
         let mut args = vec![
             "compare",
             "--keep-checkpoints",
@@ -325,6 +325,7 @@ fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
         let (_, stderr) = ok(&headstart(&args));
         stderr.contains("done before, reused")
     };
+    let run = |limit: Option<&str>| run_in(&out, limit);
     assert!(!run(None), "the first run trains");
     let dir = out.join("runs");
     let kept = std::fs::read_dir(&dir)
@@ -362,4 +363,15 @@ fn finished_runs_are_reused_only_on_the_same_data_test_set_and_weights() {
     );
     assert!(!run(Some("2")), "changed weights are not reused");
     assert!(run(Some("2")));
+    // The comparison folder moves: its run is reused from the new place,
+    // and the report points there.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    assert!(
+        run_in(&moved, Some("2")),
+        "a moved comparison keeps its runs"
+    );
+    let report = json(&moved.join("report.json"));
+    let dir = report["runs"][0]["dir"].as_str().unwrap();
+    assert!(Path::new(dir).starts_with(&moved), "{dir}");
 }

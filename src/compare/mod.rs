@@ -6,7 +6,8 @@
 //! given), `runs/<size>-<strategy>-seed<k>/` (one training run each, with its
 //! `cost.json` and `test.json`), `plots/`, `report.md`, `report.html` and
 //! `report.json`. A run that finished is reused when the comparison is run
-//! again with the same settings, so an interrupted comparison continues.
+//! again with the same settings, so an interrupted comparison continues, and
+//! a folder moved elsewhere (or runs of two folders merged) keeps its runs.
 
 pub mod captions;
 pub mod plan;

@@ -84,7 +84,20 @@ pub(super) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A finished run of the same settings on the same inputs, if `dir` holds one.
+/// The key without the run folder's own path (`config.out`): where the
+/// comparison folder lies does not change what its runs computed.
+fn placeless(key: &ReuseKey) -> ReuseKey {
+    let mut key = key.clone();
+    if let Some(config) = key.config.as_object_mut() {
+        config.remove("out");
+    }
+    key
+}
+
+/// A finished run of the same settings on the same inputs, if `dir` holds
+/// one. A comparison folder moved or copied elsewhere (another disk, another
+/// machine, runs of two folders merged into one) keeps its runs: the key
+/// leaves the run's own path out, and the record read back points at `dir`.
 pub(super) fn reuse(dir: &Path, key: &ReuseKey) -> Result<Option<RunRecord>> {
     let (record, saved) = (dir.join("test.json"), dir.join("reuse.json"));
     if !record.is_file() || !saved.is_file() {
@@ -93,8 +106,12 @@ pub(super) fn reuse(dir: &Path, key: &ReuseKey) -> Result<Option<RunRecord>> {
     let Ok(saved) = serde_json::from_str::<ReuseKey>(&std::fs::read_to_string(&saved)?) else {
         return Ok(None);
     };
-    if &saved != key {
+    if placeless(&saved) != placeless(key) {
         return Ok(None);
     }
-    Ok(serde_json::from_str(&std::fs::read_to_string(&record)?).ok())
+    let record: Option<RunRecord> = serde_json::from_str(&std::fs::read_to_string(&record)?).ok();
+    Ok(record.map(|r| RunRecord {
+        dir: dir.to_path_buf(),
+        ..r
+    }))
 }
