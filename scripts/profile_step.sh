@@ -75,8 +75,8 @@ for k in sorted(by_thread):
     print(f"| on the {name} | {100 * by_thread[k] / total:.1f} |")
 top = int(os.environ.get("TOP", "0"))
 if top:
-    main = collections.Counter(sym for t, tid, sym in samples if t >= steady and "gemm" not in sym)
+    hot = collections.Counter(sym for t, tid, sym in samples if t >= steady and "gemm" not in sym)
     print(f"\n{top} hottest functions outside the matrix products (% of all samples):")
-    for sym, n in main.most_common(top):
+    for sym, n in hot.most_common(top):
         print(f"{100 * n / total:5.1f}  {sym[:150]}")
 '

@@ -247,8 +247,13 @@ mod tests {
         let p = cpu_table_peak(&milan(), 2);
         assert!((p.flops_per_s - 2.0 * 2.45e9 * 32.0).abs() < 1.0);
         assert!(p.how.starts_with("table: AMD EPYC (family 25"), "{}", p.how);
-        assert!(p.how.contains("2 core(s) x 2.45 GHz x 32"), "{}", p.how);
-        assert!(p.how.contains("Zen 3"), "{}", p.how);
+        says(&p, "2 core(s) x 2.45 GHz x 32");
+        says(&p, "Zen 3");
+    }
+
+    /// `p`'s account of its figure mentions `text`.
+    fn says(p: &Peak, text: &str) {
+        assert!(p.how.contains(text), "{}", p.how);
     }
 
     /// A loop that must not run: the figure is to come from the cache.
@@ -266,16 +271,12 @@ mod tests {
             "{}",
             first.how
         );
-        assert!(first.how.contains("cached in"), "{}", first.how);
-        assert!(first.how.contains("table: "), "{}", first.how);
+        says(&first, "cached in");
+        says(&first, "table: ");
         // The second call reads the cache and does not measure.
         let second = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
         assert_eq!(second.flops_per_s, 229e9);
-        assert!(
-            second.how.contains("delete it to measure again"),
-            "{}",
-            second.how
-        );
+        says(&second, "delete it to measure again");
         // Another thread count measures again.
         let four = cpu_peak_in(dir.path(), true, &milan(), 4, false, |_| measured(400.0));
         assert_eq!(four.flops_per_s, 400e9);
@@ -287,9 +288,9 @@ mod tests {
         // Under half the table's 156.8 GFLOP/s.
         let busy = cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| measured(60.0));
         assert_eq!(busy.flops_per_s, 60e9);
-        assert!(busy.how.contains("not cached"), "{}", busy.how);
+        says(&busy, "not cached");
         let dev = cpu_peak_in(dir.path(), false, &milan(), 2, false, |_| measured(200.0));
-        assert!(dev.how.contains("a dev build: not cached"), "{}", dev.how);
+        says(&dev, "a dev build: not cached");
         assert_eq!(std::fs::read_dir(dir.path()).map_or(0, |d| d.count()), 0);
         // A loop that gives nothing usable falls back on the table.
         let broken = cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| measured(f64::NAN));
@@ -303,18 +304,14 @@ mod tests {
         cpu_peak_in(dir.path(), true, &milan(), 2, false, |_| measured(181.8));
         let higher = cpu_peak_in(dir.path(), true, &milan(), 2, true, |_| measured(240.9));
         assert_eq!(higher.flops_per_s, 240.9e9);
-        assert!(higher.how.contains("cached in"), "{}", higher.how);
+        says(&higher, "cached in");
         // it replaced the cached figure
         let read = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
         assert_eq!(read.flops_per_s, 240.9e9);
         // a lower new reading leaves the cached one in place, and says so
         let lower = cpu_peak_in(dir.path(), true, &milan(), 2, true, |_| measured(200.0));
         assert_eq!(lower.flops_per_s, 240.9e9);
-        assert!(
-            lower.how.contains("measured again at 200.0 GFLOP/s"),
-            "{}",
-            lower.how
-        );
+        says(&lower, "measured again at 200.0 GFLOP/s");
         let broken = cpu_peak_in(dir.path(), true, &milan(), 2, true, |_| measured(f64::NAN));
         assert_eq!(broken.flops_per_s, 240.9e9);
         let kept = cpu_peak_in(dir.path(), true, &milan(), 2, false, unmeasured);
