@@ -36,22 +36,28 @@ pub(super) fn pointwise_flex(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
     matmul::tensor(y, vec![batch, cout, h, wd])
 }
 
-/// A depthwise convolution's geometry from its input and filters.
-pub(super) fn depthwise_geometry(
+/// Whether filters of shape `w` on `c` channels are depthwise (one per
+/// channel); otherwise dense.
+fn is_depthwise(c: usize, w: [usize; 4]) -> bool {
+    w[1] == 1 && w[0] == c
+}
+
+/// A depthwise or dense convolution's geometry from its input and filters.
+pub(super) fn window_geometry(
     x: &FlexTensor,
     w: &FlexTensor,
     stride: usize,
     pad: [usize; 2],
     output: [usize; 2],
-) -> conv::Depthwise {
+) -> conv::Window {
     let [_, c, h, wd] = dims4(x);
     let [wc, one, k, k2] = dims4(w);
     assert!(
-        wc == c && one == 1 && k == k2,
-        "depthwise conv: filters {:?} for {c} channels",
+        (is_depthwise(c, [wc, one, k, k2]) || one == c) && k == k2,
+        "conv: filters {:?} for {c} channels (square, one per channel or {c} per output)",
         [wc, one, k, k2]
     );
-    conv::Depthwise {
+    conv::Window {
         k,
         stride,
         pad,
@@ -60,16 +66,24 @@ pub(super) fn depthwise_geometry(
     }
 }
 
-/// [`conv::depthwise_forward`] of contiguous Flex f32 tensors.
-pub(super) fn depthwise_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Depthwise) -> FlexTensor {
+/// [`conv::depthwise_forward`] or [`conv::dense_forward`] of contiguous
+/// Flex f32 tensors.
+pub(super) fn window_flex(x: &FlexTensor, w: &FlexTensor, d: &conv::Window) -> FlexTensor {
     let [batch, c, h, wd] = dims4(x);
-    let y = conv::depthwise_forward(
+    let wdims = dims4(w);
+    let (xs, ws) = (
         &x.storage::<f32>()[..batch * c * h * wd],
-        &w.storage::<f32>()[..c * d.k * d.k],
-        c,
-        d,
+        &w.storage::<f32>()[..wdims.iter().product::<usize>()],
     );
-    matmul::tensor(y, vec![batch, c, d.output[0], d.output[1]])
+    let (y, cout) = if is_depthwise(c, wdims) {
+        (conv::depthwise_forward(xs, ws, c, d), c)
+    } else {
+        (
+            conv::dense_forward(xs, ws, [batch, c, wdims[0]], d),
+            wdims[0],
+        )
+    };
+    matmul::tensor(y, vec![batch, cout, d.output[0], d.output[1]])
 }
 
 /// [`conv::depthwise_forward_affine`] of contiguous Flex f32 tensors.
@@ -78,7 +92,7 @@ pub(super) fn depthwise_affine_flex(
     w: &FlexTensor,
     scale: &FlexTensor,
     shift: &FlexTensor,
-    d: &conv::Depthwise,
+    d: &conv::Window,
     act: super::batch_norm::Act,
 ) -> FlexTensor {
     let [batch, c, h, wd] = dims4(x);
@@ -101,10 +115,10 @@ pub(super) fn depthwise_affine_flex(
 }
 
 /// The backward of [`CpuKernels::pointwise_conv`] and
-/// [`CpuKernels::depthwise_conv`] (with its geometry): keeps the input and
+/// [`CpuKernels::window_conv`] (with its geometry): keeps the input and
 /// the filters.
 #[derive(Debug)]
-struct ConvBackward(Option<conv::Depthwise>);
+struct ConvBackward(Option<conv::Window>);
 
 impl Backward<Flex, 2> for ConvBackward {
     type State = (FlexTensor, FlexTensor);
@@ -125,7 +139,13 @@ impl Backward<Flex, 2> for ConvBackward {
             &grad.storage::<f32>()[..ng],
         );
         let (dx, dw) = match &self.0 {
-            Some(d) => conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw),
+            Some(d) if is_depthwise(cin, dims4(&w)) => {
+                conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw)
+            }
+            Some(d) => {
+                let cout = dims4(&w)[0];
+                conv::dense_backward(xs, ws, gs, [batch, cin, cout], d, [want_dx, want_dw])
+            }
             None => {
                 let cout = dims4(&w)[0];
                 conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw)
@@ -140,22 +160,22 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 /// A convolution under autodiff: `forward` on the inner tensors, with
-/// [`ConvBackward`] of `depthwise` when tracked.
+/// [`ConvBackward`] of the `window` geometry (none: pointwise) when tracked.
 pub(super) fn tracked_conv<C: CheckpointStrategy>(
     x: FloatTensor<Ad<C>>,
     w: FloatTensor<Ad<C>>,
-    depthwise: Option<(usize, [usize; 2], [usize; 2])>,
+    window: Option<(usize, [usize; 2], [usize; 2])>,
 ) -> FloatTensor<Ad<C>> {
     let x_inner = activation::contiguous(<Ad<C> as AutodiffBackend>::inner(x.clone()));
     let w_inner = activation::contiguous(<Ad<C> as AutodiffBackend>::inner(w.clone()));
-    let geometry = depthwise
-        .map(|(stride, pad, out)| depthwise_geometry(&x_inner, &w_inner, stride, pad, out));
+    let geometry =
+        window.map(|(stride, pad, out)| window_geometry(&x_inner, &w_inner, stride, pad, out));
     let prep = ConvBackward(geometry)
         .prepare::<C>([x.node(), w.node()])
         .compute_bound()
         .stateful();
     let out = match &geometry {
-        Some(d) => depthwise_flex(&x_inner, &w_inner, d),
+        Some(d) => window_flex(&x_inner, &w_inner, d),
         None => pointwise_flex(&x_inner, &w_inner),
     };
     match prep {
@@ -167,7 +187,10 @@ pub(super) fn tracked_conv<C: CheckpointStrategy>(
 /// How [`conv2d`] runs a layer on its input.
 enum Route {
     Pointwise,
-    Depthwise {
+    /// A depthwise (one filter per channel) or dense (one group) k x k
+    /// convolution.
+    Window {
+        depthwise: bool,
         stride: usize,
         pad: [usize; 2],
         out: [usize; 2],
@@ -198,22 +221,28 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
         && conv.groups == 1
     {
         Route::Pointwise
-    } else if conv.groups == cin
-        && cout == cin
-        && per_group == 1
-        && kh == kw
+    } else if kh == kw
         && conv.stride[1] == stride
         && stride > 0
         && h + top + bottom >= kh
         && w + left + right >= kw
     {
-        Route::Depthwise {
-            stride,
-            pad: [top, left],
-            out: [
-                (h + top + bottom - kh) / stride + 1,
-                (w + left + right - kw) / stride + 1,
-            ],
+        let out = [
+            (h + top + bottom - kh) / stride + 1,
+            (w + left + right - kw) / stride + 1,
+        ];
+        let depthwise = conv.groups == cin && cout == cin && per_group == 1;
+        // a dense layer's columns per item, at the kernels' row pitch
+        let columns = cin * kh * kw * out[0] * ((out[1] - 1) + kw.div_ceil(stride));
+        if depthwise || (conv.groups == 1 && columns <= conv::DENSE_COLUMNS) {
+            Route::Window {
+                depthwise,
+                stride,
+                pad: [top, left],
+                out,
+            }
+        } else {
+            Route::Burn
         }
     } else {
         Route::Burn
@@ -221,26 +250,28 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
 }
 
 /// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
-/// (stride 1, no padding, one group) or depthwise convolution (one filter
-/// per channel, square, any stride and padding, no dilation) through
-/// [`conv`]; burn's convolution otherwise.
+/// (stride 1, no padding, one group), a depthwise convolution (one filter
+/// per channel, square, any stride and padding, no dilation) or a dense
+/// one (one group, square, no dilation, columns up to
+/// [`conv::DENSE_COLUMNS`] per item) through [`conv`]; burn's convolution
+/// otherwise.
 pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     match route(conv, &x) {
         Route::Pointwise => Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
             x.into_dispatch(),
             conv.weight.val().into_dispatch(),
         )),
-        Route::Depthwise { stride, pad, out } => {
-            Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv(
-                x.into_dispatch(),
-                conv.weight.val().into_dispatch(),
-                stride,
-                pad[0],
-                pad[1],
-                out[0],
-                out[1],
-            ))
-        }
+        Route::Window {
+            stride, pad, out, ..
+        } => Tensor::from_dispatch(<Dispatch as CpuKernels>::window_conv(
+            x.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            stride,
+            pad[0],
+            pad[1],
+            out[0],
+            out[1],
+        )),
         Route::Burn => conv.forward(x),
     }
 }
@@ -257,7 +288,12 @@ pub fn conv2d_bn(
     x: Tensor<4>,
     act: super::batch_norm::Act,
 ) -> Tensor<4> {
-    if let Route::Depthwise { stride, pad, out } = route(conv, &x)
+    if let Route::Window {
+        depthwise: true,
+        stride,
+        pad,
+        out,
+    } = route(conv, &x)
         && let Some((scale, shift)) = super::batch_norm::inference_affine(bn, &x)
     {
         return Tensor::from_dispatch(<Dispatch as CpuKernels>::depthwise_conv_affine(

@@ -49,7 +49,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use activation::Kind;
 pub use conv_ops::{conv2d, conv2d_bn};
-use conv_ops::{depthwise_flex, depthwise_geometry, pointwise_flex, tracked_conv};
+use conv_ops::{pointwise_flex, tracked_conv, window_flex, window_geometry};
 use norm_ops::{
     BatchNormParams, batch_norm_flex, batch_norm_train_flex, batch_stats_flex, layer_norm_flex,
     rms_norm_flex,
@@ -196,10 +196,10 @@ pub trait CpuKernels: Backend {
     /// The 1x1 convolution (stride 1, no padding, no bias) of `x`
     /// (`[batch, cin, h, w]`) with `w` (`[cout, cin, 1, 1]`) ([`conv`]).
     fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The depthwise convolution (no bias) of `x` (`[batch, c, h, w]`) with
-    /// `w` (`[c, 1, k, k]`): `stride`, padding `pad` before the rows and
-    /// columns, output planes `out_h x out_w` ([`conv::Depthwise`]).
-    fn depthwise_conv(
+    /// The k x k convolution (no bias) of `x` (`[batch, c, h, w]`), depthwise
+    /// with `w` `[c, 1, k, k]`, else dense with `[cout, c, k, k]`: `stride`,
+    /// padding before rows and columns, output `out_h x out_w` ([`conv::Window`]).
+    fn window_conv(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         stride: usize,
@@ -208,7 +208,7 @@ pub trait CpuKernels: Backend {
         out_h: usize,
         out_w: usize,
     ) -> FloatTensor<Self>;
-    /// [`CpuKernels::depthwise_conv`] followed by
+    /// [`CpuKernels::window_conv`] followed by
     /// [`CpuKernels::batch_norm_act`], each plane's affine map and
     /// activation applied as soon as it is computed; one pass over the
     /// output instead of two when nothing takes a gradient (under autodiff
@@ -303,7 +303,7 @@ impl CpuKernels for Flex {
         pointwise_flex(&activation::contiguous(x), &activation::contiguous(w))
     }
 
-    fn depthwise_conv(
+    fn window_conv(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         stride: usize,
@@ -313,8 +313,8 @@ impl CpuKernels for Flex {
         out_w: usize,
     ) -> FloatTensor<Self> {
         let x = activation::contiguous(x);
-        let d = depthwise_geometry(&x, &w, stride, [pad_h, pad_w], [out_h, out_w]);
-        depthwise_flex(&x, &activation::contiguous(w), &d)
+        let d = window_geometry(&x, &w, stride, [pad_h, pad_w], [out_h, out_w]);
+        window_flex(&x, &activation::contiguous(w), &d)
     }
 
     fn depthwise_conv_affine(
@@ -328,7 +328,7 @@ impl CpuKernels for Flex {
         act: u32,
     ) -> FloatTensor<Self> {
         let x = activation::contiguous(x);
-        let d = depthwise_geometry(&x, &w, stride, pad, out);
+        let d = window_geometry(&x, &w, stride, pad, out);
         conv_ops::depthwise_affine_flex(
             &x,
             &activation::contiguous(w),
@@ -580,7 +580,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         tracked_conv::<C>(x, w, None)
     }
 
-    fn depthwise_conv(
+    fn window_conv(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         stride: usize,
@@ -617,7 +617,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
                 ),
             );
         }
-        let y = Self::depthwise_conv(x, w, stride, pad[0], pad[1], out[0], out[1]);
+        let y = Self::window_conv(x, w, stride, pad[0], pad[1], out[0], out[1]);
         Self::batch_norm_act(y, scale, shift, act)
     }
 
