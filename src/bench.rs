@@ -193,9 +193,10 @@ pub fn train_steps(
 /// Times training steps of each strategy on `batch` images of `size` x
 /// `size` pixels (seeded noise) through image family `A`: `model` is a
 /// weights file (with its family's defaults), a model directory, or
-/// nothing (the family's default configuration with scratch weights;
-/// speed does not depend on them).
+/// nothing (the reference configuration of variant `arch`, e.g. ResNet-18
+/// for `resnet18`, with scratch weights; speed does not depend on them).
 pub fn image_steps<A: Architecture>(
+    arch: &str,
     model: Option<&Path>,
     size: u32,
     strategies: &[Strategy],
@@ -226,7 +227,7 @@ pub fn image_steps<A: Architecture>(
     task.recipe.check()?;
     let body = match model {
         Some(m) => A::from_config_file(&m.join("config.json"), &train_device)?,
-        None => A::reference(&train_device)?,
+        None => A::reference_named(arch, &train_device)?,
     };
     let body = task.adapt_body(body);
     let mut rng = SeededRng::new(0);
@@ -434,5 +435,38 @@ mod tests {
         let rss = r[0].peak_rss_mib.expect("peak RSS on Linux");
         assert!(rss > 1.0 && rss < 64.0 * 1024.0, "peak RSS {rss} MiB");
         assert!(r[0].flops_per_step > 0.0);
+    }
+
+    #[test]
+    fn an_image_variant_is_timed_at_its_own_size() {
+        // `--arch resnet18` without weights is ResNet-18, not the family's
+        // reference ResNet-50: 1.81 against 4.09 G multiply-adds at 224 px
+        use crate::models::resnet::ResNet;
+        let device = burn::tensor::Device::default();
+        let peak = crate::cost::peak::Peak {
+            flops_per_s: 1e9,
+            how: "test".into(),
+        };
+        let shape = super::StepShape {
+            batch: 1,
+            seq: 1,
+            steps: 1,
+            warmup: 0,
+        };
+        let flops = |arch| {
+            super::image_steps::<ResNet>(
+                arch,
+                None,
+                32,
+                &[super::Strategy::Head],
+                shape,
+                &peak,
+                &device,
+            )
+            .unwrap()[0]
+                .flops_per_step
+        };
+        let ratio = flops("resnet18") / flops("resnet50");
+        assert!((ratio - 1.81 / 4.09).abs() < 0.03, "{ratio}");
     }
 }

@@ -93,6 +93,7 @@ pub fn run(args: BenchArgs, device: burn::tensor::Device) -> Result<()> {
             let path = std::path::Path::new(&model);
             let weights = (path.exists()).then_some(path);
             headstart::with_image_family!(family, A => headstart::bench::image_steps::<A>(
+                &headstart::models::vision::normalise(arch),
                 weights,
                 image_size,
                 &strategies,

@@ -206,6 +206,14 @@ pub trait Architecture: Module + ModuleDisplay + Sized {
         )
     }
 
+    /// The reference configuration of variant `arch` (one of
+    /// [`Architecture::ARCH_NAMES`] or the family's `model_type`): the
+    /// family's [`Architecture::reference`] unless the variants differ in
+    /// size (ResNet's depths).
+    fn reference_named(_arch: &str, device: &Device) -> Result<Self> {
+        Self::reference(device)
+    }
+
     /// Layer groups bottom to top. The last one is the top group: a task's
     /// head joins it, and every strategy trains it.
     fn groups(&self) -> Vec<Group>;

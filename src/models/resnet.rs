@@ -137,6 +137,27 @@ impl ResNetConfig {
         }
     }
 
+    /// torchvision's ResNet of depth `arch` (`resnet18`, `resnet34`,
+    /// `resnet50`, `resnet101`, `resnet152`; `resnet` is ResNet-50).
+    pub fn named(arch: &str) -> Result<Self> {
+        let (layer_type, depths) = match arch {
+            "resnet18" => (LayerType::Basic, vec![2, 2, 2, 2]),
+            "resnet34" => (LayerType::Basic, vec![3, 4, 6, 3]),
+            "resnet" | "resnet50" => (LayerType::Bottleneck, resnet50_depths()),
+            "resnet101" => (LayerType::Bottleneck, vec![3, 4, 23, 3]),
+            "resnet152" => (LayerType::Bottleneck, vec![3, 8, 36, 3]),
+            _ => bail!(
+                "`{arch}` is not a ResNet: resnet18, resnet34, resnet50, resnet101 or resnet152"
+            ),
+        };
+        let base = if layer_type == LayerType::Basic {
+            Self::resnet18()
+        } else {
+            Self::resnet50()
+        };
+        Ok(Self { depths, ..base })
+    }
+
     /// torchvision's `resnet50` (transformers' defaults).
     pub fn resnet50() -> Self {
         Self {
@@ -611,6 +632,11 @@ impl Architecture for ResNet {
     /// ResNet-50 (a bare `--arch resnet18` file takes its sizes from its tensors).
     fn reference(device: &Device) -> Result<Self> {
         Self::new(&ResNetConfig::resnet50(), device)
+    }
+
+    /// torchvision's `resnet18` ... `resnet152`; ResNet-50 for `resnet`.
+    fn reference_named(arch: &str, device: &Device) -> Result<Self> {
+        Self::new(&ResNetConfig::named(arch)?, device)
     }
 
     /// torchvision's and timm's names (`conv1.weight`, `bn1.running_var`,
@@ -1145,6 +1171,28 @@ mod tests {
             }
         );
         assert_eq!(m.reads_after(5), Positions::Vector);
+    }
+
+    #[test]
+    fn every_named_depth_has_torchvisions_parameter_count() {
+        for (arch, params) in [
+            ("resnet18", 11_689_512),
+            ("resnet34", 21_797_672),
+            ("resnet50", 25_557_032),
+            ("resnet101", 44_549_160),
+            ("resnet152", 60_192_808),
+        ] {
+            assert_eq!(
+                size_and_cost(&ResNetConfig::named(arch).unwrap()).0,
+                params,
+                "{arch}"
+            );
+        }
+        let err = ResNetConfig::named("resnet20").unwrap_err().to_string();
+        assert!(
+            err.contains("resnet20") && err.contains("resnet152"),
+            "{err}"
+        );
     }
 
     #[test]

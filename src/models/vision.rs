@@ -113,7 +113,8 @@ pub fn recorded_recipe(
     crate::data::preprocess::Recipe::for_model(model, model_type, side).map(Some)
 }
 
-fn normalise(arch: &str) -> String {
+/// An `--arch` name as the families list it: trimmed, lower case, `_` for `-`.
+pub fn normalise(arch: &str) -> String {
     arch.trim().to_ascii_lowercase().replace('-', "_")
 }
 
