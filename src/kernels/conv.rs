@@ -1,5 +1,7 @@
 //! The two convolutions of the mobile networks, each way: pointwise (1x1,
-//! stride 1, no padding) and depthwise (one k x k filter per channel).
+//! stride 1, no padding) and depthwise (one k x k filter per channel);
+//! dense k x k convolutions build their columns from the same phase
+//! layout as the depthwise ones ([`dense_forward`], [`dense_backward`]).
 //!
 //! burn-flex runs a convolution's forward well (a gemm per batch item, a
 //! direct depthwise loop), but its weight gradient is burn's generic
@@ -13,14 +15,14 @@
 //!   (the matrix products of [`super::matmul`]), and `dW = sum_n dy[n]
 //!   x[n]^T` summed over fixed blocks of the batch on every core;
 //! - depthwise: one (item, channel) plane per task on every core. The
-//!   plane is padded and split into `stride x stride` phases ([`Phases`]):
+//!   plane is padded and split into `stride x stride` phases (`Phases`):
 //!   phase `(a, b)` holds the padded input's rows `a, a + stride, ...` and
 //!   columns `b, b + stride, ...`, all phases with one row pitch. An output
 //!   at flat index `q = row * pitch + col` then reads filter tap `(i, j)`
 //!   at `q` plus a fixed offset, so each tap is one contiguous run over the
 //!   whole plane rather than a run per output row: a 7x7 or 14x14 plane
 //!   (half of MobileNetV2's depthwise layers) no longer pays a loop per
-//!   7-value row, and a [`BLOCK`] of outputs sums all its taps in registers
+//!   7-value row, and a block of 64 outputs sums all its taps in registers
 //!   before it is stored once. The columns past the output's width are
 //!   computed and dropped (2 of 9 at 7x7). The input's gradient runs the
 //!   same way backwards (each phase gathers the taps that land on it), the
@@ -33,6 +35,9 @@ use rayon::prelude::*;
 
 use super::matmul::{self, Strided};
 use super::simd::{self, multiversion};
+
+mod dense;
+pub use dense::{dense_backward, dense_forward};
 
 /// A depthwise or dense convolution's geometry: `k x k` filters, `stride`,
 /// the padding before the rows and columns (`pad`), the input's and
@@ -413,224 +418,6 @@ pub fn depthwise_backward(
     (dx, dw)
 }
 
-multiversion! {
-    /// `dst[i] += src[i]`.
-    fn add_to(dst: &mut [f32], src: &[f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += *s;
-        }
-    }
-}
-
-/// Column values a dense convolution builds at a time, over as many batch
-/// items as fit (at least one): 64 MB.
-const COLUMNS_AT_ONCE: usize = 16 << 20;
-
-/// The most column values per batch item a layer may take to run as
-/// [`dense_forward`] (16 MB: a stem on 3 channels at 224 px takes 1.4M,
-/// VGG16's second layer 29M); larger ones keep burn's convolution.
-pub const DENSE_COLUMNS: usize = 4 << 20;
-
-/// A dense convolution's geometry: the window, the channels in and out,
-/// and the phase layout its columns are built from.
-struct Dense {
-    d: Window,
-    cin: usize,
-    ph: Phases,
-    offsets: Vec<usize>,
-    runs: Vec<Run>,
-}
-
-impl Dense {
-    fn new(d: &Window, cin: usize) -> Self {
-        let ph = Phases::of(d);
-        Self {
-            d: *d,
-            cin,
-            offsets: ph.offsets(d.k),
-            runs: ph.runs(d),
-            ph,
-        }
-    }
-
-    /// Values per output row at the phases' pitch, and per output plane so.
-    fn pitched(&self) -> usize {
-        self.d.output[0] * self.ph.pitch
-    }
-
-    /// Rows of an item's column matrix: one per input channel and tap.
-    fn depth(&self) -> usize {
-        self.cin * self.offsets.len()
-    }
-
-    /// The batch in groups of items whose columns fit [`COLUMNS_AT_ONCE`].
-    fn groups(&self, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-        let per = (COLUMNS_AT_ONCE / (self.depth() * self.pitched()).max(1)).max(1);
-        (0..batch)
-            .step_by(per)
-            .map(move |n| n..(n + per).min(batch))
-    }
-
-    /// The column matrices (`[depth, pitched]` each, output positions at
-    /// the phases' pitch) of the batch items `items` of `x`: row `(c, t)`
-    /// holds channel `c`'s input under tap `t` of every output.
-    fn columns(&self, x: &[f32], items: std::ops::Range<usize>) -> Vec<f32> {
-        let (ip, p, kk) = (
-            self.d.input[0] * self.d.input[1],
-            self.pitched(),
-            self.offsets.len(),
-        );
-        let mut cols = simd::uninit(items.len() * self.depth() * p);
-        let first = items.start * self.cin;
-        cols.par_chunks_mut(kk * p)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (i, rows)| {
-                self.ph.fill(&x[(first + i) * ip..][..ip], &self.runs, buf);
-                for (row, &off) in rows.chunks_exact_mut(p).zip(&self.offsets) {
-                    row.copy_from_slice(&buf[off..][..p]);
-                }
-            });
-        cols
-    }
-}
-
-/// The dense convolution (one group, no bias) of `x` (`[batch, cin, h, w]`)
-/// with `w` (`[cout, cin, k, k]`): per group of items, the columns of
-/// [`Phases`] (each tap of each channel a contiguous copy of the padded
-/// plane) and one product `W [cout, cin k k] x columns` per item, whose
-/// rows at the phases' pitch are cut to the output's width. burn's own
-/// convolution runs a product per 512-pixel tile, with its own column
-/// building on one core per tile; a 3-channel stem there spent more time
-/// building columns than multiplying.
-///
-/// `shape` is `[batch, cin, cout]`.
-pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
-    let [batch, cin, cout] = shape;
-    let dense = Dense::new(d, cin);
-    let ([oh, ow], pitch) = (d.output, dense.ph.pitch);
-    let (op, p, depth) = (oh * ow, dense.pitched(), dense.depth());
-    assert!(
-        x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * depth,
-        "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
-        x.len(),
-        d.input,
-        w.len(),
-        d.k,
-        d.k
-    );
-    let mut out = simd::uninit(batch * cout * op);
-    if op == 0 {
-        return out;
-    }
-    for items in dense.groups(batch) {
-        let cols = dense.columns(x, items.clone());
-        let y = matmul::strided_products(
-            Strided::new(w, vec![0; items.len()], [cout, depth], [depth as isize, 1]),
-            Strided::new(
-                &cols,
-                starts(items.len(), depth * p),
-                [depth, p],
-                [p as isize, 1],
-            ),
-        );
-        out[items.start * cout * op..items.end * cout * op]
-            .par_chunks_mut(op)
-            .zip(y.par_chunks(p))
-            .for_each(|(o, y)| {
-                for (r, row) in o.chunks_exact_mut(ow).enumerate() {
-                    row.copy_from_slice(&y[r * pitch..][..ow]);
-                }
-            });
-    }
-    out
-}
-
-/// The dense convolution's gradients from its input `x`, filters `w` and
-/// the output's gradient `g`: the input's (when `want_dx`: `W^T g` per
-/// item, each row added back onto its channel's padded plane at its tap's
-/// offset) and the filters' (when `want_dw`: `sum_n g[n] columns[n]^T`,
-/// the columns built again, the items summed in order).
-///
-/// `shape` is `[batch, cin, cout]`, `want` `[want_dx, want_dw]`.
-pub fn dense_backward(
-    x: &[f32],
-    w: &[f32],
-    g: &[f32],
-    shape: [usize; 3],
-    d: &Window,
-    want: [bool; 2],
-) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let ([batch, cin, cout], [want_dx, want_dw]) = (shape, want);
-    let dense = Dense::new(d, cin);
-    let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
-    let (p, depth, kk) = (dense.pitched(), dense.depth(), dense.offsets.len());
-    assert_eq!(g.len(), batch * cout * op, "conv backward: gradient size");
-    if op == 0 {
-        return (
-            want_dx.then(|| vec![0.0; x.len()]),
-            want_dw.then(|| vec![0.0; w.len()]),
-        );
-    }
-    // the gradient at the phases' pitch, zero past each row's outputs
-    let mut gp = vec![0f32; batch * cout * p];
-    if op > 0 {
-        gp.par_chunks_mut(p)
-            .zip(g.par_chunks(op))
-            .for_each(|(gp, g)| {
-                for (r, row) in g.chunks_exact(d.output[1]).enumerate() {
-                    gp[r * dense.ph.pitch..][..row.len()].copy_from_slice(row);
-                }
-            });
-    }
-    // where each of `items` starts in a buffer of `size` values per item,
-    // from item `from` on
-    let at = |items: &std::ops::Range<usize>, size: usize, from: usize| -> Vec<isize> {
-        items
-            .clone()
-            .map(|n| ((n - from) * size) as isize)
-            .collect()
-    };
-    let dx = want_dx.then(|| {
-        let mut dx = simd::uninit(x.len());
-        for items in dense.groups(batch) {
-            let dcols = matmul::strided_products(
-                Strided::new(w, vec![0; items.len()], [depth, cout], [1, depth as isize]),
-                Strided::new(&gp, at(&items, cout * p, 0), [cout, p], [p as isize, 1]),
-            );
-            dx[items.start * cin * ip..items.end * cin * ip]
-                .par_chunks_mut(ip.max(1))
-                .zip(dcols.par_chunks((kk * p).max(1)))
-                .for_each_init(Vec::new, |buf, (dx, rows)| {
-                    buf.clear();
-                    buf.resize(dense.ph.len(), 0.0);
-                    for (row, &off) in rows.chunks_exact(p).zip(&dense.offsets) {
-                        add_to(&mut buf[off..][..p], row);
-                    }
-                    dense.ph.unfill(buf, &dense.runs, dx);
-                });
-        }
-        dx
-    });
-    let dw = want_dw.then(|| {
-        let mut dw = vec![0f32; cout * depth];
-        for items in dense.groups(batch) {
-            let cols = dense.columns(x, items.clone());
-            let part = matmul::accumulated_products(
-                Strided::new(&gp, at(&items, cout * p, 0), [cout, p], [p as isize, 1]),
-                Strided::new(
-                    &cols,
-                    at(&items, depth * p, items.start),
-                    [p, depth],
-                    [1, p as isize],
-                ),
-            );
-            add_to(&mut dw, &part);
-        }
-        dw
-    });
-    (dx, dw)
-}
-
 /// Where each of `batch` items of `size` values starts.
 fn starts(batch: usize, size: usize) -> Vec<isize> {
     (0..batch).map(|n| (n * size) as isize).collect()
@@ -756,7 +543,7 @@ mod tests {
     }
 
     /// The geometry of a `k x k` window with `pad` on both sides.
-    fn window(k: usize, stride: usize, pad: [usize; 2], input: [usize; 2]) -> Window {
+    pub(super) fn window(k: usize, stride: usize, pad: [usize; 2], input: [usize; 2]) -> Window {
         let output = [0, 1].map(|a| (input[a] + 2 * pad[a] - k) / stride + 1);
         Window {
             k,
@@ -769,7 +556,7 @@ mod tests {
 
     /// `run`'s output and its input and filter gradients against `want`
     /// (when given), and the same bits on 1 and 3 threads.
-    fn check(run: impl Fn() -> [Vec<f32>; 3] + Sync, want: Option<[Vec<f64>; 3]>) {
+    pub(super) fn check(run: impl Fn() -> [Vec<f32>; 3] + Sync, want: Option<[Vec<f64>; 3]>) {
         let one = on_threads(1, &run);
         for (name, (got, want)) in ["output", "input gradient", "filter gradient"]
             .into_iter()
@@ -859,67 +646,6 @@ mod tests {
             [depthwise_forward(&x, &w, c, &d), gx.unwrap(), gw.unwrap()]
         };
         check(run, None);
-    }
-
-    #[test]
-    fn dense_matches_the_definition_and_its_bits_do_not_depend_on_threads() {
-        for (k, stride, pad, input, cin, cout) in [
-            (3, 2, [1, 1], [9, 8], 3, 4),
-            (3, 1, [1, 1], [5, 7], 2, 3),
-            (7, 2, [3, 3], [11, 12], 3, 2),
-            (3, 1, [0, 0], [3, 3], 1, 2),
-            (5, 3, [2, 1], [10, 9], 2, 2),
-        ] {
-            let d = window(k, stride, pad, input);
-            let output = d.output;
-            let batch = 3;
-            let (ip, op, kk) = (input[0] * input[1], output[0] * output[1], k * k);
-            let x = wave(batch * cin * ip, 0.37, 1.5, 0.2);
-            let w = wave(cout * cin * kk, 0.71, 1.0, -0.1);
-            let g = wave(batch * cout * op, 0.23, 1.0, 0.05);
-            let mut y = vec![0f64; g.len()];
-            let mut dx = vec![0f64; x.len()];
-            let mut dw = vec![0f64; w.len()];
-            for n in 0..batch {
-                for o in 0..cout {
-                    for c in 0..cin {
-                        for r in 0..output[0] {
-                            for s in 0..output[1] {
-                                for t in 0..kk {
-                                    let (a, b) = (
-                                        (r * stride + t / k) as isize - pad[0] as isize,
-                                        (s * stride + t % k) as isize - pad[1] as isize,
-                                    );
-                                    if a < 0
-                                        || b < 0
-                                        || a >= input[0] as isize
-                                        || b >= input[1] as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi =
-                                        (n * cin + c) * ip + a as usize * input[1] + b as usize;
-                                    let yi = (n * cout + o) * op + r * output[1] + s;
-                                    let wi = (o * cin + c) * kk + t;
-                                    y[yi] += w[wi] as f64 * x[xi] as f64;
-                                    dx[xi] += w[wi] as f64 * g[yi] as f64;
-                                    dw[wi] += g[yi] as f64 * x[xi] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let run = || {
-                let (gx, gw) = dense_backward(&x, &w, &g, [batch, cin, cout], &d, [true; 2]);
-                [
-                    dense_forward(&x, &w, [batch, cin, cout], &d),
-                    gx.unwrap(),
-                    gw.unwrap(),
-                ]
-            };
-            check(run, Some([y, dx, dw]));
-        }
     }
 
     #[test]

@@ -204,9 +204,11 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
     let [_, cin, h, w] = x.dims();
     let [cout, per_group, kh, kw] = conv.weight.dims();
     let cpu = x.dtype() == DType::F32 && conv.weight.dtype() == DType::F32 && is_flex(&x.device());
-    if !cpu || conv.bias.is_some() || conv.dilation != [1, 1] || cin != per_group * conv.groups {
+    if !cpu || conv.dilation != [1, 1] || cin != per_group * conv.groups {
         return Route::Burn;
     }
+    // a bias is added after a dense convolution; the others take none
+    let bias = conv.bias.is_some();
     use burn::nn::PaddingConfig2d;
     let ((top, bottom), (left, right)) = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
@@ -216,6 +218,7 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
     };
     let stride = conv.stride[0];
     if [kh, kw] == [1, 1]
+        && !bias
         && conv.stride == [1, 1]
         && [top, bottom, left, right] == [0; 4]
         && conv.groups == 1
@@ -231,10 +234,8 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
             (h + top + bottom - kh) / stride + 1,
             (w + left + right - kw) / stride + 1,
         ];
-        let depthwise = conv.groups == cin && cout == cin && per_group == 1;
-        // a dense layer's columns per item, at the kernels' row pitch
-        let columns = cin * kh * kw * out[0] * ((out[1] - 1) + kw.div_ceil(stride));
-        if depthwise || (conv.groups == 1 && columns <= conv::DENSE_COLUMNS) {
+        let depthwise = conv.groups == cin && cout == cin && per_group == 1 && !bias;
+        if depthwise || (conv.groups == 1 && per_group == cin) {
             Route::Window {
                 depthwise,
                 stride,
@@ -252,9 +253,8 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
 /// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
 /// (stride 1, no padding, one group), a depthwise convolution (one filter
 /// per channel, square, any stride and padding, no dilation) or a dense
-/// one (one group, square, no dilation, columns up to
-/// [`conv::DENSE_COLUMNS`] per item) through [`conv`]; burn's convolution
-/// otherwise.
+/// one (one group, square, no dilation; its bias, if any, added after)
+/// through [`conv`]; burn's convolution otherwise.
 pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     match route(conv, &x) {
         Route::Pointwise => Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(
@@ -263,15 +263,21 @@ pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
         )),
         Route::Window {
             stride, pad, out, ..
-        } => Tensor::from_dispatch(<Dispatch as CpuKernels>::window_conv(
-            x.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-            stride,
-            pad[0],
-            pad[1],
-            out[0],
-            out[1],
-        )),
+        } => {
+            let y = Tensor::from_dispatch(<Dispatch as CpuKernels>::window_conv(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                stride,
+                pad[0],
+                pad[1],
+                out[0],
+                out[1],
+            ));
+            match &conv.bias {
+                Some(b) => y + b.val().reshape([1, -1, 1, 1]),
+                None => y,
+            }
+        }
         Route::Burn => conv.forward(x),
     }
 }

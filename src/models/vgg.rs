@@ -348,7 +348,7 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
+        let y = crate::kernels::conv2d(&self.conv, x);
         relu(match &self.bn {
             Some(bn) => bn.forward(y),
             None => y,
