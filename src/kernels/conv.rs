@@ -153,8 +153,22 @@ impl Phases {
     fn pitched(&self, values: &[f32], ow: usize, front: usize, buf: &mut Vec<f32>) {
         buf.clear();
         buf.resize(front + self.plane() + 2 * BLOCK, 0.0);
+        self.pitch_into(values, ow, &mut buf[front..]);
+    }
+
+    /// The `ow`-wide rows of `values` into `out` at this pitch (what lies
+    /// between the rows is left as it is).
+    fn pitch_into(&self, values: &[f32], ow: usize, out: &mut [f32]) {
         for (r, row) in values.chunks_exact(ow).enumerate() {
-            buf[front + r * self.pitch..][..ow].copy_from_slice(row);
+            out[r * self.pitch..][..ow].copy_from_slice(row);
+        }
+    }
+
+    /// The rows of `pitched`, at this pitch, cut to `ow` values each and
+    /// packed into `out`.
+    fn unpitch(&self, pitched: &[f32], ow: usize, out: &mut [f32]) {
+        for (r, row) in out.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&pitched[r * self.pitch..][..ow]);
         }
     }
 }
@@ -280,9 +294,7 @@ fn forward_plane(
     let [oh, ow] = d.output;
     flat.resize((oh * ph.pitch).div_ceil(BLOCK) * BLOCK, 0.0);
     gather(buf, w, offsets, flat);
-    for (r, row) in out.chunks_exact_mut(ow).enumerate() {
-        row.copy_from_slice(&flat[r * ph.pitch..][..ow]);
-    }
+    ph.unpitch(flat, ow, out);
 }
 
 /// The depthwise convolution of `[batch, channels, h, w]` values `x` with

@@ -138,18 +138,14 @@ impl Backward<Flex, 2> for ConvBackward {
             &w.storage::<f32>()[..nw],
             &grad.storage::<f32>()[..ng],
         );
+        let wdims = dims4(&w);
+        let cout = wdims[0];
         let (dx, dw) = match &self.0 {
-            Some(d) if is_depthwise(cin, dims4(&w)) => {
+            Some(d) if is_depthwise(cin, wdims) => {
                 conv::depthwise_backward(xs, ws, gs, cin, d, want_dx, want_dw)
             }
-            Some(d) => {
-                let cout = dims4(&w)[0];
-                conv::dense_backward(xs, ws, gs, [batch, cin, cout], d, [want_dx, want_dw])
-            }
-            None => {
-                let cout = dims4(&w)[0];
-                conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw)
-            }
+            Some(d) => conv::dense_backward(xs, ws, gs, [batch, cin, cout], d, [want_dx, want_dw]),
+            None => conv::pointwise_backward(xs, ws, gs, batch, cin, cout, want_dx, want_dw),
         };
         let outs = [
             dx.map(|v| matmul::tensor(v, vec![batch, cin, h, wd])),
@@ -235,7 +231,7 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
             (w + left + right - kw) / stride + 1,
         ];
         let depthwise = conv.groups == cin && cout == cin && per_group == 1 && !bias;
-        if depthwise || (conv.groups == 1 && per_group == cin) {
+        if depthwise || conv.groups == 1 {
             Route::Window {
                 depthwise,
                 stride,

@@ -11,16 +11,7 @@ use rayon::prelude::*;
 
 use super::{Phases, Run, Window, starts};
 use crate::kernels::matmul::{self, Strided};
-use crate::kernels::simd::{self, multiversion};
-
-multiversion! {
-    /// `dst[i] += src[i]`.
-    fn add_to(dst: &mut [f32], src: &[f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += *s;
-        }
-    }
-}
+use crate::kernels::simd::{self, add_into};
 
 /// Column values a dense convolution builds at a time (64 MB): as many
 /// whole batch items as fit, or one item's output rows in bands that fit
@@ -57,7 +48,7 @@ impl Dense {
     }
 
     /// Values per output plane at the phases' pitch.
-    fn pitched(&self) -> usize {
+    fn pitched_len(&self) -> usize {
         self.d.output[0] * self.ph.pitch
     }
 
@@ -144,7 +135,7 @@ fn dense_forward_in(
 ) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let dense = Dense::new(d, cin);
-    let ([oh, ow], pitch) = (d.output, dense.ph.pitch);
+    let [oh, ow] = d.output;
     let (op, depth) = (oh * ow, dense.depth());
     assert!(
         x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * depth,
@@ -179,11 +170,7 @@ fn dense_forward_in(
         out[tile.items.start * cout * op..tile.items.end * cout * op]
             .par_chunks_mut(op)
             .zip(y.par_chunks(len))
-            .for_each(|(o, y)| {
-                for (r, row) in o[band.clone()].chunks_exact_mut(ow).enumerate() {
-                    row.copy_from_slice(&y[r * pitch..][..ow]);
-                }
-            });
+            .for_each(|(o, y)| dense.ph.unpitch(y, ow, &mut o[band.clone()]));
     }
     out
 }
@@ -217,7 +204,7 @@ fn dense_backward_in(
     let ([batch, cin, cout], [want_dx, want_dw]) = (shape, want);
     let dense = Dense::new(d, cin);
     let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
-    let (p, depth, kk) = (dense.pitched(), dense.depth(), dense.offsets.len());
+    let (p, depth, kk) = (dense.pitched_len(), dense.depth(), dense.offsets.len());
     assert_eq!(g.len(), batch * cout * op, "conv backward: gradient size");
     if op == 0 {
         return (
@@ -229,11 +216,7 @@ fn dense_backward_in(
     let mut gp = vec![0f32; batch * cout * p];
     gp.par_chunks_mut(p)
         .zip(g.par_chunks(op))
-        .for_each(|(gp, g)| {
-            for (r, row) in g.chunks_exact(d.output[1]).enumerate() {
-                gp[r * dense.ph.pitch..][..row.len()].copy_from_slice(row);
-            }
-        });
+        .for_each(|(gp, g)| dense.ph.pitch_into(g, d.output[1], gp));
     // a tile's gradient matrices: `[cout, width]` views of `gp`
     let grads = |tile: &Tile| {
         let from = tile.rows.start * dense.ph.pitch;
@@ -273,7 +256,7 @@ fn dense_backward_in(
                 .zip(dcols.par_chunks(kk * len))
                 .for_each(|(plane, rows)| {
                     for (row, &off) in rows.chunks_exact(len).zip(&dense.offsets) {
-                        add_to(&mut plane[off + from..][..len], row);
+                        add_into(&mut plane[off + from..][..len], row);
                     }
                 });
             if tile.rows.end == d.output[0] {
@@ -298,7 +281,7 @@ fn dense_backward_in(
                     [1, len as isize],
                 ),
             );
-            add_to(&mut dw, &part);
+            add_into(&mut dw, &part);
         }
         dw
     });
