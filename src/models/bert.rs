@@ -14,6 +14,7 @@
 //! Layer groups: the embeddings, each encoder layer, and the pooler (the top
 //! group, where a task's head joins).
 
+use crate::kernels::matmul::LinearExt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -387,7 +388,7 @@ impl Bert {
     pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [batch, _, h] = hidden.dims();
         let first = hidden.narrow(1, 0, 1).reshape([batch, h]);
-        self.pooler.dense.forward(first).tanh()
+        self.pooler.dense.apply(first).tanh()
     }
 }
 

@@ -7,6 +7,7 @@
 //! `encoder.*`, `decoder.*`, `enc_to_dec_proj.*` tensors), which
 //! `VisionEncoderDecoderModel.from_pretrained` reads.
 
+use crate::kernels::matmul::LinearExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -157,7 +158,7 @@ impl VisionEncoderDecoder {
         };
         let x = self.encoder.layernorm.forward(x);
         match &self.enc_to_dec_proj {
-            Some(p) => p.forward(x),
+            Some(p) => p.apply(x),
             None => x,
         }
     }

@@ -27,6 +27,7 @@
 // `lora_A`/`lora_B` fields: the segments of PEFT's checkpoint keys
 #![allow(non_snake_case)]
 
+use crate::kernels::matmul::LinearExt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -574,7 +575,7 @@ impl Gpt2 {
     pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.ln_f.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => head.apply(x),
             None => {
                 let [batch, seq, hidden] = x.dims();
                 kernels::matmul(

@@ -30,6 +30,7 @@
 //! Layer groups: `embeddings`, `layers.0` ... `layers.{N-1}`, and `head`
 //! (the final norm and the output projection; its output is the logits).
 
+use crate::kernels::matmul::LinearExt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -721,7 +722,7 @@ impl Llama {
     fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.model.norm.apply(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => head.apply(x),
             None => {
                 let [batch, n, h] = x.dims();
                 let table = self.model.embed_tokens.weight.val();

@@ -21,6 +21,7 @@
 //! and fc7, with the full network only), and an empty top group `head`, so
 //! that the `head` strategy trains the task's classifier alone.
 
+use crate::kernels::matmul::LinearExt;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -385,8 +386,8 @@ impl VggClassifier {
         let x = adaptive_avg_pool2d(x, [POOLED_SIDE, POOLED_SIDE]);
         let [b, c, h, w] = x.dims();
         let x = x.reshape([b, c * h * w]);
-        let x = self.dropout.apply(relu(self.fc6.forward(x)));
-        self.dropout.apply(relu(self.fc7.forward(x)))
+        let x = self.dropout.apply(relu(self.fc6.apply(x)));
+        self.dropout.apply(relu(self.fc7.apply(x)))
     }
 }
 
@@ -627,8 +628,12 @@ impl Architecture for Vgg16 {
         recognises(checkpoint)
     }
 
+    /// The conv base (Keras `VGG16(include_top=False)`): the model
+    /// `--model vgg16` fetches, and what `scripts/bench_vision_pytorch.py`
+    /// times (`vgg16().features`, pooled). With fc6 and fc7 a `full` step
+    /// would also train 120M more parameters, as the PyTorch side does not.
     fn reference(device: &Device) -> Result<Self> {
-        Self::new(&Vgg16Config::default(), device)
+        Self::new(&Vgg16Config::conv_base(), device)
     }
 
     /// Keras names (the packaged ImageNet conv base) read as torchvision's.

@@ -20,6 +20,7 @@
 //! language model trains; gradients still flow through it to the mapper)
 //! or `lora[:R]` (adapters on the language model's projections).
 
+use crate::kernels::matmul::LinearExt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -150,7 +151,7 @@ impl<D: CausalLm> PrefixHead<D> {
         let [b, _] = x.dims();
         let h = self.decoder.hidden_size();
         let y = match self.mapping.as_slice() {
-            [fc1, fc2] => fc2.forward(tanh(fc1.forward(x))),
+            [fc1, fc2] => fc2.apply(tanh(fc1.apply(x))),
             _ => x,
         };
         let width = y.dims()[1];
@@ -163,7 +164,7 @@ impl<D: CausalLm> PrefixHead<D> {
     pub fn memory(&self, features: Flow) -> EncoderStates {
         let x = tokens(features);
         EncoderStates::new(match self.mapping.as_slice() {
-            [proj] => proj.forward(x),
+            [proj] => proj.apply(x),
             _ => x,
         })
     }

@@ -1,6 +1,7 @@
 //! Text classification: the label mapping, the head (dropout and a linear
 //! layer on what the body pools), cross-entropy, and the metrics.
 
+use crate::kernels::matmul::LinearExt;
 use std::collections::BTreeSet;
 
 use crate::kernels::dropout::DropoutExt;
@@ -249,7 +250,7 @@ impl ClassificationHead {
     /// Logits `[batch, labels]` from pooled features `[batch, features]`.
     pub fn forward(&self, features: Flow) -> Tensor<2> {
         match features {
-            Flow::Pooled(x) => self.classifier.forward(self.dropout.apply(x)),
+            Flow::Pooled(x) => self.classifier.apply(self.dropout.apply(x)),
             other => panic!("a classification head reads pooled features, not {other:?}"),
         }
     }

@@ -325,6 +325,7 @@ pub fn schedule(step: usize, warmup: usize, total: usize, decay: Decay) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::matmul::LinearExt;
     use burn::nn::{Linear, LinearConfig};
 
     #[derive(Module, Debug)]
@@ -368,7 +369,7 @@ mod tests {
         let model = Tiny { linear };
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &device);
         // loss = w0*1 + w1*2 + b -> grads (1, 2, 1)
-        let loss = model.linear.forward(x).sum();
+        let loss = model.linear.apply(x).sum();
         let mut grads = loss.backward();
         let mut acc = GradAccumulator::default();
         acc.add(&model, &mut grads);

@@ -197,6 +197,9 @@ fn module_paths_spell_torchvision_keys() {
         "features.40.weight"
     );
     let base = Vgg16::new(&Vgg16Config::conv_base(), &device).unwrap();
+    // `bench --arch vgg16` times the conv base, as the PyTorch side does
+    let reference = <Vgg16 as crate::models::Architecture>::reference(&device).unwrap();
+    assert_eq!(reference.num_params(), 14_714_688);
     assert_eq!(base.head_key("classifier.weight"), "classifier.weight");
 }
 
@@ -222,6 +225,9 @@ fn imagenet_vgg16_has_the_published_size_and_cost() {
     assert_eq!(m.feature_size(), 4096);
 
     let base = Vgg16::new(&Vgg16Config::conv_base(), &device).unwrap();
+    // `bench --arch vgg16` times the conv base, as the PyTorch side does
+    let reference = <Vgg16 as crate::models::Architecture>::reference(&device).unwrap();
+    assert_eq!(reference.num_params(), 14_714_688);
     // Keras VGG16(include_top=False): 14,714,688 parameters, ~15.35 G MACs
     assert_eq!(base.num_params(), 14_714_688);
     let flops = base.group_flops(2, 1);

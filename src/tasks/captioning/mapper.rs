@@ -7,6 +7,7 @@
 //! and the queries' outputs are the prefix. Unlike the MLP, which flattens
 //! the cells into one vector, every query can attend to where things are.
 
+use crate::kernels::matmul::LinearExt;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -55,7 +56,7 @@ impl MapperLayer {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, s, d] = x.dims();
         let (h, hd) = (self.heads, d / self.heads);
-        let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
+        let qkv = self.qkv.apply(self.norm1.forward(x.clone()));
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i * d, d)
@@ -65,9 +66,9 @@ impl MapperLayer {
         let q = part(0) * (1.0 / (hd as f64).sqrt());
         let scores = kernels::matmul(q, part(1).swap_dims(2, 3));
         let context = kernels::matmul_merge_heads(kernels::softmax_last(scores), part(2));
-        let x = x + self.out.forward(context);
-        let y = kernels::activation(Kind::Gelu, self.fc1.forward(self.norm2.forward(x.clone())));
-        x + self.fc2.forward(y)
+        let x = x + self.out.apply(context);
+        let y = kernels::activation(Kind::Gelu, self.fc1.apply(self.norm2.forward(x.clone())));
+        x + self.fc2.apply(y)
     }
 }
 
@@ -140,7 +141,7 @@ impl TransformerMapper {
     pub fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
         let [b, cells, _] = tokens.dims();
         let [p, d] = self.queries.dims();
-        let x = self.project.forward(tokens) + self.position.val().unsqueeze::<3>();
+        let x = self.project.apply(tokens) + self.position.val().unsqueeze::<3>();
         let q = self.queries.val().unsqueeze::<3>().expand([b, p, d]);
         let mut x = Tensor::cat(vec![x, q], 1);
         for layer in &self.layers {
