@@ -198,8 +198,9 @@ fn caption_quickstart_tunes_mobilenet_and_smollm2_into_a_captioner() {
     assert_eq!(report["task"], "captioning");
     assert_eq!(report["test_examples"], 6);
     let run = &report["runs"][0];
-    // one epoch of a frozen encoder and LoRA already writes English about
-    // the scenes: some of the references' words in the right order
+    // three epochs (6 steps) of a frozen encoder and LoRA already write
+    // English about the scenes: some of the references' words in order
+    // (BLEU-1 0.34 here; the untuned model's chatter scores about 0.06)
     assert!(run["test"]["bleu"][0].as_f64().unwrap() > 0.1, "{run}");
     assert!(run["test"]["label_accuracy"].as_f64().is_some(), "{run}");
     let sample = &report["samples"][0];

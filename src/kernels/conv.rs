@@ -37,6 +37,7 @@ use super::matmul::{self, Strided};
 use super::simd::{self, multiversion};
 
 mod dense;
+mod direct;
 pub use dense::{dense_backward, dense_forward};
 
 /// A depthwise or dense convolution's geometry: `k x k` filters, `stride`,
@@ -134,6 +135,12 @@ impl Phases {
     fn fill(&self, x: &[f32], runs: &[Run], buf: &mut Vec<f32>) {
         buf.clear();
         buf.resize(self.len(), 0.0);
+        self.fill_slice(x, runs, buf);
+    }
+
+    /// [`Phases::fill`] into `buf` of [`Phases::len`] values.
+    fn fill_slice(&self, x: &[f32], runs: &[Run], buf: &mut [f32]) {
+        buf.fill(0.0);
         for r in runs {
             strided_copy(&x[r.row..], self.stride, &mut buf[r.at..][..r.count], 1);
         }

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{Phases, Run, Window, starts};
+use super::{Phases, Run, Window, direct, starts};
 use crate::kernels::matmul::{self, Strided};
 use crate::kernels::simd::{self, add_into};
 
@@ -122,6 +122,9 @@ impl Dense {
 ///
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    if direct::available() {
+        return direct::forward(x, w, shape, d);
+    }
     dense_forward_in(x, w, shape, d, COLUMNS_AT_ONCE)
 }
 
@@ -190,7 +193,16 @@ pub fn dense_backward(
     d: &Window,
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE)
+    if !direct::available() {
+        return dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE);
+    }
+    let [want_dx, want_dw] = want;
+    let dx = match want_dx && direct::transposed(d).is_some() {
+        true => Some(direct::input_grad(g, w, shape, d)),
+        false => dense_backward_in([x, w, g], shape, d, [want_dx, false], COLUMNS_AT_ONCE).0,
+    };
+    let dw = want_dw.then(|| direct::filter_grad(x, g, shape, d));
+    (dx, dw)
 }
 
 /// [`dense_backward`] in tiles of at most `budget` column values.
@@ -289,10 +301,71 @@ fn dense_backward_in(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::conv::tests::{check, window};
     use crate::kernels::testutil::wave;
+
+    /// Seeded input, filters and output gradient of a dense convolution.
+    pub(in crate::kernels::conv) fn operands(
+        d: &Window,
+        batch: usize,
+        cin: usize,
+        cout: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
+        (
+            wave(batch * cin * ip, 0.37, 1.5, 0.2),
+            wave(cout * cin * d.k * d.k, 0.71, 1.0, -0.1),
+            wave(batch * cout * op, 0.23, 1.0, 0.05),
+        )
+    }
+
+    /// A dense convolution's output and its input and filter gradients from
+    /// the definition, in f64.
+    pub(in crate::kernels::conv) fn definition(
+        x: &[f32],
+        w: &[f32],
+        g: &[f32],
+        [batch, cin, cout]: [usize; 3],
+        d: &Window,
+    ) -> [Vec<f64>; 3] {
+        let (k, stride, pad, input, output) = (d.k, d.stride, d.pad, d.input, d.output);
+        let (ip, op, kk) = (input[0] * input[1], output[0] * output[1], k * k);
+        let mut y = vec![0f64; g.len()];
+        let mut dx = vec![0f64; x.len()];
+        let mut dw = vec![0f64; w.len()];
+        for n in 0..batch {
+            for o in 0..cout {
+                for c in 0..cin {
+                    for r in 0..output[0] {
+                        for s in 0..output[1] {
+                            for t in 0..kk {
+                                let (a, b) = (
+                                    (r * stride + t / k) as isize - pad[0] as isize,
+                                    (s * stride + t % k) as isize - pad[1] as isize,
+                                );
+                                if a < 0
+                                    || b < 0
+                                    || a >= input[0] as isize
+                                    || b >= input[1] as isize
+                                {
+                                    continue;
+                                }
+                                let xi = (n * cin + c) * ip + a as usize * input[1] + b as usize;
+                                let yi = (n * cout + o) * op + r * output[1] + s;
+                                let wi = (o * cin + c) * kk + t;
+                                y[yi] += w[wi] as f64 * x[xi] as f64;
+                                dx[xi] += w[wi] as f64 * g[yi] as f64;
+                                dw[wi] += g[yi] as f64 * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw]
+    }
 
     #[test]
     fn dense_matches_the_definition_and_its_bits_do_not_depend_on_threads() {
@@ -308,45 +381,10 @@ mod tests {
             let d = window(k, stride, pad, input);
             let output = d.output;
             let batch = 3;
-            let (ip, op, kk) = (input[0] * input[1], output[0] * output[1], k * k);
-            let x = wave(batch * cin * ip, 0.37, 1.5, 0.2);
-            let w = wave(cout * cin * kk, 0.71, 1.0, -0.1);
-            let g = wave(batch * cout * op, 0.23, 1.0, 0.05);
-            let mut y = vec![0f64; g.len()];
-            let mut dx = vec![0f64; x.len()];
-            let mut dw = vec![0f64; w.len()];
-            for n in 0..batch {
-                for o in 0..cout {
-                    for c in 0..cin {
-                        for r in 0..output[0] {
-                            for s in 0..output[1] {
-                                for t in 0..kk {
-                                    let (a, b) = (
-                                        (r * stride + t / k) as isize - pad[0] as isize,
-                                        (s * stride + t % k) as isize - pad[1] as isize,
-                                    );
-                                    if a < 0
-                                        || b < 0
-                                        || a >= input[0] as isize
-                                        || b >= input[1] as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi =
-                                        (n * cin + c) * ip + a as usize * input[1] + b as usize;
-                                    let yi = (n * cout + o) * op + r * output[1] + s;
-                                    let wi = (o * cin + c) * kk + t;
-                                    y[yi] += w[wi] as f64 * x[xi] as f64;
-                                    dx[xi] += w[wi] as f64 * g[yi] as f64;
-                                    dw[wi] += g[yi] as f64 * x[xi] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let (x, w, g) = operands(&d, batch, cin, cout);
+            let [y, dx, dw] = definition(&x, &w, &g, [batch, cin, cout], &d);
             // whole batch at once, an item at a time, bands of 2 rows and of 1
-            let per_row = cin * kk * Phases::of(&d).pitch;
+            let per_row = cin * k * k * Phases::of(&d).pitch;
             for budget in [COLUMNS_AT_ONCE, per_row * output[0], 2 * per_row, 1] {
                 let shape = [batch, cin, cout];
                 let run = || {

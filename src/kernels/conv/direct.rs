@@ -1,0 +1,671 @@
+//! Dense convolutions computed in place from [`super::Phases`], without
+//! columns, on CPUs with AVX-512.
+//!
+//! The column route ([`super::dense`]) copies each input nine times for a
+//! 3x3 layer and hands the copy to gemm, which packs it once more: on
+//! VGG16's 224 px layers (64 channels, 50,176 outputs a plane) that traffic
+//! held the forward to 55 GFLOP/s and the filter gradient to 34, against
+//! oneDNN's 126-128 on the same machine. Here every filter tap of every
+//! channel is a contiguous run of the padded plane from a fixed offset, so
+//! a register tile reads the planes where they lie:
+//! - forward: a tile of [`CO`] output channels x [`PX`] outputs (24 AVX-512
+//!   accumulators) sums `w[co][c, t] * plane_c[q + offset_t]` over every
+//!   channel and tap, the filters packed so the [`CO`] weights of a
+//!   (channel, tap) are adjacent; a task is one item's band of output rows,
+//!   whose planes stay in cache while every channel tile passes over them;
+//! - input gradient (stride 1): the same kernel over the output's gradient,
+//!   padded by `k - 1 - pad`, with the filters flipped and transposed;
+//! - filter gradient: a tile of [`GO`] output channels x [`GJ`] (channel,
+//!   tap) rows sums `g[co][q] * plane_c[q + offset_t]` over
+//!   [`DW_CHUNK`] outputs in 16 f32 lanes, each chunk's sum added in f64;
+//!   the output channels are split among the threads, each summing its own
+//!   rows over the items and chunks in order.
+//!
+//! The sums run in an order fixed by the shapes (the forward over
+//! (channel, tap) in order; the filter gradient over items, then chunks),
+//! so the bits do not depend on the threads. gemm has no entry point that
+//! reads its right operand from nine offsets of one buffer, and packing it
+//! there is the copy this module avoids; hence a kernel of our own.
+
+use rayon::prelude::*;
+
+use super::{Phases, Window};
+use crate::kernels::simd;
+
+/// Output channels of a forward register tile.
+const CO: usize = 8;
+/// Pitched outputs of a forward register tile (three AVX-512 vectors).
+const PX: usize = 48;
+/// Input values (channels x outputs) a forward task's block of channels
+/// aims to keep in cache: 64K f32, a quarter of a Zen 4 core's L2.
+const TASK_VALUES: usize = 64 << 10;
+/// Input channels a forward task sums before the next block's (the
+/// partial sums wait in the task's tile, the chain of multiply-adds
+/// unchanged).
+const CHANNELS_AT_ONCE: usize = 128;
+/// Output channels of a filter-gradient register tile.
+const GO: usize = 3;
+/// (channel, tap) rows of a filter-gradient register tile.
+const GJ: usize = 8;
+/// Outputs per f32 partial sum of the filter gradient (64 vectors).
+pub(super) const DW_CHUNK: usize = 1024;
+
+/// Whether dense convolutions run through this module: on a CPU with
+/// AVX-512, unless `HEADSTART_CONV_COLUMNS` is set (the column route of
+/// [`super::dense`] then runs them, for comparisons in one binary).
+pub fn available() -> bool {
+    static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| std::env::var_os("HEADSTART_CONV_COLUMNS").is_none() && avx512())
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The padded planes of `x` (`planes` of `ip` values each) in `ph`'s
+/// layout, one after another.
+fn all_planes(x: &[f32], ip: usize, ph: &Phases, d: &Window) -> Vec<f32> {
+    let (runs, len) = (ph.runs(d), ph.len());
+    let mut planes = simd::uninit(x.len() / ip.max(1) * len);
+    planes
+        .par_chunks_mut(len)
+        .zip(x.par_chunks(ip.max(1)))
+        .for_each(|(buf, x)| ph.fill_slice(x, &runs, buf));
+    planes
+}
+
+/// Where each (channel, tap) row of an item's columns starts in its
+/// planes: `c * len + offset_t`, channel-major.
+fn row_starts(cin: usize, ph: &Phases, k: usize) -> Vec<usize> {
+    let offsets = ph.offsets(k);
+    (0..cin)
+        .flat_map(|c| offsets.iter().map(move |&o| c * ph.len() + o))
+        .collect()
+}
+
+/// A pointer to the output that tasks write in disjoint parts.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes a disjoint set of the output's values.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The output's value `i` (a method, so closures capture the whole
+    /// `Out`, which is `Sync`).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// The dense convolution of `x` (`[batch, cin, h, w]`) with `w` (`[cout,
+/// cin, k, k]`), no bias: `shape` is `[batch, cin, cout]`. Call only when
+/// [`available`].
+pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    let [batch, cin, cout] = shape;
+    let ph = Phases::of(d);
+    let kk = d.k * d.k;
+    let depth = cin * kk;
+    let (ip, [oh, ow]) = (d.input[0] * d.input[1], d.output);
+    let op = oh * ow;
+    assert!(
+        x.len() == batch * cin * ip && w.len() == cout * depth,
+        "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
+        x.len(),
+        d.input,
+        w.len(),
+        d.k,
+        d.k
+    );
+    let mut out = simd::uninit(batch * cout * op);
+    if out.is_empty() {
+        return out;
+    }
+    if depth == 0 {
+        out.fill(0.0);
+        return out;
+    }
+    let planes = all_planes(x, ip, &ph, d);
+    let starts = row_starts(cin, &ph, d.k);
+    // filters packed [cout / CO][depth][CO], zero past the last channel
+    let blocks = cout.div_ceil(CO);
+    let mut packed = vec![0f32; blocks * depth * CO];
+    for (o, filter) in w.chunks_exact(depth).enumerate() {
+        let (b, c) = (o / CO, o % CO);
+        for (j, &v) in filter.iter().enumerate() {
+            packed[(b * depth + j) * CO + c] = v;
+        }
+    }
+    let pitch = ph.pitch;
+    // a task: an item's outputs q0..q0 + span at the phases' pitch (a whole
+    // number of tiles; rows may end inside it), its channels in blocks
+    // whose planes stay in cache while every filter tile passes over them
+    let p = oh * pitch;
+    let per_block = cin.min(CHANNELS_AT_ONCE);
+    let span = (TASK_VALUES / per_block)
+        .next_multiple_of(PX)
+        .min(p.next_multiple_of(PX));
+    let spans = p.div_ceil(span);
+    let item_len = cin * ph.len();
+    let dst = Out(out.as_mut_ptr());
+    (0..batch * spans)
+        .into_par_iter()
+        .for_each_init(Vec::new, |tile: &mut Vec<f32>, task| {
+            let (n, q0) = (task / spans, task % spans * span);
+            let (len, width) = ((p - q0).min(span), (p - q0).min(span).next_multiple_of(PX));
+            tile.resize(blocks * CO * width, 0.0);
+            let src = &planes[n * item_len..][..item_len];
+            for c0 in (0..cin).step_by(per_block) {
+                let js = c0 * kk..(c0 + per_block).min(cin) * kk;
+                for b in 0..blocks {
+                    let wb = &packed[(b * depth + js.start) * CO..][..js.len() * CO];
+                    for q in (0..width).step_by(PX) {
+                        // SAFETY: the CPU has AVX-512 (the caller checked
+                        // `available`); every read lies in the item's
+                        // planes (`Phases::len` leaves room past the last
+                        // row for a tile's overrun) and the writes in `tile`.
+                        unsafe {
+                            tile_forward(
+                                src,
+                                &starts[js.clone()],
+                                wb,
+                                q0 + q,
+                                &mut tile[b * CO * width + q..],
+                                width,
+                                c0 > 0,
+                            )
+                        };
+                    }
+                }
+            }
+            for o in 0..cout {
+                let row = &tile[o * width..][..len];
+                for r in q0 / pitch..(q0 + len).div_ceil(pitch) {
+                    // the part of output row r in this task, cut to `ow`
+                    let from = (r * pitch).max(q0);
+                    let to = (r * pitch + ow).min(q0 + len);
+                    if from >= to {
+                        continue;
+                    }
+                    // SAFETY: this task alone writes outputs q0..q0 + len
+                    // of item n's planes; the index lies inside `out`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            row[from - q0..].as_ptr(),
+                            dst.at((n * cout + o) * op + r * ow + from - r * pitch),
+                            to - from,
+                        )
+                    };
+                }
+            }
+        });
+    out
+}
+
+/// `out[c * stride + l] = sum_j w[j * CO + c] * src[starts[j] + q + l]` for
+/// `c < CO`, `l < PX` (added to what `out` holds when `more`, continuing
+/// the same chain of multiply-adds): one forward register tile, the rows
+/// `j` in order.
+///
+/// # Safety
+/// The CPU has AVX-512F; `src` holds `starts[j] + q + PX` values for every
+/// `j`, `w` `starts.len() * CO`, `out` `(CO - 1) * stride + PX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_forward(
+    src: &[f32],
+    starts: &[usize],
+    w: &[f32],
+    q: usize,
+    out: &mut [f32],
+    stride: usize,
+    more: bool,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= starts.len() * CO && out.len() >= (CO - 1) * stride + PX);
+    let o = out.as_mut_ptr();
+    let mut acc = [[_mm512_setzero_ps(); 3]; CO];
+    if more {
+        for (c, acc) in acc.iter_mut().enumerate() {
+            for (v, a) in acc.iter_mut().enumerate() {
+                // SAFETY: as the function's contract.
+                *a = unsafe { _mm512_loadu_ps(o.add(c * stride + v * 16)) };
+            }
+        }
+    }
+    let (s, wp) = (src.as_ptr(), w.as_ptr());
+    for (j, &start) in starts.iter().enumerate() {
+        debug_assert!(start + q + PX <= src.len());
+        // SAFETY: as the function's contract.
+        unsafe {
+            let p = s.add(start + q);
+            let x = [
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                _mm512_loadu_ps(p.add(32)),
+            ];
+            let wj = wp.add(j * CO);
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let v = _mm512_set1_ps(*wj.add(c));
+                for (a, &x) in acc.iter_mut().zip(&x) {
+                    *a = _mm512_fmadd_ps(v, x, *a);
+                }
+            }
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
+            // SAFETY: as the function's contract.
+            unsafe { _mm512_storeu_ps(o.add(c * stride + v * 16), a) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_forward(
+    _: &[f32],
+    _: &[usize],
+    _: &[f32],
+    _: usize,
+    _: &mut [f32],
+    _: usize,
+    _: bool,
+) {
+    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
+}
+
+/// The geometry of the input gradient as a forward convolution of the
+/// output's gradient (stride 1 and `pad <= k - 1` only): padding `k - 1 -
+/// pad`, the output's size in, the input's out.
+pub fn transposed(d: &Window) -> Option<Window> {
+    (d.stride == 1 && d.pad.iter().all(|&p| p < d.k)).then(|| Window {
+        k: d.k,
+        stride: 1,
+        pad: d.pad.map(|p| d.k - 1 - p),
+        input: d.output,
+        output: d.input,
+    })
+}
+
+/// The input gradient of [`forward`] from the output's gradient `g`, for a
+/// geometry [`transposed`] takes: the forward of `g` with the filters
+/// flipped and transposed (`[cin, cout, k, k]`).
+pub fn input_grad(g: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    let [batch, cin, cout] = shape;
+    let t = transposed(d).expect("input_grad: stride 1 and pad < k");
+    let kk = d.k * d.k;
+    let mut flipped = vec![0f32; w.len()];
+    for o in 0..cout {
+        for c in 0..cin {
+            for tap in 0..kk {
+                flipped[(c * cout + o) * kk + kk - 1 - tap] = w[(o * cin + c) * kk + tap];
+            }
+        }
+    }
+    forward(g, &flipped, [batch, cout, cin], &t)
+}
+
+/// The filter gradient (`[cout, cin, k, k]`) from the input `x` and the
+/// output's gradient `g`. Call only when [`available`].
+pub fn filter_grad(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    if shape[1] >= VC / 4 {
+        filter_grad_channels(x, g, shape, d)
+    } else {
+        filter_grad_lanes(x, g, shape, d)
+    }
+}
+
+/// The gradient at the phases' pitch (`[batch * cout, plen]`, `plen` at
+/// least `oh * pitch`), zero past each row's outputs and past the last row.
+fn pitched_grad(g: &[f32], ph: &Phases, d: &Window, plen: usize) -> Vec<f32> {
+    let op = d.output[0] * d.output[1];
+    let mut gp = vec![0f32; g.len() / op.max(1) * plen];
+    gp.par_chunks_mut(plen)
+        .zip(g.par_chunks(op.max(1)))
+        .for_each(|(gp, g)| ph.pitch_into(g, d.output[1], gp));
+    gp
+}
+
+/// Input channels of a channel-vectorised filter-gradient tile (four
+/// AVX-512 vectors).
+const VC: usize = 64;
+/// Output channels of that tile.
+const GC: usize = 6;
+
+/// [`filter_grad`] vectorised over input channels (`cin >= 16`): each
+/// item's planes transposed to `[position, channel]`, so that for one tap a
+/// tile of [`GC`] output channels x [`VC`] input channels adds `g[co][q] *
+/// x[q + offset_t][c..c + VC]` (a broadcast and four aligned loads per 24
+/// multiply-adds, no horizontal sums) over [`DW_CHUNK`] outputs in f32, each
+/// chunk's sums added in f64.
+fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    let [batch, cin, cout] = shape;
+    let ph = Phases::of(d);
+    let offsets = ph.offsets(d.k);
+    let kk = offsets.len();
+    let (ip, [oh, _]) = (d.input[0] * d.input[1], d.output);
+    let op = d.output[0] * d.output[1];
+    assert_eq!(g.len(), batch * cout * op, "conv backward: gradient size");
+    if op == 0 || cin == 0 || cout == 0 {
+        return vec![0.0; cout * cin * kk];
+    }
+    let (len, cp) = (ph.len(), cin.next_multiple_of(VC));
+    // each item's planes as [position, channel], channels padded with
+    // zeros, in blocks of 64 positions (`len` is a whole number of them)
+    let planes = all_planes(x, ip, &ph, d);
+    let mut xt = simd::uninit(batch * len * cp);
+    const POS: usize = 64;
+    xt.par_chunks_mut(POS * cp)
+        .enumerate()
+        .for_each(|(b, block)| {
+            let (n, p0) = (b / (len / POS), b % (len / POS) * POS);
+            if cp > cin {
+                block.fill(0.0);
+            }
+            for c in 0..cin {
+                let plane = &planes[(n * cin + c) * len + p0..][..POS];
+                for (i, &v) in plane.iter().enumerate() {
+                    block[i * cp + c] = v;
+                }
+            }
+        });
+    drop(planes);
+    let p = oh * ph.pitch;
+    let gp = pitched_grad(g, &ph, d, p);
+    let blocks = cout.div_ceil(GC);
+    let parts = rayon::current_num_threads().clamp(1, blocks);
+    let per = blocks.div_ceil(parts);
+    // [cout][tap][cp] in f64, each part summing its own output channels
+    let mut acc = vec![0f64; cout * kk * cp];
+    acc.par_chunks_mut(per * GC * kk * cp)
+        .enumerate()
+        .for_each(|(part, acc)| {
+            let first = part * per * GC;
+            let mine = acc.len() / (kk * cp);
+            for n in 0..batch {
+                let src = &xt[n * len * cp..][..len * cp];
+                for q0 in (0..p).step_by(DW_CHUNK) {
+                    let q1 = (q0 + DW_CHUNK).min(p);
+                    for c0 in (0..cp).step_by(VC) {
+                        for (t, &off) in offsets.iter().enumerate() {
+                            for o0 in (0..mine).step_by(GC) {
+                                let rows: [usize; GC] = std::array::from_fn(|i| {
+                                    (n * cout + first + (o0 + i).min(mine - 1)) * p
+                                });
+                                // SAFETY: the CPU has AVX-512; positions
+                                // `q + off` for `q < p` lie in the item's
+                                // planes (`Phases::len` leaves room past
+                                // the last row), rows + q in `gp`.
+                                let sums =
+                                    unsafe { tile_channels(src, cp, c0, off, &gp, rows, q0..q1) };
+                                for (i, sums) in sums.iter().enumerate().take(mine - o0) {
+                                    let row = &mut acc[((o0 + i) * kk + t) * cp + c0..][..VC];
+                                    for (a, &s) in row.iter_mut().zip(sums) {
+                                        *a += s as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    let mut dw = vec![0f32; cout * cin * kk];
+    for o in 0..cout {
+        for c in 0..cin {
+            for t in 0..kk {
+                dw[(o * cin + c) * kk + t] = acc[(o * kk + t) * cp + c] as f32;
+            }
+        }
+    }
+    dw
+}
+
+/// `sums[i][l] = sum_q g[rows[i] + q] * src[(q + off) * cp + c0 + l]` over
+/// `q` in `qs`, `l < VC`: one channel-vectorised filter-gradient tile, the
+/// positions in order.
+///
+/// # Safety
+/// The CPU has AVX-512F; `src` holds `(qs.end - 1 + off) * cp + c0 + VC`
+/// values, `g` `rows[i] + qs.end`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_channels(
+    src: &[f32],
+    cp: usize,
+    c0: usize,
+    off: usize,
+    g: &[f32],
+    rows: [usize; GC],
+    qs: std::ops::Range<usize>,
+) -> [[f32; VC]; GC] {
+    use std::arch::x86_64::*;
+    debug_assert!(qs.is_empty() || (qs.end - 1 + off) * cp + c0 + VC <= src.len());
+    debug_assert!(rows.iter().all(|&r| r + qs.end <= g.len()));
+    let mut acc = [[_mm512_setzero_ps(); 4]; GC];
+    let (s, gp) = (src.as_ptr(), g.as_ptr());
+    for q in qs {
+        // SAFETY: as the function's contract.
+        unsafe {
+            let p = s.add((q + off) * cp + c0);
+            let x = [
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                _mm512_loadu_ps(p.add(32)),
+                _mm512_loadu_ps(p.add(48)),
+            ];
+            for (acc, &r) in acc.iter_mut().zip(&rows) {
+                let v = _mm512_set1_ps(*gp.add(r + q));
+                for (a, &x) in acc.iter_mut().zip(&x) {
+                    *a = _mm512_fmadd_ps(v, x, *a);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; VC]; GC];
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        for (v, &a) in acc.iter().enumerate() {
+            // SAFETY: 16 values from `v * 16` lie in the row.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(v * 16), a) };
+        }
+    }
+    out
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_channels(
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &[f32],
+    _: [usize; GC],
+    _: std::ops::Range<usize>,
+) -> [[f32; VC]; GC] {
+    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
+}
+
+/// [`filter_grad`] vectorised over outputs, for few input channels: a
+/// tile of [`GO`] output channels x [`GJ`] (channel, tap) rows in 16 f32
+/// lanes summed at the end of each chunk.
+fn filter_grad_lanes(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    let [batch, cin, cout] = shape;
+    let ph = Phases::of(d);
+    let kk = d.k * d.k;
+    let depth = cin * kk;
+    let (ip, [oh, ow]) = (d.input[0] * d.input[1], d.output);
+    let op = oh * ow;
+    assert_eq!(g.len(), batch * cout * op, "conv backward: gradient size");
+    if op == 0 || depth == 0 || cout == 0 {
+        return vec![0.0; cout * depth];
+    }
+    let planes = all_planes(x, ip, &ph, d);
+    let starts = row_starts(cin, &ph, d.k);
+    let item_len = cin * ph.len();
+    // the gradient at the phases' pitch, zero past each row's outputs and
+    // past the last row to a whole number of vectors
+    let p = oh * ph.pitch;
+    let plen = p.next_multiple_of(16);
+    let gp = pitched_grad(g, &ph, d, plen);
+    let zeros = vec![0f32; plen];
+    let blocks = cout.div_ceil(GO);
+    let parts = rayon::current_num_threads().clamp(1, blocks);
+    let per = blocks.div_ceil(parts);
+    let mut dw = vec![0f64; cout * depth];
+    dw.par_chunks_mut(per * GO * depth)
+        .enumerate()
+        .for_each(|(part, dw)| {
+            let first = part * per;
+            let mine = dw.len() / depth;
+            for n in 0..batch {
+                let src = &planes[n * item_len..][..item_len];
+                let gn = &gp[n * cout * plen..][..cout * plen];
+                for q in (0..p).step_by(DW_CHUNK) {
+                    let vectors = (p - q).min(DW_CHUNK).div_ceil(16);
+                    for b in 0..mine.div_ceil(GO) {
+                        let o0 = (first + b) * GO;
+                        let rows: [&[f32]; GO] = std::array::from_fn(|c| {
+                            if o0 + c < cout {
+                                &gn[(o0 + c) * plen..][..plen]
+                            } else {
+                                &zeros[..]
+                            }
+                        });
+                        for j0 in (0..depth).step_by(GJ) {
+                            let js: [usize; GJ] =
+                                std::array::from_fn(|i| starts[(j0 + i).min(depth - 1)]);
+                            // SAFETY: the CPU has AVX-512; every read lies in
+                            // the item's planes or gradient rows (both hold
+                            // `q + 16 * vectors` past each start).
+                            let sums = unsafe { tile_filter(src, &js, rows, q, vectors) };
+                            for c in 0..GO.min(cout - o0) {
+                                let row = &mut dw[(b * GO + c) * depth..][..depth];
+                                for (i, &s) in sums[c].iter().enumerate().take(depth - j0) {
+                                    row[j0 + i] += s as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    dw.into_iter().map(|v| v as f32).collect()
+}
+
+/// `sums[c][i] = sum_l g[c][q + l] * src[starts[i] + q + l]` over `l <
+/// 16 * vectors`, in 16 f32 lanes added at the end: one filter-gradient
+/// register tile.
+///
+/// # Safety
+/// The CPU has AVX-512F; `src` holds `starts[i] + q + 16 * vectors` values
+/// for every `i`, each row of `g` `q + 16 * vectors`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_filter(
+    src: &[f32],
+    starts: &[usize; GJ],
+    g: [&[f32]; GO],
+    q: usize,
+    vectors: usize,
+) -> [[f32; GJ]; GO] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); GJ]; GO];
+    let s = src.as_ptr();
+    let gp = g.map(|r| r.as_ptr());
+    for v in 0..vectors {
+        let at = q + v * 16;
+        debug_assert!(starts.iter().all(|&st| st + at + 16 <= src.len()));
+        debug_assert!(g.iter().all(|r| at + 16 <= r.len()));
+        // SAFETY: as the function's contract.
+        unsafe {
+            let gv = gp.map(|r| _mm512_loadu_ps(r.add(at)));
+            for (i, &st) in starts.iter().enumerate() {
+                let x = _mm512_loadu_ps(s.add(st + at));
+                for (acc, &g) in acc.iter_mut().zip(&gv) {
+                    acc[i] = _mm512_fmadd_ps(g, x, acc[i]);
+                }
+            }
+        }
+    }
+    acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_filter(
+    _: &[f32],
+    _: &[usize; GJ],
+    _: [&[f32]; GO],
+    _: usize,
+    _: usize,
+) -> [[f32; GJ]; GO] {
+    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::dense::tests::{definition, operands};
+    use crate::kernels::conv::tests::{check, window};
+
+    #[test]
+    fn direct_matches_the_definition_and_its_bits_do_not_depend_on_threads() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        // stride 1, 2 and 3, k = 1, 3, 5, 7, padding 0 to k - 1 and
+        // asymmetric; few channels (the filter gradient in lanes) and 16 or
+        // more (over channels, 70 not a multiple of its 64), output
+        // channels around the tiles' 8 and 6, planes of one value to more
+        // than a task and a chunk; 300 input channels sum in three blocks
+        for (k, stride, pad, input, cin, cout) in [
+            (3, 1, [1, 1], [5, 7], 2, 3),
+            (3, 1, [1, 1], [9, 8], 16, 9),
+            (3, 1, [1, 1], [6, 5], 70, 13),
+            (3, 1, [0, 0], [3, 3], 1, 2),
+            (3, 1, [2, 2], [4, 6], 17, 8),
+            (3, 1, [1, 1], [1, 1], 20, 7),
+            (1, 1, [0, 0], [4, 5], 19, 6),
+            (5, 1, [2, 1], [10, 9], 2, 12),
+            (7, 1, [3, 3], [11, 12], 3, 2),
+            (3, 2, [1, 1], [9, 8], 3, 4),
+            (3, 2, [1, 1], [12, 11], 24, 17),
+            (5, 3, [2, 1], [10, 9], 2, 2),
+            (1, 2, [0, 0], [7, 8], 18, 4),
+            (3, 1, [1, 1], [120, 30], 20, 3),
+            (3, 1, [1, 1], [4, 3], 300, 9),
+        ] {
+            let d = window(k, stride, pad, input);
+            let batch = 3;
+            let shape = [batch, cin, cout];
+            let (mut x, w, g) = operands(&d, batch, cin, cout);
+            // the 120 x 30 planes' sums reach 95 from terms of 1.5: scaled
+            // so f32's rounding stays inside the check's tolerance
+            x.iter_mut().for_each(|v| *v *= 0.25);
+            let [y, mut dx, dw] = definition(&x, &w, &g, shape, &d);
+            let strided = transposed(&d).is_none();
+            if strided {
+                dx = vec![0.0; x.len()];
+            }
+            let run = || {
+                let gx = match strided {
+                    true => vec![0.0; x.len()],
+                    false => input_grad(&g, &w, shape, &d),
+                };
+                [
+                    forward(&x, &w, shape, &d),
+                    gx,
+                    filter_grad(&x, &g, shape, &d),
+                ]
+            };
+            check(run, Some([y, dx, dw]));
+        }
+    }
+}
