@@ -37,6 +37,7 @@ use super::matmul::{self, Strided};
 use super::simd::{self, multiversion};
 
 mod dense;
+#[cfg(target_arch = "x86_64")]
 mod direct;
 pub use dense::{dense_backward, dense_forward};
 

@@ -30,6 +30,7 @@ pub mod log_prob;
 pub mod matmul;
 mod norm_ops;
 pub mod philox;
+pub mod pool;
 pub mod rms_norm;
 pub mod rotary;
 pub mod simd;

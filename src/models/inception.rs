@@ -37,7 +37,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
+use burn::nn::pool::AvgPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -257,15 +257,8 @@ impl BranchPool {
                 .with_count_include_pad(include_pad)
                 .init()
                 .forward(x),
-            Self::MaxSame => MaxPool2dConfig::new([3, 3])
-                .with_strides([1, 1])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init()
-                .forward(x),
-            Self::MaxReduce => MaxPool2dConfig::new([3, 3])
-                .with_strides([2, 2])
-                .init()
-                .forward(x),
+            Self::MaxSame => crate::kernels::pool::max_pool2d(x, 3, 1, 1),
+            Self::MaxReduce => crate::kernels::pool::max_pool2d(x, 3, 2, 0),
         }
     }
 }
@@ -611,12 +604,7 @@ impl InceptionV3 {
     }
 
     fn stem_forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pool = |x| {
-            MaxPool2dConfig::new([3, 3])
-                .with_strides([2, 2])
-                .init()
-                .forward(x)
-        };
+        let pool = |x| crate::kernels::pool::max_pool2d(x, 3, 2, 0);
         let x = self.stem[..3].iter().fold(x, |x, c| c.forward(x));
         let x = pool(x);
         let x = self.stem[3..].iter().fold(x, |x, c| c.forward(x));

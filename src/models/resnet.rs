@@ -41,7 +41,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
@@ -548,13 +547,8 @@ impl ResNet {
     /// (rounded up).
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
         let y = batch_norm::apply(&self.bn1, crate::kernels::conv2d(&self.conv1, x), Act::Relu);
-        // after the ReLU every value is >= 0, so zero padding equals
-        // PyTorch's -inf padding here
-        MaxPool2dConfig::new([3, 3])
-            .with_strides([2, 2])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .init()
-            .forward(y)
+        // windows leave the padding out, as PyTorch's -inf padding does
+        crate::kernels::pool::max_pool2d(y, 3, 2, 1)
     }
 
     /// transformers' name of a torchvision key (`None` for keys that are not

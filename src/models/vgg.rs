@@ -30,7 +30,6 @@ use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
 };
@@ -366,10 +365,7 @@ pub struct VggBlock {
 impl VggBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.convs.iter().fold(x, |x, c| c.forward(x));
-        MaxPool2dConfig::new([2, 2])
-            .with_strides([2, 2])
-            .init()
-            .forward(y)
+        crate::kernels::pool::max_pool2d(y, 2, 2, 0)
     }
 }
 

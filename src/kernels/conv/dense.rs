@@ -9,7 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::{Phases, Run, Window, direct, starts};
+#[cfg(target_arch = "x86_64")]
+use super::direct;
+use super::{Phases, Run, Window, starts};
 use crate::kernels::matmul::{self, Strided};
 use crate::kernels::simd::{self, add_into};
 
@@ -122,10 +124,26 @@ impl Dense {
 ///
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
     if direct::available() {
         return direct::forward(x, w, shape, d);
     }
     dense_forward_in(x, w, shape, d, COLUMNS_AT_ONCE)
+}
+
+/// Panics unless `x` holds `batch` items of `cin` planes of `d.input`
+/// and `w` `cout` filters of `cin` x `k` x `k` (`shape` is `[batch, cin,
+/// cout]`).
+pub(super) fn check_operands(x: &[f32], w: &[f32], [batch, cin, cout]: [usize; 3], d: &Window) {
+    assert!(
+        x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * cin * d.k * d.k,
+        "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
+        x.len(),
+        d.input,
+        w.len(),
+        d.k,
+        d.k
+    );
 }
 
 /// [`dense_forward`] in tiles of at most `budget` column values.
@@ -140,15 +158,7 @@ fn dense_forward_in(
     let dense = Dense::new(d, cin);
     let [oh, ow] = d.output;
     let (op, depth) = (oh * ow, dense.depth());
-    assert!(
-        x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * depth,
-        "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
-        x.len(),
-        d.input,
-        w.len(),
-        d.k,
-        d.k
-    );
+    check_operands(x, w, shape, d);
     let mut out = simd::uninit(batch * cout * op);
     if op == 0 {
         return out;
@@ -193,16 +203,17 @@ pub fn dense_backward(
     d: &Window,
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    if !direct::available() {
-        return dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE);
+    #[cfg(target_arch = "x86_64")]
+    if direct::available() {
+        let [want_dx, want_dw] = want;
+        let dx = match want_dx && direct::transposed(d).is_some() {
+            true => Some(direct::input_grad(g, w, shape, d)),
+            false => dense_backward_in([x, w, g], shape, d, [want_dx, false], COLUMNS_AT_ONCE).0,
+        };
+        let dw = want_dw.then(|| direct::filter_grad(x, g, shape, d));
+        return (dx, dw);
     }
-    let [want_dx, want_dw] = want;
-    let dx = match want_dx && direct::transposed(d).is_some() {
-        true => Some(direct::input_grad(g, w, shape, d)),
-        false => dense_backward_in([x, w, g], shape, d, [want_dx, false], COLUMNS_AT_ONCE).0,
-    };
-    let dw = want_dw.then(|| direct::filter_grad(x, g, shape, d));
-    (dx, dw)
+    dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE)
 }
 
 /// [`dense_backward`] in tiles of at most `budget` column values.

@@ -29,6 +29,7 @@
 
 use rayon::prelude::*;
 
+use super::dense::check_operands;
 use super::{Phases, Window};
 use crate::kernels::simd;
 
@@ -59,14 +60,7 @@ pub fn available() -> bool {
 }
 
 fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// The padded planes of `x` (`planes` of `ip` values each) in `ph`'s
@@ -115,15 +109,7 @@ pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> 
     let depth = cin * kk;
     let (ip, [oh, ow]) = (d.input[0] * d.input[1], d.output);
     let op = oh * ow;
-    assert!(
-        x.len() == batch * cin * ip && w.len() == cout * depth,
-        "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
-        x.len(),
-        d.input,
-        w.len(),
-        d.k,
-        d.k
-    );
+    check_operands(x, w, shape, d);
     let mut out = simd::uninit(batch * cout * op);
     if out.is_empty() {
         return out;
@@ -159,7 +145,8 @@ pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> 
         .into_par_iter()
         .for_each_init(Vec::new, |tile: &mut Vec<f32>, task| {
             let (n, q0) = (task / spans, task % spans * span);
-            let (len, width) = ((p - q0).min(span), (p - q0).min(span).next_multiple_of(PX));
+            // the last tile as narrow as its outputs allow: 1, 2 or 3 vectors
+            let (len, width) = ((p - q0).min(span), (p - q0).min(span).next_multiple_of(16));
             tile.resize(blocks * CO * width, 0.0);
             let src = &planes[n * item_len..][..item_len];
             for c0 in (0..cin).step_by(per_block) {
@@ -167,20 +154,18 @@ pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> 
                 for b in 0..blocks {
                     let wb = &packed[(b * depth + js.start) * CO..][..js.len() * CO];
                     for q in (0..width).step_by(PX) {
+                        let (rows, out) = (&starts[js.clone()], &mut tile[b * CO * width + q..]);
+                        let more = c0 > 0;
                         // SAFETY: the CPU has AVX-512 (the caller checked
                         // `available`); every read lies in the item's
                         // planes (`Phases::len` leaves room past the last
                         // row for a tile's overrun) and the writes in `tile`.
                         unsafe {
-                            tile_forward(
-                                src,
-                                &starts[js.clone()],
-                                wb,
-                                q0 + q,
-                                &mut tile[b * CO * width + q..],
-                                width,
-                                c0 > 0,
-                            )
+                            match width - q {
+                                16 => tile_forward::<1>(src, rows, wb, q0 + q, out, width, more),
+                                32 => tile_forward::<2>(src, rows, wb, q0 + q, out, width, more),
+                                _ => tile_forward::<3>(src, rows, wb, q0 + q, out, width, more),
+                            }
                         };
                     }
                 }
@@ -210,16 +195,15 @@ pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> 
 }
 
 /// `out[c * stride + l] = sum_j w[j * CO + c] * src[starts[j] + q + l]` for
-/// `c < CO`, `l < PX` (added to what `out` holds when `more`, continuing
-/// the same chain of multiply-adds): one forward register tile, the rows
-/// `j` in order.
+/// `c < CO`, `l < 16 V` (added to what `out` holds when `more`, continuing
+/// the same chain of multiply-adds): one forward register tile of `V`
+/// vectors ([`PX`] outputs at `V = 3`), the rows `j` in order.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `src` holds `starts[j] + q + PX` values for every
-/// `j`, `w` `starts.len() * CO`, `out` `(CO - 1) * stride + PX`.
-#[cfg(target_arch = "x86_64")]
+/// The CPU has AVX-512F; `src` holds `starts[j] + q + 16 V` values for
+/// every `j`, `w` `starts.len() * CO`, `out` `(CO - 1) * stride + 16 V`.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_forward(
+unsafe fn tile_forward<const V: usize>(
     src: &[f32],
     starts: &[usize],
     w: &[f32],
@@ -229,9 +213,9 @@ unsafe fn tile_forward(
     more: bool,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(w.len() >= starts.len() * CO && out.len() >= (CO - 1) * stride + PX);
+    debug_assert!(w.len() >= starts.len() * CO && out.len() >= (CO - 1) * stride + 16 * V);
     let o = out.as_mut_ptr();
-    let mut acc = [[_mm512_setzero_ps(); 3]; CO];
+    let mut acc = [[_mm512_setzero_ps(); V]; CO];
     if more {
         for (c, acc) in acc.iter_mut().enumerate() {
             for (v, a) in acc.iter_mut().enumerate() {
@@ -242,15 +226,11 @@ unsafe fn tile_forward(
     }
     let (s, wp) = (src.as_ptr(), w.as_ptr());
     for (j, &start) in starts.iter().enumerate() {
-        debug_assert!(start + q + PX <= src.len());
+        debug_assert!(start + q + 16 * V <= src.len());
         // SAFETY: as the function's contract.
         unsafe {
             let p = s.add(start + q);
-            let x = [
-                _mm512_loadu_ps(p),
-                _mm512_loadu_ps(p.add(16)),
-                _mm512_loadu_ps(p.add(32)),
-            ];
+            let x: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(p.add(16 * v)));
             let wj = wp.add(j * CO);
             for (c, acc) in acc.iter_mut().enumerate() {
                 let v = _mm512_set1_ps(*wj.add(c));
@@ -266,19 +246,6 @@ unsafe fn tile_forward(
             unsafe { _mm512_storeu_ps(o.add(c * stride + v * 16), a) };
         }
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_forward(
-    _: &[f32],
-    _: &[usize],
-    _: &[f32],
-    _: usize,
-    _: &mut [f32],
-    _: usize,
-    _: bool,
-) {
-    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
 }
 
 /// The geometry of the input gradient as a forward convolution of the
@@ -435,7 +402,6 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
 /// # Safety
 /// The CPU has AVX-512F; `src` holds `(qs.end - 1 + off) * cp + c0 + VC`
 /// values, `g` `rows[i] + qs.end`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_channels(
     src: &[f32],
@@ -477,19 +443,6 @@ unsafe fn tile_channels(
         }
     }
     out
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_channels(
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &[f32],
-    _: [usize; GC],
-    _: std::ops::Range<usize>,
-) -> [[f32; VC]; GC] {
-    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
 }
 
 /// [`filter_grad`] vectorised over outputs, for few input channels: a
@@ -566,7 +519,6 @@ fn filter_grad_lanes(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec
 /// # Safety
 /// The CPU has AVX-512F; `src` holds `starts[i] + q + 16 * vectors` values
 /// for every `i`, each row of `g` `q + 16 * vectors`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_filter(
     src: &[f32],
@@ -595,17 +547,6 @@ unsafe fn tile_filter(
         }
     }
     acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_filter(
-    _: &[f32],
-    _: &[usize; GJ],
-    _: [&[f32]; GO],
-    _: usize,
-    _: usize,
-) -> [[f32; GJ]; GO] {
-    unreachable!("direct convolutions run on x86-64 with AVX-512 only")
 }
 
 #[cfg(test)]
