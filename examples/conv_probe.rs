@@ -4,6 +4,15 @@
 //! to the layers and phases that lose it. `scripts/conv_probe_pytorch.py`
 //! times the same convolutions in PyTorch.
 //! `cargo run --release --example conv_probe [BATCH]`.
+//!
+//! It runs on the `headstart` binary's allocator (mimalloc, freed memory
+//! kept), as a training step does: on glibc's, each call's fresh output
+//! of up to 100 MB is faulted in again, which PyTorch's caching allocator
+//! does not pay either.
+
+#[cfg(feature = "mimalloc")]
+#[path = "../src/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 
@@ -22,6 +31,8 @@ fn seconds(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    #[cfg(feature = "mimalloc")]
+    alloc::keep_freed_memory();
     let batch: usize = std::env::args()
         .nth(1)
         .map(|b| b.parse().expect("BATCH is a whole number"))

@@ -10,6 +10,12 @@ The models are built the way headstart builds them:
                 Linear(1280, 10)
   vgg16         torchvision `vgg16().features` (31 children: 13 conv, 13 ReLU,
                 5 max-pool), global average pool, Linear(512, 10)
+  resnet18, resnet50
+                torchvision's stem (conv1, bn1, relu, maxpool) and layer1-4 as
+                8 children, global average pool, Linear(512 or 2048, 10)
+  inception_v3  torchvision `inception_v3(aux_logits=False,
+                init_weights=True)`: Conv2d_1a_3x3 ... Mixed_7c with its two
+                max pools (18 children), global average pool, Linear(2048, 10)
 
 The weights are torchvision's random initialisation (seed 0): the speed of a
 step does not depend on their values.
@@ -65,7 +71,7 @@ from procmem import peak_rss_mib, reset_peak_rss
 SEED = 0
 WARMUP_STEPS = 2
 NUM_CLASSES = 10
-MODELS = ("mobilenet_v2", "vgg16")
+MODELS = ("mobilenet_v2", "vgg16", "resnet18", "resnet50", "inception_v3")
 
 
 class Classifier(nn.Module):
@@ -100,6 +106,18 @@ def build(name: str) -> tuple[nn.Sequential, nn.Module]:
     if name == "vgg16":
         features = torchvision.models.vgg16().features
         return features, nn.Linear(512, NUM_CLASSES)
+    if name in ("resnet18", "resnet50"):
+        m = getattr(torchvision.models, name)()
+        stem = [m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
+        return nn.Sequential(*stem), nn.Linear(m.fc.in_features, NUM_CLASSES)
+    if name == "inception_v3":
+        m = torchvision.models.inception_v3(aux_logits=False, init_weights=True)
+        names = [
+            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+            "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
+        ]
+        return nn.Sequential(*(getattr(m, n) for n in names)), nn.Linear(2048, NUM_CLASSES)
     raise SystemExit(f"unknown model {name!r} ({', '.join(MODELS)})")
 
 

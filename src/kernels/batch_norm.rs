@@ -355,6 +355,7 @@ pub fn backward(y: &[f32], g: &mut [f32], plane: usize, scale: &[f32], act: Act)
 /// then move by the layer's momentum towards the batch's mean and unbiased
 /// variance (PyTorch's rule, so that an exported model's statistics are
 /// the ones PyTorch would have kept).
+#[allow(clippy::disallowed_methods)] // burn's BatchNorm where the CPU op does not apply
 pub fn apply<const D: usize>(bn: &BatchNorm, x: Tensor<D>, act: Act) -> Tensor<D> {
     let device = x.device();
     let cpu = x.dtype() == DType::F32 && super::is_flex(&device) && D >= 2;

@@ -251,6 +251,7 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
 /// per channel, square, any stride and padding, no dilation) or a dense
 /// one (one group, square, no dilation; its bias, if any, added after)
 /// through [`conv`]; burn's convolution otherwise.
+#[allow(clippy::disallowed_methods)] // burn's convolution for the routes this module does not take
 pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     match route(conv, &x) {
         Route::Pointwise => Tensor::from_dispatch(<Dispatch as CpuKernels>::pointwise_conv(

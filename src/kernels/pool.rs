@@ -89,12 +89,15 @@ multiversion! {
     fn backward_plane(x: &[f32], w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], g: &[f32], dx: &mut [f32]) {
         for (&(r0, r1), g) in rows.iter().zip(g.chunks_exact(cols.len())) {
             for (&(c0, c1), &g) in cols.iter().zip(g) {
-                let mut at = r0 * w + c0;
+                // the maximum so far and where it lies, chosen without
+                // branches (the comparisons follow the data, so a branch
+                // on them is mispredicted about half the time)
+                let (mut at, mut m) = (r0 * w + c0, x[r0 * w + c0]);
                 for r in r0..r1 {
-                    for i in r * w + c0..r * w + c1 {
-                        if beats(x[i], x[at]) {
-                            at = i;
-                        }
+                    for (i, &v) in x.iter().enumerate().take(r * w + c1).skip(r * w + c0) {
+                        let b = beats(v, m);
+                        at = if b { i } else { at };
+                        m = if b { v } else { m };
                     }
                 }
                 dx[at] += g;

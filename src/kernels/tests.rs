@@ -312,6 +312,7 @@ fn log_prob_matches_burn_through_autodiff() {
 /// `batch_norm_train` and activation's; the running mean moves as burn's
 /// does and the running variance towards the unbiased batch variance.
 #[test]
+#[allow(clippy::disallowed_methods)] // burn's BatchNorm is the reference
 fn training_batch_norm_matches_burn_through_autodiff() {
     use batch_norm::Act;
     use burn::module::Param;
@@ -407,6 +408,7 @@ fn training_batch_norm_bits_do_not_depend_on_threads() {
 /// gradients (input and filters) through autodiff, and layers they do not
 /// take (grouped, biased, "same" padding) stay burn's.
 #[test]
+#[allow(clippy::disallowed_methods)] // burn's convolution is the reference
 fn convolutions_match_burn_through_autodiff() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;

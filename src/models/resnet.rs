@@ -448,12 +448,15 @@ impl Block {
             crate::kernels::conv2d(&self.conv1, x.clone()),
             Act::Relu,
         );
-        y = self.bn2.forward(crate::kernels::conv2d(&self.conv2, y));
+        // a bottleneck's second BatchNorm takes its ReLU before conv3
+        let bottleneck = self.conv3.is_some() && self.bn3.is_some();
+        let act2 = if bottleneck { Act::Relu } else { Act::None };
+        y = batch_norm::apply(&self.bn2, crate::kernels::conv2d(&self.conv2, y), act2);
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            y = b3.forward(c3.forward(relu(y)));
+            y = batch_norm::apply(b3, crate::kernels::conv2d(c3, y), Act::None);
         }
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(crate::kernels::conv2d(&d.conv, x)),
+            Some(d) => batch_norm::apply(&d.bn, crate::kernels::conv2d(&d.conv, x), Act::None),
             None => x,
         };
         relu(y + identity)

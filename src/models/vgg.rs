@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use crate::kernels::batch_norm::{self, Act};
 use crate::kernels::dropout::DropoutExt;
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -349,10 +350,10 @@ impl ConvLayer {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = crate::kernels::conv2d(&self.conv, x);
-        relu(match &self.bn {
-            Some(bn) => bn.forward(y),
-            None => y,
-        })
+        match &self.bn {
+            Some(bn) => batch_norm::apply(bn, y, Act::Relu),
+            None => relu(y),
+        }
     }
 }
 
