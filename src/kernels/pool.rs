@@ -1,5 +1,6 @@
-//! Max pooling over square windows (VGG16's 2x2 pools, ResNet's and
-//! Inception's 3x3 ones) as one op each way on every core.
+//! Max and average pooling over square windows (VGG16's 2x2 pools,
+//! ResNet's and Inception's 3x3 ones, Inception's 3x3 average pools) as one
+//! op each way on every core.
 //!
 //! burn-flex pools through its 3D routine with indices: per output it
 //! computes each window's clipped range with integer divisions and writes
@@ -10,6 +11,13 @@
 //! scanned row by row and a value replaces the maximum when it is greater
 //! or NaN, burn's (and PyTorch's) rule, so outputs and gradients are
 //! burn's, ties and NaNs included (tested).
+//!
+//! burn-flex's average pool clamps every window's range per output (a
+//! quarter of an Inception v3 `head` step's samples); here the ranges are
+//! computed once per row and column. Each window sums from zero in row
+//! order and divides by its count (the window's area with
+//! `count_include_pad`), and the backward adds each output's share in the
+//! same order, so the bits are burn's too (tested).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -19,7 +27,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
-use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -106,6 +114,81 @@ multiversion! {
     }
 }
 
+/// An average's divisor: the window's area when the padding counts,
+/// else the values it holds.
+fn divisor(p: &Pool, include_pad: bool, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> f32 {
+    let n = if include_pad {
+        p.k * p.k
+    } else {
+        (r1 - r0) * (c1 - c0)
+    };
+    n.max(1) as f32
+}
+
+multiversion! {
+    /// The averages of one plane over the windows `rows x cols`.
+    fn avg_forward_plane(x: &[f32], w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, out: &mut [f32]) {
+        for (&rs, out) in rows.iter().zip(out.chunks_exact_mut(cols.len())) {
+            for (&cs, o) in cols.iter().zip(out.iter_mut()) {
+                let mut sum = 0f32;
+                for r in rs.0..rs.1 {
+                    for &v in &x[r * w + cs.0..r * w + cs.1] {
+                        sum += v;
+                    }
+                }
+                *o = sum / divisor(p, include_pad, rs, cs);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The gradient of one plane's averages: each output's `g / divisor`
+    /// added over its window (`dx` zero on entry).
+    fn avg_backward_plane(w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, g: &[f32], dx: &mut [f32]) {
+        for (&rs, g) in rows.iter().zip(g.chunks_exact(cols.len())) {
+            for (&cs, &g) in cols.iter().zip(g) {
+                let share = g / divisor(p, include_pad, rs, cs);
+                for r in rs.0..rs.1 {
+                    for d in &mut dx[r * w + cs.0..r * w + cs.1] {
+                        *d += share;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The average pool of `x` (`planes` planes of `[h, w]`): `[planes, oh,
+/// ow]`; `include_pad` divides by the window's area (PyTorch's
+/// `count_include_pad`), else by the values it holds.
+pub fn avg_forward(x: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
+    let (rows, cols) = (p.spans(h), p.spans(w));
+    let (ip, op) = (h * w, rows.len() * cols.len());
+    assert!(
+        p.pad < p.k && ip > 0 && x.len().is_multiple_of(ip),
+        "avg pool: {p:?} over {} values of {h}x{w} planes",
+        x.len()
+    );
+    let mut out = simd::uninit(x.len() / ip * op);
+    out.par_chunks_mut(op)
+        .zip(x.par_chunks(ip))
+        .for_each(|(out, x)| avg_forward_plane(x, w, &rows, &cols, p, include_pad, out));
+    out
+}
+
+/// The input's gradient of [`avg_forward`] (`planes` planes of `[h, w]`)
+/// from the output's gradient `g`.
+pub fn avg_backward(g: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
+    let (rows, cols) = (p.spans(h), p.spans(w));
+    let op = rows.len() * cols.len();
+    let mut dx = vec![0f32; g.len() / op.max(1) * h * w];
+    dx.par_chunks_mut(h * w)
+        .zip(g.par_chunks(op.max(1)))
+        .for_each(|(dx, g)| avg_backward_plane(w, &rows, &cols, p, include_pad, g, dx));
+    dx
+}
+
 /// The max pool of `x` (`planes` planes of `[h, w]`): `[planes, oh, ow]`.
 pub fn forward(x: &[f32], [h, w]: [usize; 2], p: &Pool) -> Vec<f32> {
     let (rows, cols) = (p.spans(h), p.spans(w));
@@ -161,11 +244,61 @@ pub trait PoolKernels: Backend {
     /// The `k x k` max pool of an f32 `[batch, channels, h, w]` tensor,
     /// `stride` and `pad` ([`Pool`]) on both sides.
     fn max_pool(x: FloatTensor<Self>, k: usize, stride: usize, pad: usize) -> FloatTensor<Self>;
+    /// The `k x k` average pool of an f32 `[batch, channels, h, w]`
+    /// tensor ([`avg_forward`]).
+    fn avg_pool(
+        x: FloatTensor<Self>,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        include_pad: bool,
+    ) -> FloatTensor<Self>;
+}
+
+fn flex_avg(x: &FlexTensor, p: &Pool, include_pad: bool) -> FlexTensor {
+    let ([n, c, h, w], values) = planes(x);
+    tensor(
+        avg_forward(values, [h, w], p, include_pad),
+        vec![n, c, p.out(h), p.out(w)],
+    )
 }
 
 impl PoolKernels for Flex {
     fn max_pool(x: FloatTensor<Self>, k: usize, stride: usize, pad: usize) -> FloatTensor<Self> {
         flex_forward(&activation::contiguous(x), &Pool { k, stride, pad })
+    }
+
+    fn avg_pool(
+        x: FloatTensor<Self>,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        include_pad: bool,
+    ) -> FloatTensor<Self> {
+        flex_avg(
+            &activation::contiguous(x),
+            &Pool { k, stride, pad },
+            include_pad,
+        )
+    }
+}
+
+/// The backward of [`PoolKernels::avg_pool`]: keeps the input's shape.
+#[derive(Debug)]
+struct AvgPoolBackward;
+
+impl Backward<Flex, 1> for AvgPoolBackward {
+    type State = ([usize; 4], Pool, bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = activation::contiguous(grads.consume::<Flex>(&ops.node));
+        let ([n, c, h, w], p, include_pad) = ops.state;
+        let values = &g.storage::<f32>()[..g.layout().num_elements()];
+        let dx = tensor(
+            avg_backward(values, [h, w], &p, include_pad),
+            vec![n, c, h, w],
+        );
+        register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), [Some(dx)]);
     }
 }
 
@@ -205,6 +338,26 @@ impl<C: CheckpointStrategy> PoolKernels for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
+
+    fn avg_pool(
+        x: FloatTensor<Self>,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        include_pad: bool,
+    ) -> FloatTensor<Self> {
+        let prep = AvgPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let x = activation::contiguous(<Self as AutodiffBackend>::inner(x));
+        let p = Pool { k, stride, pad };
+        let out = flex_avg(&x, &p, include_pad);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((planes(&x).0, p, include_pad), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
 }
 
 /// The `k x k` max pool of `x` (`[batch, channels, h, w]`) with `stride`
@@ -230,6 +383,42 @@ pub fn max_pool2d(x: Tensor<4>, k: usize, stride: usize, pad: usize) -> Tensor<4
         k,
         stride,
         pad,
+    ))
+}
+
+/// The `k x k` average pool of `x` (`[batch, channels, h, w]`) with
+/// `stride` and `pad` on every side (`pad < k`), dividing by the window's
+/// area (`include_pad`, PyTorch's `count_include_pad`) or by the values it
+/// holds: [`PoolKernels::avg_pool`] on the CPU in f32, burn's `AvgPool2d`
+/// elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub fn avg_pool2d(
+    x: Tensor<4>,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    include_pad: bool,
+) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if x.dtype() != DType::F32
+        || !super::is_flex(&x.device())
+        || pad >= k
+        || h + 2 * pad < k
+        || w + 2 * pad < k
+    {
+        return AvgPool2dConfig::new([k, k])
+            .with_strides([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_count_include_pad(include_pad)
+            .init()
+            .forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as PoolKernels>::avg_pool(
+        x.into_dispatch(),
+        k,
+        stride,
+        pad,
+        include_pad,
     ))
 }
 
@@ -288,6 +477,58 @@ mod tests {
                 want,
                 "{geometry}, three threads"
             );
+        }
+    }
+
+    /// Against burn's `AvgPool2d` under autodiff, the output and the
+    /// input's gradient bit for bit, the padding counted and not, for
+    /// Inception's 3x3 stride 1 and other windows on ragged planes; on 1
+    /// and 3 threads.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn avg_pool_gives_burns_outputs_and_gradients() {
+        let device = Device::default().autodiff();
+        for (k, stride, pad, [h, w]) in [
+            (3, 1, 1, [7, 6]),
+            (2, 2, 0, [7, 9]),
+            (3, 2, 1, [9, 10]),
+            (5, 3, 2, [11, 8]),
+        ] {
+            for include_pad in [true, false] {
+                let shape = [2, 3, h, w];
+                let x = wave(shape.iter().product(), 0.37, 4.0, 0.5);
+                let p = Pool { k, stride, pad };
+                let out = [2, 3, p.out(h), p.out(w)];
+                let up = wave(out.iter().product(), 0.29, 1.0, 0.1);
+                let run = |ours: bool| {
+                    let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device)
+                        .require_grad();
+                    let y = if ours {
+                        avg_pool2d(xt.clone(), k, stride, pad, include_pad)
+                    } else {
+                        AvgPool2dConfig::new([k, k])
+                            .with_strides([stride, stride])
+                            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                            .with_count_include_pad(include_pad)
+                            .init()
+                            .forward(xt.clone())
+                    };
+                    assert_eq!(y.dims(), out);
+                    let dy = Tensor::<4>::from_data(TensorData::new(up.clone(), out), &device);
+                    let grads = (y.clone() * dy).sum().backward();
+                    (bits(y.inner()), bits(xt.grad(&grads).unwrap()))
+                };
+                let want = run(false);
+                let geometry = format!(
+                    "k {k} stride {stride} pad {pad} on {h}x{w}, padding counted {include_pad}"
+                );
+                assert_eq!(on_threads(1, || run(true)), want, "{geometry}, one thread");
+                assert_eq!(
+                    on_threads(3, || run(true)),
+                    want,
+                    "{geometry}, three threads"
+                );
+            }
         }
     }
 }

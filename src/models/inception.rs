@@ -37,7 +37,6 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::AvgPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -251,12 +250,7 @@ impl BranchPool {
     fn forward(self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::None => x,
-            Self::Avg { include_pad } => AvgPool2dConfig::new([3, 3])
-                .with_strides([1, 1])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_count_include_pad(include_pad)
-                .init()
-                .forward(x),
+            Self::Avg { include_pad } => crate::kernels::pool::avg_pool2d(x, 3, 1, 1, include_pad),
             Self::MaxSame => crate::kernels::pool::max_pool2d(x, 3, 1, 1),
             Self::MaxReduce => crate::kernels::pool::max_pool2d(x, 3, 2, 0),
         }
