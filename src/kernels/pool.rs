@@ -159,22 +159,35 @@ multiversion! {
     }
 }
 
-/// The average pool of `x` (`planes` planes of `[h, w]`): `[planes, oh,
-/// ow]`; `include_pad` divides by the window's area (PyTorch's
-/// `count_include_pad`), else by the values it holds.
-pub fn avg_forward(x: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
+/// Each plane of `x` (`[h, w]`) pooled by `plane` (its input, the
+/// windows' rows and columns, its output) on every core: `[planes, oh, ow]`.
+fn pooled(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    p: &Pool,
+    plane: impl Fn(&[f32], &[(usize, usize)], &[(usize, usize)], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let (rows, cols) = (p.spans(h), p.spans(w));
     let (ip, op) = (h * w, rows.len() * cols.len());
     assert!(
         p.pad < p.k && ip > 0 && x.len().is_multiple_of(ip),
-        "avg pool: {p:?} over {} values of {h}x{w} planes",
+        "pool: {p:?} over {} values of {h}x{w} planes",
         x.len()
     );
     let mut out = simd::uninit(x.len() / ip * op);
     out.par_chunks_mut(op)
         .zip(x.par_chunks(ip))
-        .for_each(|(out, x)| avg_forward_plane(x, w, &rows, &cols, p, include_pad, out));
+        .for_each(|(out, x)| plane(x, &rows, &cols, out));
     out
+}
+
+/// The average pool of `x` (`planes` planes of `[h, w]`): `[planes, oh,
+/// ow]`; `include_pad` divides by the window's area (PyTorch's
+/// `count_include_pad`), else by the values it holds.
+pub fn avg_forward(x: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
+    pooled(x, [h, w], p, |x, rows, cols, out| {
+        avg_forward_plane(x, w, rows, cols, p, include_pad, out)
+    })
 }
 
 /// The input's gradient of [`avg_forward`] (`planes` planes of `[h, w]`)
@@ -191,18 +204,9 @@ pub fn avg_backward(g: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) 
 
 /// The max pool of `x` (`planes` planes of `[h, w]`): `[planes, oh, ow]`.
 pub fn forward(x: &[f32], [h, w]: [usize; 2], p: &Pool) -> Vec<f32> {
-    let (rows, cols) = (p.spans(h), p.spans(w));
-    let (ip, op) = (h * w, rows.len() * cols.len());
-    assert!(
-        p.pad < p.k && ip > 0 && x.len().is_multiple_of(ip),
-        "max pool: {p:?} over {} values of {h}x{w} planes",
-        x.len()
-    );
-    let mut out = simd::uninit(x.len() / ip * op);
-    out.par_chunks_mut(op)
-        .zip(x.par_chunks(ip))
-        .for_each(|(out, x)| forward_plane(x, w, &rows, &cols, out));
-    out
+    pooled(x, [h, w], p, |x, rows, cols, out| {
+        forward_plane(x, w, rows, cols, out)
+    })
 }
 
 /// The input's gradient of [`forward`] from the output's gradient `g`.
@@ -428,15 +432,41 @@ mod tests {
     use crate::kernels::testutil::{bits, on_threads, wave};
     use burn::tensor::{Device, TensorData};
 
-    /// Against burn's `MaxPool2d` under autodiff, the output and the
-    /// input's gradient bit for bit, for VGG's 2x2, ResNet's padded 3x3
-    /// stride 2 and Inception's 3x3 stride 1 (padded) and 2, on planes
-    /// with a ragged edge; the values are rounded to a coarse grid so
-    /// windows hold ties, and a NaN is planted; on 1 and 3 threads.
+    /// `ours` against `theirs` (burn's layer) under autodiff on an input
+    /// of `[2, 3, h, w]` values `x`: the output and the input's gradient
+    /// bit for bit, on 1 and 3 threads.
+    fn same_as_burn(
+        x: &[f32],
+        [h, w]: [usize; 2],
+        out: [usize; 2],
+        ours: impl Fn(Tensor<4>) -> Tensor<4> + Sync,
+        theirs: impl Fn(Tensor<4>) -> Tensor<4>,
+        what: &str,
+    ) {
+        let device = Device::default().autodiff();
+        let (shape, out) = ([2, 3, h, w], [2, 3, out[0], out[1]]);
+        let up = wave(out.iter().product(), 0.29, 1.0, 0.1);
+        let run = |pool: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let xt =
+                Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &device).require_grad();
+            let y = pool(xt.clone());
+            assert_eq!(y.dims(), out, "{what}");
+            let dy = Tensor::<4>::from_data(TensorData::new(up.clone(), out), &device);
+            let grads = (y.clone() * dy).sum().backward();
+            (bits(y.inner()), bits(xt.grad(&grads).unwrap()))
+        };
+        let want = run(&theirs);
+        assert_eq!(on_threads(1, || run(&ours)), want, "{what}, one thread");
+        assert_eq!(on_threads(3, || run(&ours)), want, "{what}, three threads");
+    }
+
+    /// Against burn's `MaxPool2d`, for VGG's 2x2, ResNet's padded 3x3/2 and
+    /// Inception's 3x3 stride 1 (padded) and 2, on planes with a ragged
+    /// edge; the values are rounded to a coarse grid so windows hold ties,
+    /// and a NaN is planted.
     #[test]
     #[allow(clippy::disallowed_methods)]
     fn max_pool_gives_burns_outputs_and_gradients() {
-        let device = Device::default().autodiff();
         for (k, stride, pad, [h, w]) in [
             (2, 2, 0, [8, 8]),
             (2, 2, 0, [7, 9]),
@@ -445,49 +475,30 @@ mod tests {
             (3, 2, 0, [11, 8]),
             (3, 3, 1, [4, 4]),
         ] {
-            let shape = [2, 3, h, w];
-            let n = shape.iter().product();
+            let n = 2 * 3 * h * w;
             let mut x: Vec<f32> = wave(n, 0.37, 4.0, 0.5).iter().map(|v| v.round()).collect();
             x[n / 2] = f32::NAN;
             let p = Pool { k, stride, pad };
-            let out = [2, 3, p.out(h), p.out(w)];
-            let up = wave(out.iter().product(), 0.29, 1.0, 0.1);
-            let run = |ours: bool| {
-                let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device)
-                    .require_grad();
-                let y = if ours {
-                    max_pool2d(xt.clone(), k, stride, pad)
-                } else {
-                    MaxPool2dConfig::new([k, k])
-                        .with_strides([stride, stride])
-                        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                        .init()
-                        .forward(xt.clone())
-                };
-                assert_eq!(y.dims(), out);
-                let dy = Tensor::<4>::from_data(TensorData::new(up.clone(), out), &device);
-                let grads = (y.clone() * dy).sum().backward();
-                (bits(y.inner()), bits(xt.grad(&grads).unwrap()))
-            };
-            let want = run(false);
-            let geometry = format!("k {k} stride {stride} pad {pad} on {h}x{w}");
-            assert_eq!(on_threads(1, || run(true)), want, "{geometry}, one thread");
-            assert_eq!(
-                on_threads(3, || run(true)),
-                want,
-                "{geometry}, three threads"
+            let burns = MaxPool2dConfig::new([k, k])
+                .with_strides([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .init();
+            same_as_burn(
+                &x,
+                [h, w],
+                [p.out(h), p.out(w)],
+                |x| max_pool2d(x, k, stride, pad),
+                |x| burns.forward(x),
+                &format!("max pool {p:?} on {h}x{w}"),
             );
         }
     }
 
-    /// Against burn's `AvgPool2d` under autodiff, the output and the
-    /// input's gradient bit for bit, the padding counted and not, for
-    /// Inception's 3x3 stride 1 and other windows on ragged planes; on 1
-    /// and 3 threads.
+    /// Against burn's `AvgPool2d`, the padding counted and not, for
+    /// Inception's 3x3 stride 1 and other windows on ragged planes.
     #[test]
     #[allow(clippy::disallowed_methods)]
     fn avg_pool_gives_burns_outputs_and_gradients() {
-        let device = Device::default().autodiff();
         for (k, stride, pad, [h, w]) in [
             (3, 1, 1, [7, 6]),
             (2, 2, 0, [7, 9]),
@@ -495,38 +506,19 @@ mod tests {
             (5, 3, 2, [11, 8]),
         ] {
             for include_pad in [true, false] {
-                let shape = [2, 3, h, w];
-                let x = wave(shape.iter().product(), 0.37, 4.0, 0.5);
                 let p = Pool { k, stride, pad };
-                let out = [2, 3, p.out(h), p.out(w)];
-                let up = wave(out.iter().product(), 0.29, 1.0, 0.1);
-                let run = |ours: bool| {
-                    let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device)
-                        .require_grad();
-                    let y = if ours {
-                        avg_pool2d(xt.clone(), k, stride, pad, include_pad)
-                    } else {
-                        AvgPool2dConfig::new([k, k])
-                            .with_strides([stride, stride])
-                            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                            .with_count_include_pad(include_pad)
-                            .init()
-                            .forward(xt.clone())
-                    };
-                    assert_eq!(y.dims(), out);
-                    let dy = Tensor::<4>::from_data(TensorData::new(up.clone(), out), &device);
-                    let grads = (y.clone() * dy).sum().backward();
-                    (bits(y.inner()), bits(xt.grad(&grads).unwrap()))
-                };
-                let want = run(false);
-                let geometry = format!(
-                    "k {k} stride {stride} pad {pad} on {h}x{w}, padding counted {include_pad}"
-                );
-                assert_eq!(on_threads(1, || run(true)), want, "{geometry}, one thread");
-                assert_eq!(
-                    on_threads(3, || run(true)),
-                    want,
-                    "{geometry}, three threads"
+                let burns = AvgPool2dConfig::new([k, k])
+                    .with_strides([stride, stride])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .with_count_include_pad(include_pad)
+                    .init();
+                same_as_burn(
+                    &wave(2 * 3 * h * w, 0.37, 4.0, 0.5),
+                    [h, w],
+                    [p.out(h), p.out(w)],
+                    |x| avg_pool2d(x, k, stride, pad, include_pad),
+                    |x| burns.forward(x),
+                    &format!("avg pool {p:?} on {h}x{w}, padding counted {include_pad}"),
                 );
             }
         }
