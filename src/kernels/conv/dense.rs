@@ -125,7 +125,7 @@ impl Dense {
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() {
+    if direct::available() && direct::suits(d) {
         return direct::forward(x, w, shape, d);
     }
     dense_forward_in(x, w, shape, d, COLUMNS_AT_ONCE)
@@ -204,7 +204,7 @@ pub fn dense_backward(
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() {
+    if direct::available() && direct::suits(d) {
         let [want_dx, want_dw] = want;
         let dx = match want_dx && direct::transposed(d).is_some() {
             true => Some(direct::input_grad(g, w, shape, d)),
