@@ -225,17 +225,19 @@ pub fn backward(x: &[f32], g: &[f32], [h, w]: [usize; 2], p: &Pool) -> Vec<f32> 
     dx
 }
 
+/// A contiguous Flex f32 tensor's values.
+fn values(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[..t.layout().num_elements()]
+}
+
 /// `[batch, channels, h, w]` and the input's values of a Flex tensor.
 fn planes(x: &FlexTensor) -> ([usize; 4], &[f32]) {
     let s = x.layout().shape();
     assert!(
         s.len() == 4 && x.dtype() == DType::F32,
-        "max pool: an f32 [batch, channels, h, w] tensor"
+        "pool: an f32 [batch, channels, h, w] tensor"
     );
-    (
-        [s[0], s[1], s[2], s[3]],
-        &x.storage::<f32>()[..x.layout().num_elements()],
-    )
+    ([s[0], s[1], s[2], s[3]], values(x))
 }
 
 fn flex_forward(x: &FlexTensor, p: &Pool) -> FlexTensor {
@@ -297,9 +299,8 @@ impl Backward<Flex, 1> for AvgPoolBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let ([n, c, h, w], p, include_pad) = ops.state;
-        let values = &g.storage::<f32>()[..g.layout().num_elements()];
         let dx = tensor(
-            avg_backward(values, [h, w], &p, include_pad),
+            avg_backward(values(&g), [h, w], &p, include_pad),
             vec![n, c, h, w],
         );
         register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), [Some(dx)]);
@@ -316,13 +317,8 @@ impl Backward<Flex, 1> for MaxPoolBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = activation::contiguous(grads.consume::<Flex>(&ops.node));
         let (x, p) = ops.state;
-        let ([_, _, h, w], values) = planes(&x);
-        let dx = backward(
-            values,
-            &g.storage::<f32>()[..g.layout().num_elements()],
-            [h, w],
-            &p,
-        );
+        let ([_, _, h, w], xs) = planes(&x);
+        let dx = backward(xs, values(&g), [h, w], &p);
         let dx = activation::from_vec(dx, &x);
         register_each(grads, ops.parents.map(|p| p.map(|n| n.id)), [Some(dx)]);
     }
@@ -364,18 +360,23 @@ impl<C: CheckpointStrategy> PoolKernels for Autodiff<Flex, C> {
     }
 }
 
+/// Whether [`PoolKernels`] take this pool: an f32 tensor on the CPU,
+/// `pad < k` and a window that fits the padded plane.
+fn ours(x: &Tensor<4>, k: usize, pad: usize) -> bool {
+    let [_, _, h, w] = x.dims();
+    x.dtype() == DType::F32
+        && super::is_flex(&x.device())
+        && pad < k
+        && h + 2 * pad >= k
+        && w + 2 * pad >= k
+}
+
 /// The `k x k` max pool of `x` (`[batch, channels, h, w]`) with `stride`
 /// and `pad` on every side (`pad < k`): [`PoolKernels::max_pool`] on the
 /// CPU in f32, burn's `MaxPool2d` elsewhere.
 #[allow(clippy::disallowed_methods)]
 pub fn max_pool2d(x: Tensor<4>, k: usize, stride: usize, pad: usize) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    if x.dtype() != DType::F32
-        || !super::is_flex(&x.device())
-        || pad >= k
-        || h + 2 * pad < k
-        || w + 2 * pad < k
-    {
+    if !ours(&x, k, pad) {
         return MaxPool2dConfig::new([k, k])
             .with_strides([stride, stride])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
@@ -403,13 +404,7 @@ pub fn avg_pool2d(
     pad: usize,
     include_pad: bool,
 ) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    if x.dtype() != DType::F32
-        || !super::is_flex(&x.device())
-        || pad >= k
-        || h + 2 * pad < k
-        || w + 2 * pad < k
-    {
+    if !ours(&x, k, pad) {
         return AvgPool2dConfig::new([k, k])
             .with_strides([stride, stride])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
