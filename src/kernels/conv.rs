@@ -1,7 +1,8 @@
 //! The two convolutions of the mobile networks, each way: pointwise (1x1,
-//! stride 1, no padding) and depthwise (one k x k filter per channel);
-//! dense k x k convolutions build their columns from the same phase
-//! layout as the depthwise ones ([`dense_forward`], [`dense_backward`]).
+//! stride 1, no padding) and depthwise (one kh x kw filter per channel);
+//! dense kh x kw convolutions (VGG16's and ResNet's 3x3, Inception's 1x7,
+//! 7x1, 1x3 and 3x1 too) build their columns from the same phase layout as
+//! the depthwise ones ([`dense_forward`], [`dense_backward`]).
 //!
 //! burn-flex runs a convolution's forward well (a gemm per batch item, a
 //! direct depthwise loop), but its weight gradient is burn's generic
@@ -36,21 +37,30 @@ use rayon::prelude::*;
 use super::matmul::{self, Strided};
 use super::simd::{self, multiversion};
 
+#[cfg(target_arch = "x86_64")]
+mod channels;
 mod dense;
 #[cfg(target_arch = "x86_64")]
 mod direct;
 pub use dense::{dense_backward, dense_forward};
 
-/// A depthwise or dense convolution's geometry: `k x k` filters, `stride`,
-/// the padding before the rows and columns (`pad`), the input's and
-/// output's plane sizes.
+/// A depthwise or dense convolution's geometry: filters of `k` (rows,
+/// columns), `stride` along both, the padding before the rows and columns
+/// (`pad`), the input's and output's plane sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
-    pub k: usize,
+    pub k: [usize; 2],
     pub stride: usize,
     pub pad: [usize; 2],
     pub input: [usize; 2],
     pub output: [usize; 2],
+}
+
+impl Window {
+    /// Values per filter plane: `kh * kw`.
+    pub fn taps(&self) -> usize {
+        self.k[0] * self.k[1]
+    }
 }
 
 /// Outputs a depthwise kernel sums in registers at a time (four AVX-512
@@ -58,8 +68,8 @@ pub struct Window {
 const BLOCK: usize = 64;
 
 /// The layout of one plane padded and split into `stride x stride` phases:
-/// the padded plane is the `(oh - 1) * stride + k` rows and `(ow - 1) *
-/// stride + k` columns the outputs read; each phase has `rows` rows of
+/// the padded plane is the `(oh - 1) * stride + kh` rows and `(ow - 1) *
+/// stride + kw` columns the outputs read; each phase has `rows` rows of
 /// `pitch` values (a phase's rows past the padded plane are zero).
 #[derive(Clone, Copy, Debug)]
 struct Phases {
@@ -71,11 +81,11 @@ struct Phases {
 impl Phases {
     fn of(d: &Window) -> Self {
         let s = d.stride;
-        let padded = |out: usize| (out.max(1) - 1) * s + d.k;
+        let padded = |out: usize, k: usize| (out.max(1) - 1) * s + k;
         Self {
             stride: s,
-            pitch: padded(d.output[1]).div_ceil(s),
-            rows: padded(d.output[0]).div_ceil(s),
+            pitch: padded(d.output[1], d.k[1]).div_ceil(s),
+            rows: padded(d.output[0], d.k[0]).div_ceil(s),
         }
     }
 
@@ -97,8 +107,8 @@ impl Phases {
     }
 
     /// Every tap's offset, row by row of the filter (the order of the sums).
-    fn offsets(&self, k: usize) -> Vec<usize> {
-        (0..k * k).map(|t| self.offset(t / k, t % k)).collect()
+    fn offsets(&self, [kh, kw]: [usize; 2]) -> Vec<usize> {
+        (0..kh * kw).map(|t| self.offset(t / kw, t % kw)).collect()
     }
 
     /// Where each input row's values go in the buffer of all phases: per
@@ -306,7 +316,7 @@ fn forward_plane(
 }
 
 /// The depthwise convolution of `[batch, channels, h, w]` values `x` with
-/// filters `w` (`[channels, k, k]`), one (item, channel) plane per task.
+/// filters `w` (`[channels, kh, kw]`), one (item, channel) plane per task.
 pub fn depthwise_forward(x: &[f32], w: &[f32], channels: usize, d: &Window) -> Vec<f32> {
     depthwise_forward_affine(x, w, channels, d, None)
 }
@@ -322,15 +332,15 @@ pub fn depthwise_forward_affine(
     affine: Option<(&[f32], &[f32], super::batch_norm::Act)>,
 ) -> Vec<f32> {
     let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
-    let kk = d.k * d.k;
+    let kk = d.taps();
     assert!(
         ip > 0 && x.len().is_multiple_of(ip * channels) && w.len() == channels * kk,
         "depthwise conv: {} values in planes of {:?}, {} filter values for {channels} channels of {}x{}",
         x.len(),
         d.input,
         w.len(),
-        d.k,
-        d.k
+        d.k[0],
+        d.k[1]
     );
     let planes = x.len() / ip;
     let mut out = simd::uninit(planes * op);
@@ -365,7 +375,7 @@ pub fn depthwise_backward(
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
-    let kk = d.k * d.k;
+    let kk = d.taps();
     let planes = x.len() / ip.max(1);
     assert_eq!(
         g.len(),
@@ -530,7 +540,7 @@ mod tests {
 
     /// The depthwise convolution and its gradients, in f64 by definition.
     fn reference(x: &[f32], w: &[f32], g: &[f32], c: usize, d: &Window) -> [Vec<f64>; 3] {
-        let ([ih, iw], [oh, ow], k) = (d.input, d.output, d.k);
+        let ([ih, iw], [oh, ow], [kh, kw]) = (d.input, d.output, d.k);
         let planes = x.len() / (ih * iw);
         let mut y = vec![0f64; planes * oh * ow];
         let mut dx = vec![0f64; x.len()];
@@ -539,8 +549,8 @@ mod tests {
             let ch = p % c;
             for r in 0..oh {
                 for s in 0..ow {
-                    for i in 0..k {
-                        for j in 0..k {
+                    for i in 0..kh {
+                        for j in 0..kw {
                             let (a, b) = (
                                 (r * d.stride + i) as isize - d.pad[0] as isize,
                                 (s * d.stride + j) as isize - d.pad[1] as isize,
@@ -550,7 +560,7 @@ mod tests {
                             }
                             let xi = p * ih * iw + a as usize * iw + b as usize;
                             let oi = p * oh * ow + r * ow + s;
-                            let wi = ch * k * k + i * k + j;
+                            let wi = ch * kh * kw + i * kw + j;
                             y[oi] += w[wi] as f64 * x[xi] as f64;
                             dx[xi] += w[wi] as f64 * g[oi] as f64;
                             dw[wi] += g[oi] as f64 * x[xi] as f64;
@@ -564,7 +574,12 @@ mod tests {
 
     /// The geometry of a `k x k` window with `pad` on both sides.
     pub(super) fn window(k: usize, stride: usize, pad: [usize; 2], input: [usize; 2]) -> Window {
-        let output = [0, 1].map(|a| (input[a] + 2 * pad[a] - k) / stride + 1);
+        rect([k, k], stride, pad, input)
+    }
+
+    /// The geometry of a `kh x kw` window with `pad` on both sides.
+    pub(super) fn rect(k: [usize; 2], stride: usize, pad: [usize; 2], input: [usize; 2]) -> Window {
+        let output = [0, 1].map(|a| (input[a] + 2 * pad[a] - k[a]) / stride + 1);
         Window {
             k,
             stride,
@@ -603,23 +618,26 @@ mod tests {
     #[test]
     fn depthwise_matches_the_definition_at_every_stride_padding_and_edge() {
         // odd and even sizes, stride 1 and 2, 3x3 and 5x5, padding as the
-        // mobile networks use it and asymmetric ("same" at stride 2)
+        // mobile networks use it and asymmetric ("same" at stride 2),
+        // rectangles
         for (k, stride, pad, input) in [
-            (3, 1, [1, 1], [7, 9]),
-            (3, 2, [1, 1], [8, 7]),
-            (5, 1, [2, 2], [6, 11]),
-            (5, 2, [1, 2], [9, 10]),
-            (3, 2, [0, 0], [7, 7]),
-            (3, 1, [1, 1], [1, 1]),
-            (3, 2, [1, 1], [2, 2]),
-            (5, 3, [2, 1], [11, 13]),
-            (7, 1, [3, 3], [9, 9]),
+            ([3, 3], 1, [1, 1], [7, 9]),
+            ([3, 3], 2, [1, 1], [8, 7]),
+            ([5, 5], 1, [2, 2], [6, 11]),
+            ([5, 5], 2, [1, 2], [9, 10]),
+            ([3, 3], 2, [0, 0], [7, 7]),
+            ([3, 3], 1, [1, 1], [1, 1]),
+            ([3, 3], 2, [1, 1], [2, 2]),
+            ([5, 5], 3, [2, 1], [11, 13]),
+            ([7, 7], 1, [3, 3], [9, 9]),
+            ([1, 7], 1, [0, 3], [6, 9]),
+            ([3, 1], 2, [1, 0], [9, 7]),
         ] {
-            let d = window(k, stride, pad, input);
+            let d = rect(k, stride, pad, input);
             let output = d.output;
             let c = 3;
             let x = wave(2 * c * input[0] * input[1], 0.37, 1.5, 0.2);
-            let w = wave(c * k * k, 0.71, 1.0, -0.1);
+            let w = wave(c * d.taps(), 0.71, 1.0, -0.1);
             let g = wave(2 * c * output[0] * output[1], 0.23, 1.0, 0.05);
             let [y, dx, dw] = reference(&x, &w, &g, c, &d);
             close("forward", &depthwise_forward(&x, &w, c, &d), &y, 1e-5);

@@ -51,14 +51,14 @@ pub(super) fn window_geometry(
     output: [usize; 2],
 ) -> conv::Window {
     let [_, c, h, wd] = dims4(x);
-    let [wc, one, k, k2] = dims4(w);
+    let [wc, one, kh, kw] = dims4(w);
     assert!(
-        (is_depthwise(c, [wc, one, k, k2]) || one == c) && k == k2,
-        "conv: filters {:?} for {c} channels (square, one per channel or {c} per output)",
-        [wc, one, k, k2]
+        is_depthwise(c, [wc, one, kh, kw]) || one == c,
+        "conv: filters {:?} for {c} channels (one per channel or {c} per output)",
+        [wc, one, kh, kw]
     );
     conv::Window {
-        k,
+        k: [kh, kw],
         stride,
         pad,
         input: [h, wd],
@@ -102,7 +102,7 @@ pub(super) fn depthwise_affine_flex(
     );
     let y = conv::depthwise_forward_affine(
         &x.storage::<f32>()[..batch * c * h * wd],
-        &w.storage::<f32>()[..c * d.k * d.k],
+        &w.storage::<f32>()[..c * d.taps()],
         c,
         d,
         Some((
@@ -183,7 +183,7 @@ pub(super) fn tracked_conv<C: CheckpointStrategy>(
 /// How [`conv2d`] runs a layer on its input.
 enum Route {
     Pointwise,
-    /// A depthwise (one filter per channel) or dense (one group) k x k
+    /// A depthwise (one filter per channel) or dense (one group) kh x kw
     /// convolution.
     Window {
         depthwise: bool,
@@ -220,8 +220,7 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
         && conv.groups == 1
     {
         Route::Pointwise
-    } else if kh == kw
-        && conv.stride[1] == stride
+    } else if conv.stride[1] == stride
         && stride > 0
         && h + top + bottom >= kh
         && w + left + right >= kw
@@ -248,9 +247,9 @@ fn route(conv: &burn::nn::conv::Conv2d, x: &Tensor<4>) -> Route {
 
 /// `conv.forward(x)`: on the CPU in f32, a bias-free 1x1 convolution
 /// (stride 1, no padding, one group), a depthwise convolution (one filter
-/// per channel, square, any stride and padding, no dilation) or a dense
-/// one (one group, square, no dilation; its bias, if any, added after)
-/// through [`conv`]; burn's convolution otherwise.
+/// per channel, any kh x kw, stride (the same along both axes) and
+/// padding, no dilation) or a dense one (one group, no dilation; its bias,
+/// if any, added after) through [`conv`]; burn's convolution otherwise.
 #[allow(clippy::disallowed_methods)] // burn's convolution for the routes this module does not take
 pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     match route(conv, &x) {

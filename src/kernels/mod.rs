@@ -197,8 +197,8 @@ pub trait CpuKernels: Backend {
     /// The 1x1 convolution (stride 1, no padding, no bias) of `x`
     /// (`[batch, cin, h, w]`) with `w` (`[cout, cin, 1, 1]`) ([`conv`]).
     fn pointwise_conv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The k x k convolution (no bias) of `x` (`[batch, c, h, w]`), depthwise
-    /// with `w` `[c, 1, k, k]`, else dense with `[cout, c, k, k]`: `stride`,
+    /// The kh x kw convolution (no bias) of `x` (`[batch, c, h, w]`), depthwise
+    /// with `w` `[c, 1, kh, kw]`, else dense `[cout, c, kh, kw]`: `stride`,
     /// padding before rows and columns, output `out_h x out_w` ([`conv::Window`]).
     fn window_conv(
         x: FloatTensor<Self>,

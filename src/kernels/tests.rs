@@ -404,9 +404,9 @@ fn training_batch_norm_bits_do_not_depend_on_threads() {
     }
 }
 
-/// The pointwise and depthwise convolutions give burn's values and
-/// gradients (input and filters) through autodiff, and layers they do not
-/// take (grouped, biased, "same" padding) stay burn's.
+/// The pointwise, depthwise and rectangular dense convolutions give
+/// burn's values and gradients (input and filters) through autodiff, and
+/// layers they do not take (grouped, "same" padding) stay burn's.
 #[test]
 #[allow(clippy::disallowed_methods)] // burn's convolution is the reference
 fn convolutions_match_burn_through_autodiff() {
@@ -431,6 +431,11 @@ fn convolutions_match_burn_through_autodiff() {
             .with_stride([2, 2])
             .with_bias(false)
             .with_padding(PaddingConfig2d::Explicit(1, 2, 2, 1)),
+        // dense rectangles (Inception's 1x7 and 7x1), biased and not
+        Conv2dConfig::new([6, 5], [1, 7]).with_padding(PaddingConfig2d::Explicit(0, 3, 0, 3)),
+        Conv2dConfig::new([6, 5], [7, 1])
+            .with_bias(false)
+            .with_padding(PaddingConfig2d::Explicit(3, 0, 3, 0)),
         // burn's own: grouped, biased, "same"
         Conv2dConfig::new([6, 4], [3, 3]).with_groups(2),
         Conv2dConfig::new([6, 6], [3, 3])

@@ -1,4 +1,4 @@
-//! Dense convolutions (one group, square k x k filters, any stride and
+//! Dense convolutions (one group, kh x kw filters, any stride and
 //! padding, no dilation) as columns built from [`super::Phases`]: each
 //! tap of each channel is one contiguous copy of the padded plane, and one
 //! product per batch item (or per band of an item's output rows) does the
@@ -9,9 +9,9 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::direct;
 use super::{Phases, Run, Window, starts};
+#[cfg(target_arch = "x86_64")]
+use super::{channels, direct};
 use crate::kernels::matmul::{self, Strided};
 use crate::kernels::simd::{self, add_into};
 
@@ -114,7 +114,7 @@ impl Dense {
 }
 
 /// The dense convolution (one group, no bias) of `x` (`[batch, cin, h, w]`)
-/// with `w` (`[cout, cin, k, k]`): per tile of items or output rows, the
+/// with `w` (`[cout, cin, kh, kw]`): per tile of items or output rows, the
 /// columns of `Phases` (each tap of each channel a contiguous copy of
 /// the padded plane) and one product `W [cout, cin k k] x columns` per
 /// item, whose rows at the phases' pitch are cut to the output's width.
@@ -122,27 +122,38 @@ impl Dense {
 /// column building on one core per tile; a 3-channel stem there spent
 /// more time building columns than multiplying.
 ///
+/// On CPUs with AVX-512, the direct kernel at the phases' pitch
+/// ([`direct`]) runs the planes where it keeps most of what it computes,
+/// the kernel vectorised over output channels ([`channels`]) those of
+/// 12x12 and up where the pitch's padding would cost more; the columns
+/// run the rest.
+///
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() && direct::suits(d) {
-        return direct::forward(x, w, shape, d);
+    if direct::available() {
+        if channels::suits(d) {
+            return channels::forward(x, w, shape, d);
+        }
+        if direct::suits(d) {
+            return direct::forward(x, w, shape, d);
+        }
     }
     dense_forward_in(x, w, shape, d, COLUMNS_AT_ONCE)
 }
 
 /// Panics unless `x` holds `batch` items of `cin` planes of `d.input`
-/// and `w` `cout` filters of `cin` x `k` x `k` (`shape` is `[batch, cin,
+/// and `w` `cout` filters of `cin` x `kh` x `kw` (`shape` is `[batch, cin,
 /// cout]`).
 pub(super) fn check_operands(x: &[f32], w: &[f32], [batch, cin, cout]: [usize; 3], d: &Window) {
     assert!(
-        x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * cin * d.k * d.k,
+        x.len() == batch * cin * d.input[0] * d.input[1] && w.len() == cout * cin * d.taps(),
         "conv: {} values for {batch} x {cin} planes of {:?}, {} filter values for {cout} x {cin} x {}x{}",
         x.len(),
         d.input,
         w.len(),
-        d.k,
-        d.k
+        d.k[0],
+        d.k[1]
     );
 }
 
@@ -192,7 +203,10 @@ fn dense_forward_in(
 /// the output's gradient `g`: the input's (when `want_dx`: `W^T g` per
 /// tile, each row added onto its channel's padded plane at its tap's
 /// offset) and the filters' (when `want_dw`: `sum g columns^T` over the
-/// tiles in order, the columns built again).
+/// tiles in order, the columns built again). On CPUs with AVX-512 the
+/// input's gradient at stride 1 is the forward of `g` by the flipped
+/// filters where [`dense_forward`] would not take the columns, and the
+/// filters' gradient runs direct where [`direct::filter_grad_suits`].
 ///
 /// `shape` is `[batch, cin, cout]`, `want` `[want_dx, want_dw]`.
 pub fn dense_backward(
@@ -204,13 +218,16 @@ pub fn dense_backward(
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() && direct::suits(d) {
+    if direct::available() && (channels::suits(d) || direct::suits(d)) {
         let [want_dx, want_dw] = want;
         let dx = match want_dx && direct::transposed(d).is_some() {
             true => Some(direct::input_grad(g, w, shape, d)),
             false => dense_backward_in([x, w, g], shape, d, [want_dx, false], COLUMNS_AT_ONCE).0,
         };
-        let dw = want_dw.then(|| direct::filter_grad(x, g, shape, d));
+        let dw = match want_dw && direct::filter_grad_suits(d, shape[1]) {
+            true => Some(direct::filter_grad(x, g, shape, d)),
+            false => dense_backward_in([x, w, g], shape, d, [false, want_dw], COLUMNS_AT_ONCE).1,
+        };
         return (dx, dw);
     }
     dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE)
@@ -314,7 +331,7 @@ fn dense_backward_in(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::kernels::conv::tests::{check, window};
+    use crate::kernels::conv::tests::{check, rect};
     use crate::kernels::testutil::wave;
 
     /// Seeded input, filters and output gradient of a dense convolution.
@@ -327,7 +344,7 @@ pub(super) mod tests {
         let (ip, op) = (d.input[0] * d.input[1], d.output[0] * d.output[1]);
         (
             wave(batch * cin * ip, 0.37, 1.5, 0.2),
-            wave(cout * cin * d.k * d.k, 0.71, 1.0, -0.1),
+            wave(cout * cin * d.taps(), 0.71, 1.0, -0.1),
             wave(batch * cout * op, 0.23, 1.0, 0.05),
         )
     }
@@ -341,8 +358,8 @@ pub(super) mod tests {
         [batch, cin, cout]: [usize; 3],
         d: &Window,
     ) -> [Vec<f64>; 3] {
-        let (k, stride, pad, input, output) = (d.k, d.stride, d.pad, d.input, d.output);
-        let (ip, op, kk) = (input[0] * input[1], output[0] * output[1], k * k);
+        let (kw, stride, pad, input, output) = (d.k[1], d.stride, d.pad, d.input, d.output);
+        let (ip, op, kk) = (input[0] * input[1], output[0] * output[1], d.taps());
         let mut y = vec![0f64; g.len()];
         let mut dx = vec![0f64; x.len()];
         let mut dw = vec![0f64; w.len()];
@@ -353,8 +370,8 @@ pub(super) mod tests {
                         for s in 0..output[1] {
                             for t in 0..kk {
                                 let (a, b) = (
-                                    (r * stride + t / k) as isize - pad[0] as isize,
-                                    (s * stride + t % k) as isize - pad[1] as isize,
+                                    (r * stride + t / kw) as isize - pad[0] as isize,
+                                    (s * stride + t % kw) as isize - pad[1] as isize,
                                 );
                                 if a < 0
                                     || b < 0
@@ -380,22 +397,26 @@ pub(super) mod tests {
 
     #[test]
     fn dense_matches_the_definition_and_its_bits_do_not_depend_on_threads() {
+        // square and rectangular (Inception's 1x7, 7x1, 1x3 and 3x1)
         for (k, stride, pad, input, cin, cout) in [
-            (3, 2, [1, 1], [9, 8], 3, 4),
-            (3, 1, [1, 1], [5, 7], 2, 3),
-            (7, 2, [3, 3], [11, 12], 3, 2),
-            (3, 1, [0, 0], [3, 3], 1, 2),
-            (5, 3, [2, 1], [10, 9], 2, 2),
-            (1, 2, [0, 0], [7, 8], 3, 4),
-            (1, 1, [0, 0], [4, 5], 2, 3),
+            ([3, 3], 2, [1, 1], [9, 8], 3, 4),
+            ([3, 3], 1, [1, 1], [5, 7], 2, 3),
+            ([7, 7], 2, [3, 3], [11, 12], 3, 2),
+            ([3, 3], 1, [0, 0], [3, 3], 1, 2),
+            ([5, 5], 3, [2, 1], [10, 9], 2, 2),
+            ([1, 1], 2, [0, 0], [7, 8], 3, 4),
+            ([1, 1], 1, [0, 0], [4, 5], 2, 3),
+            ([1, 7], 1, [0, 3], [6, 9], 3, 4),
+            ([7, 1], 1, [3, 0], [9, 6], 2, 3),
+            ([1, 3], 2, [0, 1], [7, 8], 3, 2),
         ] {
-            let d = window(k, stride, pad, input);
+            let d = rect(k, stride, pad, input);
             let output = d.output;
             let batch = 3;
             let (x, w, g) = operands(&d, batch, cin, cout);
             let [y, dx, dw] = definition(&x, &w, &g, [batch, cin, cout], &d);
             // whole batch at once, an item at a time, bands of 2 rows and of 1
-            let per_row = cin * k * k * Phases::of(&d).pitch;
+            let per_row = cin * d.taps() * Phases::of(&d).pitch;
             for budget in [COLUMNS_AT_ONCE, per_row * output[0], 2 * per_row, 1] {
                 let shape = [batch, cin, cout];
                 let run = || {

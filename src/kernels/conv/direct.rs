@@ -13,8 +13,9 @@
 //!   channel and tap, the filters packed so the [`CO`] weights of a
 //!   (channel, tap) are adjacent; a task is one item's band of output rows,
 //!   whose planes stay in cache while every channel tile passes over them;
-//! - input gradient (stride 1): the same kernel over the output's gradient,
-//!   padded by `k - 1 - pad`, with the filters flipped and transposed;
+//! - input gradient (stride 1): the same kernel (or, where it suits,
+//!   [`super::channels`]') over the output's gradient, padded by `k - 1 -
+//!   pad`, with the filters flipped and transposed;
 //! - filter gradient: a tile of [`GO`] output channels x [`GJ`] (channel,
 //!   tap) rows sums `g[co][q] * plane_c[q + offset_t]` over
 //!   [`DW_CHUNK`] outputs in 16 f32 lanes, each chunk's sum added in f64;
@@ -81,7 +82,7 @@ fn avx512() -> bool {
 
 /// The padded planes of `x` (`planes` of `ip` values each) in `ph`'s
 /// layout, one after another.
-fn all_planes(x: &[f32], ip: usize, ph: &Phases, d: &Window) -> Vec<f32> {
+pub(super) fn all_planes(x: &[f32], ip: usize, ph: &Phases, d: &Window) -> Vec<f32> {
     let (runs, len) = (ph.runs(d), ph.len());
     let mut planes = simd::uninit(x.len() / ip.max(1) * len);
     planes
@@ -93,7 +94,7 @@ fn all_planes(x: &[f32], ip: usize, ph: &Phases, d: &Window) -> Vec<f32> {
 
 /// Where each (channel, tap) row of an item's columns starts in its
 /// planes: `c * len + offset_t`, channel-major.
-fn row_starts(cin: usize, ph: &Phases, k: usize) -> Vec<usize> {
+fn row_starts(cin: usize, ph: &Phases, k: [usize; 2]) -> Vec<usize> {
     let offsets = ph.offsets(k);
     (0..cin)
         .flat_map(|c| offsets.iter().map(move |&o| c * ph.len() + o))
@@ -102,7 +103,7 @@ fn row_starts(cin: usize, ph: &Phases, k: usize) -> Vec<usize> {
 
 /// A pointer to the output that tasks write in disjoint parts.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: every task writes a disjoint set of the output's values.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
@@ -110,18 +111,18 @@ unsafe impl Sync for Out {}
 impl Out {
     /// The output's value `i` (a method, so closures capture the whole
     /// `Out`, which is `Sync`).
-    fn at(self, i: usize) -> *mut f32 {
+    pub(super) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }
 
 /// The dense convolution of `x` (`[batch, cin, h, w]`) with `w` (`[cout,
-/// cin, k, k]`), no bias: `shape` is `[batch, cin, cout]`. Call only when
+/// cin, kh, kw]`), no bias: `shape` is `[batch, cin, cout]`. Call only when
 /// [`available`].
 pub fn forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let ph = Phases::of(d);
-    let kk = d.k * d.k;
+    let kk = d.taps();
     let depth = cin * kk;
     let (ip, [oh, ow]) = (d.input[0] * d.input[1], d.output);
     let op = oh * ow;
@@ -265,13 +266,14 @@ unsafe fn tile_forward<const V: usize>(
 }
 
 /// The geometry of the input gradient as a forward convolution of the
-/// output's gradient (stride 1 and `pad <= k - 1` only): padding `k - 1 -
-/// pad`, the output's size in, the input's out.
+/// output's gradient (stride 1 and padding below the filter's size along
+/// each axis only): padding `k - 1 - pad` per axis, the output's size in,
+/// the input's out.
 pub fn transposed(d: &Window) -> Option<Window> {
-    (d.stride == 1 && d.pad.iter().all(|&p| p < d.k)).then(|| Window {
+    (d.stride == 1 && (0..2).all(|a| d.pad[a] < d.k[a])).then(|| Window {
         k: d.k,
         stride: 1,
-        pad: d.pad.map(|p| d.k - 1 - p),
+        pad: [0, 1].map(|a| d.k[a] - 1 - d.pad[a]),
         input: d.output,
         output: d.input,
     })
@@ -279,30 +281,50 @@ pub fn transposed(d: &Window) -> Option<Window> {
 
 /// The input gradient of [`forward`] from the output's gradient `g`, for a
 /// geometry [`transposed`] takes: the forward of `g` with the filters
-/// flipped and transposed (`[cin, cout, k, k]`).
+/// flipped and transposed (`[cin, cout, kh, kw]`).
 pub fn input_grad(g: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let t = transposed(d).expect("input_grad: stride 1 and pad < k");
-    let kk = d.k * d.k;
-    let mut flipped = vec![0f32; w.len()];
-    for o in 0..cout {
-        for c in 0..cin {
-            for tap in 0..kk {
-                flipped[(c * cout + o) * kk + kk - 1 - tap] = w[(o * cin + c) * kk + tap];
+    let kk = d.taps();
+    let mut flipped = simd::uninit(w.len());
+    flipped
+        .par_chunks_mut((cout * kk).max(1))
+        .enumerate()
+        .for_each(|(c, rows)| {
+            for (o, row) in rows.chunks_exact_mut(kk).enumerate() {
+                for (tap, v) in row.iter_mut().rev().enumerate() {
+                    *v = w[(o * cin + c) * kk + tap];
+                }
             }
-        }
+        });
+    match super::channels::suits(&t) {
+        true => super::channels::forward(g, &flipped, [batch, cout, cin], &t),
+        false => forward(g, &flipped, [batch, cout, cin], &t),
     }
-    forward(g, &flipped, [batch, cout, cin], &t)
 }
 
-/// The filter gradient (`[cout, cin, k, k]`) from the input `x` and the
+/// The filter gradient (`[cout, cin, kh, kw]`) from the input `x` and the
 /// output's gradient `g`. Call only when [`available`].
 pub fn filter_grad(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
-    if shape[1] >= VC / 4 {
+    if vectorised_over_channels(shape[1]) {
         filter_grad_channels(x, g, shape, d)
     } else {
         filter_grad_lanes(x, g, shape, d)
     }
+}
+
+/// Whether [`filter_grad`] of `cin` input channels vectorises over them
+/// (reading only the outputs a plane keeps), else over outputs at the
+/// pitch.
+fn vectorised_over_channels(cin: usize) -> bool {
+    cin >= VC / 4
+}
+
+/// Whether [`filter_grad`] suits `d` with `cin` input channels: where the
+/// forward's tiles keep most of what they compute ([`suits`]), or on the
+/// small planes of [`super::channels`] when it skips the pitch's padding.
+pub fn filter_grad_suits(d: &Window, cin: usize) -> bool {
+    suits(d) || (vectorised_over_channels(cin) && super::channels::suits(d))
 }
 
 /// The gradient at the phases' pitch (`[batch * cout, plen]`, `plen` at
@@ -362,6 +384,7 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
     drop(planes);
     let p = oh * ph.pitch;
     let gp = pitched_grad(g, &ph, d, p);
+    let cut = (ph.pitch, d.output[1]);
     let blocks = cout.div_ceil(GC);
     let parts = rayon::current_num_threads().clamp(1, blocks);
     let per = blocks.div_ceil(parts);
@@ -386,8 +409,9 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
                                 // `q + off` for `q < p` lie in the item's
                                 // planes (`Phases::len` leaves room past
                                 // the last row), rows + q in `gp`.
-                                let sums =
-                                    unsafe { tile_channels(src, cp, c0, off, &gp, rows, q0..q1) };
+                                let sums = unsafe {
+                                    tile_channels(&src[c0..], cp, off, &gp, rows, q0..q1, cut)
+                                };
                                 for (i, sums) in sums.iter().enumerate().take(mine - o0) {
                                     let row = &mut acc[((o0 + i) * kk + t) * cp + c0..][..VC];
                                     for (a, &s) in row.iter_mut().zip(sums) {
@@ -411,42 +435,49 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
     dw
 }
 
-/// `sums[i][l] = sum_q g[rows[i] + q] * src[(q + off) * cp + c0 + l]` over
-/// `q` in `qs`, `l < VC`: one channel-vectorised filter-gradient tile, the
+/// `sums[i][l] = sum_q g[rows[i] + q] * src[(q + off) * cp + l]` over
+/// the `q` in `qs` whose column `q % pitch` is below `ow` (`cut` is
+/// `(pitch, ow)`: the pitch's padding columns, where `g` is zero, are
+/// skipped), `l < VC`: one channel-vectorised filter-gradient tile, the
 /// positions in order.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `src` holds `(qs.end - 1 + off) * cp + c0 + VC`
+/// The CPU has AVX-512F; `src` holds `(qs.end - 1 + off) * cp + VC`
 /// values, `g` `rows[i] + qs.end`.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_channels(
     src: &[f32],
     cp: usize,
-    c0: usize,
     off: usize,
     g: &[f32],
     rows: [usize; GC],
     qs: std::ops::Range<usize>,
+    (pitch, ow): (usize, usize),
 ) -> [[f32; VC]; GC] {
     use std::arch::x86_64::*;
-    debug_assert!(qs.is_empty() || (qs.end - 1 + off) * cp + c0 + VC <= src.len());
+    debug_assert!(qs.is_empty() || (qs.end - 1 + off) * cp + VC <= src.len());
     debug_assert!(rows.iter().all(|&r| r + qs.end <= g.len()));
     let mut acc = [[_mm512_setzero_ps(); 4]; GC];
     let (s, gp) = (src.as_ptr(), g.as_ptr());
-    for q in qs {
-        // SAFETY: as the function's contract.
-        unsafe {
-            let p = s.add((q + off) * cp + c0);
-            let x = [
-                _mm512_loadu_ps(p),
-                _mm512_loadu_ps(p.add(16)),
-                _mm512_loadu_ps(p.add(32)),
-                _mm512_loadu_ps(p.add(48)),
-            ];
-            for (acc, &r) in acc.iter_mut().zip(&rows) {
-                let v = _mm512_set1_ps(*gp.add(r + q));
-                for (a, &x) in acc.iter_mut().zip(&x) {
-                    *a = _mm512_fmadd_ps(v, x, *a);
+    // each row's segment of `qs` that holds outputs
+    let pitch = pitch.max(1);
+    for row in qs.start / pitch..qs.end.div_ceil(pitch) {
+        let (from, to) = ((row * pitch).max(qs.start), (row * pitch + ow).min(qs.end));
+        for q in from..to {
+            // SAFETY: as the function's contract.
+            unsafe {
+                let p = s.add((q + off) * cp);
+                let x = [
+                    _mm512_loadu_ps(p),
+                    _mm512_loadu_ps(p.add(16)),
+                    _mm512_loadu_ps(p.add(32)),
+                    _mm512_loadu_ps(p.add(48)),
+                ];
+                for (acc, &r) in acc.iter_mut().zip(&rows) {
+                    let v = _mm512_set1_ps(*gp.add(r + q));
+                    for (a, &x) in acc.iter_mut().zip(&x) {
+                        *a = _mm512_fmadd_ps(v, x, *a);
+                    }
                 }
             }
         }
@@ -467,7 +498,7 @@ unsafe fn tile_channels(
 fn filter_grad_lanes(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let ph = Phases::of(d);
-    let kk = d.k * d.k;
+    let kk = d.taps();
     let depth = cin * kk;
     let (ip, [oh, ow]) = (d.input[0] * d.input[1], d.output);
     let op = oh * ow;
@@ -569,7 +600,7 @@ unsafe fn tile_filter(
 mod tests {
     use super::*;
     use crate::kernels::conv::dense::tests::{definition, operands};
-    use crate::kernels::conv::tests::{check, window};
+    use crate::kernels::conv::tests::{check, rect, window};
 
     /// 3x3 padded layers: the direct route from 14x14 up (196 of 224
     /// computed outputs kept), the column route for 7x7 (49 of 64) and
@@ -595,25 +626,30 @@ mod tests {
         // asymmetric; few channels (the filter gradient in lanes) and 16 or
         // more (over channels, 70 not a multiple of its 64), output
         // channels around the tiles' 8 and 6, planes of one value to more
-        // than a task and a chunk; 300 input channels sum in three blocks
+        // than a task and a chunk; 300 input channels sum in three blocks;
+        // rectangles (Inception's 1x7, 7x1, 1x3, 3x1)
         for (k, stride, pad, input, cin, cout) in [
-            (3, 1, [1, 1], [5, 7], 2, 3),
-            (3, 1, [1, 1], [9, 8], 16, 9),
-            (3, 1, [1, 1], [6, 5], 70, 13),
-            (3, 1, [0, 0], [3, 3], 1, 2),
-            (3, 1, [2, 2], [4, 6], 17, 8),
-            (3, 1, [1, 1], [1, 1], 20, 7),
-            (1, 1, [0, 0], [4, 5], 19, 6),
-            (5, 1, [2, 1], [10, 9], 2, 12),
-            (7, 1, [3, 3], [11, 12], 3, 2),
-            (3, 2, [1, 1], [9, 8], 3, 4),
-            (3, 2, [1, 1], [12, 11], 24, 17),
-            (5, 3, [2, 1], [10, 9], 2, 2),
-            (1, 2, [0, 0], [7, 8], 18, 4),
-            (3, 1, [1, 1], [120, 30], 20, 3),
-            (3, 1, [1, 1], [4, 3], 300, 9),
+            ([3, 3], 1, [1, 1], [5, 7], 2, 3),
+            ([3, 3], 1, [1, 1], [9, 8], 16, 9),
+            ([3, 3], 1, [1, 1], [6, 5], 70, 13),
+            ([3, 3], 1, [0, 0], [3, 3], 1, 2),
+            ([3, 3], 1, [2, 2], [4, 6], 17, 8),
+            ([3, 3], 1, [1, 1], [1, 1], 20, 7),
+            ([1, 1], 1, [0, 0], [4, 5], 19, 6),
+            ([5, 5], 1, [2, 1], [10, 9], 2, 12),
+            ([7, 7], 1, [3, 3], [11, 12], 3, 2),
+            ([3, 3], 2, [1, 1], [9, 8], 3, 4),
+            ([3, 3], 2, [1, 1], [12, 11], 24, 17),
+            ([5, 5], 3, [2, 1], [10, 9], 2, 2),
+            ([1, 1], 2, [0, 0], [7, 8], 18, 4),
+            ([3, 3], 1, [1, 1], [120, 30], 20, 3),
+            ([3, 3], 1, [1, 1], [4, 3], 300, 9),
+            ([1, 7], 1, [0, 3], [9, 10], 20, 7),
+            ([7, 1], 1, [3, 0], [10, 9], 3, 5),
+            ([1, 3], 1, [0, 1], [8, 8], 17, 9),
+            ([3, 1], 2, [1, 0], [9, 8], 3, 4),
         ] {
-            let d = window(k, stride, pad, input);
+            let d = rect(k, stride, pad, input);
             let batch = 3;
             let shape = [batch, cin, cout];
             let (mut x, w, g) = operands(&d, batch, cin, cout);
