@@ -349,7 +349,10 @@ const GC: usize = 6;
 /// tile of [`GC`] output channels x [`VC`] input channels adds `g[co][q] *
 /// x[q + offset_t][c..c + VC]` (a broadcast and four aligned loads per 24
 /// multiply-adds, no horizontal sums) over [`DW_CHUNK`] outputs in f32, each
-/// chunk's sums added in f64.
+/// chunk's sums added in f64. Planes of fewer outputs are summed in f32
+/// several items at a time, up to a chunk (a 14x14 plane, 224 at the
+/// pitch, four items), so the f64 additions, 384 a tile, stay few next to
+/// the multiply-adds (on 7x7 planes, one per item, they took as long).
 fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let ph = Phases::of(d);
@@ -384,10 +387,13 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
     drop(planes);
     let p = oh * ph.pitch;
     let gp = pitched_grad(g, &ph, d, p);
-    let cut = (ph.pitch, d.output[1]);
     let blocks = cout.div_ceil(GC);
     let parts = rayon::current_num_threads().clamp(1, blocks);
     let per = blocks.div_ceil(parts);
+    // items whose planes are summed in f32 together (small planes: as many
+    // as fill a chunk of [`DW_CHUNK`] positions), so each f64 addition
+    // follows as many multiply-adds as on a large plane
+    let group = (DW_CHUNK / p.max(1)).clamp(1, batch);
     // [cout][tap][cp] in f64, each part summing its own output channels
     let mut acc = vec![0f64; cout * kk * cp];
     acc.par_chunks_mut(per * GC * kk * cp)
@@ -395,22 +401,31 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
         .for_each(|(part, acc)| {
             let first = part * per * GC;
             let mine = acc.len() / (kk * cp);
-            for n in 0..batch {
-                let src = &xt[n * len * cp..][..len * cp];
+            for n0 in (0..batch).step_by(group) {
+                let items = group.min(batch - n0);
+                let src = &xt[n0 * len * cp..][..items * len * cp];
                 for q0 in (0..p).step_by(DW_CHUNK) {
                     let q1 = (q0 + DW_CHUNK).min(p);
                     for c0 in (0..cp).step_by(VC) {
                         for (t, &off) in offsets.iter().enumerate() {
                             for o0 in (0..mine).step_by(GC) {
                                 let rows: [usize; GC] = std::array::from_fn(|i| {
-                                    (n * cout + first + (o0 + i).min(mine - 1)) * p
+                                    (n0 * cout + first + (o0 + i).min(mine - 1)) * p
                                 });
+                                let at = Items {
+                                    count: items,
+                                    src: len * cp,
+                                    g: cout * p,
+                                    pitch: ph.pitch,
+                                    ow: d.output[1],
+                                };
                                 // SAFETY: the CPU has AVX-512; positions
-                                // `q + off` for `q < p` lie in the item's
+                                // `q + off` for `q < p` lie in each item's
                                 // planes (`Phases::len` leaves room past
-                                // the last row), rows + q in `gp`.
+                                // the last row), rows + q of each item in
+                                // `gp`.
                                 let sums = unsafe {
-                                    tile_channels(&src[c0..], cp, off, &gp, rows, q0..q1, cut)
+                                    tile_channels(&src[c0..], cp, off, &gp, rows, q0..q1, at)
                                 };
                                 for (i, sums) in sums.iter().enumerate().take(mine - o0) {
                                     let row = &mut acc[((o0 + i) * kk + t) * cp + c0..][..VC];
@@ -435,15 +450,30 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
     dw
 }
 
-/// `sums[i][l] = sum_q g[rows[i] + q] * src[(q + off) * cp + l]` over
-/// the `q` in `qs` whose column `q % pitch` is below `ow` (`cut` is
-/// `(pitch, ow)`: the pitch's padding columns, where `g` is zero, are
-/// skipped), `l < VC`: one channel-vectorised filter-gradient tile, the
-/// positions in order.
+/// What one filter-gradient tile sums over: `count` items, each `src`
+/// values after the last in the planes and `g` in the gradient, and the
+/// outputs of each row at the phases' `pitch`, of which the first `ow`
+/// are kept (the padding columns after them, where the gradient is zero,
+/// are skipped).
+#[derive(Clone, Copy)]
+struct Items {
+    count: usize,
+    src: usize,
+    g: usize,
+    pitch: usize,
+    ow: usize,
+}
+
+/// `sums[i][l] = sum_n sum_q g[n * at.g + rows[i] + q] * src[n * at.src +
+/// (q + off) * cp + l]` over the items `n < at.count` and the `q` in `qs`
+/// whose column `q % at.pitch` is below `at.ow`, `l < VC`: one
+/// channel-vectorised filter-gradient tile, the items and positions in
+/// order.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `src` holds `(qs.end - 1 + off) * cp + VC`
-/// values, `g` `rows[i] + qs.end`.
+/// The CPU has AVX-512F; `src` holds `(at.count - 1) * at.src + (qs.end -
+/// 1 + off) * cp + VC` values, `g` `(at.count - 1) * at.g + rows[i] +
+/// qs.end`.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_channels(
     src: &[f32],
@@ -452,31 +482,37 @@ unsafe fn tile_channels(
     g: &[f32],
     rows: [usize; GC],
     qs: std::ops::Range<usize>,
-    (pitch, ow): (usize, usize),
+    at: Items,
 ) -> [[f32; VC]; GC] {
     use std::arch::x86_64::*;
-    debug_assert!(qs.is_empty() || (qs.end - 1 + off) * cp + VC <= src.len());
-    debug_assert!(rows.iter().all(|&r| r + qs.end <= g.len()));
+    let last = at.count.max(1) - 1;
+    debug_assert!(qs.is_empty() || last * at.src + (qs.end - 1 + off) * cp + VC <= src.len());
+    debug_assert!(rows.iter().all(|&r| last * at.g + r + qs.end <= g.len()));
     let mut acc = [[_mm512_setzero_ps(); 4]; GC];
-    let (s, gp) = (src.as_ptr(), g.as_ptr());
-    // each row's segment of `qs` that holds outputs
-    let pitch = pitch.max(1);
-    for row in qs.start / pitch..qs.end.div_ceil(pitch) {
-        let (from, to) = ((row * pitch).max(qs.start), (row * pitch + ow).min(qs.end));
-        for q in from..to {
-            // SAFETY: as the function's contract.
-            unsafe {
-                let p = s.add((q + off) * cp);
-                let x = [
-                    _mm512_loadu_ps(p),
-                    _mm512_loadu_ps(p.add(16)),
-                    _mm512_loadu_ps(p.add(32)),
-                    _mm512_loadu_ps(p.add(48)),
-                ];
-                for (acc, &r) in acc.iter_mut().zip(&rows) {
-                    let v = _mm512_set1_ps(*gp.add(r + q));
-                    for (a, &x) in acc.iter_mut().zip(&x) {
-                        *a = _mm512_fmadd_ps(v, x, *a);
+    // each item's row segments of `qs` that hold outputs
+    let (pitch, ow) = (at.pitch.max(1), at.ow);
+    for n in 0..at.count {
+        let (s, gp) = (
+            src.as_ptr().wrapping_add(n * at.src),
+            g.as_ptr().wrapping_add(n * at.g),
+        );
+        for row in qs.start / pitch..qs.end.div_ceil(pitch) {
+            let (from, to) = ((row * pitch).max(qs.start), (row * pitch + ow).min(qs.end));
+            for q in from..to {
+                // SAFETY: as the function's contract.
+                unsafe {
+                    let p = s.add((q + off) * cp);
+                    let x = [
+                        _mm512_loadu_ps(p),
+                        _mm512_loadu_ps(p.add(16)),
+                        _mm512_loadu_ps(p.add(32)),
+                        _mm512_loadu_ps(p.add(48)),
+                    ];
+                    for (acc, &r) in acc.iter_mut().zip(&rows) {
+                        let v = _mm512_set1_ps(*gp.add(r + q));
+                        for (a, &x) in acc.iter_mut().zip(&x) {
+                            *a = _mm512_fmadd_ps(v, x, *a);
+                        }
                     }
                 }
             }
@@ -626,7 +662,9 @@ mod tests {
         // asymmetric; few channels (the filter gradient in lanes) and 16 or
         // more (over channels, 70 not a multiple of its 64), output
         // channels around the tiles' 8 and 6, planes of one value to more
-        // than a task and a chunk; 300 input channels sum in three blocks;
+        // than a task and a chunk (and of 360 pitched outputs, whose
+        // filter gradient sums two items' planes in f32, then one); 300
+        // input channels sum in three blocks;
         // rectangles (Inception's 1x7, 7x1, 1x3, 3x1)
         for (k, stride, pad, input, cin, cout) in [
             ([3, 3], 1, [1, 1], [5, 7], 2, 3),
@@ -643,6 +681,7 @@ mod tests {
             ([5, 5], 3, [2, 1], [10, 9], 2, 2),
             ([1, 1], 2, [0, 0], [7, 8], 18, 4),
             ([3, 3], 1, [1, 1], [120, 30], 20, 3),
+            ([3, 3], 1, [1, 1], [20, 16], 20, 7),
             ([3, 3], 1, [1, 1], [4, 3], 300, 9),
             ([1, 7], 1, [0, 3], [9, 10], 20, 7),
             ([7, 1], 1, [3, 0], [10, 9], 3, 5),
