@@ -17,7 +17,10 @@
 //! computed once per row and column. Each window sums from zero in row
 //! order and divides by its count (the window's area with
 //! `count_include_pad`), and the backward adds each output's share in the
-//! same order, so the bits are burn's too (tested).
+//! same order, so the bits are burn's too (tested). Windows that keep the
+//! plane's size (stride 1, Inception's 3x3 pools) run a row at a time:
+//! each window row added at each column shift along the whole row, the
+//! same additions in the same order, vectorised.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -191,9 +194,84 @@ fn pooled(
 /// ow]`; `include_pad` divides by the window's area (PyTorch's
 /// `count_include_pad`), else by the values it holds.
 pub fn avg_forward(x: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
-    pooled(x, [h, w], p, |x, rows, cols, out| {
-        avg_forward_plane(x, w, rows, cols, p, include_pad, out)
+    let same = keeps_size(p, [h, w]);
+    pooled(x, [h, w], p, |x, rows, cols, out| match same {
+        true => avg_forward_plane_same(x, w, rows, cols, p, include_pad, out),
+        false => avg_forward_plane(x, w, rows, cols, p, include_pad, out),
     })
+}
+
+/// Whether `p` keeps a `[h, w]` plane's size (stride 1, `2 pad = k - 1`:
+/// Inception's 3x3 average pools), where the plane functions run along
+/// whole rows.
+fn keeps_size(p: &Pool, [h, w]: [usize; 2]) -> bool {
+    p.stride == 1 && 2 * p.pad + 1 == p.k && p.out(h) == h && p.out(w) == w
+}
+
+/// The column shifts `e` (input column `c + e` for output `c`) of a
+/// window of `p` that keeps the size, in order.
+fn shifts(p: &Pool) -> std::ops::RangeInclusive<isize> {
+    -(p.pad as isize)..=(p.k - 1 - p.pad) as isize
+}
+
+/// `acc[c] += src[c + e]` for every `c` with `c + e` inside `src`.
+#[inline(always)]
+fn add_shifted(acc: &mut [f32], src: &[f32], e: isize) {
+    let n = acc.len() as isize;
+    let (from, to) = ((-e).max(0), (n - e).min(n));
+    if from < to {
+        let (from, to) = (from as usize, to as usize);
+        let src = &src[(from as isize + e) as usize..][..to - from];
+        for (a, &v) in acc[from..to].iter_mut().zip(src) {
+            *a += v;
+        }
+    }
+}
+
+multiversion! {
+    /// [`avg_forward_plane`] for a window that keeps the size, a row of
+    /// outputs at a time: each window row's values added at each column
+    /// shift along the whole row, in the scalar loop's order (window rows,
+    /// then columns), so the same bits.
+    fn avg_forward_plane_same(x: &[f32], w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, out: &mut [f32]) {
+        for (&rs, out) in rows.iter().zip(out.chunks_exact_mut(w)) {
+            out.fill(0.0);
+            for r in rs.0..rs.1 {
+                for e in shifts(p) {
+                    add_shifted(out, &x[r * w..][..w], e);
+                }
+            }
+            for (o, &cs) in out.iter_mut().zip(cols) {
+                *o /= divisor(p, include_pad, rs, cs);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`avg_backward_plane`] for a window that keeps the size, a row of
+    /// inputs at a time: each output's share computed once, then the
+    /// shares of the output rows whose windows hold the row added at each
+    /// column shift, in the scalar loop's order (outputs row by row), so
+    /// the same bits.
+    fn avg_backward_plane_same(w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, g: &[f32], dx: &mut [f32]) {
+        let mut shares = g.to_vec();
+        for (&rs, row) in rows.iter().zip(shares.chunks_exact_mut(w)) {
+            for (s, &cs) in row.iter_mut().zip(cols) {
+                *s /= divisor(p, include_pad, rs, cs);
+            }
+        }
+        let h = rows.len();
+        for (r, dx) in dx.chunks_exact_mut(w).enumerate() {
+            // outputs i whose window rows i - pad ..= i - pad + k - 1 hold r
+            let first = (r + p.pad).saturating_sub(p.k - 1);
+            for i in first..(r + p.pad + 1).min(h) {
+                for e in shifts(p) {
+                    add_shifted(dx, &shares[i * w..][..w], e);
+                }
+            }
+        }
+    }
 }
 
 /// The input's gradient of [`avg_forward`] (`planes` planes of `[h, w]`)
@@ -202,9 +280,13 @@ pub fn avg_backward(g: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) 
     let (rows, cols) = (p.spans(h), p.spans(w));
     let op = rows.len() * cols.len();
     let mut dx = vec![0f32; g.len() / op.max(1) * h * w];
+    let same = keeps_size(p, [h, w]);
     dx.par_chunks_mut(h * w)
         .zip(g.par_chunks(op.max(1)))
-        .for_each(|(dx, g)| avg_backward_plane(w, &rows, &cols, p, include_pad, g, dx));
+        .for_each(|(dx, g)| match same {
+            true => avg_backward_plane_same(w, &rows, &cols, p, include_pad, g, dx),
+            false => avg_backward_plane(w, &rows, &cols, p, include_pad, g, dx),
+        });
     dx
 }
 
@@ -581,12 +663,16 @@ mod tests {
     }
 
     /// Against burn's `AvgPool2d`, the padding counted and not, for
-    /// Inception's 3x3 stride 1 and other windows on ragged planes.
+    /// Inception's 3x3 stride 1 (row by row: windows that keep the size,
+    /// 5x5 too, on wide planes) and other windows on ragged planes.
     #[test]
     #[allow(clippy::disallowed_methods)]
     fn avg_pool_gives_burns_outputs_and_gradients() {
         for (k, stride, pad, [h, w]) in [
             (3, 1, 1, [7, 6]),
+            (3, 1, 1, [5, 37]),
+            (5, 1, 2, [6, 20]),
+            (1, 1, 0, [3, 4]),
             (2, 2, 0, [7, 9]),
             (3, 2, 1, [9, 10]),
             (5, 3, 2, [11, 8]),
