@@ -196,7 +196,7 @@ fn pooled(
 pub fn avg_forward(x: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) -> Vec<f32> {
     let same = keeps_size(p, [h, w]);
     pooled(x, [h, w], p, |x, rows, cols, out| match same {
-        true => avg_forward_plane_same(x, w, rows, cols, p, include_pad, out),
+        true => avg_forward_plane_same(x, rows, cols, p, include_pad, out),
         false => avg_forward_plane(x, w, rows, cols, p, include_pad, out),
     })
 }
@@ -233,7 +233,9 @@ multiversion! {
     /// outputs at a time: each window row's values added at each column
     /// shift along the whole row, in the scalar loop's order (window rows,
     /// then columns), so the same bits.
-    fn avg_forward_plane_same(x: &[f32], w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, out: &mut [f32]) {
+    fn avg_forward_plane_same(x: &[f32], rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, out: &mut [f32]) {
+        // the size kept: as many outputs a row as inputs
+        let w = cols.len();
         for (&rs, out) in rows.iter().zip(out.chunks_exact_mut(w)) {
             out.fill(0.0);
             for r in rs.0..rs.1 {
@@ -250,12 +252,15 @@ multiversion! {
 
 multiversion! {
     /// [`avg_backward_plane`] for a window that keeps the size, a row of
-    /// inputs at a time: each output's share computed once, then the
-    /// shares of the output rows whose windows hold the row added at each
-    /// column shift, in the scalar loop's order (outputs row by row), so
-    /// the same bits.
-    fn avg_backward_plane_same(w: usize, rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, g: &[f32], dx: &mut [f32]) {
-        let mut shares = g.to_vec();
+    /// inputs at a time: each output's share computed once (into
+    /// `shares`, a buffer the caller keeps), then the shares of the output
+    /// rows whose windows hold the row added at each column shift, in the
+    /// scalar loop's order (outputs row by row), so the same bits.
+    fn avg_backward_plane_same(rows: &[(usize, usize)], cols: &[(usize, usize)], p: &Pool, include_pad: bool, g: &[f32], shares: &mut Vec<f32>, dx: &mut [f32]) {
+        // the size kept: as many outputs a row as inputs
+        let w = cols.len();
+        shares.clear();
+        shares.extend_from_slice(g);
         for (&rs, row) in rows.iter().zip(shares.chunks_exact_mut(w)) {
             for (s, &cs) in row.iter_mut().zip(cols) {
                 *s /= divisor(p, include_pad, rs, cs);
@@ -283,8 +288,8 @@ pub fn avg_backward(g: &[f32], [h, w]: [usize; 2], p: &Pool, include_pad: bool) 
     let same = keeps_size(p, [h, w]);
     dx.par_chunks_mut(h * w)
         .zip(g.par_chunks(op.max(1)))
-        .for_each(|(dx, g)| match same {
-            true => avg_backward_plane_same(w, &rows, &cols, p, include_pad, g, dx),
+        .for_each_init(Vec::new, |shares, (dx, g)| match same {
+            true => avg_backward_plane_same(&rows, &cols, p, include_pad, g, shares, dx),
             false => avg_backward_plane(w, &rows, &cols, p, include_pad, g, dx),
         });
     dx
@@ -306,20 +311,19 @@ pub fn backward(x: &[f32], g: &[f32], [h, w]: [usize; 2], p: &Pool) -> Vec<f32> 
         x.len() * op,
         "max pool backward: gradient size"
     );
-    let mut dx = vec![0f32; x.len()];
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        dx.par_chunks_mut(ip)
-            .zip(x.par_chunks(ip).zip(g.par_chunks(op)))
-            .for_each(|(dx, (x, g))| {
-                // SAFETY: the CPU has AVX-512F.
-                unsafe { backward_plane_wide(x, w, &rows, &cols, p, g, dx) }
-            });
-        return dx;
-    }
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    let mut dx = vec![0f32; x.len()];
     dx.par_chunks_mut(ip)
         .zip(x.par_chunks(ip).zip(g.par_chunks(op)))
-        .for_each(|(dx, (x, g))| backward_plane(x, w, &rows, &cols, g, dx));
+        .for_each(|(dx, (x, g))| {
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { backward_plane_wide(x, w, &rows, &cols, p, g, dx) };
+            }
+            backward_plane(x, w, &rows, &cols, g, dx)
+        });
     dx
 }
 

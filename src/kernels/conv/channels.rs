@@ -59,8 +59,7 @@ const PITCHED_KEEPS: f64 = 0.9;
 pub fn suits(d: &Window) -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let on = *CHOICE.get_or_init(|| std::env::var_os("HEADSTART_CONV_PITCHED").is_none());
-    let op = d.output[0] * d.output[1];
-    let computed = d.output[0] * Phases::of(d).pitch;
+    let (op, computed) = super::direct::kept_of_computed(d);
     on && op >= MIN_PLANE && (op as f64) < PITCHED_KEEPS * computed as f64
 }
 

@@ -9,9 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::{Phases, Run, Window, starts};
 #[cfg(target_arch = "x86_64")]
-use super::{channels, direct};
+use super::direct;
+use super::{Phases, Run, Window, starts};
 use crate::kernels::matmul::{self, Strided};
 use crate::kernels::simd::{self, add_into};
 
@@ -131,13 +131,8 @@ impl Dense {
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() {
-        if channels::suits(d) {
-            return channels::forward(x, w, shape, d);
-        }
-        if direct::suits(d) {
-            return direct::forward(x, w, shape, d);
-        }
+    if direct::available() && direct::takes(d) {
+        return direct::forward_suited(x, w, shape, d);
     }
     dense_forward_in(x, w, shape, d, COLUMNS_AT_ONCE)
 }
@@ -218,7 +213,7 @@ pub fn dense_backward(
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     #[cfg(target_arch = "x86_64")]
-    if direct::available() && (channels::suits(d) || direct::suits(d)) {
+    if direct::available() && direct::takes(d) {
         let [want_dx, want_dw] = want;
         let dx = match want_dx && direct::transposed(d).is_some() {
             true => Some(direct::input_grad(g, w, shape, d)),

@@ -68,12 +68,35 @@ pub fn available() -> bool {
 /// faster direct).
 const MIN_KEPT: f64 = 0.85;
 
-/// Whether the direct kernels suit `d`: the outputs a tile computes at
-/// the planes' pitch are mostly kept ([`MIN_KEPT`]).
-pub fn suits(d: &Window) -> bool {
+/// The outputs of `d`'s plane, and those the pitched tiles compute for
+/// them (whole rows at the phases' pitch).
+pub(super) fn kept_of_computed(d: &Window) -> (usize, usize) {
     let [oh, ow] = d.output;
-    let computed = (oh * Phases::of(d).pitch).next_multiple_of(16);
-    computed > 0 && (oh * ow) as f64 >= MIN_KEPT * computed as f64
+    (oh * ow, oh * Phases::of(d).pitch)
+}
+
+/// Whether the pitched kernel suits `d`: the outputs a tile computes at
+/// the planes' pitch (rounded to a vector) are mostly kept ([`MIN_KEPT`]).
+pub fn suits(d: &Window) -> bool {
+    let (kept, computed) = kept_of_computed(d);
+    let computed = computed.next_multiple_of(16);
+    computed > 0 && kept as f64 >= MIN_KEPT * computed as f64
+}
+
+/// Whether one of this module's kernels runs `d`: the channel-vectorised
+/// one ([`super::channels::suits`]) or the pitched one ([`suits`]).
+pub fn takes(d: &Window) -> bool {
+    super::channels::suits(d) || suits(d)
+}
+
+/// The forward of `d` by the kernel that suits it: the
+/// channel-vectorised one where it suits, else the pitched one ([`forward`]).
+/// Call only when [`available`].
+pub fn forward_suited(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
+    match super::channels::suits(d) {
+        true => super::channels::forward(x, w, shape, d),
+        false => forward(x, w, shape, d),
+    }
 }
 
 fn avx512() -> bool {
@@ -297,10 +320,7 @@ pub fn input_grad(g: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f3
                 }
             }
         });
-    match super::channels::suits(&t) {
-        true => super::channels::forward(g, &flipped, [batch, cout, cin], &t),
-        false => forward(g, &flipped, [batch, cout, cin], &t),
-    }
+    forward_suited(g, &flipped, [batch, cout, cin], &t)
 }
 
 /// The filter gradient (`[cout, cin, kh, kw]`) from the input `x` and the
@@ -404,6 +424,13 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
             for n0 in (0..batch).step_by(group) {
                 let items = group.min(batch - n0);
                 let src = &xt[n0 * len * cp..][..items * len * cp];
+                let at = Items {
+                    count: items,
+                    src: len * cp,
+                    g: cout * p,
+                    pitch: ph.pitch,
+                    ow: d.output[1],
+                };
                 for q0 in (0..p).step_by(DW_CHUNK) {
                     let q1 = (q0 + DW_CHUNK).min(p);
                     for c0 in (0..cp).step_by(VC) {
@@ -412,13 +439,6 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
                                 let rows: [usize; GC] = std::array::from_fn(|i| {
                                     (n0 * cout + first + (o0 + i).min(mine - 1)) * p
                                 });
-                                let at = Items {
-                                    count: items,
-                                    src: len * cp,
-                                    g: cout * p,
-                                    pitch: ph.pitch,
-                                    ow: d.output[1],
-                                };
                                 // SAFETY: the CPU has AVX-512; positions
                                 // `q + off` for `q < p` lie in each item's
                                 // planes (`Phases::len` leaves room past
