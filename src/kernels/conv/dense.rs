@@ -125,8 +125,8 @@ impl Dense {
 /// On CPUs with AVX-512, the direct kernel at the phases' pitch
 /// ([`direct`]) runs the planes where it keeps most of what it computes,
 /// the kernel vectorised over output channels ([`channels`]) those of
-/// 12x12 and up where the pitch's padding would cost more; the columns
-/// run the rest.
+/// 7x7 and up where the pitch's padding would cost more; the columns run
+/// the rest.
 ///
 /// `shape` is `[batch, cin, cout]`.
 pub fn dense_forward(x: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {

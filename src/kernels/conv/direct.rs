@@ -61,7 +61,7 @@ pub fn available() -> bool {
 }
 
 /// Share of the outputs a forward computes that it keeps, below which the
-/// column route is faster: the tiles run over whole rows at the planes'
+/// column route (and now the channel kernel) is faster: the tiles run over whole rows at the planes'
 /// pitch, so a 7x7 plane computes 64 values (9 a row, rounded to a
 /// vector) for 49 (ResNet18's last stage: 8% faster `full` step by
 /// columns), a 14x14 one 224 for 196 (VGG16's and ResNet's 14 px layers:
@@ -308,6 +308,9 @@ pub fn transposed(d: &Window) -> Option<Window> {
 pub fn input_grad(g: &[f32], w: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let t = transposed(d).expect("input_grad: stride 1 and pad < k");
+    if super::channels::suits(&t) {
+        return super::channels::input_grad(g, w, shape, &t);
+    }
     let kk = d.taps();
     let mut flipped = simd::uninit(w.len());
     flipped
@@ -344,7 +347,7 @@ fn vectorised_over_channels(cin: usize) -> bool {
 /// forward's tiles keep most of what they compute ([`suits`]), or on the
 /// small planes of [`super::channels`] when it skips the pitch's padding.
 pub fn filter_grad_suits(d: &Window, cin: usize) -> bool {
-    suits(d) || (vectorised_over_channels(cin) && super::channels::suits(d))
+    suits(d) || (vectorised_over_channels(cin) && super::channels::suits_filter_grad(d))
 }
 
 /// The gradient at the phases' pitch (`[batch * cout, plen]`, `plen` at
