@@ -1,11 +1,13 @@
 //! Throughput of headstart's dense convolution (`kernels::conv`) on each
 //! 3x3 layer of VGG16 at 224 px (or, with `inception`, Inception v3's 1x7,
-//! 7x1, 1x3 and 3x1 layers at 299 px; with `resnet`, ResNet50's 3x3
-//! layers at 224 px, stride 1 and 2), batch 8: the forward, the input
+//! 7x1, 1x3 and 3x1 layers at 299 px; with `stem`, its stem's and 35 px
+//! blocks' 3x3 and 5x5 layers and its two stride-2 reductions; with
+//! `resnet`, ResNet50's 3x3 layers at 224 px, stride 1 and 2), batch 8:
+//! the forward, the input
 //! gradient and the filter gradient apart, in GFLOP/s, so a step's time
 //! can be laid to the layers and phases that lose it.
 //! `scripts/conv_probe_pytorch.py` times the same convolutions in PyTorch.
-//! `cargo run --release --example conv_probe [BATCH] [vgg16|inception|resnet]`.
+//! `cargo run --release --example conv_probe [BATCH] [vgg16|inception|stem|resnet]`.
 //!
 //! It runs on the `headstart` binary's allocator (mimalloc, freed memory
 //! kept), as a training step does: on glibc's, each call's fresh output
@@ -70,12 +72,23 @@ fn main() {
         (14, 512, 512, 3, 3, 2),
         (7, 512, 512, 3, 3, 1),
     ];
+    let stem = [
+        (149, 32, 32, 3, 3, 1),
+        (147, 32, 64, 3, 3, 1),
+        (73, 80, 192, 3, 3, 1),
+        (35, 48, 64, 5, 5, 1),
+        (35, 64, 96, 3, 3, 1),
+        (35, 96, 96, 3, 3, 1),
+        (35, 288, 384, 3, 3, 2),
+        (17, 192, 320, 3, 3, 2),
+    ];
     let layers: &[(usize, usize, usize, usize, usize, usize)] =
         match std::env::args().nth(2).as_deref() {
             None | Some("vgg16") => &vgg16,
             Some("inception") => &inception,
             Some("resnet") => &resnet,
-            Some(other) => panic!("unknown layer set {other:?}: vgg16, inception or resnet"),
+            Some("stem") => &stem,
+            Some(other) => panic!("unknown layer set {other:?}: vgg16, inception, stem or resnet"),
         };
     println!("layer | forward GFLOP/s | input grad | filter grad | ms fwd/dx/dw");
     for &(side, cin, cout, kh, kw, stride) in layers {

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch side of `cargo run --release --example conv_probe`: VGG16's 3x3
 convolutions at 224 px (or, with `--layers inception`, Inception v3's 1x7,
-7x1, 1x3 and 3x1 ones at 299 px; with `--layers resnet`, ResNet50's 3x3 ones
-at stride 1 and 2), each distinct geometry once, the forward, the input
+7x1, 1x3 and 3x1 ones at 299 px; with `--layers stem`, its stem's and 35 px
+blocks' 3x3 and 5x5 ones and its two stride-2 reductions; with `--layers
+resnet`, ResNet50's 3x3 ones at stride 1 and 2), each distinct geometry once, the forward, the input
 gradient and the filter gradient timed apart, best of three calls after a
 warm-up, in GFLOP/s (2 FLOPs per multiply-add, the same count as the Rust
 probe).
 
 Versions: pip install -r scripts/requirements-vision.txt
-Usage: python scripts/conv_probe_pytorch.py [BATCH] [--threads 2] [--layers vgg16|inception|resnet]
+Usage: python scripts/conv_probe_pytorch.py [BATCH] [--threads 2] [--layers vgg16|inception|stem|resnet]
 """
 
 import argparse
@@ -47,6 +48,16 @@ LAYERS = {
         (14, 256, 256, 3, 3, 1),
         (14, 512, 512, 3, 3, 2),
         (7, 512, 512, 3, 3, 1),
+    ],
+    "stem": [
+        (149, 32, 32, 3, 3, 1),
+        (147, 32, 64, 3, 3, 1),
+        (73, 80, 192, 3, 3, 1),
+        (35, 48, 64, 5, 5, 1),
+        (35, 64, 96, 3, 3, 1),
+        (35, 96, 96, 3, 3, 1),
+        (35, 288, 384, 3, 3, 2),
+        (17, 192, 320, 3, 3, 2),
     ],
 }
 

@@ -361,18 +361,22 @@ fn pitched_grad(g: &[f32], ph: &Phases, d: &Window, plen: usize) -> Vec<f32> {
     gp
 }
 
-/// Input channels of a channel-vectorised filter-gradient tile (four
-/// AVX-512 vectors).
+/// Input channels of a channel-vectorised filter-gradient tile at most
+/// (four AVX-512 vectors).
 const VC: usize = 64;
-/// Output channels of that tile.
+/// Output channels of that widest tile.
 const GC: usize = 6;
 
 /// [`filter_grad`] vectorised over input channels (`cin >= 16`): each
-/// item's planes transposed to `[position, channel]`, so that for one tap a
-/// tile of [`GC`] output channels x [`VC`] input channels adds `g[co][q] *
-/// x[q + offset_t][c..c + VC]` (a broadcast and four aligned loads per 24
-/// multiply-adds, no horizontal sums) over [`DW_CHUNK`] outputs in f32, each
-/// chunk's sums added in f64. Planes of fewer outputs are summed in f32
+/// item's planes transposed to `[position, channel]`, channels padded to
+/// a multiple of 16, so that for one tap a tile of [`GC`] output channels
+/// x [`VC`] input channels adds `g[co][q] * x[q + offset_t][c..c + VC]` (a
+/// broadcast and four aligned loads per 24 multiply-adds, no horizontal
+/// sums) over [`DW_CHUNK`] outputs in f32, each chunk's sums added in f64.
+/// A last block of fewer channels runs narrower tiles of as many output
+/// channels more (3 vectors x 8, 2 x 12, 1 x 24): channels padded to 64
+/// left Inception's 32- and 80-channel stem layers half and a third
+/// zeros. Planes of fewer outputs are summed in f32
 /// several items at a time, up to a chunk (a 14x14 plane, 224 at the
 /// pitch, four items), so the f64 additions, 384 a tile, stay few next to
 /// the multiply-adds (on 7x7 planes, one per item, they took as long).
@@ -387,7 +391,7 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
     if op == 0 || cin == 0 || cout == 0 {
         return vec![0.0; cout * cin * kk];
     }
-    let (len, cp) = (ph.len(), cin.next_multiple_of(VC));
+    let (len, cp) = (ph.len(), cin.next_multiple_of(16));
     // each item's planes as [position, channel], channels padded with
     // zeros, in blocks of 64 positions (`len` is a whole number of them)
     let planes = all_planes(x, ip, &ph, d);
@@ -438,24 +442,25 @@ fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> 
                     let q1 = (q0 + DW_CHUNK).min(p);
                     for c0 in (0..cp).step_by(VC) {
                         for (t, &off) in offsets.iter().enumerate() {
-                            for o0 in (0..mine).step_by(GC) {
-                                let rows: [usize; GC] = std::array::from_fn(|i| {
-                                    (n0 * cout + first + (o0 + i).min(mine - 1)) * p
-                                });
-                                // SAFETY: the CPU has AVX-512; positions
-                                // `q + off` for `q < p` lie in each item's
-                                // planes (`Phases::len` leaves room past
-                                // the last row), rows + q of each item in
-                                // `gp`.
-                                let sums = unsafe {
-                                    tile_channels(&src[c0..], cp, off, &gp, rows, q0..q1, at)
-                                };
-                                for (i, sums) in sums.iter().enumerate().take(mine - o0) {
-                                    let row = &mut acc[((o0 + i) * kk + t) * cp + c0..][..VC];
-                                    for (a, &s) in row.iter_mut().zip(sums) {
-                                        *a += s as f64;
-                                    }
-                                }
+                            let block = DwBlock {
+                                src: &src[c0..],
+                                cp,
+                                off,
+                                gp: &gp,
+                                row0: (n0 * cout + first) * p,
+                                p,
+                                mine,
+                                qs: q0..q1,
+                                at,
+                            };
+                            let acc = &mut acc[t * cp + c0..];
+                            // as many vectors of channels as are left (of
+                            // four), the output channels to fill 24 sums
+                            match ((cp - c0) / 16).min(VC / 16) {
+                                4 => block.sum::<4, 6>(kk * cp, acc),
+                                3 => block.sum::<3, 8>(kk * cp, acc),
+                                2 => block.sum::<2, 12>(kk * cp, acc),
+                                _ => block.sum::<1, 24>(kk * cp, acc),
                             }
                         }
                     }
@@ -487,37 +492,78 @@ struct Items {
     ow: usize,
 }
 
-/// `sums[i][l] = sum_n sum_q g[n * at.g + rows[i] + q] * src[n * at.src +
-/// (q + off) * cp + l]` over the items `n < at.count` and the `q` in `qs`
-/// whose column `q % at.pitch` is below `at.ow`, `l < VC`: one
-/// channel-vectorised filter-gradient tile, the items and positions in
-/// order.
-///
-/// # Safety
-/// The CPU has AVX-512F; `src` holds `(at.count - 1) * at.src + (qs.end -
-/// 1 + off) * cp + VC` values, `g` `(at.count - 1) * at.g + rows[i] +
-/// qs.end`.
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_channels(
-    src: &[f32],
+/// One block of a channel-vectorised filter gradient: its channels'
+/// planes from `src` (`cp` values a position), one tap's `off`, the
+/// gradient `gp` (rows of `p` at the pitch, the part's first output
+/// channel's at `row0`), the part's `mine` output channels, the positions
+/// `qs` of the items `at`.
+struct DwBlock<'a> {
+    src: &'a [f32],
     cp: usize,
     off: usize,
-    g: &[f32],
-    rows: [usize; GC],
+    gp: &'a [f32],
+    row0: usize,
+    p: usize,
+    mine: usize,
     qs: std::ops::Range<usize>,
     at: Items,
-) -> [[f32; VC]; GC] {
+}
+
+impl DwBlock<'_> {
+    /// Adds, for every output channel `o < mine`, its sums over the block
+    /// to `acc[o * stride..][..16 * V]` in f64, [`tile_channels`] of `G`
+    /// output channels x `V` vectors of channels at a time.
+    fn sum<const V: usize, const G: usize>(&self, stride: usize, acc: &mut [f64]) {
+        let mut sums = [0f32; VC * GC];
+        for o0 in (0..self.mine).step_by(G) {
+            let rows: [usize; G] =
+                std::array::from_fn(|i| self.row0 + (o0 + i).min(self.mine - 1) * self.p);
+            // SAFETY: the CPU has AVX-512; positions `q + off` for `q < p`
+            // lie in each item's planes (`Phases::len` leaves room past
+            // the last row), rows + q of each item in `gp`; `sums` holds
+            // `G * 16 * V` (at most 24 vectors).
+            unsafe {
+                tile_channels::<V, G>(self, rows, &mut sums);
+            }
+            for (i, sums) in sums.chunks_exact(16 * V).enumerate().take(self.mine - o0) {
+                let row = &mut acc[(o0 + i) * stride..][..16 * V];
+                for (a, &s) in row.iter_mut().zip(sums) {
+                    *a += s as f64;
+                }
+            }
+        }
+    }
+}
+
+/// `sums[i * 16 V + l] = sum_n sum_q g[n * at.g + rows[i] + q] * src[n *
+/// at.src + (q + off) * cp + l]` over the items `n < at.count` and the
+/// `q` in `qs` whose column `q % at.pitch` is below `at.ow`, `l < 16 V`:
+/// one channel-vectorised filter-gradient tile of `G` output channels x
+/// `V` vectors of input channels, the items and positions in order.
+///
+/// # Safety
+/// The CPU has AVX-512F; `b.src` holds `(at.count - 1) * at.src + (qs.end
+/// - 1 + off) * cp + 16 V` values, `b.gp` `(at.count - 1) * at.g +
+/// rows[i] + qs.end`; `sums` `G * 16 V`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_channels<const V: usize, const G: usize>(
+    b: &DwBlock,
+    rows: [usize; G],
+    sums: &mut [f32],
+) {
     use std::arch::x86_64::*;
+    let (at, qs, cp, off) = (b.at, b.qs.clone(), b.cp, b.off);
     let last = at.count.max(1) - 1;
-    debug_assert!(qs.is_empty() || last * at.src + (qs.end - 1 + off) * cp + VC <= src.len());
-    debug_assert!(rows.iter().all(|&r| last * at.g + r + qs.end <= g.len()));
-    let mut acc = [[_mm512_setzero_ps(); 4]; GC];
+    debug_assert!(qs.is_empty() || last * at.src + (qs.end - 1 + off) * cp + 16 * V <= b.src.len());
+    debug_assert!(rows.iter().all(|&r| last * at.g + r + qs.end <= b.gp.len()));
+    debug_assert!(sums.len() >= G * 16 * V);
+    let mut acc = [[_mm512_setzero_ps(); V]; G];
     // each item's row segments of `qs` that hold outputs
     let (pitch, ow) = (at.pitch.max(1), at.ow);
     for n in 0..at.count {
         let (s, gp) = (
-            src.as_ptr().wrapping_add(n * at.src),
-            g.as_ptr().wrapping_add(n * at.g),
+            b.src.as_ptr().wrapping_add(n * at.src),
+            b.gp.as_ptr().wrapping_add(n * at.g),
         );
         for row in qs.start / pitch..qs.end.div_ceil(pitch) {
             let (from, to) = ((row * pitch).max(qs.start), (row * pitch + ow).min(qs.end));
@@ -525,12 +571,7 @@ unsafe fn tile_channels(
                 // SAFETY: as the function's contract.
                 unsafe {
                     let p = s.add((q + off) * cp);
-                    let x = [
-                        _mm512_loadu_ps(p),
-                        _mm512_loadu_ps(p.add(16)),
-                        _mm512_loadu_ps(p.add(32)),
-                        _mm512_loadu_ps(p.add(48)),
-                    ];
+                    let x: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(p.add(16 * v)));
                     for (acc, &r) in acc.iter_mut().zip(&rows) {
                         let v = _mm512_set1_ps(*gp.add(r + q));
                         for (a, &x) in acc.iter_mut().zip(&x) {
@@ -541,14 +582,12 @@ unsafe fn tile_channels(
             }
         }
     }
-    let mut out = [[0f32; VC]; GC];
-    for (o, acc) in out.iter_mut().zip(&acc) {
+    for (i, acc) in acc.iter().enumerate() {
         for (v, &a) in acc.iter().enumerate() {
-            // SAFETY: 16 values from `v * 16` lie in the row.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(v * 16), a) };
+            // SAFETY: `sums` holds `G * 16 V` values.
+            unsafe { _mm512_storeu_ps(sums.as_mut_ptr().add((i * V + v) * 16), a) };
         }
     }
-    out
 }
 
 /// [`filter_grad`] vectorised over outputs, for few input channels: a
@@ -683,7 +722,8 @@ mod tests {
         }
         // stride 1, 2 and 3, k = 1, 3, 5, 7, padding 0 to k - 1 and
         // asymmetric; few channels (the filter gradient in lanes) and 16 or
-        // more (over channels, 70 not a multiple of its 64), output
+        // more (over channels in blocks of four vectors, 16, 20 and 70
+        // ending in a block of one or two, 300 of three), output
         // channels around the tiles' 8 and 6, planes of one value to more
         // than a task and a chunk (and of 360 pitched outputs, whose
         // filter gradient sums two items' planes in f32, then one); 300
