@@ -542,9 +542,9 @@ impl DwBlock<'_> {
 /// `V` vectors of input channels, the items and positions in order.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `b.src` holds `(at.count - 1) * at.src + (qs.end
-/// - 1 + off) * cp + 16 V` values, `b.gp` `(at.count - 1) * at.g +
-/// rows[i] + qs.end`; `sums` `G * 16 V`.
+/// The CPU has AVX-512F; `b.src` holds `(at.count - 1) * at.src +
+/// (qs.end - 1 + off) * cp + 16 V` values; `b.gp` holds
+/// `(at.count - 1) * at.g + rows[i] + qs.end`; `sums` `G * 16 V`.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_channels<const V: usize, const G: usize>(
     b: &DwBlock,
