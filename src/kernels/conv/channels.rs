@@ -143,9 +143,12 @@ impl Filters<'_> {
                     Filters::Forward(_) => (SQUARE * taps, inputs * taps, 1),
                     Filters::Flipped(_) => (taps, taps, inputs),
                 };
+                // rows past the last output channel stay zero; columns
+                // past `cols` (and the slack after the last row) are read
+                // into lanes that are not stored
+                buf.resize(SQUARE * pitch + SQUARE, 0.0);
+                buf[lanes * pitch..SQUARE * pitch].fill(0.0);
                 for round in 0..rounds {
-                    buf.clear();
-                    buf.resize(SQUARE * pitch + SQUARE, 0.0);
                     match self {
                         Filters::Forward(w) => {
                             for lane in 0..lanes {

@@ -215,15 +215,18 @@ pub fn dense_backward(
     #[cfg(target_arch = "x86_64")]
     if direct::available() && direct::takes(d) {
         let [want_dx, want_dw] = want;
-        let dx = match want_dx && direct::transposed(d).is_some() {
-            true => Some(direct::input_grad(g, w, shape, d)),
-            false => dense_backward_in([x, w, g], shape, d, [want_dx, false], COLUMNS_AT_ONCE).0,
+        let direct_dx = want_dx && direct::transposed(d).is_some();
+        let direct_dw = want_dw && direct::filter_grad_suits(d, shape[1]);
+        // what the direct kernels leave to the columns, in one call (the
+        // pitched gradient built once)
+        let (dx, dw) = match [want_dx && !direct_dx, want_dw && !direct_dw] {
+            [false, false] => (None, None),
+            rest => dense_backward_in([x, w, g], shape, d, rest, COLUMNS_AT_ONCE),
         };
-        let dw = match want_dw && direct::filter_grad_suits(d, shape[1]) {
-            true => Some(direct::filter_grad(x, g, shape, d)),
-            false => dense_backward_in([x, w, g], shape, d, [false, want_dw], COLUMNS_AT_ONCE).1,
-        };
-        return (dx, dw);
+        return (
+            dx.or_else(|| direct_dx.then(|| direct::input_grad(g, w, shape, d))),
+            dw.or_else(|| direct_dw.then(|| direct::filter_grad(x, g, shape, d))),
+        );
     }
     dense_backward_in([x, w, g], shape, d, want, COLUMNS_AT_ONCE)
 }

@@ -61,11 +61,11 @@ pub fn available() -> bool {
 }
 
 /// Share of the outputs a forward computes that it keeps, below which the
-/// column route (and now the channel kernel) is faster: the tiles run over whole rows at the planes'
-/// pitch, so a 7x7 plane computes 64 values (9 a row, rounded to a
-/// vector) for 49 (ResNet18's last stage: 8% faster `full` step by
-/// columns), a 14x14 one 224 for 196 (VGG16's and ResNet's 14 px layers:
-/// faster direct).
+/// pitched kernel is slower than the column route or the channel kernel:
+/// the tiles run over whole rows at the planes' pitch, so a 7x7 plane
+/// computes 64 values (9 a row, rounded to a vector) for 49 (ResNet18's
+/// last stage: 8% faster `full` step by columns), a 14x14 one 224 for 196
+/// (VGG16's and ResNet's 14 px layers: faster than the columns).
 const MIN_KEPT: f64 = 0.85;
 
 /// The outputs of `d`'s plane, and those the pitched tiles compute for
@@ -376,10 +376,10 @@ const GC: usize = 6;
 /// A last block of fewer channels runs narrower tiles of as many output
 /// channels more (3 vectors x 8, 2 x 12, 1 x 24): channels padded to 64
 /// left Inception's 32- and 80-channel stem layers half and a third
-/// zeros. Planes of fewer outputs are summed in f32
-/// several items at a time, up to a chunk (a 14x14 plane, 224 at the
-/// pitch, four items), so the f64 additions, 384 a tile, stay few next to
-/// the multiply-adds (on 7x7 planes, one per item, they took as long).
+/// zeros. Planes of fewer outputs are summed in f32 several items at a
+/// time, up to a chunk (a 14x14 plane, 224 at the pitch, four items), so
+/// the f64 additions, 384 a tile, stay few next to the multiply-adds (on
+/// 7x7 planes, one per item, they took as long).
 fn filter_grad_channels(x: &[f32], g: &[f32], shape: [usize; 3], d: &Window) -> Vec<f32> {
     let [batch, cin, cout] = shape;
     let ph = Phases::of(d);
